@@ -1,0 +1,332 @@
+//! End-to-end test harness: builds the Go fixtures under `tests/fixtures` with
+//! real Go toolchains, runs them under the real `gotrace` binary (uprobes,
+//! ring buffer and all) and hands back the parsed `report.json`.
+//!
+//! These tests need root (CAP_BPF, CAP_PERFMON): without it they skip with a
+//! message, except under `CI=true` where they fail. They are serialised: one
+//! traced program at a time keeps timings honest on a 2-core machine.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Root gate + serialisation. Returns None (test should return) when not
+/// root outside CI.
+pub fn root_guard() -> Option<MutexGuard<'static, ()>> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("end-to-end tests must run as root in CI (they attach real uprobes)");
+        }
+        eprintln!("skipping: end-to-end tests need root (run `sudo cargo xtask test`)");
+        return None;
+    }
+    Some(LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The `gotrace` binary: `$GOTRACE_BIN`, or built once with cargo.
+pub fn gotrace_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("GOTRACE_BIN") {
+            // Relative paths are taken from the workspace root.
+            return workspace_root().join(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--release", "-p", "tracer", "--bin", "gotrace"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(st.success(), "building gotrace failed");
+        target_dir().join("release/gotrace")
+    })
+    .clone()
+}
+
+/// Tools directory (`$GOTRACE_TOOLS`, default `~/.cache/gotrace`), where
+/// `cargo xtask setup` installs Go toolchains as `go-<version>/`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("GOTRACE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/gotrace")
+        })
+}
+
+/// `go` of the newest installed toolchain for `minor` ("1.26").
+pub fn go_for(minor: &str) -> PathBuf {
+    let prefix = format!("go-{minor}.");
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(tools_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&prefix)?;
+            let go = e.path().join("bin/go");
+            go.exists()
+                .then(|| (rest.split('.').filter_map(|p| p.parse().ok()).collect(), go))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, go)) => go,
+        None => panic!(
+            "Go {minor} not installed in {}: run `cargo xtask setup`",
+            tools_dir().display()
+        ),
+    }
+}
+
+/// Builds fixture `name` with Go `minor` once per test process.
+pub fn fixture(name: &str, minor: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (name.to_string(), minor.to_string());
+    if let Some(p) = built.get(&key) {
+        return p.clone();
+    }
+    let out = target_dir().join("e2e-fixtures").join(minor).join(name);
+    let go = go_for(minor);
+    let tools = tools_dir();
+    let output = Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(format!("./{name}"))
+        .current_dir(workspace_root().join("tests/fixtures"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOCACHE", tools.join(format!("gocache-{minor}")))
+        .env("GOPATH", tools.join("gopath"))
+        .output()
+        .expect("run go build");
+    assert!(
+        output.status.success(),
+        "go build {name} with Go {minor} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(key, out.clone());
+    out
+}
+
+/// What one traced run produced.
+pub struct Traced {
+    pub report: Value,
+    pub exit_code: Option<i32>,
+    pub gotrace_stdout: String,
+    pub gotrace_stderr: String,
+    /// The fixture's stdout (its `planted` / `spawned` lines).
+    pub fixture_stdout: String,
+}
+
+impl Traced {
+    /// `spawned <what> <N>` / `planted <what> <N>` from the fixture.
+    pub fn fixture_count(&self, verb: &str, what: &str) -> u64 {
+        let prefix = format!("{verb} {what} ");
+        self.fixture_stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "fixture printed no `{prefix}N` line:\n{}",
+                    self.fixture_stdout
+                )
+            })
+    }
+
+    pub fn suspects(&self) -> &Vec<Value> {
+        self.report["suspects"].as_array().expect("suspects array")
+    }
+
+    /// Suspect groups whose goroutines run `start_function`.
+    pub fn suspects_running(&self, start_function: &str) -> Vec<&Value> {
+        self.suspects()
+            .iter()
+            .filter(|g| g["start_function"] == start_function)
+            .collect()
+    }
+
+    pub fn growth_of(&self, start_function: &str) -> &Value {
+        self.report["growth"]
+            .as_array()
+            .expect("growth array")
+            .iter()
+            .find(|g| g["start_function"] == start_function)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no growth entry for {start_function}: {:#}",
+                    self.report["growth"]
+                )
+            })
+    }
+}
+
+fn out_dir(tag: &str) -> PathBuf {
+    let d = target_dir()
+        .join("e2e-out")
+        .join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create output dir");
+    d
+}
+
+fn read_report(dir: &Path, out: &Output) -> anyhow::Result<Value> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no report at {} (gotrace exit {:?})\nstderr:\n{}",
+            path.display(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `gotrace [args] -- FIXTURE` with `GOTRACE_HOLD=hold`.
+pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
+    let dir = out_dir(&bin.file_name().unwrap().to_string_lossy());
+    let out = Command::new(gotrace_bin())
+        .args(args)
+        .arg("-o")
+        .arg(&dir)
+        .arg("--")
+        .arg(bin)
+        .env("GOTRACE_HOLD", hold)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(Traced {
+        report: read_report(&dir, &out)?,
+        exit_code: out.status.code(),
+        // The fixture shares gotrace's stdout in command mode.
+        fixture_stdout: stdout.clone(),
+        gotrace_stdout: stdout,
+        gotrace_stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn wait_for_line(
+    reader: &mut impl BufRead,
+    needle: &str,
+    timeout: Duration,
+    seen: &mut String,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut line = String::new();
+    while start.elapsed() < timeout {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("stream ended before {needle:?}; got:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return Ok(());
+        }
+    }
+    bail!("timed out waiting for {needle:?}; got:\n{seen}")
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the fixture first (held at its trigger), attaches `gotrace --pid`,
+/// then pulls the trigger so the leaks are planted while traced.
+pub fn trace_pid(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
+    let dir = out_dir(&format!(
+        "pid-{}",
+        bin.file_name().unwrap().to_string_lossy()
+    ));
+    let trigger = dir.join("trigger");
+    let mut fixture = KillOnDrop(
+        Command::new(bin)
+            .env("GOTRACE_TRIGGER", &trigger)
+            .env("GOTRACE_HOLD", hold)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()?,
+    );
+    let mut fixture_out = BufReader::new(fixture.0.stdout.take().expect("stdout"));
+    let mut fixture_stdout = String::new();
+    wait_for_line(
+        &mut fixture_out,
+        "waiting for trigger",
+        Duration::from_secs(20),
+        &mut fixture_stdout,
+    )?;
+
+    let mut gotrace = Command::new(gotrace_bin())
+        .args(args)
+        .arg("-o")
+        .arg(&dir)
+        .arg("--pid")
+        .arg(fixture.0.id().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()?;
+    let mut err = BufReader::new(gotrace.stderr.take().expect("stderr"));
+    let mut gotrace_stderr = String::new();
+    wait_for_line(
+        &mut err,
+        "attached",
+        Duration::from_secs(30),
+        &mut gotrace_stderr,
+    )?;
+    std::fs::write(&trigger, b"go")?;
+    let err_thread = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    let fixture_thread = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut fixture_out, &mut rest);
+        rest
+    });
+    let out = gotrace.wait_with_output()?;
+    gotrace_stderr.push_str(&err_thread.join().unwrap_or_default());
+    drop(fixture); // kills it if gotrace stopped first (--duration)
+    fixture_stdout.push_str(&fixture_thread.join().unwrap_or_default());
+    Ok(Traced {
+        report: read_report(&dir, &out)?,
+        exit_code: out.status.code(),
+        gotrace_stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        gotrace_stderr,
+        fixture_stdout,
+    })
+}
+
+/// Go toolchains every end-to-end fixture test runs against.
+pub const GO_VERSIONS: [&str; 2] = ["1.26", "1.21"];

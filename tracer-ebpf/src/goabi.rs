@@ -1,0 +1,76 @@
+//! Go's internal ABI (ABIInternal) as seen from a uprobe's `pt_regs`.
+//!
+//! Go does not use the C calling convention: aya's `ctx.arg(n)` would read the
+//! wrong registers. amd64: args in RAX, RBX, RCX, RDI, RSI, R8–R11, current g
+//! in R14 (valid at ABIInternal function entry). arm64: args in R0–R15, g in
+//! R28, link register R30.
+
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
+
+/// Integer argument `n` (0-based) at function entry, or the first result at a
+/// RET instruction (results reuse the argument registers).
+#[inline(always)]
+pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    // SAFETY: `regs` is the program's context pointer; the verifier allows
+    // direct loads from it.
+    let regs = unsafe { &*ctx.regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        (match n {
+            0 => regs.rax,
+            1 => regs.rbx,
+            2 => regs.rcx,
+            3 => regs.rdi,
+            4 => regs.rsi,
+            5 => regs.r8,
+            6 => regs.r9,
+            7 => regs.r10,
+            8 => regs.r11,
+            _ => 0,
+        }) as u64
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        if n < 16 { regs.regs[n] } else { 0 }
+    }
+}
+
+/// The current goroutine's `*g` (valid at ABIInternal function entry).
+#[inline(always)]
+pub fn current_g(ctx: &ProbeContext) -> u64 {
+    let regs = unsafe { &*ctx.regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        regs.r14 as u64
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        regs.regs[28]
+    }
+}
+
+/// The caller's return address at function entry: amd64 keeps it at [SP]
+/// (the frame-pointer walk misses this frame because the callee has not
+/// pushed BP yet); arm64 keeps it in the link register.
+#[inline(always)]
+pub fn return_address(ctx: &ProbeContext) -> u64 {
+    let regs = unsafe { &*ctx.regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        read_u64(regs.rsp as u64)
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        regs.regs[30]
+    }
+}
+
+/// Reads a u64 from the target's memory; 0 if the read faults.
+#[inline(always)]
+pub fn read_u64(addr: u64) -> u64 {
+    if addr == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_user validates the address and fails cleanly.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}

@@ -1,0 +1,63 @@
+//! Maps shared by every probe, and the attach-time configuration.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{PerCpuArray, RingBuf, StackTrace},
+};
+use tracer_common::Config;
+
+/// Attach-time configuration, set by userspace (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    target_tgid: 0,
+    flags: 0,
+    g_goid: 0,
+    g_parent_goid: 0,
+    g_gopc: 0,
+    g_startpc: 0,
+};
+
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: read through a volatile pointer so the compiler keeps the load
+    // (userspace rewrites the value before load).
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Events to userspace. 8 MiB: ~100 k events of slack at 80 bytes each.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// User stacks (frame-pointer walks), deduplicated by the kernel.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Per-CPU counters, indexed by [`Counter`] or by event kind for drops.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Slot layout of `COUNTERS` (mirrored in userspace `probe::counters`):
+/// `[0, MAX_KINDS)` ring-buffer drops per event kind, then the named counters.
+pub const COUNTER_SLOTS: u32 = tracer_common::COUNTER_SLOTS;
+/// `bpf_get_stackid` failures (map full, hash collision).
+pub const COUNTER_STACK_ERRORS: u32 = tracer_common::COUNTER_STACK_ERRORS;
+
+#[inline(always)]
+pub fn bump(slot: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The calling thread's (tgid, tid) if it belongs to the target process.
+#[inline(always)]
+pub fn target_thread(cfg: &Config) -> Option<(u32, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != cfg.target_tgid {
+        return None;
+    }
+    Some((tgid, pid_tgid as u32))
+}

@@ -1,0 +1,112 @@
+//! Ring-buffer records → typed events.
+
+use tracer_common::{
+    EventHeader, EventKind, GoCreateEvent, GoExitEvent, GoParkEvent, GoReadyEvent,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Create(GoCreateEvent),
+    Park(GoParkEvent),
+    Ready(GoReadyEvent),
+    Exit(GoExitEvent),
+}
+
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Create(e) => &e.header,
+            Event::Park(e) => &e.header,
+            Event::Ready(e) => &e.header,
+            Event::Exit(e) => &e.header,
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Create(_) => EventKind::GoCreate,
+            Event::Park(_) => EventKind::GoPark,
+            Event::Ready(_) => EventKind::GoReady,
+            Event::Exit(_) => EventKind::GoExit,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than an event header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record has {got} bytes, expected at least {want}")]
+    Truncated {
+        kind: EventKind,
+        got: usize,
+        want: usize,
+    },
+}
+
+fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+    let want = size_of::<T>();
+    if bytes.len() < want {
+        return Err(DecodeError::Truncated {
+            kind,
+            got: bytes.len(),
+            want,
+        });
+    }
+    // SAFETY: length checked; T is repr(C) POD valid for any bit pattern;
+    // read_unaligned makes no alignment assumption about the ring buffer.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let kind_raw = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
+    Ok(match kind {
+        EventKind::GoCreate => Event::Create(read(bytes, kind)?),
+        EventKind::GoPark => Event::Park(read(bytes, kind)?),
+        EventKind::GoReady => Event::Ready(read(bytes, kind)?),
+        EventKind::GoExit => Event::Exit(read(bytes, kind)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test helper over repr(C) POD.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        let mut park = GoParkEvent::default();
+        park.header.kind = EventKind::GoPark as u32;
+        park.g.goid = 42;
+        park.reason = 14;
+        assert_eq!(decode(&bytes_of(&park)), Ok(Event::Park(park)));
+        let mut exit = GoExitEvent::default();
+        exit.header.kind = EventKind::GoExit as u32;
+        exit.goid = 7;
+        assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::Short(2)));
+        let mut h = EventHeader::default();
+        h.kind = 99;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        h.kind = EventKind::GoCreate as u32;
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+}

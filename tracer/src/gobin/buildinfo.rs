@@ -1,0 +1,158 @@
+//! Go version from the `.go.buildinfo` section.
+
+use super::BinaryError;
+
+/// The Go toolchain version a binary was built with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct GoVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+    /// The version string as stored in the binary, e.g. "go1.26.6".
+    pub raw: String,
+}
+
+impl GoVersion {
+    /// Parses a Go version string: "go1.26.6", "go1.21rc2", "go1.22.0
+    /// X:loopvar", "devel go1.24-abcdef Tue ...". Whatever cannot be parsed is 0.
+    pub fn parse(raw: &str) -> GoVersion {
+        let mut v = GoVersion {
+            raw: raw.to_string(),
+            ..GoVersion::default()
+        };
+        // The first whitespace-separated token starting with "go<digit>".
+        let Some(tok) = raw.split_whitespace().find_map(|t| {
+            t.strip_prefix("go")
+                .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        }) else {
+            return v;
+        };
+        let mut nums = [0u32; 3];
+        for (i, part) in tok.split('.').take(3).enumerate() {
+            let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+            nums[i] = digits.parse().unwrap_or(0);
+            if digits.len() != part.len() {
+                // "21rc2", "23-abcdef": stop after the numeric prefix.
+                break;
+            }
+        }
+        [v.major, v.minor, v.patch] = nums;
+        v
+    }
+
+    /// True if this version is `major.minor` or newer.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl std::fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+const MAGIC: &[u8] = b"\xff Go buildinf:";
+const HEADER_LEN: usize = 32;
+const FLAG_INLINE_STRINGS: u8 = 2;
+
+/// Parses the contents of a `.go.buildinfo` section (Go 1.18+ format).
+pub fn parse_buildinfo(section_data: &[u8]) -> Result<GoVersion, BinaryError> {
+    let bad = |m: &str| BinaryError::BadBuildInfo(m.to_string());
+    if !section_data.starts_with(MAGIC) {
+        return Err(bad("missing \"\\xff Go buildinf:\" magic"));
+    }
+    if section_data.len() < HEADER_LEN {
+        return Err(bad("section too short"));
+    }
+    let flags = section_data[MAGIC.len() + 1];
+    if flags & FLAG_INLINE_STRINGS == 0 {
+        // Before Go 1.18 the header held pointers to Go string headers.
+        return Err(BinaryError::GoTooOld);
+    }
+    let mut rest = &section_data[HEADER_LEN..];
+    let (len, n) = read_uvarint(rest).ok_or_else(|| bad("bad version length"))?;
+    rest = &rest[n..];
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= rest.len())
+        .ok_or_else(|| bad("version string out of bounds"))?;
+    let raw = std::str::from_utf8(&rest[..len]).map_err(|_| bad("version is not UTF-8"))?;
+    if raw.is_empty() {
+        return Err(bad("empty version string"));
+    }
+    Ok(GoVersion::parse(raw))
+}
+
+/// Decodes a protobuf/Go-style unsigned varint; returns (value, bytes used).
+fn read_uvarint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(flags: u8, version: &str) -> Vec<u8> {
+        let mut d = MAGIC.to_vec();
+        d.push(8); // pointer size
+        d.push(flags);
+        d.resize(HEADER_LEN, 0);
+        d.push(version.len() as u8);
+        d.extend_from_slice(version.as_bytes());
+        d.push(0); // empty modinfo
+        d
+    }
+
+    #[test]
+    fn parses_versions() {
+        let v = GoVersion::parse("go1.26.6");
+        assert_eq!(
+            (v.major, v.minor, v.patch, v.raw.as_str()),
+            (1, 26, 6, "go1.26.6")
+        );
+        let v = GoVersion::parse("go1.21rc2");
+        assert_eq!((v.major, v.minor, v.patch), (1, 21, 0));
+        let v = GoVersion::parse("go1.22.3 X:loopvar");
+        assert_eq!((v.major, v.minor, v.patch), (1, 22, 3));
+        let v = GoVersion::parse("devel go1.24-f00ba4 Tue Jan 2 15:04:05 2024 +0000");
+        assert_eq!((v.major, v.minor, v.patch), (1, 24, 0));
+        let v = GoVersion::parse("devel +abcdef");
+        assert_eq!((v.major, v.minor, v.patch), (0, 0, 0));
+        assert!(GoVersion::parse("go1.21.13").at_least(1, 21));
+        assert!(!GoVersion::parse("go1.21.13").at_least(1, 22));
+        assert!(GoVersion::parse("go1.21.13") < GoVersion::parse("go1.26.6"));
+    }
+
+    #[test]
+    fn parses_section() {
+        let v = parse_buildinfo(&section(2, "go1.26.6")).unwrap();
+        assert_eq!(v, GoVersion::parse("go1.26.6"));
+        let v = parse_buildinfo(&section(3, "go1.21.13")).unwrap();
+        assert_eq!(v.minor, 21);
+    }
+
+    #[test]
+    fn rejects_bad_sections() {
+        let err = parse_buildinfo(&section(0, "go1.17")).unwrap_err();
+        assert_eq!(err.to_string(), "Go version too old (before 1.18)");
+        assert!(parse_buildinfo(b"hello").is_err());
+        let mut truncated = section(2, "go1.26.6");
+        truncated.truncate(HEADER_LEN + 3);
+        assert!(parse_buildinfo(&truncated).is_err());
+    }
+
+    #[test]
+    fn uvarint() {
+        assert_eq!(read_uvarint(&[0x08]), Some((8, 1)));
+        assert_eq!(read_uvarint(&[0xac, 0x02]), Some((300, 2)));
+        assert_eq!(read_uvarint(&[0x80]), None);
+    }
+}

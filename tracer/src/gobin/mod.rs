@@ -1,0 +1,275 @@
+//! Analysis of Go ELF binaries: build info, symbols, runtime struct layout
+//! (from DWARF), return-instruction addresses for uprobes, and symbolization.
+
+pub mod buildinfo;
+mod dwarf;
+pub mod layout;
+pub mod rets;
+pub mod symbolize;
+pub mod symbols;
+pub mod testutil;
+pub mod wrappers;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use object::read::elf::{ElfFile64, FileHeader};
+use object::{Endianness, Object, ObjectSection, ObjectSegment};
+
+/// Errors from opening or analysing a Go binary.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not an ELF file: {path}")]
+    NotElf { path: PathBuf },
+    #[error("malformed ELF file {path}: {msg}")]
+    BadElf { path: PathBuf, msg: String },
+    #[error("not a Go binary (no .go.buildinfo section): {path}")]
+    NotGo { path: PathBuf },
+    #[error("invalid Go build info: {0}")]
+    BadBuildInfo(String),
+    #[error("Go version too old (before 1.18)")]
+    GoTooOld,
+    #[error("no DWARF debug info in {path} (stripped binary)")]
+    NoDwarf { path: PathBuf },
+    #[error("cannot parse DWARF in {path}: {msg}")]
+    BadDwarf { path: PathBuf, msg: String },
+    #[error("runtime.g not found in DWARF")]
+    NoRuntimeG,
+    #[error("missing field runtime.g.{0}")]
+    MissingField(String),
+    #[error("symbol {0} not found")]
+    SymbolNotFound(String),
+    #[error("code of {name} at {addr:#x} is not in any section of the file")]
+    CodeNotInFile { name: String, addr: u64 },
+    #[error("unsupported architecture {0}")]
+    UnsupportedArch(String),
+}
+
+/// CPU architecture of a binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        })
+    }
+}
+
+type Elf<'a> = ElfFile64<'a, Endianness>;
+
+/// An opened, memory-mapped Go ELF executable.
+pub struct GoBinary {
+    path: PathBuf,
+    data: Arc<Mmap>,
+    arch: Arch,
+    version: buildinfo::GoVersion,
+    pie: bool,
+    symbols: Arc<symbols::SymbolTable>,
+}
+
+impl std::fmt::Debug for GoBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoBinary")
+            .field("path", &self.path)
+            .field("arch", &self.arch)
+            .field("version", &self.version.raw)
+            .field("pie", &self.pie)
+            .field("symbols", &self.symbols.len())
+            .finish()
+    }
+}
+
+impl GoBinary {
+    /// Maps `path` and reads its architecture, Go version and symbol table.
+    pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        let io_err = |source| BinaryError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        // SAFETY: the file is mapped read-only; like every tool reading
+        // executables we accept that a concurrent truncation could fault.
+        let data = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        let mut bin = GoBinary {
+            path: path.to_path_buf(),
+            data: Arc::new(data),
+            arch: Arch::X86_64,
+            version: buildinfo::GoVersion::default(),
+            pie: false,
+            symbols: Arc::new(symbols::SymbolTable::default()),
+        };
+        let (arch, version, pie, symbols) = {
+            let elf = bin.elf()?;
+            let hdr = elf.elf_header();
+            let arch = match elf.architecture() {
+                object::Architecture::X86_64 => Arch::X86_64,
+                object::Architecture::Aarch64 => Arch::Aarch64,
+                other => return Err(BinaryError::UnsupportedArch(format!("{other:?}"))),
+            };
+            if !elf.is_little_endian() {
+                return Err(BinaryError::UnsupportedArch(format!("{arch} big-endian")));
+            }
+            let pie = hdr.e_type(elf.endian()) == object::elf::ET_DYN;
+            let section =
+                elf.section_by_name(".go.buildinfo")
+                    .ok_or_else(|| BinaryError::NotGo {
+                        path: path.to_path_buf(),
+                    })?;
+            let sdata = section.data().map_err(|e| bin.bad_elf(e))?;
+            let version = buildinfo::parse_buildinfo(sdata)?;
+            (arch, version, pie, symbols::SymbolTable::from_object(&elf))
+        };
+        bin.arch = arch;
+        bin.version = version;
+        bin.pie = pie;
+        bin.symbols = Arc::new(symbols);
+        Ok(bin)
+    }
+
+    /// Parses the mapped file (cheap: only headers are read).
+    fn elf(&self) -> Result<Elf<'_>, BinaryError> {
+        let data: &[u8] = &self.data;
+        if !data.starts_with(b"\x7fELF") {
+            return Err(BinaryError::NotElf {
+                path: self.path.clone(),
+            });
+        }
+        match object::FileKind::parse(data) {
+            Ok(object::FileKind::Elf64) => {}
+            Ok(object::FileKind::Elf32) => {
+                return Err(BinaryError::UnsupportedArch("32-bit ELF".into()));
+            }
+            _ => {
+                return Err(BinaryError::NotElf {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        Elf::parse(data).map_err(|e| self.bad_elf(e))
+    }
+
+    fn bad_elf(&self, e: object::Error) -> BinaryError {
+        BinaryError::BadElf {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn version(&self) -> &buildinfo::GoVersion {
+        &self.version
+    }
+
+    /// True for position-independent executables (ELF type `ET_DYN`).
+    pub fn is_pie(&self) -> bool {
+        self.pie
+    }
+
+    pub fn symbols(&self) -> &symbols::SymbolTable {
+        &self.symbols
+    }
+
+    /// Offsets of `runtime.g` fields and the wait-reason names, from DWARF.
+    pub fn layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
+        let elf = self.elf()?;
+        let dwarf = dwarf::load(&elf, &self.path)?;
+        layout::from_dwarf(&dwarf, &self.path)
+    }
+
+    /// Virtual addresses of every return instruction inside function `func`.
+    pub fn ret_addresses(&self, func: &str) -> Result<Vec<u64>, BinaryError> {
+        let sym = self
+            .symbols
+            .lookup(func)
+            .ok_or_else(|| BinaryError::SymbolNotFound(func.to_string()))?;
+        let code = self.code(sym)?;
+        Ok(rets::ret_addresses(self.arch, sym.addr, code))
+    }
+
+    /// The machine code bytes of a function symbol, read via its section.
+    pub fn code(&self, sym: &symbols::FuncSymbol) -> Result<&[u8], BinaryError> {
+        let elf = self.elf()?;
+        let not_in_file = || BinaryError::CodeNotInFile {
+            name: sym.name.clone(),
+            addr: sym.addr,
+        };
+        for section in elf.sections() {
+            let start = section.address();
+            if sym.addr < start || sym.addr >= start.saturating_add(section.size()) {
+                continue;
+            }
+            return match section.data_range(sym.addr, sym.size) {
+                Ok(Some(code)) => Ok(code),
+                _ => Err(not_in_file()),
+            };
+        }
+        Err(not_in_file())
+    }
+
+    /// File offset of virtual address `vaddr` (as needed to attach a uprobe),
+    /// via the `PT_LOAD` segment containing it, or else the section.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        let elf = self.elf().ok()?;
+        for seg in elf.segments() {
+            let (offset, filesz) = seg.file_range();
+            let start = seg.address();
+            if vaddr >= start && vaddr - start < filesz {
+                return Some(offset + (vaddr - start));
+            }
+        }
+        for section in elf.sections() {
+            let Some((offset, filesz)) = section.file_range() else {
+                continue;
+            };
+            let start = section.address();
+            if start != 0 && vaddr >= start && vaddr - start < filesz {
+                return Some(offset + (vaddr - start));
+            }
+        }
+        None
+    }
+
+    /// Builds an address-to-source symbolizer (owns its copy of the DWARF).
+    ///
+    /// A binary without DWARF but with a symbol table (`-ldflags=-w`) gets a
+    /// symbolizer that reports function names only.
+    pub fn symbolizer(&self) -> Result<symbolize::Symbolizer, BinaryError> {
+        let elf = self.elf()?;
+        let dwarf = match dwarf::load(&elf, &self.path) {
+            Ok(d) => Some(d),
+            Err(BinaryError::NoDwarf { .. }) => {
+                log::warn!(
+                    "{}: no DWARF, symbolizing with symbol names only",
+                    self.path.display()
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        symbolize::Symbolizer::new(dwarf, self.symbols.clone(), &self.path)
+    }
+}

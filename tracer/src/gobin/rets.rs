@@ -1,0 +1,96 @@
+//! Finding return instructions in machine code (for uretprobe-free return
+//! tracing: Go moves stacks, so uretprobes are unsafe; instead a uprobe is
+//! put on every `RET` of a function).
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
+
+use super::Arch;
+
+/// Virtual addresses of every return instruction in `code`, which is the
+/// body of a function starting at virtual address `func_addr`.
+pub fn ret_addresses(arch: Arch, func_addr: u64, code: &[u8]) -> Vec<u64> {
+    match arch {
+        Arch::X86_64 => x86_64_rets(func_addr, code),
+        Arch::Aarch64 => aarch64_rets(func_addr, code),
+    }
+}
+
+/// Linear-sweep decode; Go pads between functions with INT3, not data, so
+/// the sweep stays in sync with the instruction stream.
+fn x86_64_rets(func_addr: u64, code: &[u8]) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, code, func_addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut rets = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        // Mnemonic::Ret covers both `RET` and `RET imm16` (near returns).
+        if instr.mnemonic() == Mnemonic::Ret {
+            rets.push(instr.ip());
+        }
+    }
+    rets
+}
+
+/// `RET {Xn}`: 1101011 0 0 10 11111 000000 Rn 00000.
+const A64_RET_MASK: u32 = 0xffff_fc1f;
+const A64_RET: u32 = 0xd65f_0000;
+
+fn aarch64_rets(func_addr: u64, code: &[u8]) -> Vec<u64> {
+    code.chunks_exact(4)
+        .enumerate()
+        .filter(|(_, w)| {
+            let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            word & A64_RET_MASK == A64_RET
+        })
+        .map(|(i, _)| func_addr + 4 * i as u64)
+        .collect()
+}
+
+/// True if the instruction at the start of `code` is a return instruction.
+pub fn is_ret(arch: Arch, code: &[u8]) -> bool {
+    match arch {
+        Arch::X86_64 => {
+            let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+            decoder.can_decode() && decoder.decode().mnemonic() == Mnemonic::Ret
+        }
+        Arch::Aarch64 => aarch64_rets(0, code.get(..4).unwrap_or(&[])) == [0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_64_synthetic() {
+        // push rbp; mov rbp,rsp; ret; mov eax,0xc3c3c3c3; ret 8; int3
+        let code = [
+            0x55, 0x48, 0x89, 0xe5, 0xc3, 0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc2, 0x08, 0x00, 0xcc,
+        ];
+        assert_eq!(
+            ret_addresses(Arch::X86_64, 0x1000, &code),
+            vec![0x1004, 0x100a]
+        );
+        assert!(is_ret(Arch::X86_64, &code[4..]));
+        assert!(is_ret(Arch::X86_64, &code[10..]));
+        assert!(!is_ret(Arch::X86_64, &code[5..]));
+    }
+
+    #[test]
+    fn aarch64_synthetic() {
+        let words: [u32; 5] = [
+            0xa9bf7bfd, // stp x29, x30, [sp, #-16]!
+            0xd65f03c0, // ret
+            0xd65f0220, // ret x17
+            0xd61f0220, // br x17 (not a return)
+            0xd63f0220, // blr x17
+        ];
+        let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(
+            ret_addresses(Arch::Aarch64, 0x4000, &code),
+            vec![0x4004, 0x4008]
+        );
+        assert!(is_ret(Arch::Aarch64, &code[4..]));
+        assert!(!is_ret(Arch::Aarch64, &code[12..]));
+    }
+}

@@ -1,0 +1,54 @@
+//! Go-runtime knowledge in one place: which runtime functions to hook per
+//! version, what wait reasons mean, which goroutines are the runtime's own.
+//!
+//! Numbers (struct offsets, wait-reason values) never live here: they come
+//! from the target's DWARF (`gobin::layout`). This module only maps *names*
+//! (stable across versions) to meaning.
+
+pub mod hooks;
+pub mod wait_reason;
+
+/// Go's own definition (runtime.isSystemGoroutine, simplified): goroutines
+/// whose start function is in package runtime, except the main goroutine.
+pub fn is_system_function(start_function: &str) -> bool {
+    start_function.starts_with("runtime.") && start_function != "runtime.main"
+}
+
+/// Whether a function belongs to the program rather than the standard
+/// library: package `main`, or an import path whose first element has a dot
+/// (`github.com/...`, `example.com/...`).
+pub fn is_user_function(function: &str) -> bool {
+    // Package path ends at the first '.' after the last '/'.
+    let slash = function.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let pkg_end = function[slash..]
+        .find('.')
+        .map(|i| slash + i)
+        .unwrap_or(function.len());
+    let pkg = &function[..pkg_end];
+    if pkg == "main" {
+        return true;
+    }
+    pkg.split('/')
+        .next()
+        .is_some_and(|first| first.contains('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_vs_std_functions() {
+        assert!(is_user_function("main.receiveForever"));
+        assert!(is_user_function("main.(*server).handle.func1"));
+        assert!(is_user_function(
+            "github.com/acme/svc/internal/db.(*Pool).Get"
+        ));
+        assert!(!is_user_function("runtime.gopark"));
+        assert!(!is_user_function("sync.(*WaitGroup).Wait"));
+        assert!(!is_user_function("internal/poll.(*FD).Read"));
+        assert!(!is_user_function("net/http.(*conn).serve"));
+        assert!(is_system_function("runtime.bgsweep"));
+        assert!(!is_system_function("runtime.main"));
+    }
+}

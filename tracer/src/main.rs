@@ -1,0 +1,23 @@
+//! `gotrace`: the binary. Errors become one line on stderr and a non-zero
+//! exit status, never a panic or a backtrace.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracer::cli::Cli;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    match tracer::trace::run(cli) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("gotrace: error: {}", msg.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}

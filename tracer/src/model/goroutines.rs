@@ -1,0 +1,345 @@
+//! Goroutine lifecycle state machine, keyed by goid (never by g pointer: g
+//! structs are recycled, goids are not).
+//!
+//! Probes can fire twice for one call (an entry uprobe re-fires when the
+//! prologue re-enters after stack growth) and a ring buffer can drop events;
+//! every transition here is idempotent and counts what it had to ignore, so
+//! the model never goes negative and no goroutine exits twice.
+
+use std::collections::HashMap;
+
+use tracer_common::{GoIdentity, NO_STACK};
+
+use super::sites::{SiteKey, SiteStats};
+use crate::decode::Event;
+
+/// A user stack captured in the kernel: a stack-map id plus the return
+/// address the frame-pointer walk misses at function entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackRef {
+    pub id: i32,
+    pub caller_pc: u64,
+}
+
+impl StackRef {
+    pub fn new(id: i32, caller_pc: u64) -> Option<Self> {
+        (id != NO_STACK || caller_pc != 0).then_some(Self { id, caller_pc })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parked {
+    /// Raw `waitReason` value (the target's numbering).
+    pub reason: u8,
+    /// Monotonic ns when it parked.
+    pub since_ns: u64,
+    pub stack: Option<StackRef>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created or woken; running or waiting for a P.
+    Runnable,
+    Parked(Parked),
+}
+
+/// How the model learnt about a goroutine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Its creation was traced.
+    Created,
+    /// It already existed when tracing began (first seen parking).
+    BeforeAttach,
+}
+
+#[derive(Clone, Debug)]
+pub struct Goroutine {
+    pub goid: u64,
+    pub parent_goid: Option<u64>,
+    pub gopc: u64,
+    pub startpc: u64,
+    pub origin: Origin,
+    /// Monotonic ns of creation (None before attach).
+    pub created_ns: Option<u64>,
+    pub create_stack: Option<StackRef>,
+    pub state: State,
+    pub parks: u64,
+}
+
+impl Goroutine {
+    pub fn site(&self) -> SiteKey {
+        SiteKey {
+            startpc: self.startpc,
+            gopc: self.gopc,
+        }
+    }
+}
+
+/// Counters over the whole trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    pub created: u64,
+    pub exited: u64,
+    pub parks: u64,
+    pub readies: u64,
+    /// Goroutines first seen alive (existed before attach).
+    pub seen_before_attach: u64,
+    /// Exits of goroutines never seen (created before attach, never parked).
+    pub unseen_exits: u64,
+    /// Repeated entry-probe hits ignored (stack-growth re-entry).
+    pub duplicates: u64,
+    /// Events that made no sense for the model's state (e.g. after drops).
+    pub inconsistent: u64,
+}
+
+#[derive(Default)]
+pub struct GoroutineModel {
+    live: HashMap<u64, Goroutine>,
+    sites: HashMap<SiteKey, SiteStats>,
+    stats: ModelStats,
+    /// Latest event timestamp applied.
+    last_ns: u64,
+}
+
+impl GoroutineModel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Goroutine> {
+        self.live.values()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn get(&self, goid: u64) -> Option<&Goroutine> {
+        self.live.get(&goid)
+    }
+
+    pub fn sites(&self) -> &HashMap<SiteKey, SiteStats> {
+        &self.sites
+    }
+
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        self.last_ns = self.last_ns.max(event.header().ts_ns);
+        match event {
+            Event::Create(e) => {
+                self.on_create(e.header.ts_ns, &e.g, StackRef::new(e.stack_id, e.caller_pc))
+            }
+            Event::Park(e) => self.on_park(
+                e.header.ts_ns,
+                &e.g,
+                e.reason as u8,
+                StackRef::new(e.stack_id, e.caller_pc),
+            ),
+            Event::Ready(e) => self.on_ready(e.goid),
+            Event::Exit(e) => self.on_exit(e.goid),
+        }
+    }
+
+    fn on_create(&mut self, ts: u64, g: &GoIdentity, stack: Option<StackRef>) {
+        if g.goid == 0 {
+            self.stats.inconsistent += 1;
+            return;
+        }
+        if self.live.contains_key(&g.goid) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.created += 1;
+        let gr = Goroutine {
+            goid: g.goid,
+            parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
+            gopc: g.gopc,
+            startpc: g.startpc,
+            origin: Origin::Created,
+            created_ns: Some(ts),
+            create_stack: stack,
+            state: State::Runnable,
+            parks: 0,
+        };
+        let site = self.sites.entry(gr.site()).or_default();
+        site.created += 1;
+        site.live += 1;
+        self.live.insert(g.goid, gr);
+    }
+
+    fn on_park(&mut self, ts: u64, g: &GoIdentity, reason: u8, stack: Option<StackRef>) {
+        if g.goid == 0 {
+            self.stats.inconsistent += 1;
+            return;
+        }
+        let parked = Parked {
+            reason,
+            since_ns: ts,
+            stack,
+        };
+        match self.live.get_mut(&g.goid) {
+            Some(gr) => {
+                if let State::Parked(p) = gr.state {
+                    if p.reason == reason && p.stack == stack {
+                        // Entry probe fired again for the same park.
+                        self.stats.duplicates += 1;
+                        return;
+                    }
+                }
+                self.stats.parks += 1;
+                gr.parks += 1;
+                gr.state = State::Parked(parked);
+            }
+            None => {
+                self.stats.parks += 1;
+                self.stats.seen_before_attach += 1;
+                let gr = Goroutine {
+                    goid: g.goid,
+                    parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
+                    gopc: g.gopc,
+                    startpc: g.startpc,
+                    origin: Origin::BeforeAttach,
+                    created_ns: None,
+                    create_stack: None,
+                    state: State::Parked(parked),
+                    parks: 1,
+                };
+                self.sites.entry(gr.site()).or_default().live += 1;
+                self.live.insert(g.goid, gr);
+            }
+        }
+    }
+
+    fn on_ready(&mut self, goid: u64) {
+        match self.live.get_mut(&goid) {
+            Some(gr) if matches!(gr.state, State::Parked(_)) => {
+                self.stats.readies += 1;
+                gr.state = State::Runnable;
+            }
+            Some(_) => self.stats.duplicates += 1,
+            // Parked before attach and never seen: nothing to update.
+            None => self.stats.readies += 1,
+        }
+    }
+
+    fn on_exit(&mut self, goid: u64) {
+        match self.live.remove(&goid) {
+            Some(gr) => {
+                self.stats.exited += 1;
+                if let Some(site) = self.sites.get_mut(&gr.site()) {
+                    site.live = site.live.saturating_sub(1);
+                    if gr.origin == Origin::Created {
+                        site.exited += 1;
+                    }
+                }
+            }
+            None => self.stats.unseen_exits += 1,
+        }
+    }
+
+    /// Records each site's live count at `t_s` seconds since trace start.
+    pub fn sample_sites(&mut self, t_s: f64) {
+        for site in self.sites.values_mut() {
+            site.samples.push((t_s, site.live));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{EventHeader, GoCreateEvent, GoExitEvent, GoParkEvent, GoReadyEvent};
+
+    use super::*;
+
+    fn ident(goid: u64) -> GoIdentity {
+        GoIdentity {
+            goid,
+            parent_goid: 1,
+            gopc: 0x100,
+            startpc: 0x200,
+        }
+    }
+    fn hdr(ts: u64) -> EventHeader {
+        EventHeader {
+            ts_ns: ts,
+            ..Default::default()
+        }
+    }
+    fn create(goid: u64, ts: u64) -> Event {
+        Event::Create(GoCreateEvent {
+            header: hdr(ts),
+            g: ident(goid),
+            stack_id: 3,
+            ..Default::default()
+        })
+    }
+    fn park(goid: u64, ts: u64, reason: u32) -> Event {
+        Event::Park(GoParkEvent {
+            header: hdr(ts),
+            g: ident(goid),
+            stack_id: 5,
+            reason,
+            caller_pc: 9,
+        })
+    }
+
+    #[test]
+    fn lifecycle_and_duplicates() {
+        let mut m = GoroutineModel::new();
+        m.apply(&create(10, 1));
+        m.apply(&create(10, 1)); // duplicate
+        m.apply(&park(10, 2, 14));
+        m.apply(&park(10, 3, 14)); // re-fired entry probe
+        let g = m.get(10).unwrap();
+        assert_eq!(
+            g.state,
+            State::Parked(Parked {
+                reason: 14,
+                since_ns: 2,
+                stack: StackRef::new(5, 9)
+            })
+        );
+        m.apply(&Event::Ready(GoReadyEvent {
+            header: hdr(4),
+            goid: 10,
+            waker_goid: 0,
+        }));
+        assert_eq!(m.get(10).unwrap().state, State::Runnable);
+        m.apply(&Event::Exit(GoExitEvent {
+            header: hdr(5),
+            goid: 10,
+        }));
+        m.apply(&Event::Exit(GoExitEvent {
+            header: hdr(5),
+            goid: 10,
+        })); // twice
+        assert_eq!(m.live_count(), 0);
+        let s = m.stats();
+        assert_eq!(
+            (s.created, s.exited, s.duplicates, s.unseen_exits),
+            (1, 1, 2, 1)
+        );
+        let site = &m.sites()[&SiteKey {
+            startpc: 0x200,
+            gopc: 0x100,
+        }];
+        assert_eq!((site.created, site.exited, site.live), (1, 1, 0));
+    }
+
+    #[test]
+    fn goroutine_seen_first_parking_existed_before_attach() {
+        let mut m = GoroutineModel::new();
+        m.apply(&park(77, 5, 9));
+        let g = m.get(77).unwrap();
+        assert_eq!(g.origin, Origin::BeforeAttach);
+        assert_eq!(g.created_ns, None);
+        assert_eq!(m.stats().seen_before_attach, 1);
+    }
+}

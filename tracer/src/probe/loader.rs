@@ -1,0 +1,200 @@
+//! Loads the embedded eBPF object and attaches its uprobes to one process.
+
+use std::{num::NonZeroU32, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
+};
+use tracer_common::Config;
+
+use super::{counters, goroutine::AttachPoint};
+
+/// The eBPF object built by `build.rs` (aya-build) from `tracer-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "permission denied loading eBPF programs: run gotrace as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)"
+    )]
+    Permission,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {program} to {symbol}+{vaddr:#x}: {source}")]
+    Attach {
+        program: &'static str,
+        symbol: &'static str,
+        vaddr: u64,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        let text = err.to_string();
+        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Loaded and attached probes. Dropping this detaches every uprobe.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: usize,
+}
+
+impl Probes {
+    /// Loads the object with `config` and attaches every point to `binary`
+    /// (a path the kernel resolves to the target's executable inode, e.g.
+    /// `/proc/PID/exe`) for process `pid` only.
+    pub fn attach(
+        config: Config,
+        binary: &Path,
+        pid: u32,
+        points: &[AttachPoint],
+    ) -> Result<Self, ProbeError> {
+        let _ = bump_memlock_rlimit();
+        let ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| {
+                if is_eperm(&e) {
+                    ProbeError::Permission
+                } else {
+                    ProbeError::Load(e)
+                }
+            })?;
+        let mut probes = Probes { ebpf, attached: 0 };
+        let scope = match NonZeroU32::new(pid) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let mut loaded: Vec<&'static str> = Vec::new();
+        for point in points {
+            let program: &mut UProbe = probes
+                .ebpf
+                .program_mut(point.program)
+                .ok_or(ProbeError::MissingProgram(point.program))?
+                .try_into()
+                .map_err(|source| ProbeError::Program {
+                    program: point.program,
+                    source,
+                })?;
+            if !loaded.contains(&point.program) {
+                program.load().map_err(|source| {
+                    if is_eperm(&source) {
+                        ProbeError::Permission
+                    } else {
+                        ProbeError::Program {
+                            program: point.program,
+                            source,
+                        }
+                    }
+                })?;
+                loaded.push(point.program);
+            }
+            program
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                    binary,
+                    scope,
+                )
+                .map_err(|source| {
+                    if is_eperm(&source) {
+                        ProbeError::Permission
+                    } else {
+                        ProbeError::Attach {
+                            program: point.program,
+                            symbol: point.symbol,
+                            vaddr: point.vaddr,
+                            source,
+                        }
+                    }
+                })?;
+            probes.attached += 1;
+        }
+        Ok(probes)
+    }
+
+    /// Number of uprobes attached.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// Takes the ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    pub fn counters(&self) -> Result<counters::KernelCounters, ProbeError> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or(ProbeError::MissingMap("COUNTERS"))?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+                name: "COUNTERS",
+                source,
+            })?;
+        Ok(counters::read(&arr))
+    }
+
+    /// Raw instruction pointers of a captured user stack, innermost first.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        let map = self.ebpf.map("STACKS")?;
+        let stacks = StackTraceMap::try_from(map).ok()?;
+        let trace = stacks.get(&(u32::try_from(id).ok()?), 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn bump_memlock_rlimit() -> std::io::Result<()> {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

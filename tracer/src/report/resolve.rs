@@ -1,0 +1,100 @@
+//! Raw stacks (kernel stack-map ids + the entry return address) → symbolised
+//! frames.
+
+use std::collections::HashMap;
+
+use crate::gobin::GoBinary;
+use crate::gobin::symbolize::{Frame, Symbolizer};
+use crate::gobin::wrappers::go_wrapper_callee;
+use crate::model::StackRef;
+
+/// Resolves stacks and single pcs of one target binary.
+pub struct StackResolver<'a> {
+    bin: &'a GoBinary,
+    symbolizer: &'a Symbolizer,
+    /// Raw stacks by kernel stack id, innermost first.
+    raw: HashMap<i32, Vec<u64>>,
+    /// Runtime address minus binary vaddr (non-zero for PIE).
+    bias: u64,
+    cache: HashMap<StackRef, Vec<Frame>>,
+    starts: HashMap<u64, String>,
+}
+
+impl<'a> StackResolver<'a> {
+    pub fn new(
+        bin: &'a GoBinary,
+        symbolizer: &'a Symbolizer,
+        raw: HashMap<i32, Vec<u64>>,
+        bias: u64,
+    ) -> Self {
+        Self {
+            bin,
+            symbolizer,
+            raw,
+            bias,
+            cache: HashMap::new(),
+            starts: HashMap::new(),
+        }
+    }
+
+    /// The pcs of a stack: the probed function, the return address read at
+    /// its entry (which a frame-pointer walk from the entry misses), then the
+    /// rest of the frame-pointer walk.
+    pub fn pcs(&self, s: StackRef) -> Vec<u64> {
+        let walk = self.raw.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut pcs = Vec::with_capacity(walk.len() + 1);
+        pcs.extend(walk.first());
+        if s.caller_pc != 0 {
+            pcs.push(s.caller_pc);
+        }
+        pcs.extend(walk.iter().skip(1));
+        pcs
+    }
+
+    pub fn frames(&mut self, s: StackRef) -> Vec<Frame> {
+        if let Some(f) = self.cache.get(&s) {
+            return f.clone();
+        }
+        let frames: Vec<Frame> = self
+            .pcs(s)
+            .iter()
+            .enumerate()
+            .flat_map(|(i, pc)| self.symbolizer.symbolize(pc.wrapping_sub(self.bias), i > 0))
+            .collect();
+        self.cache.insert(s, frames.clone());
+        frames
+    }
+
+    /// A single code address (gopc, startpc). `after_call`: the pc is a
+    /// return address (gopc points after the CALL of newproc).
+    pub fn pc(&self, pc: u64, after_call: bool) -> Option<Frame> {
+        if pc == 0 {
+            return None;
+        }
+        // Inlined frames come innermost first; the outermost is the function
+        // that contains the code, which is what a creation site names... but
+        // the innermost carries the precise line. Keep the innermost.
+        self.symbolizer
+            .symbolize(pc.wrapping_sub(self.bias), after_call)
+            .into_iter()
+            .next()
+    }
+
+    pub fn function(&self, pc: u64) -> String {
+        self.pc(pc, false)
+            .map(|f| f.function)
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// The function a goroutine runs, from its start pc: the callee of a
+    /// `go f(x)` wrapper rather than the wrapper itself.
+    pub fn start_function(&mut self, startpc: u64) -> String {
+        if let Some(name) = self.starts.get(&startpc) {
+            return name.clone();
+        }
+        let name = go_wrapper_callee(self.bin, self.symbolizer, startpc.wrapping_sub(self.bias))
+            .unwrap_or_else(|| self.function(startpc));
+        self.starts.insert(startpc, name.clone());
+        name
+    }
+}

@@ -1,0 +1,164 @@
+//! The human summary printed at the end of a trace.
+
+use std::fmt::Write as _;
+
+use super::{Group, Report, Summary};
+use crate::gobin::symbolize::Frame;
+
+const STACK_LINES: usize = 12;
+
+fn frame(f: &Frame) -> String {
+    match &f.file {
+        Some(file) => format!("{} ({}:{})", f.function, file, f.line),
+        None => f.function.clone(),
+    }
+}
+
+fn span(s: &Option<Summary>) -> String {
+    match s {
+        Some(s) if (s.max - s.min) < 0.05 => format!("{:.1}s", s.max),
+        Some(s) => format!("{:.1}s..{:.1}s (median {:.1}s)", s.min, s.max, s.median),
+        None => "-".into(),
+    }
+}
+
+fn group(out: &mut String, i: usize, g: &Group, stacks: bool) {
+    let pattern = g
+        .leak_pattern
+        .map(|n| format!("  [leak pattern {n}]"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "[{i}] {} goroutine(s): {}{pattern}",
+        g.count, g.description
+    );
+    if let Some(w) = &g.wait_reason {
+        let _ = writeln!(
+            out,
+            "    wait reason:  {w}, blocked for {}",
+            span(&g.blocked_for_s)
+        );
+    }
+    let age = if g.before_attach == g.count {
+        "created before attach".to_string()
+    } else if g.before_attach > 0 {
+        format!(
+            "{} ({} created before attach)",
+            span(&g.age_s),
+            g.before_attach
+        )
+    } else {
+        span(&g.age_s)
+    };
+    let _ = writeln!(out, "    runs:         {}   age {age}", g.start_function);
+    if let Some(c) = &g.created_at {
+        let _ = writeln!(out, "    created at:   {}", frame(c));
+    }
+    if let Some(b) = &g.blocked_at {
+        let _ = writeln!(out, "    blocked at:   {}", frame(b));
+    }
+    let ids: Vec<String> = g.sample_goids.iter().map(u64::to_string).collect();
+    let _ = writeln!(
+        out,
+        "    goids:        {}{}",
+        ids.join(" "),
+        if g.count > ids.len() { " ..." } else { "" }
+    );
+    if stacks {
+        for (title, st) in [
+            ("blocked stack", &g.blocked_stack),
+            ("creation stack", &g.creation_stack),
+        ] {
+            if st.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "    {title}:");
+            for f in st.iter().take(STACK_LINES) {
+                let _ = writeln!(out, "      {}", frame(f));
+            }
+            if st.len() > STACK_LINES {
+                let _ = writeln!(out, "      ... {} more", st.len() - STACK_LINES);
+            }
+        }
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let t = &r.target;
+    let _ = writeln!(
+        out,
+        "gotrace: pid {} {} ({}), traced {:.1}s, ended by {}{}",
+        t.pid,
+        t.exe,
+        t.go_version,
+        r.trace.duration_s,
+        r.trace.ended_by,
+        t.exit
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    let g = &r.goroutines;
+    let _ = writeln!(
+        out,
+        "goroutines: {} created, {} exited, {} live at end ({} user, {} runtime); {} already running at attach",
+        g.created, g.exited, g.live_at_end, g.live_user, g.live_system, g.seen_before_attach
+    );
+    let k = &r.trace.kernel;
+    let _ = writeln!(
+        out,
+        "events: {} received, {} dropped{}, {} stacks lost",
+        r.trace.events_received,
+        k.dropped_total,
+        if k.dropped_total > 0 {
+            let parts: Vec<String> = k
+                .dropped
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            format!(" ({})", parts.join(", "))
+        } else {
+            String::new()
+        },
+        k.stack_errors
+    );
+    let _ = writeln!(out);
+    if r.suspects.is_empty() {
+        let _ = writeln!(
+            out,
+            "no leak suspects (no user goroutine blocked ≥ {:.1}s)",
+            r.trace.leak_threshold_s
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "LEAK SUSPECTS: {} (blocked ≥ {:.1}s)\n",
+            r.verdict, r.trace.leak_threshold_s
+        );
+        for (i, grp) in r.suspects.iter().enumerate() {
+            group(&mut out, i + 1, grp, true);
+            let _ = writeln!(out);
+        }
+    }
+    let unbounded: Vec<_> = r.growth.iter().filter(|g| g.unbounded).collect();
+    if !unbounded.is_empty() {
+        let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
+        for gr in unbounded {
+            let site = gr.created_at.as_ref().map(frame).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
+                gr.start_function, site, gr.net_per_s, gr.created, gr.exited, gr.live_at_end
+            );
+        }
+    }
+    if !r.live.is_empty() {
+        let _ = writeln!(out, "\nother live goroutines:");
+        for (i, grp) in r.live.iter().enumerate() {
+            group(&mut out, i + 1, grp, false);
+        }
+    }
+    out
+}

@@ -1,0 +1,145 @@
+//! The tracing loop: ring buffer → decode → model, until the duration runs
+//! out, a signal arrives or the target exits. Prints a status line every
+//! second when stderr is a terminal.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::decode::decode;
+use crate::model::GoroutineModel;
+use crate::probe::Probes;
+use crate::target::{ExitWatcher, monotonic_ns};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Duration,
+    Signal,
+    TargetExit(Option<String>),
+}
+
+impl EndReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndReason::Duration => "duration",
+            EndReason::Signal => "signal",
+            EndReason::TargetExit(_) => "target-exit",
+        }
+    }
+}
+
+pub struct Outcome {
+    pub end: EndReason,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub events: u64,
+    pub undecodable: u64,
+}
+
+pub struct Session<'a> {
+    pub probes: &'a mut Probes,
+    pub model: &'a mut GoroutineModel,
+    pub exit: &'a ExitWatcher,
+    pub duration: Option<Duration>,
+    /// Called once, right after the loop is ready to receive (e.g. to release
+    /// a held child).
+    pub on_ready: Option<Box<dyn FnOnce() -> std::io::Result<()> + 'a>>,
+}
+
+struct Counts {
+    events: u64,
+    undecodable: u64,
+}
+
+fn drain(ring: &mut RingBuf<MapData>, model: &mut GoroutineModel, counts: &mut Counts) {
+    while let Some(item) = ring.next() {
+        counts.events += 1;
+        match decode(&item) {
+            Ok(ev) => model.apply(&ev),
+            Err(e) => {
+                counts.undecodable += 1;
+                log::debug!("undecodable event: {e}");
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    pub async fn run(mut self) -> anyhow::Result<Outcome> {
+        let ring = self.probes.take_events()?;
+        // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged
+        // until the AsyncFd (which owns the ring buffer) is dropped.
+        let mut ring =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(std::io::Error::from)?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let start_ns = monotonic_ns();
+        let deadline = async {
+            match self.duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let exited = self.exit.exited();
+        tokio::pin!(exited);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let status = std::io::stderr().is_terminal();
+        let mut counts = Counts {
+            events: 0,
+            undecodable: 0,
+        };
+        let mut last_events = 0;
+        if let Some(ready) = self.on_ready.take() {
+            ready()?;
+        }
+        let end = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), self.model, &mut counts);
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
+                    self.model.sample_sites(t);
+                    if status {
+                        let s = self.model.stats();
+                        let dropped = self.probes.counters().map(|c| c.dropped_total).unwrap_or(0);
+                        eprint!(
+                            "\r\x1b[Kgotrace: {} live | {} created | {} exited | {} events/s | {} dropped",
+                            self.model.live_count(), s.created, s.exited,
+                            counts.events - last_events, dropped
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                    last_events = counts.events;
+                }
+                _ = sigint.recv() => break EndReason::Signal,
+                _ = sigterm.recv() => break EndReason::Signal,
+                _ = &mut deadline => break EndReason::Duration,
+                status = &mut exited => break EndReason::TargetExit(status),
+            }
+        };
+        let end_ns = monotonic_ns();
+        // Whatever the kernel wrote before we stopped still belongs to the trace.
+        drain(ring.get_mut(), self.model, &mut counts);
+        self.model
+            .sample_sites(end_ns.saturating_sub(start_ns) as f64 / 1e9);
+        if status {
+            eprintln!();
+        }
+        Ok(Outcome {
+            end,
+            start_ns,
+            end_ns,
+            events: counts.events,
+            undecodable: counts.undecodable,
+        })
+    }
+}

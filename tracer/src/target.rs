@@ -1,0 +1,231 @@
+//! The traced process: find it, or start it held before exec so no goroutine
+//! is missed, and notice when it exits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use tokio::io::unix::AsyncFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no process with PID {0}")]
+    NoSuchProcess(u32),
+    #[error("permission denied inspecting PID {0}: run gotrace as root (or with CAP_SYS_PTRACE)")]
+    Permission(u32),
+    #[error("PID {pid}: {source}")]
+    Proc {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    #[error("command contains a NUL byte")]
+    Nul,
+    #[error("starting {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Path of a running process's executable, as the kernel resolves it (works
+/// across mount namespaces).
+pub fn exe_of(pid: u32) -> Result<PathBuf, TargetError> {
+    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(TargetError::NoSuchProcess(pid));
+    }
+    let link = PathBuf::from(format!("/proc/{pid}/exe"));
+    match std::fs::read_link(&link) {
+        Ok(_) => Ok(link),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TargetError::NoSuchProcess(pid)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(TargetError::Permission(pid)),
+        Err(source) => Err(TargetError::Proc { pid, source }),
+    }
+}
+
+/// Resolves a command name through PATH the way execvp would.
+pub fn resolve_command(name: &str) -> Result<PathBuf, TargetError> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(TargetError::CommandNotFound(name.into()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| TargetError::CommandNotFound(name.into()))
+}
+
+/// A forked child stopped before exec, waiting for [`HeldChild::release`].
+pub struct HeldChild {
+    pub pid: u32,
+    release: Option<OwnedFd>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: valid out-pointer for two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Forks; the child blocks reading a pipe, then execs `path` with `args`.
+/// Call this while the process is still single-threaded (before the tokio
+/// runtime starts): the child only calls async-signal-safe functions.
+pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild, TargetError> {
+    let spawn_err = |source| TargetError::Spawn {
+        path: path.to_path_buf(),
+        source,
+    };
+    let prog = CString::new(path.as_os_str().as_bytes()).map_err(|_| TargetError::Nul)?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| TargetError::Nul)?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let (rd, wr) = pipe().map_err(spawn_err)?;
+    // SAFETY: fork; the child below only uses read/close/execv/_exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(spawn_err(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // Child: wait for the tracer to attach, then exec.
+        unsafe {
+            libc::close(wr.as_raw_fd());
+            let mut b = 0u8;
+            let n = libc::read(rd.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+            if n != 1 {
+                // The tracer went away without releasing us.
+                libc::_exit(126);
+            }
+            libc::execv(prog.as_ptr(), argv_ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    drop(rd);
+    Ok(HeldChild {
+        pid: pid as u32,
+        release: Some(wr),
+    })
+}
+
+impl HeldChild {
+    /// Lets the child exec.
+    pub fn release(&mut self) -> io::Result<()> {
+        if let Some(fd) = self.release.take() {
+            // SAFETY: writing one byte from a valid buffer to our pipe.
+            let n = unsafe { libc::write(fd.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a child that was never released (attach failed).
+    pub fn abort(mut self) {
+        self.release = None; // closing the pipe makes the child _exit(126)
+        // SAFETY: plain syscalls on our own child.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGKILL);
+            libc::waitpid(self.pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Becomes ready when a process exits (pidfd, Linux 5.3+).
+pub struct ExitWatcher {
+    pid: u32,
+    fd: AsyncFd<OwnedFd>,
+    is_child: bool,
+}
+
+impl ExitWatcher {
+    pub fn new(pid: u32, is_child: bool) -> Result<Self, TargetError> {
+        // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => TargetError::NoSuchProcess(pid),
+                _ => TargetError::Proc { pid, source: e },
+            });
+        }
+        // SAFETY: fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and
+        // refers to the same pidfd for the AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| TargetError::Proc {
+                pid,
+                source: e.into(),
+            })?;
+        Ok(Self { pid, fd, is_child })
+    }
+
+    /// Waits for the exit; for our own child, reaps it and describes the status.
+    pub async fn exited(&self) -> Option<String> {
+        let _ = self.fd.readable().await;
+        if !self.is_child {
+            return None;
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own exited child.
+        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+        if r != self.pid as i32 {
+            return None;
+        }
+        Some(if libc::WIFEXITED(status) {
+            format!("exit status {}", libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("wait status {status:#x}")
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Load bias of a PIE executable in `pid`: start of its mapping at file
+/// offset 0 (Go PIE binaries link their first segment at vaddr 0).
+pub fn load_bias(pid: u32) -> Option<u64> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let range = parts.next()?;
+        let _perms = parts.next()?;
+        let offset = parts.next()?;
+        let _dev = parts.next()?;
+        let _inode = parts.next()?;
+        let path = parts.next()?;
+        (Path::new(path) == exe && u64::from_str_radix(offset, 16).ok()? == 0)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+            .flatten()
+    })
+}

@@ -1,0 +1,198 @@
+//! One trace, end to end: inspect the target binary, attach, run the session,
+//! write the report.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::cli::Cli;
+use crate::gobin::GoBinary;
+use crate::goruntime::hooks::{MAX_VERIFIED, MIN_SUPPORTED};
+use crate::model::{GoroutineModel, State};
+use crate::probe::{Probes, goroutine};
+use crate::report::{self, BuildInput, Report, resolve::StackResolver};
+use crate::session::{EndReason, Session};
+use crate::target::{self, ExitWatcher, HeldChild};
+
+pub struct TraceOutcome {
+    pub report: Report,
+    pub report_path: PathBuf,
+}
+
+impl TraceOutcome {
+    /// 0 when no leak suspects, 3 when there are some.
+    pub fn exit_code(&self) -> u8 {
+        if self.report.suspect_count == 0 { 0 } else { 3 }
+    }
+}
+
+/// The binary, checked to be a Go program gotrace can trace.
+fn inspect(path: &Path, shown: &str) -> anyhow::Result<GoBinary> {
+    let bin = GoBinary::open(path).with_context(|| format!("cannot trace {shown}"))?;
+    let v = bin.version();
+    if (v.major, v.minor) < MIN_SUPPORTED {
+        bail!(
+            "unsupported Go version {} in {shown}: gotrace supports Go {}.{} and later",
+            v.raw,
+            MIN_SUPPORTED.0,
+            MIN_SUPPORTED.1
+        );
+    }
+    if (v.major, v.minor) > MAX_VERIFIED {
+        log::warn!(
+            "{} is newer than the newest verified Go ({}.{}): offsets come from its DWARF",
+            v.raw,
+            MAX_VERIFIED.0,
+            MAX_VERIFIED.1
+        );
+    }
+    Ok(bin)
+}
+
+enum Mode {
+    Pid(u32),
+    Command(Vec<String>),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
+    let mode = match (cli.pid, cli.command.is_empty()) {
+        (Some(pid), true) => Mode::Pid(pid),
+        (None, false) => Mode::Command(cli.command.clone()),
+        _ => bail!("nothing to trace: give --pid PID or -- CMD [ARGS...]"),
+    };
+    let (exe_path, shown) = match &mode {
+        Mode::Pid(pid) => (target::exe_of(*pid)?, format!("PID {pid}")),
+        Mode::Command(argv) => {
+            let p = target::resolve_command(&argv[0])?;
+            let shown = p.display().to_string();
+            (p, shown)
+        }
+    };
+    let bin = inspect(&exe_path, &shown)?;
+    let layout = bin
+        .layout()
+        .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
+    let points =
+        goroutine::plan(&bin).with_context(|| format!("cannot place probes in {shown}"))?;
+    let symbolizer = bin.symbolizer().context("cannot load symbols")?;
+    std::fs::create_dir_all(&cli.output)
+        .with_context(|| format!("cannot create output directory {}", cli.output.display()))?;
+
+    // Start a command held before exec (still single-threaded here).
+    let mut child: Option<HeldChild> = match &mode {
+        Mode::Command(argv) => Some(target::spawn_held(&exe_path, argv)?),
+        Mode::Pid(_) => None,
+    };
+    let pid = match (&mode, &child) {
+        (Mode::Pid(pid), _) => *pid,
+        (_, Some(c)) => c.pid,
+        _ => unreachable!("command mode always has a child"),
+    };
+    let is_child = child.is_some();
+    let attach = || -> anyhow::Result<(Probes, ExitWatcher)> {
+        let config = goroutine::config(pid, &layout);
+        let probes = Probes::attach(config, &exe_path, pid, &points)?;
+        let exit = ExitWatcher::new(pid, is_child)?;
+        Ok((probes, exit))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let attached = runtime.block_on(async { attach() });
+    let (mut probes, exit) = match attached {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(c) = child.take() {
+                c.abort();
+            }
+            return Err(e);
+        }
+    };
+    eprintln!(
+        "gotrace: attached {} uprobes to PID {pid} ({}, {}); Ctrl-C to stop",
+        probes.attached(),
+        exe_path.display(),
+        bin.version().raw
+    );
+
+    let mut model = GoroutineModel::new();
+    let outcome = runtime.block_on(
+        Session {
+            probes: &mut probes,
+            model: &mut model,
+            exit: &exit,
+            duration: cli.duration,
+            on_ready: child
+                .as_mut()
+                .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
+        }
+        .run(),
+    )?;
+
+    // Resolve every stack the live goroutines reference, while the maps exist.
+    let mut ids = HashSet::new();
+    for g in model.live() {
+        ids.extend(g.create_stack.map(|s| s.id));
+        if let State::Parked(p) = g.state {
+            ids.extend(p.stack.map(|s| s.id));
+        }
+    }
+    let raw: HashMap<i32, Vec<u64>> = ids
+        .into_iter()
+        .filter_map(|id| Some((id, probes.stack(id)?)))
+        .collect();
+    let kernel = probes.counters()?;
+    let probes_attached = probes.attached();
+    drop(probes); // detach every uprobe before the slow part
+
+    let bias = if bin.is_pie() {
+        target::load_bias(pid).unwrap_or(0)
+    } else {
+        0
+    };
+    let mut resolver = StackResolver::new(&bin, &symbolizer, raw, bias);
+    let exit_desc = match &outcome.end {
+        EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+        _ => None,
+    };
+    let report = report::build(BuildInput {
+        model: &model,
+        resolver: &mut resolver,
+        wait_reasons: &layout.wait_reasons,
+        start_ns: outcome.start_ns,
+        end_ns: outcome.end_ns,
+        leak_threshold: cli.leak_threshold,
+        target: report::Target {
+            pid,
+            exe: std::fs::canonicalize(&exe_path)
+                .unwrap_or(exe_path.clone())
+                .display()
+                .to_string(),
+            go_version: bin.version().raw.clone(),
+            arch: format!("{:?}", bin.arch()).to_lowercase(),
+            exit: exit_desc,
+        },
+        trace: report::Trace {
+            duration_s: 0.0,
+            ended_by: outcome.end.name().to_string(),
+            leak_threshold_s: 0.0,
+            probes_attached,
+            events_received: outcome.events,
+            events_undecodable: outcome.undecodable,
+            kernel,
+            duplicates_ignored: 0,
+            inconsistent_events: 0,
+        },
+    });
+    let report_path = cli.output.join("report.json");
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&report_path, json + "\n")
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    print!("{}", report::text::render(&report));
+    eprintln!("gotrace: report written to {}", report_path.display());
+    Ok(TraceOutcome {
+        report,
+        report_path,
+    })
+}
