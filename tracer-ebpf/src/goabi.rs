@@ -16,7 +16,7 @@ pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     let regs = unsafe { &*ctx.regs };
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        (match n {
+        match n {
             0 => regs.rax,
             1 => regs.rbx,
             2 => regs.rcx,
@@ -27,7 +27,7 @@ pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
             7 => regs.r10,
             8 => regs.r11,
             _ => 0,
-        }) as u64
+        }
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
@@ -41,7 +41,7 @@ pub fn current_g(ctx: &ProbeContext) -> u64 {
     let regs = unsafe { &*ctx.regs };
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        regs.r14 as u64
+        regs.r14
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
@@ -57,7 +57,7 @@ pub fn return_address(ctx: &ProbeContext) -> u64 {
     let regs = unsafe { &*ctx.regs };
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        read_u64(regs.rsp as u64)
+        read_u64(regs.rsp)
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {

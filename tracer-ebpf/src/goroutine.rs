@@ -114,7 +114,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let key = ((tgid as u64) << 32) | tid as u64;
     // An entry probe can fire twice for one call (the prologue re-enters
     // after stack growth): overwriting the per-thread slot deduplicates.
-    let _ = NEWPROC.insert(&key, &stash, 0);
+    let _ = NEWPROC.insert(key, stash, 0);
     0
 }
 
@@ -137,14 +137,14 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
         stack_id: NO_STACK,
     };
     // SAFETY: the value is copied out before any other map operation.
-    if let Some(stash) = unsafe { NEWPROC.get(&key) } {
-        if stash.goid == parent_goid {
-            pending.caller_pc = stash.caller_pc;
-            pending.stack_id = stash.stack_id;
-        }
+    if let Some(stash) = unsafe { NEWPROC.get(key) }
+        && stash.goid == parent_goid
+    {
+        pending.caller_pc = stash.caller_pc;
+        pending.stack_id = stash.stack_id;
     }
-    let _ = NEWPROC.remove(&key);
-    let _ = PENDING_CREATE.insert(&key, &pending, 0);
+    let _ = NEWPROC.remove(key);
+    let _ = PENDING_CREATE.insert(key, pending, 0);
     0
 }
 
@@ -157,8 +157,8 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     };
     let key = ((tgid as u64) << 32) | tid as u64;
     // SAFETY: copied out immediately.
-    let pending = unsafe { PENDING_CREATE.get(&key) }.copied();
-    let _ = PENDING_CREATE.remove(&key);
+    let pending = unsafe { PENDING_CREATE.get(key) }.copied();
+    let _ = PENDING_CREATE.remove(key);
     let newg = arg(&ctx, 0);
     if newg == 0 {
         return 0;

@@ -86,24 +86,39 @@ mod tests {
 
     #[test]
     fn round_trips_every_kind() {
-        let mut park = GoParkEvent::default();
-        park.header.kind = EventKind::GoPark as u32;
-        park.g.goid = 42;
-        park.reason = 14;
+        let header = |kind: EventKind| EventHeader {
+            kind: kind as u32,
+            ..Default::default()
+        };
+        let park = GoParkEvent {
+            header: header(EventKind::GoPark),
+            g: tracer_common::GoIdentity {
+                goid: 42,
+                ..Default::default()
+            },
+            reason: 14,
+            ..Default::default()
+        };
         assert_eq!(decode(&bytes_of(&park)), Ok(Event::Park(park)));
-        let mut exit = GoExitEvent::default();
-        exit.header.kind = EventKind::GoExit as u32;
-        exit.goid = 7;
+        let exit = GoExitEvent {
+            header: header(EventKind::GoExit),
+            goid: 7,
+        };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
     }
 
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[1, 0]), Err(DecodeError::Short(2)));
-        let mut h = EventHeader::default();
-        h.kind = 99;
+        let h = EventHeader {
+            kind: 99,
+            ..Default::default()
+        };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
-        h.kind = EventKind::GoCreate as u32;
+        let h = EventHeader {
+            kind: EventKind::GoCreate as u32,
+            ..Default::default()
+        };
         assert!(matches!(
             decode(&bytes_of(&h)),
             Err(DecodeError::Truncated { .. })

@@ -47,19 +47,19 @@ pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> 
         if instr.is_invalid() {
             break;
         }
-        if closure {
-            if let Some(f) = symbolizer.symbolize(instr.ip(), false).last() {
-                if f.line != 0 {
-                    lines.insert((f.file.clone(), f.line));
-                }
-            }
+        if closure
+            && let Some(f) = symbolizer.symbolize(instr.ip(), false).last()
+            && f.line != 0
+        {
+            lines.insert((f.file.clone(), f.line));
         }
         if instr.flow_control() == FlowControl::Call && instr.is_call_near() {
             let target = instr.near_branch_target();
-            if let Some(t) = bin.symbols().containing(target) {
-                if !t.name.starts_with("runtime.") && !callees.contains(&t.name) {
-                    callees.push(t.name.clone());
-                }
+            if let Some(t) = bin.symbols().containing(target)
+                && !t.name.starts_with("runtime.")
+                && !callees.contains(&t.name)
+            {
+                callees.push(t.name.clone());
             }
         }
     }

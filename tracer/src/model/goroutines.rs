@@ -186,12 +186,13 @@ impl GoroutineModel {
         };
         match self.live.get_mut(&g.goid) {
             Some(gr) => {
-                if let State::Parked(p) = gr.state {
-                    if p.reason == reason && p.stack == stack {
-                        // Entry probe fired again for the same park.
-                        self.stats.duplicates += 1;
-                        return;
-                    }
+                if let State::Parked(p) = gr.state
+                    && p.reason == reason
+                    && p.stack == stack
+                {
+                    // Entry probe fired again for the same park.
+                    self.stats.duplicates += 1;
+                    return;
                 }
                 self.stats.parks += 1;
                 gr.parks += 1;
