@@ -174,13 +174,60 @@ fn control(go: &str) {
     assert!(t.gotrace_stdout.contains("no leak suspects"));
 }
 
+/// The bundled demo (`cargo xtask demo`): an HTTP service with a built-in
+/// load generator. Exactly the leaks it plants, nothing else.
+fn leakyservice(go: &str) {
+    let t = run("leakyservice", go, "2s");
+    common_checks(&t, go);
+    let search = t.fixture_count("planted", "search");
+    let subscribe = t.fixture_count("planted", "subscribe");
+    group(
+        &t,
+        "main.queryBackend",
+        "chan_send",
+        "main.handleSearch",
+        search,
+    );
+    group(
+        &t,
+        "main.subscriberLoop",
+        "chan_receive",
+        "main.handleSubscribe",
+        subscribe,
+    );
+    group(&t, "main.cacheRefresher", "wait_group", "main.main", 1);
+    assert_eq!(
+        t.report["suspect_count"],
+        search + subscribe + 1,
+        "{:#}",
+        t.report["suspects"]
+    );
+    // The server's accept loop waits by design: listed, not a suspect.
+    let live = t.report["live"].as_array().unwrap();
+    assert!(
+        live.iter()
+            .any(|g| g["pattern"] == "idle" && g["start_function"] == "net/http.(*Server).Serve"),
+        "{:#}",
+        t.report["live"]
+    );
+    assert_eq!(t.growth_of("main.queryBackend")["unbounded"], true);
+}
+
 macro_rules! per_go_version {
     ($($name:ident),*) => {
         mod go1_26 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.26") } } )* }
         mod go1_21 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.21") } } )* }
     };
 }
-per_go_version!(chanrecv, chansend, selectwait, locks, growth, control);
+per_go_version!(
+    chanrecv,
+    chansend,
+    selectwait,
+    locks,
+    growth,
+    control,
+    leakyservice
+);
 
 #[test]
 fn versions_cover_the_issue() {

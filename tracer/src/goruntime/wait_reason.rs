@@ -20,6 +20,11 @@ pub enum Pattern {
     Cond,
     IoWait,
     Semaphore,
+    /// An HTTP client call waiting for its response (leak pattern 8).
+    HttpClientWait,
+    /// Standard-library goroutines that wait by design: listener accept
+    /// loops, idle keep-alive connections, os/signal delivery.
+    Idle,
     /// The runtime's own background work (GC, finalizers, scavenger...).
     Runtime,
     Other,
@@ -42,6 +47,10 @@ impl Pattern {
             Pattern::Cond => "sync.Cond.Wait never signalled",
             Pattern::IoWait => "network/IO wait (peer never answers; no deadline?)",
             Pattern::Semaphore => "semaphore wait",
+            Pattern::HttpClientWait => {
+                "HTTP client call waiting for a response (no timeout or deadline?)"
+            }
+            Pattern::Idle => "standard-library wait that is idle by design",
             Pattern::Runtime => "runtime background wait",
             Pattern::Other => "other wait",
         }
@@ -54,7 +63,7 @@ impl Pattern {
             Pattern::ChanSend | Pattern::NilChanSend => Some(2),
             Pattern::Select | Pattern::EmptySelect => Some(3),
             Pattern::Sleep => Some(4),
-            Pattern::IoWait => Some(8),
+            Pattern::IoWait | Pattern::HttpClientWait => Some(8),
             Pattern::Mutex | Pattern::RwMutex | Pattern::WaitGroup => Some(9),
             _ => None,
         }
@@ -274,9 +283,90 @@ pub fn refine<'a>(pattern: Pattern, functions: impl IntoIterator<Item = &'a str>
     pattern
 }
 
+/// Standard-library waits that are not leaks when no program code is on the
+/// stack: (frame prefix, what it is).
+const IDLE_BY_DESIGN: &[(&str, &str)] = &[
+    ("internal/poll.(*FD).Accept", "listener accept loop"),
+    (
+        "net/http.(*persistConn).readLoop",
+        "HTTP client keep-alive connection",
+    ),
+    (
+        "net/http.(*persistConn).writeLoop",
+        "HTTP client keep-alive connection",
+    ),
+    (
+        "net/http.(*connReader).backgroundRead",
+        "HTTP server connection",
+    ),
+    (
+        "net/http.(*conn).serve",
+        "idle HTTP server keep-alive connection",
+    ),
+    ("os/signal.signal_recv", "os/signal delivery loop"),
+];
+
+/// Full classification of a parked goroutine: the wait reason's pattern,
+/// refined by its stack. `user_code` says whether any frame is the program's
+/// own (not counting `go` statement wrappers).
+pub fn classify_stack<'a>(
+    pattern: Pattern,
+    functions: impl IntoIterator<Item = &'a str> + Clone,
+    user_code: bool,
+) -> (Pattern, Option<&'static str>) {
+    let pattern = refine(pattern, functions.clone());
+    if user_code
+        && functions
+            .clone()
+            .into_iter()
+            .any(|f| f.starts_with("net/http.(*persistConn).roundTrip"))
+    {
+        return (Pattern::HttpClientWait, None);
+    }
+    if !user_code && pattern != Pattern::Runtime {
+        for f in functions {
+            if let Some((_, what)) = IDLE_BY_DESIGN
+                .iter()
+                .find(|(prefix, _)| f.starts_with(prefix))
+            {
+                return (Pattern::Idle, Some(what));
+            }
+        }
+    }
+    (pattern, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_by_design_and_http_client_waits() {
+        let accept = [
+            "runtime.gopark",
+            "internal/poll.(*FD).Accept",
+            "net.(*TCPListener).Accept",
+        ];
+        assert_eq!(
+            classify_stack(Pattern::IoWait, accept, false),
+            (Pattern::Idle, Some("listener accept loop"))
+        );
+        // The same wait with the program's own code on the stack is not idle.
+        assert_eq!(
+            classify_stack(Pattern::IoWait, accept, true),
+            (Pattern::IoWait, None)
+        );
+        let client = [
+            "runtime.gopark",
+            "runtime.selectgo",
+            "net/http.(*persistConn).roundTrip",
+            "main.fetch",
+        ];
+        assert_eq!(
+            classify_stack(Pattern::Select, client, true),
+            (Pattern::HttpClientWait, None)
+        );
+    }
 
     #[test]
     fn known_and_unknown_constants() {

@@ -36,6 +36,8 @@ struct GroupKey {
     blocked_at: Option<Frame>,
     wait_reason: Option<String>,
     pattern: Pattern,
+    /// What an idle-by-design standard-library goroutine is.
+    idle: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -55,7 +57,11 @@ fn secs(ns: u64) -> f64 {
 
 /// Pattern from the wait reason, refined (or, without DWARF constants,
 /// derived) from the blocked stack.
-fn classify(raw_reason: u8, names: &BTreeMap<u8, String>, frames: &[Frame]) -> (String, Pattern) {
+fn classify(
+    raw_reason: u8,
+    names: &BTreeMap<u8, String>,
+    frames: &[Frame],
+) -> (String, Pattern, Option<&'static str>) {
     let (text, pattern) = match names.get(&raw_reason) {
         Some(name) => {
             let r = wait_reason::from_constant(name);
@@ -64,13 +70,21 @@ fn classify(raw_reason: u8, names: &BTreeMap<u8, String>, frames: &[Frame]) -> (
         None => (format!("wait reason {raw_reason}"), Pattern::Other),
     };
     let functions = frames.iter().map(|f| f.function.as_str());
-    (text, wait_reason::refine(pattern, functions))
+    let user_code = frames.iter().any(|f| is_program_frame(&f.function));
+    let (pattern, idle) = wait_reason::classify_stack(pattern, functions, user_code);
+    (text, pattern, idle)
+}
+
+/// The program's own code (`go` statement wrappers are already hidden by the
+/// resolver).
+fn is_program_frame(function: &str) -> bool {
+    is_user_function(function)
 }
 
 fn blocked_site(frames: &[Frame]) -> Option<Frame> {
     frames
         .iter()
-        .find(|f| is_user_function(&f.function))
+        .find(|f| is_program_frame(&f.function))
         .or_else(|| frames.iter().find(|f| !f.function.starts_with("runtime.")))
         .cloned()
 }
@@ -115,15 +129,23 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         }
         live_user += 1;
         let created_at = resolver.pc(g.gopc, true);
-        let (suspect, wait, pattern, blocked_stack, blocked_for) = match g.state {
+        let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match g.state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
-                let (text, pattern) = classify(p.reason, wait_reasons, &frames);
+                let (text, pattern, idle) = classify(p.reason, wait_reasons, &frames);
                 let blocked_for = secs(end_ns.saturating_sub(p.since_ns));
-                let suspect = blocked_for >= threshold_s && pattern != Pattern::Runtime;
-                (suspect, Some(text), pattern, frames, Some(blocked_for))
+                let suspect = blocked_for >= threshold_s
+                    && !matches!(pattern, Pattern::Runtime | Pattern::Idle);
+                (
+                    suspect,
+                    Some(text),
+                    pattern,
+                    idle,
+                    frames,
+                    Some(blocked_for),
+                )
             }
-            State::Runnable => (false, None, Pattern::Other, Vec::new(), None),
+            State::Runnable => (false, None, Pattern::Other, None, Vec::new(), None),
         };
         let key = GroupKey {
             suspect,
@@ -132,6 +154,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             blocked_at: blocked_site(&blocked_stack),
             wait_reason: wait,
             pattern,
+            idle,
         };
         let acc = groups.entry(key).or_default();
         if acc.goids.is_empty() {
@@ -161,7 +184,9 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
     for (key, acc) in groups {
         let group = Group {
             pattern: key.pattern,
-            description: if key.wait_reason.is_some() {
+            description: if let Some(what) = key.idle {
+                format!("{what} (idle by design)")
+            } else if key.wait_reason.is_some() {
                 key.pattern.describe().to_string()
             } else {
                 "runnable or running".to_string()

@@ -18,6 +18,8 @@ pub struct StackResolver<'a> {
     bias: u64,
     cache: HashMap<StackRef, Vec<Frame>>,
     starts: HashMap<u64, String>,
+    /// Function entry → is a `go` statement wrapper.
+    wrappers: HashMap<u64, bool>,
 }
 
 impl<'a> StackResolver<'a> {
@@ -34,6 +36,7 @@ impl<'a> StackResolver<'a> {
             bias,
             cache: HashMap::new(),
             starts: HashMap::new(),
+            wrappers: HashMap::new(),
         }
     }
 
@@ -51,18 +54,35 @@ impl<'a> StackResolver<'a> {
         pcs
     }
 
+    /// Symbolised frames, innermost first, with `go` statement wrapper
+    /// frames hidden (as Go's own tracebacks hide them).
     pub fn frames(&mut self, s: StackRef) -> Vec<Frame> {
         if let Some(f) = self.cache.get(&s) {
             return f.clone();
         }
-        let frames: Vec<Frame> = self
-            .pcs(s)
-            .iter()
-            .enumerate()
-            .flat_map(|(i, pc)| self.symbolizer.symbolize(pc.wrapping_sub(self.bias), i > 0))
-            .collect();
+        let mut frames = Vec::new();
+        for (i, pc) in self.pcs(s).into_iter().enumerate() {
+            let vaddr = pc.wrapping_sub(self.bias);
+            let mut group = self.symbolizer.symbolize(vaddr, i > 0);
+            // The last frame of a pc is the physical function containing it.
+            if self.is_wrapper(vaddr) {
+                group.pop();
+            }
+            frames.extend(group);
+        }
         self.cache.insert(s, frames.clone());
         frames
+    }
+
+    fn is_wrapper(&mut self, vaddr: u64) -> bool {
+        let Some(entry) = self.bin.symbols().containing(vaddr).map(|f| f.addr) else {
+            return false;
+        };
+        let (bin, symbolizer) = (self.bin, self.symbolizer);
+        *self
+            .wrappers
+            .entry(entry)
+            .or_insert_with(|| go_wrapper_callee(bin, symbolizer, entry).is_some())
     }
 
     /// A single code address (gopc, startpc). `after_call`: the pc is a
