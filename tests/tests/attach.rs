@@ -241,3 +241,46 @@ fn chmod_world_readable(dir: &Path) {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// On a terminal, a status line every second; off a terminal, none.
+#[test]
+fn status_line_only_on_a_terminal() {
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("chanrecv", "1.26");
+    let dir = tempdir("status");
+    let cmd = format!(
+        "{} --leak-threshold 1s -o {} -- {}",
+        gotrace_bin().display(),
+        dir.display(),
+        bin.display()
+    );
+    // `script` runs the command on a pseudo-terminal.
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("GOTRACE_HOLD", "2500ms")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    let lines = tty.matches(" live | ").count();
+    assert!(lines >= 2, "expected a status line per second:\n{tty}");
+    assert!(
+        tty.contains(" created | ") && tty.contains(" exited | "),
+        "{tty}"
+    );
+    assert!(tty.contains(" dropped"), "{tty}");
+
+    let out = Command::new(gotrace_bin())
+        .args(["--leak-threshold", "1s", "-o"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&bin)
+        .env("GOTRACE_HOLD", "1500ms")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(" live | "),
+        "no status line off a terminal:\n{stderr}"
+    );
+}

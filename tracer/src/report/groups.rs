@@ -265,7 +265,13 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
     let verdict = if suspect_count == 0 {
         "no leak suspects".to_string()
     } else {
-        format!("{suspect_count} leak suspects in {} groups", suspects.len())
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        format!(
+            "{suspect_count} leak suspect{} in {} group{}",
+            plural(suspect_count),
+            suspects.len(),
+            plural(suspects.len())
+        )
     };
     let stats = model.stats();
     trace.duration_s = duration_s;

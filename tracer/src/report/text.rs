@@ -7,10 +7,33 @@ use crate::gobin::symbolize::Frame;
 
 const STACK_LINES: usize = 12;
 
-fn frame(f: &Frame) -> String {
-    match &f.file {
-        Some(file) => format!("{} ({}:{})", f.function, file, f.line),
-        None => f.function.clone(),
+/// GOROOT of the target's toolchain, recovered from a runtime frame's file
+/// (`<GOROOT>/src/runtime/proc.go`), to print standard-library paths short.
+fn goroot(r: &Report) -> Option<String> {
+    r.suspects
+        .iter()
+        .chain(&r.live)
+        .flat_map(|g| &g.blocked_stack)
+        .find_map(|f| {
+            let file = f.file.as_deref()?;
+            if !f.function.starts_with("runtime.") {
+                return None;
+            }
+            file.find("/src/runtime/").map(|i| file[..i].to_string())
+        })
+}
+
+struct Paths(Option<String>);
+
+impl Paths {
+    fn frame(&self, f: &Frame) -> String {
+        match (&f.file, &self.0) {
+            (Some(file), Some(root)) if file.starts_with(root.as_str()) => {
+                format!("{} ($GOROOT{}:{})", f.function, &file[root.len()..], f.line)
+            }
+            (Some(file), _) => format!("{} ({}:{})", f.function, file, f.line),
+            (None, _) => f.function.clone(),
+        }
     }
 }
 
@@ -22,7 +45,7 @@ fn span(s: &Option<Summary>) -> String {
     }
 }
 
-fn group(out: &mut String, i: usize, g: &Group, stacks: bool) {
+fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
     let pattern = g
         .leak_pattern
         .map(|n| format!("  [leak pattern {n}]"))
@@ -52,10 +75,10 @@ fn group(out: &mut String, i: usize, g: &Group, stacks: bool) {
     };
     let _ = writeln!(out, "    runs:         {}   age {age}", g.start_function);
     if let Some(c) = &g.created_at {
-        let _ = writeln!(out, "    created at:   {}", frame(c));
+        let _ = writeln!(out, "    created at:   {}", p.frame(c));
     }
     if let Some(b) = &g.blocked_at {
-        let _ = writeln!(out, "    blocked at:   {}", frame(b));
+        let _ = writeln!(out, "    blocked at:   {}", p.frame(b));
     }
     let ids: Vec<String> = g.sample_goids.iter().map(u64::to_string).collect();
     let _ = writeln!(
@@ -74,7 +97,7 @@ fn group(out: &mut String, i: usize, g: &Group, stacks: bool) {
             }
             let _ = writeln!(out, "    {title}:");
             for f in st.iter().take(STACK_LINES) {
-                let _ = writeln!(out, "      {}", frame(f));
+                let _ = writeln!(out, "      {}", p.frame(f));
             }
             if st.len() > STACK_LINES {
                 let _ = writeln!(out, "      ... {} more", st.len() - STACK_LINES);
@@ -85,6 +108,7 @@ fn group(out: &mut String, i: usize, g: &Group, stacks: bool) {
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
+    let paths = Paths(goroot(r));
     let t = &r.target;
     let _ = writeln!(
         out,
@@ -138,7 +162,7 @@ pub fn render(r: &Report) -> String {
             r.verdict, r.trace.leak_threshold_s
         );
         for (i, grp) in r.suspects.iter().enumerate() {
-            group(&mut out, i + 1, grp, true);
+            group(&mut out, &paths, i + 1, grp, true);
             let _ = writeln!(out);
         }
     }
@@ -146,7 +170,11 @@ pub fn render(r: &Report) -> String {
     if !unbounded.is_empty() {
         let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
         for gr in unbounded {
-            let site = gr.created_at.as_ref().map(frame).unwrap_or_default();
+            let site = gr
+                .created_at
+                .as_ref()
+                .map(|f| paths.frame(f))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
@@ -157,7 +185,7 @@ pub fn render(r: &Report) -> String {
     if !r.live.is_empty() {
         let _ = writeln!(out, "\nother live goroutines:");
         for (i, grp) in r.live.iter().enumerate() {
-            group(&mut out, i + 1, grp, false);
+            group(&mut out, &paths, i + 1, grp, false);
         }
     }
     out
