@@ -150,3 +150,6 @@ pub struct Growth {
     pub unbounded: bool,
     pub description: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
