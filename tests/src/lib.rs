@@ -264,6 +264,17 @@ impl Drop for KillOnDrop {
 /// Starts the fixture first (held at its trigger), attaches `gotrace --pid`,
 /// then pulls the trigger so the leaks are planted while traced.
 pub fn trace_pid(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
+    trace_pid_with_siblings(bin, hold, args, 0)
+}
+
+/// Like [`trace_pid`], with `siblings` more instances of the same binary
+/// running (and leaking on the same trigger) untraced beside the target.
+pub fn trace_pid_with_siblings(
+    bin: &Path,
+    hold: &str,
+    args: &[&str],
+    siblings: usize,
+) -> anyhow::Result<Traced> {
     let dir = out_dir(&format!(
         "pid-{}",
         bin.file_name().unwrap().to_string_lossy()
@@ -277,6 +288,17 @@ pub fn trace_pid(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced
             .stdin(Stdio::null())
             .spawn()?,
     );
+    let _siblings: Vec<KillOnDrop> = (0..siblings)
+        .map(|_| {
+            Command::new(bin)
+                .env("GOTRACE_TRIGGER", &trigger)
+                .env("GOTRACE_HOLD", hold)
+                .stdout(Stdio::null())
+                .stdin(Stdio::null())
+                .spawn()
+                .map(KillOnDrop)
+        })
+        .collect::<Result<_, _>>()?;
     let mut fixture_out = BufReader::new(fixture.0.stdout.take().expect("stdout"));
     let mut fixture_stdout = String::new();
     wait_for_line(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard, tools_dir, trace_pid};
+use gotrace_e2e::{fixture, gotrace_bin, root_guard, tools_dir, trace_pid_with_siblings};
 
 fn check_group(report: &serde_json::Value) {
     let g = report["suspects"]
@@ -22,13 +22,16 @@ fn check_group(report: &serde_json::Value) {
 }
 
 /// The fixture is already running (held at its trigger) when gotrace
-/// attaches; the leak happens afterwards; `--duration` ends the trace.
+/// attaches; the leak happens afterwards; `--duration` ends the trace. A
+/// second instance of the same binary leaks at the same moment and must not
+/// be counted (kernel-side tgid filter, per-process uprobes).
 #[test]
 fn pid_attach_with_duration() {
     let Some(_g) = root_guard() else { return };
     for go in ["1.26", "1.21"] {
         let bin = fixture("chanrecv", go);
-        let t = trace_pid(&bin, "60s", &["--duration", "3s", "--leak-threshold", "1s"])
+        let args = ["--duration", "3s", "--leak-threshold", "1s"];
+        let t = trace_pid_with_siblings(&bin, "60s", &args, 1)
             .unwrap_or_else(|e| panic!("Go {go}: {e:#}"));
         let r = &t.report;
         assert_eq!(r["trace"]["ended_by"], "duration", "{r:#}");

@@ -81,6 +81,8 @@ fn chanrecv(go: &str) {
     );
     assert_eq!(g["wait_reason"], "chan receive");
     assert_eq!(g["leak_pattern"], 1);
+    // Created by the main goroutine: g.parentGoid (1.21+) read through DWARF.
+    assert_eq!(g["parent_goids"], serde_json::json!([1]), "{g:#}");
     assert_eq!(t.report["suspect_count"], 10);
     assert_eq!(t.exit_code, Some(3), "leaks found → exit 3");
     assert!(

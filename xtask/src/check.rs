@@ -2,9 +2,10 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::setup::setup;
 use crate::util::{cargo, require_root, run, target_dir, tools_dir};
@@ -68,7 +69,8 @@ pub fn test(args: &[OsString]) -> Result<()> {
     require_root("cargo xtask test")?;
     let start = Instant::now();
     let mut summary: Vec<String> = Vec::new();
-    let outcome = test_steps(args, &mut summary);
+    let mut totals = None;
+    let outcome = test_steps(args, &mut summary, &mut totals);
     if let Err(e) = &outcome {
         summary.push(format!("FAILED ({e:#})"));
     }
@@ -77,10 +79,19 @@ pub fn test(args: &[OsString]) -> Result<()> {
         summary.join(", "),
         start.elapsed().as_secs_f64()
     );
+    // Last line: totals over every test binary, in the plain
+    // "N passed, N failed" form (cargo's own last line is the doc-tests').
+    if let Some(t) = totals {
+        println!("tests: {t}");
+    }
     outcome
 }
 
-fn test_steps(args: &[OsString], summary: &mut Vec<String>) -> Result<()> {
+fn test_steps(
+    args: &[OsString],
+    summary: &mut Vec<String>,
+    totals_out: &mut Option<Totals>,
+) -> Result<()> {
     setup()?;
     summary.push("setup ok".into());
 
@@ -93,11 +104,93 @@ fn test_steps(args: &[OsString], summary: &mut Vec<String>) -> Result<()> {
     let bin = build()?;
     summary.push("build ok".into());
 
-    run(cargo()
-        .arg("test")
-        .args(args)
-        .env("GOTRACE_BIN", &bin)
-        .env("GOTRACE_TOOLS", tools_dir()))?;
+    let (totals, status) = run_tests(
+        cargo()
+            .arg("test")
+            .args(args)
+            .env("GOTRACE_BIN", &bin)
+            .env("GOTRACE_TOOLS", tools_dir()),
+    )?;
+    let failed = !status.success();
+    *totals_out = Some(Totals {
+        failed: totals.failed.max(u64::from(failed)),
+        ..totals
+    });
+    if failed {
+        bail!("cargo test failed: {status}");
+    }
     summary.push("tests ok".into());
     lint
+}
+
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.ignored
+        )
+    }
+}
+
+/// Runs cargo test, echoing its stdout while totalling its result lines.
+fn run_tests(c: &mut Command) -> Result<(Totals, std::process::ExitStatus)> {
+    use std::io::{BufRead as _, BufReader};
+    crate::util::announce(c);
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    Ok((totals, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_from_cargo_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 38 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.75s");
+        t.add("test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (39, 3, 2));
+    }
 }

@@ -105,7 +105,7 @@ pub fn describe(c: &Command) -> String {
     parts.join(" ")
 }
 
-fn announce(c: &Command) {
+pub fn announce(c: &Command) {
     match c.get_current_dir() {
         Some(dir) if dir != workspace_root() => {
             println!("+ (cd {}) {}", dir.display(), describe(c))

@@ -43,6 +43,7 @@ struct GroupKey {
 #[derive(Default)]
 struct Acc {
     goids: Vec<u64>,
+    parents: Vec<u64>,
     ages: Vec<f64>,
     blocked_for: Vec<f64>,
     before_attach: usize,
@@ -169,6 +170,12 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             acc.site = Some(g.site());
         }
         acc.goids.push(g.goid);
+        if let Some(p) = g.parent_goid
+            && acc.parents.len() < SAMPLE_GOIDS
+            && !acc.parents.contains(&p)
+        {
+            acc.parents.push(p);
+        }
         acc.blocked_for.extend(blocked_for);
         match (g.origin, g.created_ns) {
             (Origin::Created, Some(t)) => acc.ages.push(secs(end_ns.saturating_sub(t))),
@@ -204,6 +211,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             wait_reason: key.wait_reason,
             count: acc.goids.len(),
             sample_goids: acc.goids.iter().copied().take(SAMPLE_GOIDS).collect(),
+            parent_goids: acc.parents,
             start_function: key.start_function,
             created_at: key.created_at,
             blocked_at: key.blocked_at,

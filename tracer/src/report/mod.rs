@@ -115,6 +115,9 @@ pub struct Group {
     pub wait_reason: Option<String>,
     pub count: usize,
     pub sample_goids: Vec<u64>,
+    /// Distinct parent goids (the goroutines that ran the `go` statement),
+    /// up to 5; empty when unknown.
+    pub parent_goids: Vec<u64>,
     /// Function the goroutines run (g.startpc).
     pub start_function: String,
     /// The `go` statement that created them (g.gopc).

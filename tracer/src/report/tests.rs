@@ -124,6 +124,7 @@ fn blocked_goroutines_grouped_with_real_names() {
         assert_eq!(grp.start_function, "main.receiveForever", "Go {minor}");
         assert_eq!(grp.wait_reason.as_deref(), Some("chan receive"));
         assert_eq!(grp.leak_pattern, Some(1));
+        assert_eq!(grp.parent_goids, [1]);
         assert_eq!(grp.created_at.as_ref().unwrap().function, "main.main");
         assert_eq!(
             grp.blocked_at.as_ref().unwrap().function,
