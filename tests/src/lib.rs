@@ -100,6 +100,21 @@ pub fn go_for(minor: &str) -> PathBuf {
     }
 }
 
+/// `go build` with Go `minor`, run in `tests/fixtures`, with the environment
+/// `cargo xtask setup` warmed the caches for (offline, per-version GOCACHE).
+pub fn go_build(minor: &str) -> Command {
+    let tools = tools_dir();
+    let mut c = Command::new(go_for(minor));
+    c.arg("build")
+        .current_dir(workspace_root().join("tests/fixtures"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOCACHE", tools.join(format!("gocache-{minor}")))
+        .env("GOPATH", tools.join("gopath"));
+    c
+}
+
 /// Builds fixture `name` with Go `minor` once per test process.
 pub fn fixture(name: &str, minor: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
@@ -112,18 +127,10 @@ pub fn fixture(name: &str, minor: &str) -> PathBuf {
         return p.clone();
     }
     let out = target_dir().join("e2e-fixtures").join(minor).join(name);
-    let go = go_for(minor);
-    let tools = tools_dir();
-    let output = Command::new(&go)
-        .args(["build", "-o"])
+    let output = go_build(minor)
+        .arg("-o")
         .arg(&out)
         .arg(format!("./{name}"))
-        .current_dir(workspace_root().join("tests/fixtures"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOCACHE", tools.join(format!("gocache-{minor}")))
-        .env("GOPATH", tools.join("gopath"))
         .output()
         .expect("run go build");
     assert!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard, tools_dir, trace_pid_with_siblings};
+use gotrace_e2e::{fixture, gotrace_bin, root_guard, trace_pid_with_siblings};
 
 fn check_group(report: &serde_json::Value) {
     let g = report["suspects"]
@@ -183,17 +183,11 @@ fn nothing_to_trace() {
 fn stripped_binary_is_refused_clearly() {
     // Stripped binaries are not supported yet (no DWARF layout): the error
     // must say so instead of guessing offsets.
-    let go = gotrace_e2e::go_for("1.26");
     let out_bin = std::env::temp_dir().join(format!("gotrace-stripped-{}", std::process::id()));
-    let st = Command::new(go)
-        .args(["build", "-ldflags=-s -w", "-o"])
+    let st = gotrace_e2e::go_build("1.26")
+        .args(["-ldflags=-s -w", "-o"])
         .arg(&out_bin)
         .arg("./chanrecv")
-        .current_dir(gotrace_e2e::workspace_root().join("tests/fixtures"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOCACHE", tools_dir().join("gocache-1.26"))
         .status()
         .unwrap();
     assert!(st.success());

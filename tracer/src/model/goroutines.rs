@@ -67,6 +67,20 @@ pub struct Goroutine {
 }
 
 impl Goroutine {
+    fn new(g: &GoIdentity, origin: Origin, created_ns: Option<u64>, state: State) -> Self {
+        Goroutine {
+            goid: g.goid,
+            parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
+            gopc: g.gopc,
+            startpc: g.startpc,
+            origin,
+            created_ns,
+            create_stack: None,
+            state,
+            parks: 0,
+        }
+    }
+
     pub fn site(&self) -> SiteKey {
         SiteKey {
             startpc: self.startpc,
@@ -158,15 +172,8 @@ impl GoroutineModel {
         }
         self.stats.created += 1;
         let gr = Goroutine {
-            goid: g.goid,
-            parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
-            gopc: g.gopc,
-            startpc: g.startpc,
-            origin: Origin::Created,
-            created_ns: Some(ts),
             create_stack: stack,
-            state: State::Runnable,
-            parks: 0,
+            ..Goroutine::new(g, Origin::Created, Some(ts), State::Runnable)
         };
         let site = self.sites.entry(gr.site()).or_default();
         site.created += 1;
@@ -202,15 +209,8 @@ impl GoroutineModel {
                 self.stats.parks += 1;
                 self.stats.seen_before_attach += 1;
                 let gr = Goroutine {
-                    goid: g.goid,
-                    parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
-                    gopc: g.gopc,
-                    startpc: g.startpc,
-                    origin: Origin::BeforeAttach,
-                    created_ns: None,
-                    create_stack: None,
-                    state: State::Parked(parked),
                     parks: 1,
+                    ..Goroutine::new(g, Origin::BeforeAttach, None, State::Parked(parked))
                 };
                 self.sites.entry(gr.site()).or_default().live += 1;
                 self.live.insert(g.goid, gr);
