@@ -34,14 +34,23 @@ pub enum EventKind {
     GoReady = 3,
     /// A goroutine exited (`runtime.goexit1`).
     GoExit = 4,
+    /// A cancelable context was created (`propagateCancel`).
+    CtxCreate = 5,
+    /// A context's cancel method ran (`(*cancelCtx|*timerCtx|*afterFuncCtx).cancel`).
+    CtxCancel = 6,
+    /// A context's Done channel became known (`Done` returned it).
+    CtxDone = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::GoCreate,
         EventKind::GoPark,
         EventKind::GoReady,
         EventKind::GoExit,
+        EventKind::CtxCreate,
+        EventKind::CtxCancel,
+        EventKind::CtxDone,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -50,6 +59,9 @@ impl EventKind {
             2 => Some(Self::GoPark),
             3 => Some(Self::GoReady),
             4 => Some(Self::GoExit),
+            5 => Some(Self::CtxCreate),
+            6 => Some(Self::CtxCancel),
+            7 => Some(Self::CtxDone),
             _ => None,
         }
     }
@@ -65,6 +77,9 @@ impl EventKind {
             Self::GoPark => "go_park",
             Self::GoReady => "go_ready",
             Self::GoExit => "go_exit",
+            Self::CtxCreate => "ctx_create",
+            Self::CtxCancel => "ctx_cancel",
+            Self::CtxDone => "ctx_done",
         }
     }
 }
@@ -120,6 +135,109 @@ pub struct GoParkEvent {
     pub reason: u32,
     /// Return address at `gopark` entry (the frame the FP walk misses).
     pub caller_pc: u64,
+    /// Channels the goroutine waits on (`g.waiting` sudogs' `c`), 0 = none.
+    pub chans: [u64; WAIT_CHANS],
+}
+
+/// How many waiting channels a park event carries.
+pub const WAIT_CHANS: usize = 4;
+
+/// `EventKind::CtxCreate`: `propagateCancel(parent, child)` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtxCreateEvent {
+    pub header: EventHeader,
+    /// Creating goroutine.
+    pub goid: u64,
+    /// The new context (the `canceler` data pointer).
+    pub ctx: u64,
+    /// itab of the new context as a `canceler`: names its type.
+    pub child_itab: u64,
+    /// The parent `Context` after skipping `WithValue` wrappers.
+    pub parent_itab: u64,
+    pub parent_data: u64,
+    /// `WithValue` wrappers skipped to reach `parent_*`.
+    pub value_hops: u32,
+    pub stack_id: i32,
+    pub caller_pc: u64,
+    /// `timerCtx.deadline` (a `time.Time`: wall, ext); junk for other kinds.
+    pub deadline_wall: u64,
+    pub deadline_ext: i64,
+}
+
+/// Which cancel method an event comes from.
+pub const CANCEL_METHOD_CANCEL_CTX: u32 = 1;
+pub const CANCEL_METHOD_TIMER_CTX: u32 = 2;
+pub const CANCEL_METHOD_AFTER_FUNC_CTX: u32 = 3;
+
+/// The error is the target's `context.Canceled` value.
+pub const CANCEL_ERR_CANCELED: u32 = 1;
+/// The error is a `context.deadlineExceededError`.
+pub const CANCEL_ERR_DEADLINE: u32 = 2;
+/// `cause_msg` holds the cause's message (errors.New / fmt.Errorf causes).
+pub const CANCEL_CAUSE_MSG: u32 = 4;
+/// The cause is the error itself (no cause given).
+pub const CANCEL_CAUSE_IS_ERR: u32 = 8;
+
+pub const CAUSE_MSG_LEN: usize = 64;
+
+/// `EventKind::CtxCancel`: a cancel method's entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtxCancelEvent {
+    pub header: EventHeader,
+    pub goid: u64,
+    /// The context (method receiver).
+    pub ctx: u64,
+    /// `CANCEL_METHOD_*`.
+    pub method: u32,
+    /// `removeFromParent` argument.
+    pub remove_from_parent: u32,
+    pub err_itab: u64,
+    pub err_data: u64,
+    pub cause_itab: u64,
+    pub cause_data: u64,
+    /// `CANCEL_ERR_*` / `CANCEL_CAUSE_*` bits.
+    pub flags: u32,
+    pub stack_id: i32,
+    pub caller_pc: u64,
+    /// The context's Done channel as stored in `cancelCtx.done`, 0 if none yet.
+    pub done_chan: u64,
+    pub cause_len: u32,
+    pub _pad: u32,
+    pub cause_msg: [u8; CAUSE_MSG_LEN],
+}
+
+impl Default for CtxCancelEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            goid: 0,
+            ctx: 0,
+            method: 0,
+            remove_from_parent: 0,
+            err_itab: 0,
+            err_data: 0,
+            cause_itab: 0,
+            cause_data: 0,
+            flags: 0,
+            stack_id: NO_STACK,
+            caller_pc: 0,
+            done_chan: 0,
+            cause_len: 0,
+            _pad: 0,
+            cause_msg: [0; CAUSE_MSG_LEN],
+        }
+    }
+}
+
+/// `EventKind::CtxDone`: a context's Done channel (first time seen).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtxDoneEvent {
+    pub header: EventHeader,
+    pub ctx: u64,
+    pub chan: u64,
 }
 
 /// `EventKind::GoReady`.
@@ -159,10 +277,35 @@ pub struct Config {
     pub g_gopc: u64,
     /// Offset of `runtime.g.startpc`.
     pub g_startpc: u64,
+    /// `runtime.g.waiting`, `runtime.sudog.c`, `runtime.sudog.waitlink`
+    /// (valid with `CONFIG_FLAG_WAIT_CHANS`).
+    pub g_waiting: u64,
+    pub sudog_c: u64,
+    pub sudog_waitlink: u64,
+    /// Register index (Go ABI) of propagateCancel's `parent` and `child`
+    /// interfaces (two registers each).
+    pub pc_parent_reg: u32,
+    pub pc_child_reg: u32,
+    /// `context.cancelCtx.done`, `context.timerCtx.deadline` offsets.
+    pub ctx_done: u64,
+    pub timer_deadline: u64,
+    /// Addresses in the target (runtime addresses): the itabs of
+    /// `*context.valueCtx` as Context, `deadlineExceededError` as error,
+    /// `*errors.errorString` / `*fmt.wrapError` as error; the
+    /// `context.Canceled` variable.
+    pub itab_value_ctx: u64,
+    pub itab_deadline_exceeded: u64,
+    pub itab_error_string: u64,
+    pub itab_wrap_error: u64,
+    pub canceled_var: u64,
 }
 
 /// `g.parentGoid` exists (Go 1.21+).
 pub const CONFIG_FLAG_PARENT_GOID: u32 = 1;
+/// Park events carry the channels in `g.waiting`.
+pub const CONFIG_FLAG_WAIT_CHANS: u32 = 2;
+/// Context cancel methods take a `cause` (Go 1.20+).
+pub const CONFIG_FLAG_CANCEL_CAUSE: u32 = 4;
 
 // SAFETY: repr(C) plain old data, no implicit padding, valid for any bits.
 #[cfg(feature = "user")]

@@ -5,7 +5,11 @@
 //! in R14 (valid at ABIInternal function entry). arm64: args in R0–R15, g in
 //! R28, link register R30.
 
-use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user},
+    programs::ProbeContext,
+};
 
 /// Integer argument `n` (0-based) at function entry, or the first result at a
 /// RET instruction (results reuse the argument registers).
@@ -32,6 +36,39 @@ pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     #[cfg(bpf_target_arch = "aarch64")]
     {
         if n < 16 { regs.regs[n] } else { 0 }
+    }
+}
+
+/// The probe's registers copied to the stack, for arguments whose register
+/// index is only known at run time (the verifier forbids computed offsets
+/// into the context itself).
+#[inline(always)]
+pub fn regs_copy(ctx: &ProbeContext) -> Option<pt_regs> {
+    // SAFETY: ctx.regs is a valid kernel pointer to the probe's pt_regs.
+    unsafe { bpf_probe_read_kernel(ctx.regs as *const pt_regs) }.ok()
+}
+
+/// Integer argument `n` from a stack copy of the registers (see [`arg`]).
+#[inline(always)]
+pub fn arg_in(regs: &pt_regs, n: u32) -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        match n {
+            0 => regs.rax,
+            1 => regs.rbx,
+            2 => regs.rcx,
+            3 => regs.rdi,
+            4 => regs.rsi,
+            5 => regs.r8,
+            6 => regs.r9,
+            7 => regs.r10,
+            8 => regs.r11,
+            _ => 0,
+        }
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        if n < 16 { regs.regs[n as usize] } else { 0 }
     }
 }
 

@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::{ProbeContext, tracing::StackIdContext as _},
 };
 use tracer_common::{
-    CONFIG_FLAG_PARENT_GOID, Config, EventHeader, EventKind, GoCreateEvent, GoExitEvent,
-    GoIdentity, GoParkEvent, GoReadyEvent, NO_STACK,
+    CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, GoCreateEvent,
+    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, NO_STACK, WAIT_CHANS,
 };
 
 use crate::{
@@ -51,7 +51,7 @@ static NEWPROC: LruHashMap<u64, NewprocStash> = LruHashMap::with_max_entries(409
 static PENDING_CREATE: LruHashMap<u64, PendingCreate> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
-fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
+pub fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
     EventHeader {
         kind: kind as u32,
         tid,
@@ -75,7 +75,7 @@ fn emit<T: 'static>(kind: EventKind, ev: T) {
 }
 
 #[inline(always)]
-fn user_stack(ctx: &ProbeContext) -> i32 {
+pub fn user_stack(ctx: &ProbeContext) -> i32 {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,
         Err(_) => {
@@ -180,6 +180,25 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Channels in the goroutine's `g.waiting` sudog list (set by chanrecv,
+/// chansend and selectgo before they park).
+#[inline(always)]
+fn waiting_chans(cfg: &Config, g: u64) -> [u64; WAIT_CHANS] {
+    let mut chans = [0u64; WAIT_CHANS];
+    if cfg.flags & CONFIG_FLAG_WAIT_CHANS == 0 {
+        return chans;
+    }
+    let mut sg = read_u64(g + cfg.g_waiting);
+    for slot in chans.iter_mut() {
+        if sg == 0 {
+            break;
+        }
+        *slot = read_u64(sg + cfg.sudog_c);
+        sg = read_u64(sg + cfg.sudog_waitlink);
+    }
+    chans
+}
+
 /// `runtime.gopark(unlockf, lock, reason, traceReason, traceskip)` entry, on
 /// the parking goroutine.
 #[uprobe]
@@ -197,6 +216,7 @@ pub fn go_park(ctx: ProbeContext) -> u32 {
             stack_id: user_stack(&ctx),
             reason: (arg(&ctx, 2) & 0xff) as u32,
             caller_pc: return_address(&ctx),
+            chans: waiting_chans(&cfg, g),
         },
     );
     0

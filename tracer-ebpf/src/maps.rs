@@ -16,6 +16,18 @@ static CONFIG: Config = Config {
     g_parent_goid: 0,
     g_gopc: 0,
     g_startpc: 0,
+    g_waiting: 0,
+    sudog_c: 0,
+    sudog_waitlink: 0,
+    pc_parent_reg: 0,
+    pc_child_reg: 0,
+    ctx_done: 0,
+    timer_deadline: 0,
+    itab_value_ctx: 0,
+    itab_deadline_exceeded: 0,
+    itab_error_string: 0,
+    itab_wrap_error: 0,
+    canceled_var: 0,
 };
 
 #[inline(always)]
@@ -49,6 +61,18 @@ pub fn bump(slot: u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
+}
+
+/// Reserves an event in the ring buffer, or counts a drop for `kind`.
+#[inline(always)]
+pub fn reserve<T: 'static>(
+    kind: tracer_common::EventKind,
+) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        bump(kind.index());
+    }
+    entry
 }
 
 /// The calling thread's (tgid, tid) if it belongs to the target process.

@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub leak_threshold: Duration,
 
+    /// Print every context's cancel-propagation tree in the summary (the
+    /// trees are always in report.json).
+    #[arg(long)]
+    pub contexts: bool,
+
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

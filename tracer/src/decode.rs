@@ -1,15 +1,19 @@
 //! Ring-buffer records → typed events.
 
 use tracer_common::{
-    EventHeader, EventKind, GoCreateEvent, GoExitEvent, GoParkEvent, GoReadyEvent,
+    CtxCancelEvent, CtxCreateEvent, CtxDoneEvent, EventHeader, EventKind, GoCreateEvent,
+    GoExitEvent, GoParkEvent, GoReadyEvent,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Create(GoCreateEvent),
     Park(GoParkEvent),
     Ready(GoReadyEvent),
     Exit(GoExitEvent),
+    CtxCreate(CtxCreateEvent),
+    CtxCancel(Box<CtxCancelEvent>),
+    CtxDone(CtxDoneEvent),
 }
 
 impl Event {
@@ -19,6 +23,9 @@ impl Event {
             Event::Park(e) => &e.header,
             Event::Ready(e) => &e.header,
             Event::Exit(e) => &e.header,
+            Event::CtxCreate(e) => &e.header,
+            Event::CtxCancel(e) => &e.header,
+            Event::CtxDone(e) => &e.header,
         }
     }
 
@@ -28,6 +35,9 @@ impl Event {
             Event::Park(_) => EventKind::GoPark,
             Event::Ready(_) => EventKind::GoReady,
             Event::Exit(_) => EventKind::GoExit,
+            Event::CtxCreate(_) => EventKind::CtxCreate,
+            Event::CtxCancel(_) => EventKind::CtxCancel,
+            Event::CtxDone(_) => EventKind::CtxDone,
         }
     }
 }
@@ -72,6 +82,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::GoPark => Event::Park(read(bytes, kind)?),
         EventKind::GoReady => Event::Ready(read(bytes, kind)?),
         EventKind::GoExit => Event::Exit(read(bytes, kind)?),
+        EventKind::CtxCreate => Event::CtxCreate(read(bytes, kind)?),
+        EventKind::CtxCancel => Event::CtxCancel(Box::new(read(bytes, kind)?)),
+        EventKind::CtxDone => Event::CtxDone(read(bytes, kind)?),
     })
 }
 

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::decode::decode;
-use crate::model::GoroutineModel;
+use crate::model::Model;
 use crate::probe::Probes;
 use crate::target::{ExitWatcher, monotonic_ns};
 
@@ -35,13 +35,15 @@ pub struct Outcome {
     pub end: EndReason,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// Wall clock (unix ns) at `end_ns`.
+    pub end_unix_ns: i128,
     pub events: u64,
     pub undecodable: u64,
 }
 
 pub struct Session<'a> {
     pub probes: &'a mut Probes,
-    pub model: &'a mut GoroutineModel,
+    pub model: &'a mut Model,
     pub exit: &'a ExitWatcher,
     pub duration: Option<Duration>,
     /// Called once, right after the loop is ready to receive (e.g. to release
@@ -54,7 +56,7 @@ struct Counts {
     undecodable: u64,
 }
 
-fn drain(ring: &mut RingBuf<MapData>, model: &mut GoroutineModel, counts: &mut Counts) {
+fn drain(ring: &mut RingBuf<MapData>, model: &mut Model, counts: &mut Counts) {
     while let Some(item) = ring.next() {
         counts.events += 1;
         match decode(&item) {
@@ -107,13 +109,13 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
-                    self.model.sample_sites(t);
+                    self.model.goroutines.sample_sites(t);
                     if status {
-                        let s = self.model.stats();
+                        let s = self.model.goroutines.stats();
                         let dropped = self.probes.counters().map(|c| c.dropped_total).unwrap_or(0);
                         eprint!(
                             "\r\x1b[Kgotrace: {} live | {} created | {} exited | {} events/s | {} dropped",
-                            self.model.live_count(), s.created, s.exited,
+                            self.model.goroutines.live_count(), s.created, s.exited,
                             counts.events - last_events, dropped
                         );
                         let _ = std::io::stderr().flush();
@@ -127,9 +129,14 @@ impl Session<'_> {
             }
         };
         let end_ns = monotonic_ns();
+        let end_unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
         drain(ring.get_mut(), self.model, &mut counts);
         self.model
+            .goroutines
             .sample_sites(end_ns.saturating_sub(start_ns) as f64 / 1e9);
         if status {
             eprintln!();
@@ -138,6 +145,7 @@ impl Session<'_> {
             end,
             start_ns,
             end_ns,
+            end_unix_ns,
             events: counts.events,
             undecodable: counts.undecodable,
         })

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use crate::cli::Cli;
 use crate::gobin::GoBinary;
 use crate::goruntime::hooks::{MAX_VERIFIED, MIN_SUPPORTED};
-use crate::model::{GoroutineModel, State};
+use crate::model::{Model, State};
+use crate::probe::context as ctxprobe;
 use crate::probe::{Probes, goroutine};
 use crate::report::{self, BuildInput, Report, resolve::StackResolver};
 use crate::session::{EndReason, Session};
@@ -73,8 +74,21 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     let layout = bin
         .layout()
         .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
-    let points =
+    let mut points =
         goroutine::plan(&bin).with_context(|| format!("cannot place probes in {shown}"))?;
+    let ctx_plan = match ctxprobe::plan(&bin, &layout)
+        .with_context(|| format!("cannot place context probes in {shown}"))?
+    {
+        // The context probes compare against absolute addresses: a PIE
+        // started under us has no load address before exec.
+        Ok(_) if bin.is_pie() && !cli.command.is_empty() => {
+            Err("contexts of PIE binaries can only be traced with --pid".to_string())
+        }
+        other => other,
+    };
+    if let Ok(p) = &ctx_plan {
+        points.extend(p.points.iter().cloned());
+    }
     let symbolizer = bin.symbolizer().context("cannot load symbols")?;
     std::fs::create_dir_all(&cli.output)
         .with_context(|| format!("cannot create output directory {}", cli.output.display()))?;
@@ -91,7 +105,15 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     };
     let is_child = child.is_some();
     let attach = || -> anyhow::Result<(Probes, ExitWatcher)> {
-        let config = goroutine::config(pid, &layout);
+        let mut config = goroutine::config(pid, &layout);
+        if let Ok(p) = &ctx_plan {
+            let bias = if bin.is_pie() {
+                target::load_bias(pid).unwrap_or(0)
+            } else {
+                0
+            };
+            p.configure(&mut config, &layout, bias);
+        }
         let probes = Probes::attach(config, &exe_path, pid, &points)?;
         let exit = ExitWatcher::new(pid, is_child)?;
         Ok((probes, exit))
@@ -116,7 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         bin.version().raw
     );
 
-    let mut model = GoroutineModel::new();
+    let mut model = Model::default();
     let outcome = runtime.block_on(
         Session {
             probes: &mut probes,
@@ -132,11 +154,15 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
 
     // Resolve every stack the live goroutines reference, while the maps exist.
     let mut ids = HashSet::new();
-    for g in model.live() {
+    for g in model.goroutines.live() {
         ids.extend(g.create_stack.map(|s| s.id));
         if let State::Parked(p) = g.state {
             ids.extend(p.stack.map(|s| s.id));
         }
+    }
+    for n in model.contexts.nodes() {
+        ids.extend(n.create_stack.map(|s| s.id));
+        ids.extend(n.cancel.as_ref().and_then(|c| c.stack).map(|s| s.id));
     }
     let raw: HashMap<i32, Vec<u64>> = ids
         .into_iter()
@@ -156,8 +182,8 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
         _ => None,
     };
-    let report = report::build(BuildInput {
-        model: &model,
+    let mut report = report::build(BuildInput {
+        model: &model.goroutines,
         resolver: &mut resolver,
         wait_reasons: &layout.wait_reasons,
         start_ns: outcome.start_ns,
@@ -185,11 +211,28 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             inconsistent_events: 0,
         },
     });
+    report.contexts = match &ctx_plan {
+        Ok(p) => report::contexts::build(
+            &model.contexts,
+            &model.goroutines,
+            &mut resolver,
+            &report::contexts::ContextInput {
+                itabs: &p.itabs,
+                end_ns: outcome.end_ns,
+                end_unix_ns: outcome.end_unix_ns,
+                leak_threshold_s: cli.leak_threshold.as_secs_f64(),
+            },
+        ),
+        Err(why) => report::contexts::ContextReport {
+            not_traced: Some(why.clone()),
+            ..Default::default()
+        },
+    };
     let report_path = cli.output.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&report_path, json + "\n")
         .with_context(|| format!("cannot write {}", report_path.display()))?;
-    print!("{}", report::text::render(&report));
+    print!("{}", report::text::render(&report, cli.contexts));
     eprintln!("gotrace: report written to {}", report_path.display());
     Ok(TraceOutcome {
         report,

@@ -20,28 +20,62 @@ pub struct RuntimeLayout {
     pub g_waitreason: u64,
     pub g_waitsince: u64,
     pub g_sched: u64,
+    /// `runtime.g.waiting`: the sudogs a parked goroutine waits on.
+    pub g_waiting: Option<u64>,
+    /// `runtime.sudog.c` (the channel) and `.waitlink` (next sudog).
+    pub sudog_c: Option<u64>,
+    pub sudog_waitlink: Option<u64>,
+    /// `context.cancelCtx.done` (an atomic.Value holding the Done channel).
+    pub cancel_ctx_done: Option<u64>,
+    /// `context.timerCtx.deadline` (a time.Time).
+    pub timer_ctx_deadline: Option<u64>,
     /// `runtime.waitReason` value -> constant name without the "runtime."
     /// prefix, e.g. 14 -> "waitReasonChanReceive".
     pub wait_reasons: BTreeMap<u8, String>,
 }
 
-const G_FIELDS: [&str; 8] = [
-    "goid",
-    "parentGoid",
-    "gopc",
-    "startpc",
-    "atomicstatus",
-    "waitreason",
-    "waitsince",
-    "sched",
+/// (struct, member) pairs read from DWARF. The first eight are required.
+const FIELDS: [(&str, &str); 14] = [
+    ("runtime.g", "goid"),
+    ("runtime.g", "parentGoid"),
+    ("runtime.g", "gopc"),
+    ("runtime.g", "startpc"),
+    ("runtime.g", "atomicstatus"),
+    ("runtime.g", "waitreason"),
+    ("runtime.g", "waitsince"),
+    ("runtime.g", "sched"),
+    ("runtime.g", "waiting"),
+    ("runtime.sudog", "c"),
+    ("runtime.sudog", "waitlink"),
+    ("context.cancelCtx", "done"),
+    ("context.timerCtx", "deadline"),
+    ("runtime.hchan", "closed"),
+];
+/// Distinct struct names of [`FIELDS`].
+const STRUCTS: [&str; 5] = [
+    "runtime.g",
+    "runtime.sudog",
+    "context.cancelCtx",
+    "context.timerCtx",
+    "runtime.hchan",
 ];
 const WAIT_REASON_PREFIX: &[u8] = b"runtime.waitReason";
 
 #[derive(Default)]
 struct Scan {
-    g_found: bool,
-    fields: [Option<u64>; G_FIELDS.len()],
+    found: [bool; STRUCTS.len()],
+    fields: [Option<u64>; FIELDS.len()],
     wait_reasons: BTreeMap<u8, String>,
+}
+
+impl Scan {
+    fn g_found(&self) -> bool {
+        self.found[0]
+    }
+
+    fn complete(&self) -> bool {
+        self.found.iter().all(|f| *f) && !self.wait_reasons.is_empty()
+    }
 }
 
 /// Scans `.debug_info` for `runtime.g`'s members and the
@@ -57,21 +91,24 @@ pub fn from_dwarf<R: Reader>(
     while let Some(header) = units.next().map_err(&e)? {
         let unit = dwarf.unit(header).map_err(&e)?;
         scan_unit(dwarf, &unit, &mut scan).map_err(&e)?;
-        // The constants of package runtime all live in one unit, so once both
-        // parts were seen and a unit is finished, the rest can be skipped.
-        if scan.g_found && !scan.wait_reasons.is_empty() {
+        // Each package's types and constants live in its own unit: once
+        // everything was seen and a unit is finished, the rest is skipped.
+        if scan.complete() {
             break;
         }
     }
-    if !scan.g_found {
+    if !scan.g_found() {
         return Err(BinaryError::NoRuntimeG);
     }
-    let field = |name: &str| -> Result<u64, BinaryError> {
-        let i = G_FIELDS
+    let opt = |strukt: &str, name: &str| -> Option<u64> {
+        let i = FIELDS
             .iter()
-            .position(|f| *f == name)
+            .position(|f| *f == (strukt, name))
             .expect("known field");
-        scan.fields[i].ok_or_else(|| BinaryError::MissingField(name.to_string()))
+        scan.fields[i]
+    };
+    let field = |name: &str| -> Result<u64, BinaryError> {
+        opt("runtime.g", name).ok_or_else(|| BinaryError::MissingField(name.to_string()))
     };
     if scan.wait_reasons.is_empty() {
         log::warn!(
@@ -88,6 +125,11 @@ pub fn from_dwarf<R: Reader>(
         g_waitreason: field("waitreason")?,
         g_waitsince: field("waitsince")?,
         g_sched: field("sched")?,
+        g_waiting: opt("runtime.g", "waiting"),
+        sudog_c: opt("runtime.sudog", "c"),
+        sudog_waitlink: opt("runtime.sudog", "waitlink"),
+        cancel_ctx_done: opt("context.cancelCtx", "done"),
+        timer_ctx_deadline: opt("context.timerCtx", "deadline"),
         wait_reasons: scan.wait_reasons,
     })
 }
@@ -98,20 +140,20 @@ fn scan_unit<R: Reader>(
     scan: &mut Scan,
 ) -> gimli::Result<()> {
     let mut raw = unit.entries_raw(None)?;
-    // Depth of the members of runtime.g while we are inside it.
-    let mut g_members_depth: Option<isize> = None;
+    // While inside a wanted struct: its index in STRUCTS and its members' depth.
+    let mut inside: Option<(usize, isize)> = None;
     while !raw.is_empty() {
         let depth = raw.next_depth();
         let Some(abbrev) = raw.read_abbreviation()? else {
             continue;
         };
-        if g_members_depth.is_some_and(|d| depth < d) {
-            g_members_depth = None;
+        if inside.is_some_and(|(_, d)| depth < d) {
+            inside = None;
         }
         let tag = abbrev.tag();
         let wanted = match tag {
-            gimli::DW_TAG_structure_type => !scan.g_found,
-            gimli::DW_TAG_member => g_members_depth == Some(depth),
+            gimli::DW_TAG_structure_type => !scan.found.iter().all(|f| *f),
+            gimli::DW_TAG_member => inside.is_some_and(|(_, d)| d == depth),
             gimli::DW_TAG_constant => true,
             _ => false,
         };
@@ -135,14 +177,24 @@ fn scan_unit<R: Reader>(
         let name = dwarf.attr_string(unit, name)?;
         let name = name.to_slice()?;
         match tag {
-            gimli::DW_TAG_structure_type if &*name == b"runtime.g" => {
-                scan.g_found = true;
+            gimli::DW_TAG_structure_type => {
+                let Some(k) = STRUCTS.iter().position(|s| s.as_bytes() == &*name) else {
+                    continue;
+                };
+                if scan.found[k] {
+                    continue;
+                }
+                scan.found[k] = true;
                 if abbrev.has_children() {
-                    g_members_depth = Some(depth + 1);
+                    inside = Some((k, depth + 1));
                 }
             }
             gimli::DW_TAG_member => {
-                let Some(i) = G_FIELDS.iter().position(|f| f.as_bytes() == &*name) else {
+                let Some((k, _)) = inside else { continue };
+                let Some(i) = FIELDS
+                    .iter()
+                    .position(|(st, f)| *st == STRUCTS[k] && f.as_bytes() == &*name)
+                else {
                     continue;
                 };
                 scan.fields[i] = location.and_then(member_offset);

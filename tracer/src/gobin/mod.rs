@@ -200,6 +200,45 @@ impl GoBinary {
         layout::from_dwarf(&dwarf, &self.path)
     }
 
+    /// Addresses of non-text symbols (data, itabs) by exact name; names not in
+    /// `.symtab` are absent from the result.
+    pub fn data_symbols(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<String, u64>, BinaryError> {
+        use object::{Object as _, ObjectSymbol as _};
+        let elf = self.elf()?;
+        let mut found = std::collections::HashMap::new();
+        for sym in elf.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            if names.contains(&name) && sym.is_definition() && sym.address() != 0 {
+                found.insert(name.to_string(), sym.address());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every itab symbol (`go:itab.T,I`, or `go.itab.T,I` before Go 1.20) by
+    /// address, named `T,I`.
+    pub fn itabs(&self) -> Result<std::collections::HashMap<u64, String>, BinaryError> {
+        use object::{Object as _, ObjectSymbol as _};
+        let elf = self.elf()?;
+        let mut found = std::collections::HashMap::new();
+        for sym in elf.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            let Some(short) = name
+                .strip_prefix("go:itab.")
+                .or_else(|| name.strip_prefix("go.itab."))
+            else {
+                continue;
+            };
+            if sym.address() != 0 {
+                found.insert(sym.address(), short.to_string());
+            }
+        }
+        Ok(found)
+    }
+
     /// Virtual addresses of every return instruction inside function `func`.
     pub fn ret_addresses(&self, func: &str) -> Result<Vec<u64>, BinaryError> {
         let sym = self

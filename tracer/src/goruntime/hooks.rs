@@ -34,6 +34,73 @@ pub const MIN_SUPPORTED: (u32, u32) = (1, 19);
 /// Newest release whose runtime gotrace was verified against.
 pub const MAX_VERIFIED: (u32, u32) = (1, 27);
 
+/// Where `propagateCancel`'s `parent` and `child` interfaces sit (Go ABI
+/// register index of each interface's first word), per version.
+pub struct PropagateCancelArgs {
+    pub parent: u32,
+    pub child: u32,
+}
+
+/// Context hooks for a Go version, or why contexts cannot be traced there.
+pub fn context_hooks(
+    version: &GoVersion,
+) -> Result<(Vec<Hook>, PropagateCancelArgs), &'static str> {
+    use Placement::*;
+    if (version.major, version.minor) == (1, 20) {
+        // 1.20's timerCtx embeds a *cancelCtx pointer, so its cancel and
+        // propagateCancel pointers name different objects.
+        return Err("Go 1.20 contexts are not supported (timerCtx layout)");
+    }
+    let (propagate, args) = if version.at_least(1, 21) {
+        (
+            "context.(*cancelCtx).propagateCancel",
+            PropagateCancelArgs {
+                parent: 1,
+                child: 3,
+            },
+        )
+    } else {
+        (
+            "context.propagateCancel",
+            PropagateCancelArgs {
+                parent: 0,
+                child: 2,
+            },
+        )
+    };
+    let hook = |program, symbol, placement| Hook {
+        program,
+        symbol,
+        placement,
+        required: false,
+    };
+    Ok((
+        vec![
+            hook("go_ctx_create", propagate, Entry),
+            hook("go_ctx_cancel", "context.(*cancelCtx).cancel", Entry),
+            hook("go_ctx_cancel_timer", "context.(*timerCtx).cancel", Entry),
+            hook(
+                "go_ctx_cancel_afterfunc",
+                "context.(*afterFuncCtx).cancel",
+                Entry,
+            ),
+            hook("go_ctx_done", "context.(*cancelCtx).Done", Entry),
+            hook("go_ctx_done_ret", "context.(*cancelCtx).Done", Returns),
+            hook("go_ctx_done", "context.(*timerCtx).Done", Entry),
+            hook("go_ctx_done_ret", "context.(*timerCtx).Done", Returns),
+            hook("go_ctx_done", "context.(*afterFuncCtx).Done", Entry),
+            hook("go_ctx_done_ret", "context.(*afterFuncCtx).Done", Returns),
+        ],
+        args,
+    ))
+}
+
+/// itab symbol names for a type as an interface: Go 1.20+ spell them
+/// `go:itab.T,I`, older releases `go.itab.T,I`.
+pub fn itab_symbols(ty_iface: &str) -> [String; 2] {
+    [format!("go:itab.{ty_iface}"), format!("go.itab.{ty_iface}")]
+}
+
 /// The goroutine-lifecycle hooks for a Go version. The names are the same in
 /// every supported release (1.19–1.27); the per-version split lives here when
 /// they diverge.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use tracer_common::{GoIdentity, NO_STACK};
+use tracer_common::{GoIdentity, NO_STACK, WAIT_CHANS};
 
 use super::sites::{SiteKey, SiteStats};
 use crate::decode::Event;
@@ -34,6 +34,8 @@ pub struct Parked {
     /// Monotonic ns when it parked.
     pub since_ns: u64,
     pub stack: Option<StackRef>,
+    /// Channels it waits on (receive, send or select cases); 0 = unused slot.
+    pub chans: [u64; WAIT_CHANS],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,11 +155,16 @@ impl GoroutineModel {
             Event::Park(e) => self.on_park(
                 e.header.ts_ns,
                 &e.g,
-                e.reason as u8,
-                StackRef::new(e.stack_id, e.caller_pc),
+                Parked {
+                    reason: e.reason as u8,
+                    since_ns: e.header.ts_ns,
+                    stack: StackRef::new(e.stack_id, e.caller_pc),
+                    chans: e.chans,
+                },
             ),
             Event::Ready(e) => self.on_ready(e.goid),
             Event::Exit(e) => self.on_exit(e.goid),
+            Event::CtxCreate(_) | Event::CtxCancel(_) | Event::CtxDone(_) => {}
         }
     }
 
@@ -181,16 +188,12 @@ impl GoroutineModel {
         self.live.insert(g.goid, gr);
     }
 
-    fn on_park(&mut self, ts: u64, g: &GoIdentity, reason: u8, stack: Option<StackRef>) {
+    fn on_park(&mut self, _ts: u64, g: &GoIdentity, parked: Parked) {
         if g.goid == 0 {
             self.stats.inconsistent += 1;
             return;
         }
-        let parked = Parked {
-            reason,
-            since_ns: ts,
-            stack,
-        };
+        let (reason, stack) = (parked.reason, parked.stack);
         match self.live.get_mut(&g.goid) {
             Some(gr) => {
                 if let State::Parked(p) = gr.state
@@ -288,6 +291,7 @@ mod tests {
             stack_id: 5,
             reason,
             caller_pc: 9,
+            chans: [0; 4],
         })
     }
 
@@ -304,7 +308,8 @@ mod tests {
             State::Parked(Parked {
                 reason: 14,
                 since_ns: 2,
-                stack: StackRef::new(5, 9)
+                stack: StackRef::new(5, 9),
+                chans: [0; 4],
             })
         );
         m.apply(&Event::Ready(GoReadyEvent {

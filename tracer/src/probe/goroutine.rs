@@ -1,7 +1,7 @@
 //! Where the goroutine-lifecycle programs (`tracer-ebpf/src/goroutine.rs`) go
 //! in a target binary, and the configuration they read.
 
-use tracer_common::{CONFIG_FLAG_PARENT_GOID, Config};
+use tracer_common::{CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_WAIT_CHANS, Config};
 
 use crate::gobin::{GoBinary, layout::RuntimeLayout};
 use crate::goruntime::hooks::{self, Placement};
@@ -33,8 +33,17 @@ pub enum PlanError {
 
 /// Every attach point for the goroutine hooks of this binary.
 pub fn plan(bin: &GoBinary) -> Result<Vec<AttachPoint>, PlanError> {
+    points_for(bin, &hooks::goroutine_hooks(bin.version()))
+}
+
+/// Attach points for `hooks`; hooks that are not `required` are skipped when
+/// their function is absent from the binary.
+pub fn points_for(bin: &GoBinary, hooks: &[hooks::Hook]) -> Result<Vec<AttachPoint>, PlanError> {
     let mut points = Vec::new();
-    for hook in hooks::goroutine_hooks(bin.version()) {
+    for hook in hooks {
+        if !hook.required && bin.symbols().lookup(hook.symbol).is_none() {
+            continue;
+        }
         let vaddrs = match hook.placement {
             Placement::Entry => {
                 let sym = bin.symbols().lookup(hook.symbol).ok_or(PlanError::Symbol {
@@ -51,6 +60,10 @@ pub fn plan(bin: &GoBinary) -> Result<Vec<AttachPoint>, PlanError> {
                         source,
                     })?;
                 if rets.is_empty() {
+                    if !hook.required {
+                        // A tail-calling wrapper: its callee's RETs are probed.
+                        continue;
+                    }
                     return Err(PlanError::NoReturns {
                         symbol: hook.symbol,
                     });
@@ -80,6 +93,9 @@ pub fn config(target_tgid: u32, layout: &RuntimeLayout) -> Config {
     if layout.g_parent_goid.is_some() {
         flags |= CONFIG_FLAG_PARENT_GOID;
     }
+    if let (Some(_), Some(_), Some(_)) = (layout.g_waiting, layout.sudog_c, layout.sudog_waitlink) {
+        flags |= CONFIG_FLAG_WAIT_CHANS;
+    }
     Config {
         target_tgid,
         flags,
@@ -87,5 +103,9 @@ pub fn config(target_tgid: u32, layout: &RuntimeLayout) -> Config {
         g_parent_goid: layout.g_parent_goid.unwrap_or(0),
         g_gopc: layout.g_gopc,
         g_startpc: layout.g_startpc,
+        g_waiting: layout.g_waiting.unwrap_or(0),
+        sudog_c: layout.sudog_c.unwrap_or(0),
+        sudog_waitlink: layout.sudog_waitlink.unwrap_or(0),
+        ..Config::default()
     }
 }

@@ -54,13 +54,14 @@ pub enum ProbeError {
 fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
+        // EACCES is the verifier rejecting a program, not a privilege error.
         if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            && io.raw_os_error() == Some(libc::EPERM)
         {
             return true;
         }
         let text = err.to_string();
-        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        if text.contains("Operation not permitted") {
             return true;
         }
         cur = err.source();

@@ -308,6 +308,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         suspects,
         live: others,
         growth,
+        contexts: Default::default(),
     }
 }
 

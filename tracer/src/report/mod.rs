@@ -3,6 +3,8 @@
 //!
 //! Schema changes bump [`SCHEMA_VERSION`] and are documented in README.md.
 
+pub mod contexts;
+mod ctx_text;
 pub mod groups;
 pub mod resolve;
 pub mod text;
@@ -33,6 +35,8 @@ pub struct Report {
     pub live: Vec<Group>,
     /// Per creation site: goroutines created and exited over the trace.
     pub growth: Vec<Growth>,
+    /// Contexts: cancel-propagation trees and context failure patterns.
+    pub contexts: contexts::ContextReport,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -117,4 +117,15 @@ impl<'a> StackResolver<'a> {
         self.starts.insert(startpc, name.clone());
         name
     }
+
+    /// The function (symbol) whose code holds the call before return address
+    /// `ret` — the physical caller, ignoring inlining.
+    pub fn caller_function(&self, ret: u64) -> String {
+        let vaddr = ret.wrapping_sub(self.bias).wrapping_sub(1);
+        self.bin
+            .symbols()
+            .containing(vaddr)
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| format!("{ret:#x}"))
+    }
 }

@@ -85,6 +85,7 @@ fn blocked_goroutines_grouped_with_real_names() {
                 stack_id: 2,
                 reason: chan_receive as u32,
                 caller_pc: addr("runtime.chanrecv") + 0x20,
+                chans: [0; 4],
             }));
         }
         let raw = HashMap::from([

@@ -106,7 +106,7 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
     }
 }
 
-pub fn render(r: &Report) -> String {
+pub fn render(r: &Report, context_trees: bool) -> String {
     let mut out = String::new();
     let paths = Paths(goroot(r));
     let t = &r.target;
@@ -188,5 +188,6 @@ pub fn render(r: &Report) -> String {
             group(&mut out, &paths, i + 1, grp, false);
         }
     }
+    super::ctx_text::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
     out
 }
