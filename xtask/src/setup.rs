@@ -227,7 +227,9 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
         if !go_is(&debian_go, version) {
             installing(format!("Go {version} from Debian package {package}"));
             run(cmd("apt-get").arg("update").arg("-qq"))?;
-            run(cmd("apt-get").args(["install", "-y", "-qq", package]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            run(cmd("apt-get")
+                .args(["install", "-y", "-qq", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
         }
         let _ = std::fs::remove_file(&dir);
         std::os::unix::fs::symlink(goroot, &dir)

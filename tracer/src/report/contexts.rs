@@ -59,6 +59,8 @@ pub struct CtxOut {
     /// `WithValue` layers between this context and its parent.
     pub value_hops: u32,
     pub created_at: Option<Frame>,
+    /// The creating goroutine's stack at creation (innermost first).
+    pub creation_stack: Vec<Frame>,
     pub creator_goid: Option<u64>,
     pub age_s: Option<f64>,
     /// Deadline relative to the end of the trace (negative: passed).
@@ -141,7 +143,9 @@ pub struct NestedDeadline {
     pub context: usize,
     pub created_at: Option<Frame>,
     /// Seconds from its cancel to its own deadline (it did not time out).
-    pub own_deadline_after_cancel_s: f64,
+    /// None when Go dropped its deadline: asking WithDeadline/WithTimeout for
+    /// a deadline later than the parent's makes a plain cancel context.
+    pub own_deadline_after_cancel_s: Option<f64>,
     pub cancelled_by: usize,
     pub cancelled_by_created_at: Option<Frame>,
 }
@@ -264,6 +268,8 @@ pub fn build(
     }
     let nodes = ctxs.nodes();
     let mut origins: Vec<Option<&'static str>> = vec![None; nodes.len()];
+    // Made by WithDeadline*/WithTimeout* (even when Go made it a cancelCtx).
+    let mut asked_deadline = vec![false; nodes.len()];
     let mut out: Vec<CtxOut> = Vec::with_capacity(nodes.len().min(MAX_NODES));
     for n in nodes {
         let parent = match n.parent {
@@ -274,6 +280,10 @@ pub fn build(
             .create_stack
             .map(|s| resolver.frames(s))
             .unwrap_or_default();
+        asked_deadline[n.id] = create_frames.iter().any(|f| {
+            f.function.starts_with("context.WithDeadline")
+                || f.function.starts_with("context.WithTimeout")
+        });
         let cancel = n.cancel.as_ref().map(|c| {
             let caller = resolver.caller_function(c.caller_pc);
             let o = origin(&caller, c);
@@ -319,6 +329,7 @@ pub fn build(
             parent_kind: parent_kind(itabs, n),
             value_hops: n.value_hops,
             created_at: first_user(&create_frames),
+            creation_stack: create_frames,
             creator_goid: n.created_ns.map(|_| n.creator_goid),
             age_s: n.created_ns.map(|t| secs(input.end_ns.saturating_sub(t))),
             deadline_in_s: (is_timer && n.created_ns.is_some()).then(|| {
@@ -356,15 +367,13 @@ pub fn build(
                 c.origin = "parent's deadline".into();
             }
         }
-        if root_deadline && out[i].kind == "timer" {
+        if root_deadline && asked_deadline[i] {
             let n = &nodes[i];
-            let cancel_unix = input.end_unix_ns
-                - (input
-                    .end_ns
-                    .saturating_sub(n.cancel.as_ref().map(|c| c.ts_ns).unwrap_or(0)))
-                    as i128;
-            let own = (go_time_unix_ns(n.deadline.0, n.deadline.1) - cancel_unix) as f64 / 1e9;
-            if own > 0.0 {
+            let cancel_ts = n.cancel.as_ref().map(|c| c.ts_ns).unwrap_or(0);
+            let cancel_unix = input.end_unix_ns - input.end_ns.saturating_sub(cancel_ts) as i128;
+            let own = (out[i].kind == "timer")
+                .then(|| (go_time_unix_ns(n.deadline.0, n.deadline.1) - cancel_unix) as f64 / 1e9);
+            if own.is_none_or(|s| s > 0.0) {
                 nested.push(NestedDeadline {
                     context: i,
                     created_at: out[i].created_at.clone(),

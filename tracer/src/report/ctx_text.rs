@@ -149,12 +149,15 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
         let _ = writeln!(
             out,
             "  NESTED DEADLINE: context #{} (created at {}) did not time out: its parent's deadline \
-             (context #{}, created at {}) cancelled it {:.1}s before its own",
+             (context #{}, created at {}) cancelled it{}",
             d.context,
             at(&d.created_at, frame),
             d.cancelled_by,
             at(&d.cancelled_by_created_at, frame),
-            d.own_deadline_after_cancel_s
+            match d.own_deadline_after_cancel_s {
+                Some(s) => format!(" {s:.1}s before its own"),
+                None => " (its own deadline was later, so Go never armed a timer for it)".into(),
+            }
         );
     }
     if trees {
