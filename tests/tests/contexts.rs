@@ -1,5 +1,5 @@
 //! Context cancel-propagation trees and context failure patterns (5, 6, 7,
-//! nested deadlines), each fixture built with Go 1.26, 1.21 and 1.19 (the
+//! nested deadlines) and tickers never stopped (4), each fixture built with Go 1.26, 1.21 and 1.19 (the
 //! context package changed in 1.20 and 1.21) and traced from its first
 //! goroutine by the real gotrace binary.
 
@@ -231,6 +231,32 @@ fn ctxcount(go: &str) {
     assert_eq!(t.report["trace"]["kernel"]["dropped_total"], 0);
 }
 
+/// Pattern 4: tickers never stopped, a goroutine looping on each channel;
+/// the ticker stopped with `defer t.Stop()` is not reported.
+fn tickers(go: &str) {
+    let t = run("tickers", go, "2s");
+    let timers = &t.report["timers"];
+    assert_eq!(timers["not_traced"], Value::Null, "{timers:#}");
+    let groups = list(timers, "tickers_never_stopped");
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let g = &groups[0];
+    assert_eq!(func(&g["created_at"]), "main.startPoller");
+    assert_eq!(g["count"], 3);
+    assert_eq!(g["period_s"], 0.1);
+    assert_eq!(g["verdict"], "leak");
+    assert_eq!(list(g, "waiting_goroutines").len(), 3, "{g:#}");
+    assert_eq!(g["looping_functions"], serde_json::json!(["main.pollLoop"]));
+    assert!(
+        timers["stopped"].as_u64().unwrap() >= 1,
+        "properTicker's Stop seen"
+    );
+    assert!(
+        t.gotrace_stdout.contains("TICKER NEVER STOPPED"),
+        "{}",
+        t.gotrace_stdout
+    );
+}
+
 fn fixture_total(t: &Traced, key: &str) -> u64 {
     t.fixture_stdout
         .lines()
@@ -245,7 +271,7 @@ macro_rules! per_go_version {
     };
 }
 per_go_version!(
-    ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount
+    ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount, tickers
 );
 
 /// Go 1.19: before WithCancelCause (1.20) and the 1.21 rewrite (the cancel
@@ -255,6 +281,6 @@ mod go1_19 {
         ($($name:ident),*) => { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.19") } } )* };
     }
     t!(
-        ctxleak, ctxignore, ctxbroken, ctxnested, ctxcontrol, ctxcount
+        ctxleak, ctxignore, ctxbroken, ctxnested, ctxcontrol, ctxcount, tickers
     );
 }

@@ -40,10 +40,14 @@ pub enum EventKind {
     CtxCancel = 6,
     /// A context's Done channel became known (`Done` returned it).
     CtxDone = 7,
+    /// A runtime timer was started (`time.startTimer` ≤1.22, `time.newTimer` 1.23+).
+    TimerStart = 8,
+    /// A runtime timer was stopped (`time.stopTimer`).
+    TimerStop = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::GoCreate,
         EventKind::GoPark,
         EventKind::GoReady,
@@ -51,6 +55,8 @@ impl EventKind {
         EventKind::CtxCreate,
         EventKind::CtxCancel,
         EventKind::CtxDone,
+        EventKind::TimerStart,
+        EventKind::TimerStop,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -62,6 +68,8 @@ impl EventKind {
             5 => Some(Self::CtxCreate),
             6 => Some(Self::CtxCancel),
             7 => Some(Self::CtxDone),
+            8 => Some(Self::TimerStart),
+            9 => Some(Self::TimerStop),
             _ => None,
         }
     }
@@ -80,12 +88,14 @@ impl EventKind {
             Self::CtxCreate => "ctx_create",
             Self::CtxCancel => "ctx_cancel",
             Self::CtxDone => "ctx_done",
+            Self::TimerStart => "timer_start",
+            Self::TimerStop => "timer_stop",
         }
     }
 }
 
 /// Number of slots in the per-kind counter arrays (index = kind number).
-pub const MAX_KINDS: u32 = 8;
+pub const MAX_KINDS: u32 = 16;
 
 /// Slots of the per-CPU `COUNTERS` map: `[0, MAX_KINDS)` count ring-buffer
 /// drops per event kind, then the named counters below.
@@ -240,6 +250,34 @@ pub struct CtxDoneEvent {
     pub chan: u64,
 }
 
+/// `EventKind::TimerStart`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerStartEvent {
+    pub header: EventHeader,
+    pub goid: u64,
+    /// The runtime timer (`*runtime.timer` / `*runtime.timeTimer`).
+    pub timer: u64,
+    /// Nanoseconds between ticks; 0 for one-shot timers.
+    pub period: i64,
+    /// The timer function (`time.sendTime` for Ticker/Timer channels).
+    pub func: u64,
+    /// The channel it sends on (the `arg` of sendTime).
+    pub chan: u64,
+    pub stack_id: i32,
+    pub _pad: u32,
+    pub caller_pc: u64,
+}
+
+/// `EventKind::TimerStop`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerStopEvent {
+    pub header: EventHeader,
+    pub goid: u64,
+    pub timer: u64,
+}
+
 /// `EventKind::GoReady`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -298,6 +336,10 @@ pub struct Config {
     pub itab_error_string: u64,
     pub itab_wrap_error: u64,
     pub canceled_var: u64,
+    /// `runtime.timer` `period`, `f`, `arg` offsets (Go ≤ 1.22's startTimer).
+    pub timer_period: u64,
+    pub timer_f: u64,
+    pub timer_arg: u64,
 }
 
 /// `g.parentGoid` exists (Go 1.21+).

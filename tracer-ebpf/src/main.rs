@@ -9,6 +9,7 @@ mod context;
 mod goabi;
 mod goroutine;
 mod maps;
+mod timers;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -28,6 +28,9 @@ static CONFIG: Config = Config {
     itab_error_string: 0,
     itab_wrap_error: 0,
     canceled_var: 0,
+    timer_period: 0,
+    timer_f: 0,
+    timer_arg: 0,
 };
 
 #[inline(always)]

@@ -2,7 +2,7 @@
 
 use tracer_common::{
     CtxCancelEvent, CtxCreateEvent, CtxDoneEvent, EventHeader, EventKind, GoCreateEvent,
-    GoExitEvent, GoParkEvent, GoReadyEvent,
+    GoExitEvent, GoParkEvent, GoReadyEvent, TimerStartEvent, TimerStopEvent,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub enum Event {
     CtxCreate(CtxCreateEvent),
     CtxCancel(Box<CtxCancelEvent>),
     CtxDone(CtxDoneEvent),
+    TimerStart(TimerStartEvent),
+    TimerStop(TimerStopEvent),
 }
 
 impl Event {
@@ -26,6 +28,8 @@ impl Event {
             Event::CtxCreate(e) => &e.header,
             Event::CtxCancel(e) => &e.header,
             Event::CtxDone(e) => &e.header,
+            Event::TimerStart(e) => &e.header,
+            Event::TimerStop(e) => &e.header,
         }
     }
 
@@ -38,6 +42,8 @@ impl Event {
             Event::CtxCreate(_) => EventKind::CtxCreate,
             Event::CtxCancel(_) => EventKind::CtxCancel,
             Event::CtxDone(_) => EventKind::CtxDone,
+            Event::TimerStart(_) => EventKind::TimerStart,
+            Event::TimerStop(_) => EventKind::TimerStop,
         }
     }
 }
@@ -85,6 +91,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::CtxCreate => Event::CtxCreate(read(bytes, kind)?),
         EventKind::CtxCancel => Event::CtxCancel(Box::new(read(bytes, kind)?)),
         EventKind::CtxDone => Event::CtxDone(read(bytes, kind)?),
+        EventKind::TimerStart => Event::TimerStart(read(bytes, kind)?),
+        EventKind::TimerStop => Event::TimerStop(read(bytes, kind)?),
     })
 }
 

@@ -89,6 +89,11 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     if let Ok(p) = &ctx_plan {
         points.extend(p.points.iter().cloned());
     }
+    let timer_plan = crate::probe::timers::plan(&bin, &layout)
+        .with_context(|| format!("cannot place timer probes in {shown}"))?;
+    if let Ok(p) = &timer_plan {
+        points.extend(p.iter().cloned());
+    }
     let symbolizer = bin.symbolizer().context("cannot load symbols")?;
     std::fs::create_dir_all(&cli.output)
         .with_context(|| format!("cannot create output directory {}", cli.output.display()))?;
@@ -106,6 +111,9 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     let is_child = child.is_some();
     let attach = || -> anyhow::Result<(Probes, ExitWatcher)> {
         let mut config = goroutine::config(pid, &layout);
+        if timer_plan.is_ok() {
+            crate::probe::timers::configure(&mut config, &layout);
+        }
         if let Ok(p) = &ctx_plan {
             let bias = if bin.is_pie() {
                 target::load_bias(pid).unwrap_or(0)
@@ -159,6 +167,9 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         if let State::Parked(p) = g.state {
             ids.extend(p.stack.map(|s| s.id));
         }
+    }
+    for t in model.timers.unstopped() {
+        ids.extend(t.stack.map(|s| s.id));
     }
     for n in model.contexts.nodes() {
         ids.extend(n.create_stack.map(|s| s.id));
@@ -224,6 +235,24 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             },
         ),
         Err(why) => report::contexts::ContextReport {
+            not_traced: Some(why.clone()),
+            ..Default::default()
+        },
+    };
+    report.timers = match &timer_plan {
+        Ok(_) => report::timers::build(
+            &model.timers,
+            &model.goroutines,
+            &mut resolver,
+            &report::timers::TimerInput {
+                end_ns: outcome.end_ns,
+                leak_threshold_s: cli.leak_threshold.as_secs_f64(),
+                collects_unreferenced: crate::goruntime::hooks::unreferenced_timers_collected(
+                    bin.version(),
+                ),
+            },
+        ),
+        Err(why) => report::timers::TimerReport {
             not_traced: Some(why.clone()),
             ..Default::default()
         },

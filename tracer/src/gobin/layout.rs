@@ -29,13 +29,17 @@ pub struct RuntimeLayout {
     pub cancel_ctx_done: Option<u64>,
     /// `context.timerCtx.deadline` (a time.Time).
     pub timer_ctx_deadline: Option<u64>,
+    /// `runtime.timer` `period`, `f` and `arg` (Go ≤ 1.22's startTimer).
+    pub timer_period: Option<u64>,
+    pub timer_f: Option<u64>,
+    pub timer_arg: Option<u64>,
     /// `runtime.waitReason` value -> constant name without the "runtime."
     /// prefix, e.g. 14 -> "waitReasonChanReceive".
     pub wait_reasons: BTreeMap<u8, String>,
 }
 
 /// (struct, member) pairs read from DWARF. The first eight are required.
-const FIELDS: [(&str, &str); 14] = [
+const FIELDS: [(&str, &str); 17] = [
     ("runtime.g", "goid"),
     ("runtime.g", "parentGoid"),
     ("runtime.g", "gopc"),
@@ -50,14 +54,18 @@ const FIELDS: [(&str, &str); 14] = [
     ("context.cancelCtx", "done"),
     ("context.timerCtx", "deadline"),
     ("runtime.hchan", "closed"),
+    ("runtime.timer", "period"),
+    ("runtime.timer", "f"),
+    ("runtime.timer", "arg"),
 ];
 /// Distinct struct names of [`FIELDS`].
-const STRUCTS: [&str; 5] = [
+const STRUCTS: [&str; 6] = [
     "runtime.g",
     "runtime.sudog",
     "context.cancelCtx",
     "context.timerCtx",
     "runtime.hchan",
+    "runtime.timer",
 ];
 const WAIT_REASON_PREFIX: &[u8] = b"runtime.waitReason";
 
@@ -130,6 +138,9 @@ pub fn from_dwarf<R: Reader>(
         sudog_waitlink: opt("runtime.sudog", "waitlink"),
         cancel_ctx_done: opt("context.cancelCtx", "done"),
         timer_ctx_deadline: opt("context.timerCtx", "deadline"),
+        timer_period: opt("runtime.timer", "period"),
+        timer_f: opt("runtime.timer", "f"),
+        timer_arg: opt("runtime.timer", "arg"),
         wait_reasons: scan.wait_reasons,
     })
 }

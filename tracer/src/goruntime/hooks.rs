@@ -101,6 +101,33 @@ pub fn itab_symbols(ty_iface: &str) -> [String; 2] {
     [format!("go:itab.{ty_iface}"), format!("go.itab.{ty_iface}")]
 }
 
+/// Timer hooks for a Go version (leak pattern 4).
+pub fn timer_hooks(version: &GoVersion) -> Vec<Hook> {
+    use Placement::*;
+    let hook = |program, symbol, placement| Hook {
+        program,
+        symbol,
+        placement,
+        required: false,
+    };
+    let mut hooks = if version.at_least(1, 23) {
+        vec![
+            hook("go_timer_new", "time.newTimer", Entry),
+            hook("go_timer_new_ret", "time.newTimer", Returns),
+        ]
+    } else {
+        vec![hook("go_timer_start", "time.startTimer", Entry)]
+    };
+    hooks.push(hook("go_timer_stop", "time.stopTimer", Entry));
+    hooks
+}
+
+/// From Go 1.23 (when the main module's go.mod says 1.23 or later) a Ticker
+/// or Timer nothing references is garbage collected without Stop.
+pub fn unreferenced_timers_collected(version: &GoVersion) -> bool {
+    version.at_least(1, 23)
+}
+
 /// The goroutine-lifecycle hooks for a Go version. The names are the same in
 /// every supported release (1.19–1.27); the per-version split lives here when
 /// they diverge.

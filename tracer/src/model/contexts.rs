@@ -119,7 +119,7 @@ impl ContextModel {
             Event::CtxDone(e) => self.on_done(e.ctx, e.chan),
             Event::Create(e) => self.on_go_create(e),
             Event::Exit(e) => self.on_go_exit(e),
-            Event::Park(_) | Event::Ready(_) => {}
+            _ => {}
         }
     }
 

@@ -164,7 +164,11 @@ impl GoroutineModel {
             ),
             Event::Ready(e) => self.on_ready(e.goid),
             Event::Exit(e) => self.on_exit(e.goid),
-            Event::CtxCreate(_) | Event::CtxCancel(_) | Event::CtxDone(_) => {}
+            Event::CtxCreate(_)
+            | Event::CtxCancel(_)
+            | Event::CtxDone(_)
+            | Event::TimerStart(_)
+            | Event::TimerStop(_) => {}
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod contexts;
 pub mod goroutines;
 pub mod sites;
+pub mod timers;
 
 pub use contexts::{ContextModel, CtxNode};
 pub use goroutines::{Goroutine, GoroutineModel, ModelStats, Origin, Parked, StackRef, State};
@@ -14,11 +15,13 @@ pub use sites::{SiteKey, SiteStats};
 pub struct Model {
     pub goroutines: GoroutineModel,
     pub contexts: ContextModel,
+    pub timers: timers::TimerModel,
 }
 
 impl Model {
     pub fn apply(&mut self, event: &crate::decode::Event) {
         self.goroutines.apply(event);
         self.contexts.apply(event);
+        self.timers.apply(event);
     }
 }

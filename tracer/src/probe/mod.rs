@@ -5,5 +5,6 @@ pub mod context;
 pub mod counters;
 pub mod goroutine;
 pub mod loader;
+pub mod timers;
 
 pub use loader::{ProbeError, Probes};

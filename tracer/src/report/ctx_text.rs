@@ -71,6 +71,48 @@ fn tree(
     }
 }
 
+pub fn render_timers(
+    out: &mut String,
+    t: &super::timers::TimerReport,
+    frame: &dyn Fn(&Frame) -> String,
+) {
+    if let Some(why) = &t.not_traced {
+        let _ = writeln!(out, "\ntimers: not traced ({why})");
+        return;
+    }
+    for g in &t.tickers_never_stopped {
+        let what = if g.verdict == "leak" {
+            "TICKER NEVER STOPPED [leak pattern 4]"
+        } else {
+            "ticker never stopped (advice)"
+        };
+        let _ = writeln!(
+            out,
+            "\n{what}: {} time.Ticker(s) every {:.3}s created at {}, never stopped (age {}){}",
+            g.count,
+            g.period_s,
+            at(&g.created_at, frame),
+            g.age_s
+                .as_ref()
+                .map(|a| format!("{:.1}s", a.max))
+                .unwrap_or_default(),
+            if g.waiting_goroutines.is_empty() {
+                if g.verdict == "advice" {
+                    "; Go 1.23+ collects it once nothing references it".to_string()
+                } else {
+                    String::new()
+                }
+            } else {
+                format!(
+                    "; goroutine(s) {} still loop on its channel in {}",
+                    ids(&g.waiting_goroutines),
+                    g.looping_functions.join(", ")
+                )
+            }
+        );
+    }
+}
+
 pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&Frame) -> String) {
     if let Some(why) = &c.not_traced {
         let _ = writeln!(out, "\ncontexts: not traced ({why})");

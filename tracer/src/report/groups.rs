@@ -309,6 +309,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         live: others,
         growth,
         contexts: Default::default(),
+        timers: Default::default(),
     }
 }
 

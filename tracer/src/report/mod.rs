@@ -8,6 +8,7 @@ mod ctx_text;
 pub mod groups;
 pub mod resolve;
 pub mod text;
+pub mod timers;
 
 use serde::Serialize;
 
@@ -37,6 +38,8 @@ pub struct Report {
     pub growth: Vec<Growth>,
     /// Contexts: cancel-propagation trees and context failure patterns.
     pub contexts: contexts::ContextReport,
+    /// Tickers never stopped (pattern 4).
+    pub timers: timers::TimerReport,
 }
 
 #[derive(Clone, Debug, Serialize)]
