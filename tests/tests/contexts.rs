@@ -284,3 +284,36 @@ mod go1_19 {
         ctxleak, ctxignore, ctxbroken, ctxnested, ctxcontrol, ctxcount, tickers
     );
 }
+
+/// `gotrace --pid N --contexts` prints the cancel-propagation tree of a
+/// process that was already running.
+#[test]
+fn context_tree_of_a_running_process() {
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("ctxnested", "1.26");
+    let t = gotrace_e2e::trace_pid(
+        &bin,
+        "60s",
+        &["--contexts", "--duration", "3s", "--leak-threshold", "1s"],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let out = &t.gotrace_stdout;
+    assert!(out.contains("context trees:"), "{out}");
+    // A root from Background with its child nested under it.
+    let root = out
+        .lines()
+        .position(|l| l.contains("timer created at main.outerCall"))
+        .expect(out);
+    let child = out.lines().nth(root + 1).unwrap_or_default();
+    assert!(
+        child.contains("created at main.innerCall") && child.contains("parent's deadline"),
+        "{out}"
+    );
+    assert_eq!(
+        t.report["contexts"]["nested_deadlines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
