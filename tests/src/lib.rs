@@ -357,5 +357,31 @@ pub fn trace_pid_with_siblings(
     })
 }
 
-/// Go toolchains every end-to-end fixture test runs against.
-pub const GO_VERSIONS: [&str; 2] = ["1.26", "1.21"];
+/// Go toolchains every end-to-end fixture test runs against (`cargo xtask
+/// setup` installs them).
+pub const GO_VERSIONS: [&str; 6] = ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"];
+
+/// One test module per Go version (`go1_19::name`, ... `go1_27::name`), each
+/// test calling `name("1.xx")` under the root guard.
+#[macro_export]
+macro_rules! per_go_version {
+    ($($name:ident),* $(,)?) => {
+        $crate::per_go_version!(@versions [$($name),*]
+            go1_19 "1.19", go1_21 "1.21", go1_23 "1.23", go1_25 "1.25", go1_26 "1.26", go1_27 "1.27");
+    };
+    (@versions $names:tt $($module:ident $version:literal),*) => {
+        $( $crate::per_go_version!(@one $module $version $names); )*
+    };
+    (@one $module:ident $version:literal [$($name:ident),*]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(_guard) = $crate::root_guard() {
+                        super::$name($version)
+                    }
+                }
+            )*
+        }
+    };
+}

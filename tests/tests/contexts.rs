@@ -187,6 +187,15 @@ fn ctxnested(go: &str) {
 /// Go 1.20+ causes, read from the cancel call.
 fn ctxcause(go: &str) {
     let t = run("ctxcause", go, "1s");
+    if go == "1.19" {
+        // No WithCancelCause/WithTimeoutCause before Go 1.20/1.21.
+        assert!(
+            t.fixture_stdout.contains("skipped cause"),
+            "{}",
+            t.fixture_stdout
+        );
+        return;
+    }
     let c = ctx(&t);
     let by_cancel = nodes_from(c, "main.cancelWithCause");
     assert_eq!(by_cancel.len(), 1);
@@ -264,26 +273,9 @@ fn fixture_total(t: &Traced, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} line:\n{}", t.fixture_stdout))
 }
 
-macro_rules! per_go_version {
-    ($($name:ident),*) => {
-        mod go1_26 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.26") } } )* }
-        mod go1_21 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.21") } } )* }
-    };
-}
-per_go_version!(
-    ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount, tickers
+gotrace_e2e::per_go_version!(
+    ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount, tickers,
 );
-
-/// Go 1.19: before WithCancelCause (1.20) and the 1.21 rewrite (the cancel
-/// method has no cause; propagateCancel is a function).
-mod go1_19 {
-    macro_rules! t {
-        ($($name:ident),*) => { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.19") } } )* };
-    }
-    t!(
-        ctxleak, ctxignore, ctxbroken, ctxnested, ctxcontrol, ctxcount, tickers
-    );
-}
 
 /// `gotrace --pid N --contexts` prints the cancel-propagation tree of a
 /// process that was already running.

@@ -2,7 +2,7 @@
 //! clean control, each built with every Go in `GO_VERSIONS`, traced by the
 //! real gotrace binary from the program's first goroutine (`-- CMD`).
 
-use gotrace_e2e::{GO_VERSIONS, Traced, fixture, root_guard, trace_command};
+use gotrace_e2e::{GO_VERSIONS, Traced, fixture, trace_command};
 use serde_json::Value;
 
 const ARGS: &[&str] = &["--leak-threshold", "1s"];
@@ -215,23 +215,19 @@ fn leakyservice(go: &str) {
     assert_eq!(t.growth_of("main.queryBackend")["unbounded"], true);
 }
 
-macro_rules! per_go_version {
-    ($($name:ident),*) => {
-        mod go1_26 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.26") } } )* }
-        mod go1_21 { $( #[test] fn $name() { if let Some(_g) = super::root_guard() { super::$name("1.21") } } )* }
-    };
-}
-per_go_version!(
+gotrace_e2e::per_go_version!(
     chanrecv,
     chansend,
     selectwait,
     locks,
     growth,
     control,
-    leakyservice
+    leakyservice,
 );
 
 #[test]
-fn versions_cover_the_issue() {
-    assert!(GO_VERSIONS.contains(&"1.26") && GO_VERSIONS.contains(&"1.21"));
+fn versions_cover_the_issues() {
+    for v in ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"] {
+        assert!(GO_VERSIONS.contains(&v), "{v}");
+    }
 }

@@ -21,7 +21,7 @@ pub const TESTED_NIGHTLY: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
 
 /// Go toolchains for the test fixtures, newest first. `tests/src/lib.rs`
 /// picks the newest installed patch release of each minor it tests.
-pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13", "1.19.8"];
+pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13", "1.19.8", "1.23.9", "1.25.5", "1.27.3"];
 
 /// The bpf-linker release we build (pinned so a fresh machine gets what was
 /// tested; it must support the nightly's LLVM through `llvm-<major>`).

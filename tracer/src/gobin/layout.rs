@@ -33,13 +33,24 @@ pub struct RuntimeLayout {
     pub timer_period: Option<u64>,
     pub timer_f: Option<u64>,
     pub timer_arg: Option<u64>,
+    /// `runtime.moduledata.itablinks` (a []*itab, up to Go 1.26).
+    pub moduledata_itablinks: Option<u64>,
+    /// `runtime.moduledata` `types`, `itaboffset`, `itabsize` (Go 1.27: the
+    /// itabs sit back to back at types+itaboffset).
+    pub moduledata_types: Option<u64>,
+    pub moduledata_itaboffset: Option<u64>,
+    pub moduledata_itabsize: Option<u64>,
+    /// `internal/abi.InterfaceType.Methods` (a slice).
+    pub interface_methods: Option<u64>,
+    /// `internal/abi.Type.Kind_`.
+    pub type_kind: Option<u64>,
     /// `runtime.waitReason` value -> constant name without the "runtime."
     /// prefix, e.g. 14 -> "waitReasonChanReceive".
     pub wait_reasons: BTreeMap<u8, String>,
 }
 
 /// (struct, member) pairs read from DWARF. The first eight are required.
-const FIELDS: [(&str, &str); 17] = [
+const FIELDS: [(&str, &str); 23] = [
     ("runtime.g", "goid"),
     ("runtime.g", "parentGoid"),
     ("runtime.g", "gopc"),
@@ -57,15 +68,24 @@ const FIELDS: [(&str, &str); 17] = [
     ("runtime.timer", "period"),
     ("runtime.timer", "f"),
     ("runtime.timer", "arg"),
+    ("runtime.moduledata", "itablinks"),
+    ("runtime.moduledata", "types"),
+    ("runtime.moduledata", "itaboffset"),
+    ("runtime.moduledata", "itabsize"),
+    ("internal/abi.InterfaceType", "Methods"),
+    ("internal/abi.Type", "Kind_"),
 ];
 /// Distinct struct names of [`FIELDS`].
-const STRUCTS: [&str; 6] = [
+const STRUCTS: [&str; 9] = [
     "runtime.g",
     "runtime.sudog",
     "context.cancelCtx",
     "context.timerCtx",
     "runtime.hchan",
     "runtime.timer",
+    "runtime.moduledata",
+    "internal/abi.InterfaceType",
+    "internal/abi.Type",
 ];
 const WAIT_REASON_PREFIX: &[u8] = b"runtime.waitReason";
 
@@ -141,6 +161,12 @@ pub fn from_dwarf<R: Reader>(
         timer_period: opt("runtime.timer", "period"),
         timer_f: opt("runtime.timer", "f"),
         timer_arg: opt("runtime.timer", "arg"),
+        moduledata_itablinks: opt("runtime.moduledata", "itablinks"),
+        moduledata_types: opt("runtime.moduledata", "types"),
+        moduledata_itaboffset: opt("runtime.moduledata", "itaboffset"),
+        moduledata_itabsize: opt("runtime.moduledata", "itabsize"),
+        interface_methods: opt("internal/abi.InterfaceType", "Methods"),
+        type_kind: opt("internal/abi.Type", "Kind_"),
         wait_reasons: scan.wait_reasons,
     })
 }

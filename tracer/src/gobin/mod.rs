@@ -3,6 +3,7 @@
 
 pub mod buildinfo;
 mod dwarf;
+mod itabs;
 pub mod layout;
 pub mod rets;
 pub mod symbolize;
@@ -218,8 +219,9 @@ impl GoBinary {
         Ok(found)
     }
 
-    /// Every itab symbol (`go:itab.T,I`, or `go.itab.T,I` before Go 1.20) by
-    /// address, named `T,I`.
+    /// Every static itab by address, named `T,I` like its symbol
+    /// (`go:itab.T,I`; `go.itab.T,I` before Go 1.20). Go 1.27 dropped those
+    /// symbols: then the itabs come from `runtime.firstmoduledata.itablinks`.
     pub fn itabs(&self) -> Result<std::collections::HashMap<u64, String>, BinaryError> {
         use object::{Object as _, ObjectSymbol as _};
         let elf = self.elf()?;
@@ -236,7 +238,18 @@ impl GoBinary {
                 found.insert(sym.address(), short.to_string());
             }
         }
+        if found.is_empty() {
+            found = itabs::from_moduledata(self)?;
+        }
         Ok(found)
+    }
+
+    /// Reads a little-endian u64 at a virtual address of the file's
+    /// initialised data.
+    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+        let off = self.file_offset(vaddr)? as usize;
+        let bytes = self.data.get(off..off + 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
     /// Virtual addresses of every return instruction inside function `func`.

