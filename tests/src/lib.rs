@@ -117,17 +117,29 @@ pub fn go_build(minor: &str) -> Command {
 
 /// Builds fixture `name` with Go `minor` once per test process.
 pub fn fixture(name: &str, minor: &str) -> PathBuf {
+    fixture_variant(name, minor, "default", &[])
+}
+
+/// Builds fixture `name` with Go `minor` and extra `go build` arguments
+/// (`-buildmode=pie`, `-trimpath`, ...), cached per `variant` name.
+pub fn fixture_variant(name: &str, minor: &str, variant: &str, args: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let key = (name.to_string(), minor.to_string());
+    let key = (name.to_string(), format!("{minor}/{variant}"));
     if let Some(p) = built.get(&key) {
         return p.clone();
     }
-    let out = target_dir().join("e2e-fixtures").join(minor).join(name);
+    let dir = if variant == "default" {
+        minor.to_string()
+    } else {
+        format!("{minor}-{variant}")
+    };
+    let out = target_dir().join("e2e-fixtures").join(dir).join(name);
     let output = go_build(minor)
+        .args(args)
         .arg("-o")
         .arg(&out)
         .arg(format!("./{name}"))

@@ -39,6 +39,8 @@ pub struct Outcome {
     pub end_unix_ns: i128,
     pub events: u64,
     pub undecodable: u64,
+    /// Load bias of a PIE target, read while it ran.
+    pub load_bias: Option<u64>,
 }
 
 pub struct Session<'a> {
@@ -49,6 +51,23 @@ pub struct Session<'a> {
     /// Called once, right after the loop is ready to receive (e.g. to release
     /// a held child).
     pub on_ready: Option<Box<dyn FnOnce() -> std::io::Result<()> + 'a>>,
+    /// Read this PIE target's load bias as soon as it is mapped.
+    pub pie_pid: Option<u32>,
+}
+
+/// Polls for a PIE target's load bias for up to `wait` (exec may still be
+/// under way right after the child is released).
+fn poll_bias(pid: u32, wait: Duration) -> Option<u64> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(b) = crate::target::load_bias(pid) {
+            return Some(b);
+        }
+        if start.elapsed() >= wait {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 struct Counts {
@@ -100,6 +119,9 @@ impl Session<'_> {
         if let Some(ready) = self.on_ready.take() {
             ready()?;
         }
+        let mut load_bias = self
+            .pie_pid
+            .and_then(|pid| poll_bias(pid, Duration::from_millis(200)));
         let end = loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -108,6 +130,9 @@ impl Session<'_> {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
+                    if load_bias.is_none() {
+                        load_bias = self.pie_pid.and_then(crate::target::load_bias);
+                    }
                     let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
                     self.model.goroutines.sample_sites(t);
                     if status {
@@ -148,6 +173,7 @@ impl Session<'_> {
             end_unix_ns,
             events: counts.events,
             undecodable: counts.undecodable,
+            load_bias,
         })
     }
 }

@@ -211,10 +211,20 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Load bias of a PIE executable in `pid`: start of its mapping at file
-/// offset 0 (Go PIE binaries link their first segment at vaddr 0).
+/// Lowest PT_LOAD address the executable was linked at (Go PIEs use
+/// 0x400000, like non-PIE builds).
+fn link_base(exe: &Path) -> Option<u64> {
+    use object::{Object as _, ObjectSegment as _};
+    let data = std::fs::read(exe).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.segments().map(|s| s.address()).min()
+}
+
+/// Load bias of a PIE executable in `pid`: where its file-offset-0 mapping
+/// starts minus where the ELF was linked to start.
 pub fn load_bias(pid: u32) -> Option<u64> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let base = link_base(Path::new(&format!("/proc/{pid}/exe")))? & !0xfff;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines().find_map(|line| {
         let mut parts = line.split_whitespace();
@@ -227,5 +237,6 @@ pub fn load_bias(pid: u32) -> Option<u64> {
         (Path::new(path) == exe && u64::from_str_radix(offset, 16).ok()? == 0)
             .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
             .flatten()
+            .map(|start| start.wrapping_sub(base))
     })
 }

@@ -153,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             model: &mut model,
             exit: &exit,
             duration: cli.duration,
+            pie_pid: bin.is_pie().then_some(pid),
             on_ready: child
                 .as_mut()
                 .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
@@ -184,7 +185,10 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     drop(probes); // detach every uprobe before the slow part
 
     let bias = if bin.is_pie() {
-        target::load_bias(pid).unwrap_or(0)
+        outcome
+            .load_bias
+            .or_else(|| target::load_bias(pid))
+            .unwrap_or(0)
     } else {
         0
     };
