@@ -43,7 +43,7 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
     };
     let p = cfg.pc_parent_reg;
     let c = cfg.pc_child_reg;
-    let (mut parent_itab, mut parent_data) = (arg_in(&regs, p), arg_in(&regs, p + 1));
+    let (mut parent_itab, mut parent_data) = (arg_in(regs, p), arg_in(regs, p + 1));
     let mut hops = 0;
     while hops < MAX_VALUE_HOPS && cfg.itab_value_ctx != 0 && parent_itab == cfg.itab_value_ctx {
         // valueCtx embeds its parent Context (itab, data) at offset 0.
@@ -52,8 +52,8 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
         parent_itab = next_itab;
         hops += 1;
     }
-    let child = arg_in(&regs, c + 1);
-    let child_itab = arg_in(&regs, c);
+    let child = arg_in(regs, c + 1);
+    let child_itab = arg_in(regs, c);
     let Some(mut entry) = reserve::<CtxCreateEvent>(EventKind::CtxCreate) else {
         return 0;
     };

@@ -7,9 +7,16 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user},
+    macros::map,
+    maps::PerCpuArray,
     programs::ProbeContext,
 };
+
+/// Scratch space for a copy of the registers (arm64's are too large for the
+/// 512-byte BPF stack).
+#[map]
+static REGS_SCRATCH: PerCpuArray<pt_regs> = PerCpuArray::with_max_entries(1, 0);
 
 /// Integer argument `n` (0-based) at function entry, or the first result at a
 /// RET instruction (results reuse the argument registers).
@@ -39,13 +46,18 @@ pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     }
 }
 
-/// The probe's registers copied to the stack, for arguments whose register
-/// index is only known at run time (the verifier forbids computed offsets
-/// into the context itself).
+/// The probe's registers copied to a per-CPU map, for arguments whose
+/// register index is only known at run time (the verifier forbids computed
+/// offsets into the context itself).
 #[inline(always)]
-pub fn regs_copy(ctx: &ProbeContext) -> Option<pt_regs> {
-    // SAFETY: ctx.regs is a valid kernel pointer to the probe's pt_regs.
-    unsafe { bpf_probe_read_kernel(ctx.regs as *const pt_regs) }.ok()
+pub fn regs_copy(ctx: &ProbeContext) -> Option<&'static pt_regs> {
+    let slot = REGS_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU slot is ours for the duration of this program;
+    // ctx.regs is a valid kernel pointer to the probe's pt_regs.
+    let buf = unsafe { core::slice::from_raw_parts_mut(slot.cast::<u8>(), size_of::<pt_regs>()) };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, buf) }.ok()?;
+    // SAFETY: fully initialised by the read above.
+    Some(unsafe { &*slot })
 }
 
 /// Integer argument `n` from a stack copy of the registers (see [`arg`]).

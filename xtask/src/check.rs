@@ -55,6 +55,26 @@ pub fn lint() -> Result<()> {
             failed.push(name);
         }
     }
+    // The arm64 register mapping must keep compiling (and linking: stack
+    // limits differ) although it is not run here.
+    let arm64 = cargo()
+        .args([
+            "+nightly",
+            "build",
+            "-p",
+            "tracer-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core"])
+        .env("AYA_BPF_TARGET_ARCH", "aarch64")
+        .env("CARGO_TARGET_DIR", target_dir().join("ebpf-arm64"))
+        .status();
+    if !matches!(arm64, Ok(s) if s.success()) {
+        eprintln!("lint: eBPF build for arm64 failed");
+        failed.push("eBPF build (arm64)");
+    }
     if !failed.is_empty() {
         bail!("lint failed: {}", failed.join(", "));
     }
