@@ -281,3 +281,86 @@ fn status_line_only_on_a_terminal() {
         "no status line off a terminal:\n{stderr}"
     );
 }
+
+/// A target in its own mount and PID namespace, run from a binary that only
+/// exists inside that mount namespace: gotrace resolves it through
+/// /proc/PID/exe and filters on the PID the kernel (host) sees.
+#[test]
+fn target_in_other_mount_and_pid_namespace() {
+    use std::io::BufRead as _;
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("chanrecv", "1.26");
+    let dir = tempdir("ns");
+    let inner = dir.join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    let trigger = dir.join("trigger");
+    let script = format!(
+        "mount -t tmpfs none {0} && cp {1} {0}/fx && exec {0}/fx",
+        inner.display(),
+        bin.display()
+    );
+    let mut ns = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .env("GOTRACE_TRIGGER", &trigger)
+        .env("GOTRACE_HOLD", "60s")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(ns.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for trigger") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "fixture ended early");
+    }
+    // The fixture is unshare's forked child: its PID as the host sees it.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", ns.id())).unwrap();
+    let host_pid: u32 = children
+        .split_whitespace()
+        .next()
+        .expect("child")
+        .parse()
+        .unwrap();
+    assert!(
+        !inner.join("fx").exists(),
+        "the binary must not be visible outside the namespace"
+    );
+    let exe = std::fs::read_link(format!("/proc/{host_pid}/exe")).unwrap();
+    assert!(exe.ends_with("fx"), "{exe:?}");
+
+    let mut gotrace = Command::new(gotrace_bin())
+        .args(["--duration", "3s", "--leak-threshold", "1s", "-o"])
+        .arg(&dir)
+        .arg("--pid")
+        .arg(host_pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(gotrace.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("attached"), "{first}");
+    std::fs::write(&trigger, b"go").unwrap();
+    let status = gotrace.wait().unwrap();
+    // SAFETY: signalling processes we started.
+    unsafe { libc::kill(host_pid as i32, libc::SIGKILL) };
+    let _ = ns.kill();
+    let _ = ns.wait();
+    assert_eq!(status.code(), Some(3), "leaks found");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    check_group(&report);
+    assert_eq!(report["target"]["pid"], host_pid);
+    let _ = std::fs::remove_dir_all(&dir);
+}
