@@ -16,3 +16,4 @@ pub mod report;
 pub mod session;
 pub mod target;
 pub mod trace;
+pub mod validate;

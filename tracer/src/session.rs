@@ -53,6 +53,8 @@ pub struct Session<'a> {
     pub on_ready: Option<Box<dyn FnOnce() -> std::io::Result<()> + 'a>>,
     /// Read this PIE target's load bias as soon as it is mapped.
     pub pie_pid: Option<u32>,
+    /// Checks the first events against the binary (wrong offsets abort).
+    pub validator: crate::validate::Validator,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
@@ -75,17 +77,26 @@ struct Counts {
     undecodable: u64,
 }
 
-fn drain(ring: &mut RingBuf<MapData>, model: &mut Model, counts: &mut Counts) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    model: &mut Model,
+    counts: &mut Counts,
+    validator: &mut crate::validate::Validator,
+) -> Result<(), crate::validate::ValidationError> {
     while let Some(item) = ring.next() {
         counts.events += 1;
         match decode(&item) {
-            Ok(ev) => model.apply(&ev),
+            Ok(ev) => {
+                validator.check(&ev)?;
+                model.apply(&ev)
+            }
             Err(e) => {
                 counts.undecodable += 1;
                 log::debug!("undecodable event: {e}");
             }
         }
     }
+    Ok(())
 }
 
 impl Session<'_> {
@@ -126,7 +137,7 @@ impl Session<'_> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), self.model, &mut counts);
+                    drain(guard.get_inner_mut(), self.model, &mut counts, &mut self.validator)?;
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
@@ -159,7 +170,7 @@ impl Session<'_> {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
-        drain(ring.get_mut(), self.model, &mut counts);
+        drain(ring.get_mut(), self.model, &mut counts, &mut self.validator)?;
         self.model
             .goroutines
             .sample_sites(end_ns.saturating_sub(start_ns) as f64 / 1e9);

@@ -154,6 +154,15 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             exit: &exit,
             duration: cli.duration,
             pie_pid: bin.is_pie().then_some(pid),
+            validator: crate::validate::Validator::new(
+                bin.symbols().iter().map(|f| f.addr).collect(),
+                if bin.is_pie() {
+                    target::load_bias(pid)
+                } else {
+                    Some(0)
+                },
+                "DWARF",
+            ),
             on_ready: child
                 .as_mut()
                 .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
