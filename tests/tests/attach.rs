@@ -129,6 +129,7 @@ fn sigterm_ends_trace_and_detaches() {
     );
     let _ = target.kill();
     let _ = target.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
@@ -280,6 +281,7 @@ fn status_line_only_on_a_terminal() {
         !stderr.contains(" live | "),
         "no status line off a terminal:\n{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A target in its own mount and PID namespace, run from a binary that only
