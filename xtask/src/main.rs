@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod layouts;
 mod setup;
 mod util;
 
@@ -19,6 +20,7 @@ commands:
   test [-- ARGS]     setup, lint, build, then cargo test [ARGS] (needs root)
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
+  layouts            regenerate tracer/data/runtime-layouts.json from DWARF
 
 environment:
   GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             check::test(forwarded)
         }
         Some("demo") if rest.is_empty() => demo::demo(),
+        Some("layouts") if rest.is_empty() => layouts::layouts(),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,4 +1,5 @@
-//! Offsets of `runtime.g` fields and wait-reason constants, read from DWARF.
+//! Offsets of `runtime.g` fields and wait-reason constants, read from DWARF
+//! (binaries without DWARF use the per-version table of [`super::layouts`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,9 +9,32 @@ use gimli::{AttributeValue, Reader};
 use super::BinaryError;
 use super::dwarf::err;
 
+/// Where a [`RuntimeLayout`] came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// The binary's own DWARF.
+    #[default]
+    Dwarf,
+    /// gotrace's per-version table (`tracer/data/runtime-layouts.json`), for
+    /// binaries without DWARF.
+    Table,
+}
+
+impl std::fmt::Display for LayoutSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LayoutSource::Dwarf => "the binary's DWARF",
+            LayoutSource::Table => "the per-version table",
+        })
+    }
+}
+
 /// What the eBPF side needs to know about the Go runtime of one binary.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeLayout {
+    /// Where these offsets come from (not part of the table's JSON).
+    #[serde(skip)]
+    pub source: LayoutSource,
     pub g_goid: u64,
     /// `runtime.g.parentGoid` (absent before Go 1.21).
     pub g_parent_goid: Option<u64>,
@@ -40,9 +64,13 @@ pub struct RuntimeLayout {
     pub moduledata_types: Option<u64>,
     pub moduledata_itaboffset: Option<u64>,
     pub moduledata_itabsize: Option<u64>,
+    /// `runtime.moduledata` `text` and `gofunc` (the pclntab's text base and
+    /// the base of its funcdata offsets).
+    pub moduledata_text: Option<u64>,
+    pub moduledata_gofunc: Option<u64>,
     /// `internal/abi.InterfaceType.Methods` (a slice).
     pub interface_methods: Option<u64>,
-    /// `internal/abi.Type.Kind_`.
+    /// `internal/abi.Type.Kind_` (`runtime._type.kind` before Go 1.21).
     pub type_kind: Option<u64>,
     /// `runtime.waitReason` value -> constant name without the "runtime."
     /// prefix, e.g. 14 -> "waitReasonChanReceive".
@@ -50,7 +78,7 @@ pub struct RuntimeLayout {
 }
 
 /// (struct, member) pairs read from DWARF. The first eight are required.
-const FIELDS: [(&str, &str); 23] = [
+const FIELDS: [(&str, &str); 26] = [
     ("runtime.g", "goid"),
     ("runtime.g", "parentGoid"),
     ("runtime.g", "gopc"),
@@ -72,11 +100,14 @@ const FIELDS: [(&str, &str); 23] = [
     ("runtime.moduledata", "types"),
     ("runtime.moduledata", "itaboffset"),
     ("runtime.moduledata", "itabsize"),
+    ("runtime.moduledata", "text"),
+    ("runtime.moduledata", "gofunc"),
     ("internal/abi.InterfaceType", "Methods"),
     ("internal/abi.Type", "Kind_"),
+    ("runtime._type", "kind"),
 ];
 /// Distinct struct names of [`FIELDS`].
-const STRUCTS: [&str; 9] = [
+const STRUCTS: [&str; 10] = [
     "runtime.g",
     "runtime.sudog",
     "context.cancelCtx",
@@ -86,7 +117,10 @@ const STRUCTS: [&str; 9] = [
     "runtime.moduledata",
     "internal/abi.InterfaceType",
     "internal/abi.Type",
+    "runtime._type",
 ];
+/// `runtime._type` became `internal/abi.Type` in Go 1.21: either will do.
+const TYPE_STRUCTS: (usize, usize) = (8, 9);
 const WAIT_REASON_PREFIX: &[u8] = b"runtime.waitReason";
 
 #[derive(Default)]
@@ -101,8 +135,17 @@ impl Scan {
         self.found[0]
     }
 
+    fn structs_found(&self) -> bool {
+        let (new, old) = TYPE_STRUCTS;
+        self.found
+            .iter()
+            .enumerate()
+            .all(|(i, f)| *f || i == new || i == old)
+            && (self.found[new] || self.found[old])
+    }
+
     fn complete(&self) -> bool {
-        self.found.iter().all(|f| *f) && !self.wait_reasons.is_empty()
+        self.structs_found() && !self.wait_reasons.is_empty()
     }
 }
 
@@ -145,6 +188,7 @@ pub fn from_dwarf<R: Reader>(
         );
     }
     Ok(RuntimeLayout {
+        source: LayoutSource::Dwarf,
         g_goid: field("goid")?,
         g_parent_goid: field("parentGoid").ok(),
         g_gopc: field("gopc")?,
@@ -165,8 +209,10 @@ pub fn from_dwarf<R: Reader>(
         moduledata_types: opt("runtime.moduledata", "types"),
         moduledata_itaboffset: opt("runtime.moduledata", "itaboffset"),
         moduledata_itabsize: opt("runtime.moduledata", "itabsize"),
+        moduledata_text: opt("runtime.moduledata", "text"),
+        moduledata_gofunc: opt("runtime.moduledata", "gofunc"),
         interface_methods: opt("internal/abi.InterfaceType", "Methods"),
-        type_kind: opt("internal/abi.Type", "Kind_"),
+        type_kind: opt("internal/abi.Type", "Kind_").or(opt("runtime._type", "kind")),
         wait_reasons: scan.wait_reasons,
     })
 }
@@ -189,7 +235,7 @@ fn scan_unit<R: Reader>(
         }
         let tag = abbrev.tag();
         let wanted = match tag {
-            gimli::DW_TAG_structure_type => !scan.found.iter().all(|f| *f),
+            gimli::DW_TAG_structure_type => !scan.structs_found(),
             gimli::DW_TAG_member => inside.is_some_and(|(_, d)| d == depth),
             gimli::DW_TAG_constant => true,
             _ => false,

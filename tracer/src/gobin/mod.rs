@@ -1,10 +1,15 @@
 //! Analysis of Go ELF binaries: build info, symbols, runtime struct layout
 //! (from DWARF), return-instruction addresses for uprobes, and symbolization.
+//!
+//! Stripped binaries (`-ldflags=-s -w`) work too: functions and source lines
+//! come from the Go pclntab, the runtime layout from a per-version table.
 
 pub mod buildinfo;
 mod dwarf;
 mod itabs;
 pub mod layout;
+pub mod layouts;
+pub mod pclntab;
 pub mod rets;
 pub mod symbolize;
 pub mod symbols;
@@ -12,11 +17,13 @@ pub mod testutil;
 pub mod wrappers;
 
 #[cfg(test)]
+mod strip_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 use object::read::elf::{ElfFile64, FileHeader};
@@ -55,6 +62,17 @@ pub enum BinaryError {
     CodeNotInFile { name: String, addr: u64 },
     #[error("unsupported architecture {0}")]
     UnsupportedArch(String),
+    #[error(
+        "Go {version} {relation} gotrace's runtime layout table ({table}) and the binary has no \
+         DWARF: rebuild without -w, or update gotrace"
+    )]
+    NotInLayoutTable {
+        version: String,
+        relation: &'static str,
+        table: String,
+    },
+    #[error("gotrace's runtime layout table is corrupt: {0}")]
+    BadLayoutTable(String),
 }
 
 /// CPU architecture of a binary.
@@ -83,6 +101,8 @@ pub struct GoBinary {
     version: buildinfo::GoVersion,
     pie: bool,
     symbols: Arc<symbols::SymbolTable>,
+    /// Parsed on first use (at open when `.symtab` has no functions).
+    pclntab: OnceLock<Option<Arc<pclntab::Pclntab>>>,
 }
 
 impl std::fmt::Debug for GoBinary {
@@ -115,6 +135,7 @@ impl GoBinary {
             version: buildinfo::GoVersion::default(),
             pie: false,
             symbols: Arc::new(symbols::SymbolTable::default()),
+            pclntab: OnceLock::new(),
         };
         let (arch, version, pie, symbols) = {
             let elf = bin.elf()?;
@@ -141,6 +162,11 @@ impl GoBinary {
         bin.version = version;
         bin.pie = pie;
         bin.symbols = Arc::new(symbols);
+        if bin.symbols.is_empty()
+            && let Some(p) = bin.pclntab()
+        {
+            bin.symbols = Arc::new(symbols::SymbolTable::from_pclntab(p));
+        }
         Ok(bin)
     }
 
@@ -190,19 +216,55 @@ impl GoBinary {
         self.pie
     }
 
+    /// Function symbols: `.symtab`'s, or the pclntab's when the binary is
+    /// stripped.
     pub fn symbols(&self) -> &symbols::SymbolTable {
         &self.symbols
     }
 
-    /// Offsets of `runtime.g` fields and the wait-reason names, from DWARF.
+    /// The Go pclntab (None when it cannot be found or parsed).
+    pub fn pclntab(&self) -> Option<&Arc<pclntab::Pclntab>> {
+        self.pclntab
+            .get_or_init(|| {
+                let elf = self.elf().ok()?;
+                let bytes: pclntab::Bytes = self.data.clone();
+                match pclntab::Pclntab::parse(&elf, bytes, &self.version) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        log::warn!("{}: no usable pclntab: {e}", self.path.display());
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// True when the binary has DWARF (`.debug_info`).
+    pub fn has_dwarf(&self) -> bool {
+        self.elf()
+            .is_ok_and(|elf| elf.section_by_name(".debug_info").is_some())
+    }
+
+    /// Offsets of `runtime.g` fields and the wait-reason names: from DWARF,
+    /// or, for a binary without DWARF, from the per-version table
+    /// (`layout.source` says which).
     pub fn layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
+        match self.dwarf_layout() {
+            Err(BinaryError::NoDwarf { .. }) => layouts::for_version(&self.version),
+            other => other,
+        }
+    }
+
+    /// Like [`layout`](Self::layout), from DWARF only.
+    pub fn dwarf_layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
         let elf = self.elf()?;
         let dwarf = dwarf::load(&elf, &self.path)?;
         layout::from_dwarf(&dwarf, &self.path)
     }
 
     /// Addresses of non-text symbols (data, itabs) by exact name; names not in
-    /// `.symtab` are absent from the result.
+    /// `.symtab` are absent from the result (all of them in a stripped binary,
+    /// except `runtime.firstmoduledata`, which is found from the pclntab).
     pub fn data_symbols(
         &self,
         names: &[&str],
@@ -216,12 +278,21 @@ impl GoBinary {
                 found.insert(name.to_string(), sym.address());
             }
         }
+        const MODULEDATA: &str = "runtime.firstmoduledata";
+        if names.contains(&MODULEDATA)
+            && !found.contains_key(MODULEDATA)
+            && let Some(md) = self.pclntab().and_then(|p| p.moduledata())
+        {
+            found.insert(MODULEDATA.to_string(), md);
+        }
         Ok(found)
     }
 
     /// Every static itab by address, named `T,I` like its symbol
     /// (`go:itab.T,I`; `go.itab.T,I` before Go 1.20). Go 1.27 dropped those
-    /// symbols: then the itabs come from `runtime.firstmoduledata.itablinks`.
+    /// symbols: then the itabs come from `runtime.firstmoduledata.itablinks`,
+    /// as in stripped binaries. Without DWARF nor a table entry for the
+    /// version, the result is empty (callers treat that as "not traced").
     pub fn itabs(&self) -> Result<std::collections::HashMap<u64, String>, BinaryError> {
         use object::{Object as _, ObjectSymbol as _};
         let elf = self.elf()?;
@@ -239,7 +310,10 @@ impl GoBinary {
             }
         }
         if found.is_empty() {
-            found = itabs::from_moduledata(self)?;
+            found = match itabs::from_moduledata(self) {
+                Err(BinaryError::NotInLayoutTable { .. }) => found,
+                other => other?,
+            };
         }
         Ok(found)
     }
@@ -307,13 +381,23 @@ impl GoBinary {
 
     /// Builds an address-to-source symbolizer (owns its copy of the DWARF).
     ///
-    /// A binary without DWARF but with a symbol table (`-ldflags=-w`) gets a
-    /// symbolizer that reports function names only.
+    /// A binary without DWARF symbolizes from its pclntab (functions, files,
+    /// lines and inlined frames), or, failing that, with symbol names only.
     pub fn symbolizer(&self) -> Result<symbolize::Symbolizer, BinaryError> {
         let elf = self.elf()?;
         let dwarf = match dwarf::load(&elf, &self.path) {
             Ok(d) => Some(d),
             Err(BinaryError::NoDwarf { .. }) => {
+                if let Some(p) = self.pclntab() {
+                    log::info!(
+                        "{}: no DWARF, symbolizing from the pclntab",
+                        self.path.display()
+                    );
+                    return Ok(symbolize::Symbolizer::from_pclntab(
+                        p.clone(),
+                        self.symbols.clone(),
+                    ));
+                }
                 log::warn!(
                     "{}: no DWARF, symbolizing with symbol names only",
                     self.path.display()

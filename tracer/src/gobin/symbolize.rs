@@ -1,10 +1,12 @@
-//! Program counter -> function, file and line (with inlined frames).
+//! Program counter -> function, file and line (with inlined frames), from
+//! DWARF, or from the Go pclntab when the binary has no DWARF.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::BinaryError;
 use super::dwarf::{Reader, err};
+use super::pclntab::Pclntab;
 use super::symbols::SymbolTable;
 
 /// One (possibly inlined) source frame.
@@ -21,6 +23,8 @@ pub struct Symbolizer {
     /// `addr2line::Context` parses lazily through `OnceCell`s, which are not
     /// `Sync`; the mutex makes the symbolizer shareable between threads.
     ctx: Option<Mutex<addr2line::Context<Reader>>>,
+    /// Used when there is no DWARF.
+    pclntab: Option<Arc<Pclntab>>,
     symbols: Arc<SymbolTable>,
 }
 
@@ -37,21 +41,45 @@ impl Symbolizer {
             )),
             None => None,
         };
-        Ok(Symbolizer { ctx, symbols })
+        Ok(Symbolizer {
+            ctx,
+            pclntab: None,
+            symbols,
+        })
     }
 
     /// A symbolizer that only knows symbol names (no files or lines).
     pub fn from_symbols(symbols: Arc<SymbolTable>) -> Symbolizer {
-        Symbolizer { ctx: None, symbols }
+        Symbolizer {
+            ctx: None,
+            pclntab: None,
+            symbols,
+        }
+    }
+
+    /// A symbolizer reading the Go pclntab: functions, files, lines and
+    /// (when `moduledata.gofunc` was found) inlined frames.
+    pub fn from_pclntab(pclntab: Arc<Pclntab>, symbols: Arc<SymbolTable>) -> Symbolizer {
+        Symbolizer {
+            ctx: None,
+            pclntab: Some(pclntab),
+            symbols,
+        }
+    }
+
+    /// True when this symbolizer reads the pclntab (the binary has no DWARF).
+    pub fn uses_pclntab(&self) -> bool {
+        self.ctx.is_none() && self.pclntab.is_some()
     }
 
     /// `pc` is a vaddr in the binary. `is_return_address`: true for every
     /// frame except the innermost; then pc-1 is looked up so that the line
     /// of the call instruction is reported.
     ///
-    /// Returns frames innermost first, including inlined frames. Falls back
-    /// to the symbol-table name (file `None`, line 0) when DWARF has no line
-    /// info for `pc`; an unknown pc gives one frame named "0x<hex>".
+    /// Returns frames innermost first, including inlined frames. Without
+    /// DWARF the pclntab answers (the same frames). Falls back to the
+    /// symbol-table name (file `None`, line 0) when there is no line info for
+    /// `pc`; an unknown pc gives one frame named "0x<hex>".
     pub fn symbolize(&self, pc: u64, is_return_address: bool) -> Vec<Frame> {
         let probe = if is_return_address {
             pc.saturating_sub(1)
@@ -63,6 +91,12 @@ impl Symbolizer {
             log::debug!("DWARF lookup of {probe:#x} failed: {e}");
             Vec::new()
         });
+        if frames.is_empty()
+            && self.ctx.is_none()
+            && let Some(p) = &self.pclntab
+        {
+            frames = p.frames(probe).unwrap_or_default();
+        }
         if frames.is_empty() {
             frames.push(Frame {
                 function: sym_name.map_or_else(|| format!("{pc:#x}"), str::to_string),

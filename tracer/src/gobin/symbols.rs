@@ -1,4 +1,5 @@
-//! Function symbols from the ELF `.symtab`.
+//! Function symbols from the ELF `.symtab`, or from the Go pclntab when the
+//! binary is stripped.
 
 use std::collections::HashMap;
 
@@ -35,6 +36,11 @@ impl SymbolTable {
             })
             .collect();
         SymbolTable::from_funcs(funcs)
+    }
+
+    /// Every function of the Go pclntab (for binaries without `.symtab`).
+    pub fn from_pclntab(pclntab: &super::pclntab::Pclntab) -> SymbolTable {
+        SymbolTable::from_funcs(pclntab.functions())
     }
 
     /// Builds a table from arbitrary symbols (sorted here).

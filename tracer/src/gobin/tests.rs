@@ -1,4 +1,5 @@
-//! Tests on real binaries built from `tracer/testdata/probe` by Go 1.21 and 1.26.
+//! Tests on real binaries built from `tracer/testdata/probe` by Go 1.21 and
+//! 1.26 (stripped binaries on every version: `strip_tests`).
 
 use std::process::Command;
 use std::time::Instant;
@@ -99,8 +100,10 @@ fn layout_matches_known_offsets() {
     }
 }
 
+/// Without .symtab and DWARF: functions and lines from the pclntab, the
+/// layout from the per-version table (more in `strip_tests`).
 #[test]
-fn stripped_binary_has_no_dwarf() {
+fn stripped_binary_uses_pclntab_and_layout_table() {
     let bin = probe_with(
         "1.26",
         BuildOpts {
@@ -109,22 +112,31 @@ fn stripped_binary_has_no_dwarf() {
         },
     );
     assert_eq!(bin.version().minor, 26);
-    let err = bin.layout().unwrap_err();
+    let err = bin.dwarf_layout().unwrap_err();
     assert!(matches!(err, BinaryError::NoDwarf { .. }), "{err}");
     assert!(
         err.to_string().starts_with("no DWARF debug info in "),
         "{err}"
     );
-    assert!(bin.symbols().is_empty());
-    let err = bin.ret_addresses("runtime.newproc1").unwrap_err();
-    assert_eq!(err.to_string(), "symbol runtime.newproc1 not found");
-    // No DWARF and no symbols: the symbolizer still answers.
+    let l = bin.layout().unwrap();
+    assert_eq!(l.source, layout::LayoutSource::Table);
+    assert_eq!(l.g_goid, 152);
+    assert!(bin.symbols().len() > 1000);
+    assert!(!bin.ret_addresses("runtime.newproc1").unwrap().is_empty());
+    let err = bin.ret_addresses("runtime.nosuchfunc").unwrap_err();
+    assert_eq!(err.to_string(), "symbol runtime.nosuchfunc not found");
     let s = bin.symbolizer().unwrap();
-    assert_eq!(s.symbolize(0x401000, false)[0].function, "0x401000");
+    assert!(s.uses_pclntab());
+    let leaf = bin.symbols().lookup("main.leaf").unwrap().clone();
+    let f = s.symbolize(leaf.addr + 4, false);
+    assert_eq!(f.last().unwrap().function, "main.leaf");
+    assert!(source_lines("leaf").contains(&f.last().unwrap().line));
+    assert_eq!(s.symbolize(0x10, false)[0].function, "0x10");
 }
 
+/// `-ldflags=-w`: .symtab but no DWARF; lines come from the pclntab.
 #[test]
-fn dwarf_only_stripped_symbolizes_from_symtab() {
+fn dwarf_only_stripped_symbolizes_from_pclntab() {
     let bin = probe_with(
         "1.26",
         BuildOpts {
@@ -132,16 +144,24 @@ fn dwarf_only_stripped_symbolizes_from_symtab() {
             env: &[],
         },
     );
-    assert!(matches!(bin.layout(), Err(BinaryError::NoDwarf { .. })));
+    assert!(matches!(
+        bin.dwarf_layout(),
+        Err(BinaryError::NoDwarf { .. })
+    ));
+    assert_eq!(bin.layout().unwrap().source, layout::LayoutSource::Table);
     let leaf = bin.symbols().lookup("main.leaf").unwrap().clone();
     let frames = bin.symbolizer().unwrap().symbolize(leaf.addr + 4, false);
+    let normal = open(&probe("1.26"));
     assert_eq!(
         frames,
-        vec![symbolize::Frame {
-            function: "main.leaf".into(),
-            file: None,
-            line: 0
-        }]
+        normal.symbolizer().unwrap().symbolize(leaf.addr + 4, false)
+    );
+    assert!(
+        frames[0]
+            .file
+            .as_deref()
+            .unwrap()
+            .ends_with("probe/main.go")
     );
 }
 

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -40,6 +41,16 @@ func worker(id int, results chan<- int) {
 	results <- leaf(id + 10)
 }
 
+// withTimeout makes a timerCtx (and its cancelCtx) so that their layout is
+// in the probe's DWARF (gotrace's per-version layout table comes from it).
+//
+//go:noinline
+func withTimeout() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	cancel()
+	return ctx.Err()
+}
+
 func main() {
 	n := 3
 	if len(os.Args) > 1 && os.Args[1] == "-wait" {
@@ -53,6 +64,9 @@ func main() {
 		go worker(i, results)
 	}
 	total := 0
+	if withTimeout() == nil {
+		total--
+	}
 	for i := 0; i < 4; i++ {
 		total += <-results
 	}

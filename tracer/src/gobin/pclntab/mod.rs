@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
+mod lines;
+
 use super::buildinfo::GoVersion;
-use super::symbolize::Frame;
 use super::symbols::FuncSymbol;
 
 /// The file's bytes, shared (the memory map of a [`GoBinary`](super::GoBinary)).
@@ -22,13 +23,8 @@ const MAGIC_GO120: u32 = 0xffff_fff1;
 /// `runtime.pcHeader` with 8-byte pointers.
 const HEADER_LEN: usize = 72;
 const SECTION_NAMES: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
-/// `_PCDATA_InlTreeIndex` and `_FUNCDATA_InlTree`.
-const PCDATA_INL_TREE_INDEX: u32 = 2;
-const FUNCDATA_INL_TREE: u32 = 3;
 /// `runtime.moduledata.text` (the same offset in every Go 1.18+ release).
 const MODULEDATA_TEXT: u64 = 176;
-/// Guards against cycles in a corrupt inline tree.
-const MAX_INLINE_DEPTH: usize = 100;
 
 /// Offset of `runtime.moduledata.gofunc` (checked against DWARF in tests):
 /// 1.20 added `covctrs, ecovctrs`, 1.27 `typedesclen, itaboffset, itabsize`.
@@ -54,8 +50,9 @@ struct Segment {
 pub struct Pclntab {
     data: Bytes,
     segments: Vec<Segment>,
-    /// Virtual address of the `pcHeader`.
+    /// Virtual address and file offset of the `pcHeader`.
     addr: u64,
+    hdr_off: usize,
     go120: bool,
     min_lc: u64,
     nfunc: usize,
@@ -110,13 +107,17 @@ impl Pclntab {
     /// Finds and parses the pclntab of `obj`, whose bytes are `data`: the
     /// `.gopclntab` section, or else the first valid header found by its magic
     /// in the file's segments.
-    pub fn parse<'a>(obj: &impl Object<'a>, data: Bytes, version: &GoVersion) -> Result<Self, String> {
+    pub fn parse<'a>(
+        obj: &impl Object<'a>,
+        data: Bytes,
+        version: &GoVersion,
+    ) -> Result<Self, String> {
         let segments: Vec<Segment> = obj
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
                 let writable = match s.flags() {
-                    SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_W != 0,
+                    SegmentFlags::Elf { p_flags, .. } => p_flags.contains(object::elf::PF_W),
                     _ => false,
                 };
                 Segment {
@@ -134,18 +135,24 @@ impl Pclntab {
             .and_then(|s| Some((s.file_range()?.0 as usize, s.address())));
         let (off, addr) = match section {
             Some(found) => found,
-            None => search_magic(bytes, &segments).ok_or("no .gopclntab section and no pclntab magic")?,
+            None => search_magic(bytes, &segments)
+                .ok_or("no .gopclntab section and no pclntab magic")?,
         };
         let text_section = obj.section_by_name(".text").map(|s| s.address());
         let mut tab = Self::from_header(data.clone(), segments, off, addr)?;
-        tab.moduledata = tab.find_moduledata(obj.section_by_name(".go.module").map(|s| s.address()));
+        tab.moduledata =
+            tab.find_moduledata(obj.section_by_name(".go.module").map(|s| s.address()));
         let text_start = tab.u64_at(off + 24).unwrap_or(0);
-        let md_text = tab.moduledata.and_then(|md| tab.read_u64(md + MODULEDATA_TEXT));
-        tab.text = match (text_start, md_text, text_section) {
-            (t, _, _) if t != 0 => t,
-            (_, Some(t), _) | (_, None, Some(t)) if t != 0 => t,
-            _ => return Err("pcHeader.textStart is 0 and neither moduledata nor .text was found".into()),
-        };
+        let md_text = tab
+            .moduledata
+            .and_then(|md| tab.read_u64(md + MODULEDATA_TEXT));
+        // Go 1.26+ leaves textStart 0; with cgo, .text starts with C code,
+        // so moduledata.text comes before the section's address.
+        tab.text = [Some(text_start), md_text, text_section]
+            .into_iter()
+            .flatten()
+            .find(|&t| t != 0)
+            .ok_or("pcHeader.textStart is 0 and neither moduledata nor .text was found")?;
         let gofunc_off = moduledata_gofunc_offset(version, tab.go120);
         tab.gofunc = tab
             .moduledata
@@ -155,33 +162,61 @@ impl Pclntab {
     }
 
     /// Validates the header at file offset `off` (vaddr `addr`).
-    fn from_header(data: Bytes, segments: Vec<Segment>, off: usize, addr: u64) -> Result<Self, String> {
+    fn from_header(
+        data: Bytes,
+        segments: Vec<Segment>,
+        off: usize,
+        addr: u64,
+    ) -> Result<Self, String> {
         let bytes = (*data).as_ref();
-        let hdr = bytes.get(off..off + HEADER_LEN).ok_or("pclntab header out of the file")?;
+        let file_len = bytes.len();
+        let hdr: [u8; HEADER_LEN] = bytes
+            .get(off..off + HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("pclntab header out of the file")?;
         let word = |i: usize| u64::from_le_bytes(hdr[i..i + 8].try_into().expect("8 bytes"));
         let magic = u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes"));
         let go120 = match magic {
             MAGIC_GO118 => false,
             MAGIC_GO120 => true,
-            m => return Err(format!("unsupported pclntab magic {m:#x} (Go 1.18+ is needed)")),
+            m => {
+                return Err(format!(
+                    "unsupported pclntab magic {m:#x} (Go 1.18+ is needed)"
+                ));
+            }
         };
         if hdr[4] != 0 || hdr[5] != 0 || !matches!(hdr[6], 1 | 2 | 4) || hdr[7] != 8 {
             return Err(format!("bad pclntab header {:02x?}", &hdr[4..8]));
         }
         let nfunc = usize::try_from(word(8)).map_err(|_| "bad nfunc")?;
         let offs = [word(32), word(40), word(48), word(56), word(64)];
-        let in_file = |o: u64| usize::try_from(o).ok().and_then(|o| off.checked_add(o)).filter(|&o| o < bytes.len());
-        let [Some(funcnames), Some(cutab), Some(filetab), Some(pctab), Some(functab)] = offs.map(in_file) else {
+        let in_file = |o: u64| {
+            usize::try_from(o)
+                .ok()
+                .and_then(|o| off.checked_add(o))
+                .filter(|&o| o < file_len)
+        };
+        let [
+            Some(funcnames),
+            Some(cutab),
+            Some(filetab),
+            Some(pctab),
+            Some(functab),
+        ] = offs.map(in_file)
+        else {
             return Err("pclntab table offsets out of the file".into());
         };
-        let functab_end = nfunc.checked_mul(8).and_then(|n| n.checked_add(functab + 8));
-        if nfunc == 0 || functab_end.is_none_or(|e| e > bytes.len()) {
+        let functab_end = nfunc
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(functab + 8));
+        if nfunc == 0 || functab_end.is_none_or(|e| e > file_len) {
             return Err(format!("bad pclntab function count {nfunc}"));
         }
         Ok(Pclntab {
             data,
             segments,
             addr,
+            hdr_off: off,
             go120,
             min_lc: u64::from(hdr[6]),
             nfunc,
@@ -200,8 +235,10 @@ impl Pclntab {
     /// word in writable data that points at the header, followed by the
     /// `funcnametab` slice.
     fn find_moduledata(&self, go_module: Option<u64>) -> Option<u64> {
-        let funcnames = self.addr + (self.funcnames - self.file_offset(self.addr)? as usize) as u64;
-        let is_md = |md: u64| self.read_u64(md) == Some(self.addr) && self.read_u64(md + 8) == Some(funcnames);
+        let funcnames = self.addr + (self.funcnames - self.hdr_off) as u64;
+        let is_md = |md: u64| {
+            self.read_u64(md) == Some(self.addr) && self.read_u64(md + 8) == Some(funcnames)
+        };
         if let Some(md) = go_module.filter(|&md| is_md(md)) {
             return Some(md);
         }
@@ -213,11 +250,12 @@ impl Pclntab {
                 continue;
             };
             let skew = (8 - (seg.addr % 8) as usize) % 8;
-            let Some(aligned) = region.get(skew..) else { continue };
-            let hit = aligned
-                .chunks_exact(8)
-                .enumerate()
-                .find(|(i, w)| *w == want0 && aligned.get((i + 1) * 8..(i + 2) * 8) == Some(&want1[..]));
+            let Some(aligned) = region.get(skew..) else {
+                continue;
+            };
+            let hit = aligned.chunks_exact(8).enumerate().find(|(i, w)| {
+                *w == want0 && aligned.get((i + 1) * 8..(i + 2) * 8) == Some(&want1[..])
+            });
             if let Some((i, _)) = hit {
                 return Some(seg.addr + (skew + 8 * i) as u64);
             }
@@ -230,11 +268,21 @@ impl Pclntab {
     }
 
     fn u32_at(&self, off: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.bytes().get(off..off.checked_add(4)?)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            self.bytes()
+                .get(off..off.checked_add(4)?)?
+                .try_into()
+                .ok()?,
+        ))
     }
 
     fn u64_at(&self, off: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(self.bytes().get(off..off.checked_add(8)?)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            self.bytes()
+                .get(off..off.checked_add(8)?)?
+                .try_into()
+                .ok()?,
+        ))
     }
 
     fn cstr_at(&self, off: usize) -> Option<String> {
@@ -344,7 +392,9 @@ impl Pclntab {
             .filter_map(|i| {
                 let f = self.entry(i)?;
                 let info = self.info(f)?;
-                let end = self.table_end(info.pcln, f.entry).filter(|&e| e > f.entry && e <= f.next);
+                let end = self
+                    .table_end(info.pcln, f.entry)
+                    .filter(|&e| e > f.entry && e <= f.next);
                 Some(FuncSymbol {
                     name: self.name(info.name_off)?,
                     addr: f.entry,
@@ -353,128 +403,21 @@ impl Pclntab {
             })
             .collect()
     }
-
-    /// Steps through the pc-value table at `table` (an offset in pctab) of
-    /// the function at `entry`; stops when `stop(pc_end, value)` is true for
-    /// the range `[.., pc_end)` holding `value`. Returns that (pc_end, value),
-    /// or the last one when the table ends first.
-    fn walk(&self, table: u32, entry: u64, mut stop: impl FnMut(u64, i32) -> bool) -> Option<(u64, i32)> {
-        if table == 0 {
-            return None;
-        }
-        let bytes = self.bytes();
-        let mut p = self.pctab.checked_add(table as usize)?;
-        let (mut pc, mut val, mut first) = (entry, -1i32, true);
-        let mut last = None;
-        loop {
-            let (uvdelta, n) = read_uvarint(bytes.get(p..)?)?;
-            if uvdelta == 0 && !first {
-                return last;
-            }
-            first = false;
-            p += n;
-            val = val.wrapping_add(((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32));
-            let (pcdelta, n) = read_uvarint(bytes.get(p..)?)?;
-            p += n;
-            pc = pc.checked_add(u64::from(pcdelta) * self.min_lc)?;
-            if stop(pc, val) {
-                return Some((pc, val));
-            }
-            last = Some((pc, val));
-        }
-    }
-
-    /// The table's value at `target`.
-    fn value(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
-        self.walk(table, entry, |pc, _| target < pc)
-            .filter(|&(pc, _)| target < pc)
-            .map(|(_, v)| v)
-    }
-
-    /// The pc where the table ends.
-    fn table_end(&self, table: u32, entry: u64) -> Option<u64> {
-        self.walk(table, entry, |_, _| false).map(|(pc, _)| pc)
-    }
-
-    fn file(&self, info: &FuncInfo, fileno: i32) -> Option<String> {
-        let idx = (info.cu_offset as usize).checked_add(usize::try_from(fileno).ok()?)?;
-        let off = self.u32_at(self.cutab.checked_add(idx * 4)?)?;
-        if off == u32::MAX {
-            return None;
-        }
-        self.cstr_at(self.filetab.checked_add(off as usize)?)
-    }
-
-    fn frame(&self, info: &FuncInfo, function: String, pc: u64) -> Frame {
-        let fileno = self.value(info.pcfile, info.entry, pc);
-        let line = self.value(info.pcln, info.entry, pc);
-        Frame {
-            function,
-            file: fileno.and_then(|n| self.file(info, n)),
-            line: line.and_then(|l| u32::try_from(l).ok()).unwrap_or(0),
-        }
-    }
-
-    /// `pcdata[i]` / `funcdata[i]` of a function (None when absent).
-    fn pcdata(&self, info: &FuncInfo, i: u32) -> Option<u32> {
-        (i < info.npcdata).then(|| self.u32_at(info.pcdata + 4 * i as usize))?.filter(|&t| t != 0)
-    }
-
-    fn funcdata(&self, info: &FuncInfo, i: u32) -> Option<u64> {
-        if i >= u32::from(info.nfuncdata) {
-            return None;
-        }
-        let at = info.pcdata + 4 * (info.npcdata as usize + i as usize);
-        let off = self.u32_at(at).filter(|&o| o != u32::MAX)?;
-        Some(self.gofunc? + u64::from(off))
-    }
-
-    /// Source frames at `pc`, innermost (inlined) first, the physical
-    /// function last; None when `pc` is in no function.
-    pub fn frames(&self, pc: u64) -> Option<Vec<Frame>> {
-        let f = self.lookup(pc)?;
-        let info = self.info(f)?;
-        let mut frames = Vec::new();
-        let mut at = pc;
-        let tree = self
-            .pcdata(&info, PCDATA_INL_TREE_INDEX)
-            .zip(self.funcdata(&info, FUNCDATA_INL_TREE));
-        if let Some((index_table, tree)) = tree {
-            // inlinedCall: 1.18–19 {parent i16, funcID, _, file, line, func_,
-            // parentPc} (20 bytes); 1.20+ {funcID, _[3], nameOff, parentPc,
-            // startLine} (16 bytes).
-            let (size, name_at, parent_pc_at) = if self.go120 { (16, 4, 8) } else { (20, 12, 16) };
-            for _ in 0..MAX_INLINE_DEPTH {
-                let Some(ix) = self.value(index_table, info.entry, at).and_then(|i| u64::try_from(i).ok()) else {
-                    break;
-                };
-                let Some(call) = self.file_offset(tree + ix * size).and_then(|o| usize::try_from(o).ok()) else {
-                    break;
-                };
-                let (Some(name_off), Some(parent_pc)) = (self.u32_at(call + name_at), self.u32_at(call + parent_pc_at))
-                else {
-                    break;
-                };
-                let name = self.name(name_off).unwrap_or_else(|| format!("{pc:#x}"));
-                frames.push(self.frame(&info, name, at));
-                at = info.entry + u64::from(parent_pc);
-            }
-        }
-        let name = self.name(info.name_off).unwrap_or_else(|| format!("{pc:#x}"));
-        frames.push(self.frame(&info, name, at));
-        Some(frames)
-    }
 }
 
 /// Looks for a valid pcHeader at 8-aligned offsets of the file's segments.
 fn search_magic(bytes: &[u8], segments: &[Segment]) -> Option<(usize, u64)> {
-    for seg in segments.iter().filter(|s| !s.writable || s.filesz > 0) {
+    for seg in segments {
         let start = seg.offset as usize;
-        let region = bytes.get(start..start.saturating_add(seg.filesz as usize))?;
+        let Some(region) = bytes.get(start..start.saturating_add(seg.filesz as usize)) else {
+            continue;
+        };
         let skew = (8 - (seg.addr % 8) as usize) % 8;
         for at in (skew..region.len().saturating_sub(HEADER_LEN)).step_by(8) {
             let m = u32::from_le_bytes(region[at..at + 4].try_into().expect("4 bytes"));
-            if (m == MAGIC_GO118 || m == MAGIC_GO120) && valid_header(&region[at..], region.len() - at) {
+            if (m == MAGIC_GO118 || m == MAGIC_GO120)
+                && valid_header(&region[at..], region.len() - at)
+            {
                 return Some((start + at, seg.addr + at as u64));
             }
         }
@@ -486,7 +429,14 @@ fn search_magic(bytes: &[u8], segments: &[Segment]) -> Option<(usize, u64)> {
 /// inside the region.
 fn valid_header(h: &[u8], room: usize) -> bool {
     let word = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
-    let offs = [HEADER_LEN as u64, word(32), word(40), word(48), word(56), word(64)];
+    let offs = [
+        HEADER_LEN as u64,
+        word(32),
+        word(40),
+        word(48),
+        word(56),
+        word(64),
+    ];
     h[4] == 0
         && h[5] == 0
         && matches!(h[6], 1 | 2 | 4)
@@ -494,16 +444,4 @@ fn valid_header(h: &[u8], room: usize) -> bool {
         && word(8) > 0
         && offs.windows(2).all(|w| w[0] <= w[1])
         && word(64).saturating_add(word(8).saturating_mul(8)) < room as u64
-}
-
-/// Go's varint: 7 bits a byte, low first.
-fn read_uvarint(buf: &[u8]) -> Option<(u32, usize)> {
-    let mut value = 0u32;
-    for (i, &b) in buf.iter().enumerate().take(5) {
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
