@@ -180,23 +180,6 @@ fn nothing_to_trace() {
     assert_one_line_error(&gotrace(&[]), "nothing to trace");
 }
 
-#[test]
-fn stripped_binary_is_refused_clearly() {
-    // Stripped binaries are not supported yet (no DWARF layout): the error
-    // must say so instead of guessing offsets.
-    let out_bin = std::env::temp_dir().join(format!("gotrace-stripped-{}", std::process::id()));
-    let st = gotrace_e2e::go_build("1.26")
-        .args(["-ldflags=-s -w", "-o"])
-        .arg(&out_bin)
-        .arg("./chanrecv")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = gotrace(&["--", out_bin.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&out_bin);
-    assert_one_line_error(&out, "stripped");
-}
-
 /// An unprivileged user gets a permission error, not a crash.
 #[test]
 fn unprivileged_user_gets_permission_error() {

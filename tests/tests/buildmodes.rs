@@ -1,5 +1,6 @@
 //! The kinds of Go binaries users run: PIE, cgo (dynamic and static),
-//! `-trimpath`, `-gcflags=all=-N -l`, each traced end to end.
+//! stripped (`-s -w`: pclntab and the per-version layout table), `-trimpath`,
+//! `-gcflags=all=-N -l`, each traced end to end.
 
 use gotrace_e2e::{Traced, fixture_variant, root_guard, trace_command, trace_pid};
 use serde_json::Value;
@@ -93,4 +94,28 @@ fn pie_pid() {
     let t = trace_pid(&bin, "60s", &["--duration", "3s", "--leak-threshold", "1s"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     check_leaks(&t, true);
+}
+
+/// Stripped (`-ldflags=-s -w`): no DWARF, no .symtab. Symbols and source
+/// lines from pclntab, offsets from the per-version table, itabs from the
+/// module data. Go 1.19 (old pclntab header), 1.21, 1.26 (no textStart) and
+/// 1.27 (no itab symbols to begin with).
+#[test]
+fn stripped() {
+    let Some(_g) = root_guard() else { return };
+    for go in ["1.19", "1.21", "1.26", "1.27"] {
+        let bin = fixture_variant("cgoleak", go, "stripped", &["-ldflags=-s -w"]);
+        let t = trace_command(&bin, "2s", ARGS).unwrap_or_else(|e| panic!("Go {go}: {e:#}"));
+        assert!(
+            t.gotrace_stderr
+                .contains("offsets from the per-version table"),
+            "Go {go}: {}",
+            t.gotrace_stderr
+        );
+        check_leaks(&t, true);
+        let file = t.report["suspects"][0]["created_at"]["file"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(file.ends_with("cgoleak/main.go"), "Go {go}: {file}");
+    }
 }

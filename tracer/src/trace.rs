@@ -74,6 +74,17 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     let layout = bin
         .layout()
         .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
+    let layout_origin = match layout.source {
+        crate::gobin::layout::LayoutSource::Dwarf => "DWARF",
+        crate::gobin::layout::LayoutSource::Table => {
+            eprintln!(
+                "gotrace: {shown} has no DWARF: runtime offsets from the per-version table ({}), \
+                 symbols from pclntab",
+                bin.version().raw
+            );
+            "table"
+        }
+    };
     let mut points =
         goroutine::plan(&bin).with_context(|| format!("cannot place probes in {shown}"))?;
     let ctx_plan = match ctxprobe::plan(&bin, &layout)

@@ -43,6 +43,16 @@ pub fn plan(
             "the context package is not linked into this binary".into()
         ));
     }
+    if layout.source == crate::gobin::layout::LayoutSource::Table
+        && bin
+            .data_symbols(&["context.Canceled"])
+            .map(|m| m.is_empty())
+            .unwrap_or(true)
+    {
+        log::info!(
+            "stripped binary: context.Canceled is unknown, cancel errors are identified by type only"
+        );
+    }
     let points = points_for(bin, &hooks)?;
     if !points.iter().any(|p| p.program == "go_ctx_create") {
         return Ok(Err("no propagateCancel in this binary".into()));
