@@ -172,7 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
                 } else {
                     Some(0)
                 },
-                "DWARF",
+                layout_origin,
             ),
             on_ready: child
                 .as_mut()
