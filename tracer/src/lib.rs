@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod decode;
+pub mod export;
 pub mod gobin;
 pub mod goruntime;
 pub mod model;

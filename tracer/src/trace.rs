@@ -281,12 +281,30 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             ..Default::default()
         },
     };
+    // Flame graphs (and their folded stacks) next to report.json.
+    let stacks = crate::export::folded::collect(
+        &model.goroutines,
+        &mut resolver,
+        &layout.wait_reasons,
+        outcome.end_ns,
+        cli.leak_threshold.as_nanos() as u64,
+    );
+    let subtitle = format!(
+        "PID {pid} {} ({}), {:.1}s",
+        exe_path.display(),
+        bin.version().raw,
+        report.trace.duration_s
+    );
+    let drawn = crate::export::flamegraph::write_all(&cli.output, &stacks, &subtitle)?;
     let report_path = cli.output.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&report_path, json + "\n")
         .with_context(|| format!("cannot write {}", report_path.display()))?;
     print!("{}", report::text::render(&report, cli.contexts));
     eprintln!("gotrace: report written to {}", report_path.display());
+    for line in drawn {
+        eprintln!("gotrace: {line}");
+    }
     Ok(TraceOutcome {
         report,
         report_path,

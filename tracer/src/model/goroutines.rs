@@ -108,9 +108,17 @@ pub struct ModelStats {
     pub inconsistent: u64,
 }
 
+/// Parked time accumulated per (blocked stack, wait reason).
+pub type OffCpu = HashMap<(Option<StackRef>, u8), u64>;
+
 #[derive(Default)]
 pub struct GoroutineModel {
     live: HashMap<u64, Goroutine>,
+    /// Nanoseconds parked, per blocked stack and wait reason (parks that
+    /// ended; [`GoroutineModel::off_cpu_at`] adds the ones still going on).
+    off_cpu: OffCpu,
+    /// Goroutines created per (creation stack, start pc).
+    creations: HashMap<(Option<StackRef>, u64), u64>,
     sites: HashMap<SiteKey, SiteStats>,
     stats: ModelStats,
     /// Latest event timestamp applied.
@@ -144,6 +152,27 @@ impl GoroutineModel {
 
     pub fn last_ns(&self) -> u64 {
         self.last_ns
+    }
+
+    /// Creation counts per (creator stack, start pc of the new goroutine).
+    pub fn creations(&self) -> &HashMap<(Option<StackRef>, u64), u64> {
+        &self.creations
+    }
+
+    /// Parked time per (stack, wait reason), counting parks still going on
+    /// up to `end_ns`.
+    pub fn off_cpu_at(&self, end_ns: u64) -> OffCpu {
+        let mut total = self.off_cpu.clone();
+        for g in self.live.values() {
+            if let State::Parked(p) = g.state {
+                *total.entry((p.stack, p.reason)).or_default() += end_ns.saturating_sub(p.since_ns);
+            }
+        }
+        total
+    }
+
+    fn end_park(&mut self, p: Parked, now: u64) {
+        *self.off_cpu.entry((p.stack, p.reason)).or_default() += now.saturating_sub(p.since_ns);
     }
 
     pub fn apply(&mut self, event: &Event) {
@@ -188,6 +217,7 @@ impl GoroutineModel {
         };
         let site = self.sites.entry(gr.site()).or_default();
         site.created += 1;
+        *self.creations.entry((stack, g.startpc)).or_default() += 1;
         site.live += 1;
         self.live.insert(g.goid, gr);
     }
@@ -210,6 +240,12 @@ impl GoroutineModel {
                 }
                 self.stats.parks += 1;
                 gr.parks += 1;
+                // A wakeup we did not see (netpoll): the earlier park ended
+                // by the time of this one at the latest.
+                if let State::Parked(prev) = gr.state {
+                    *self.off_cpu.entry((prev.stack, prev.reason)).or_default() +=
+                        parked.since_ns.saturating_sub(prev.since_ns);
+                }
                 gr.state = State::Parked(parked);
             }
             None => {
@@ -226,10 +262,14 @@ impl GoroutineModel {
     }
 
     fn on_ready(&mut self, goid: u64) {
+        let now = self.last_ns;
         match self.live.get_mut(&goid) {
             Some(gr) if matches!(gr.state, State::Parked(_)) => {
                 self.stats.readies += 1;
-                gr.state = State::Runnable;
+                let State::Parked(p) = std::mem::replace(&mut gr.state, State::Runnable) else {
+                    unreachable!()
+                };
+                self.end_park(p, now);
             }
             Some(_) => self.stats.duplicates += 1,
             // Parked before attach and never seen: nothing to update.
@@ -240,6 +280,10 @@ impl GoroutineModel {
     fn on_exit(&mut self, goid: u64) {
         match self.live.remove(&goid) {
             Some(gr) => {
+                if let State::Parked(p) = gr.state {
+                    let now = self.last_ns;
+                    self.end_park(p, now);
+                }
                 self.stats.exited += 1;
                 if let Some(site) = self.sites.get_mut(&gr.site()) {
                     site.live = site.live.saturating_sub(1);

@@ -59,7 +59,8 @@ pub struct CtxOut {
     /// `WithValue` layers between this context and its parent.
     pub value_hops: u32,
     pub created_at: Option<Frame>,
-    /// The creating goroutine's stack at creation (innermost first).
+    /// The creating goroutine's stack at creation (innermost first); only
+    /// for contexts still live at the end.
     pub creation_stack: Vec<Frame>,
     pub creator_goid: Option<u64>,
     pub age_s: Option<f64>,
@@ -329,7 +330,13 @@ pub fn build(
             parent_kind: parent_kind(itabs, n),
             value_hops: n.value_hops,
             created_at: first_user(&create_frames),
-            creation_stack: create_frames,
+            // Full stacks for live contexts (the leak candidates) keep the
+            // JSON small on services that make a context per request.
+            creation_stack: if n.cancel.is_none() {
+                create_frames
+            } else {
+                Vec::new()
+            },
             creator_goid: n.created_ns.map(|_| n.creator_goid),
             age_s: n.created_ns.map(|t| secs(input.end_ns.saturating_sub(t))),
             deadline_in_s: (is_timer && n.created_ns.is_some()).then(|| {

@@ -1,0 +1,142 @@
+//! Folded stacks ("root;...;leaf count"), the input of flame graphs and of
+//! other tools (speedscope, FlameGraph.pl). Built from the model through the
+//! stack resolver.
+
+use crate::gobin::symbolize::Frame;
+use crate::goruntime::{is_system_function, wait_reason};
+use crate::model::{GoroutineModel, State};
+use crate::report::resolve::StackResolver;
+
+/// One stack (innermost first, as the resolver gives it) with a weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Weighted {
+    pub frames: Vec<Frame>,
+    /// Extra frame drawn under the root (e.g. the wait reason).
+    pub root: Option<String>,
+    /// Extra frame drawn above the leaf (e.g. `go main.worker`).
+    pub leaf: Option<String>,
+    pub weight: u64,
+}
+
+/// The four stack sets gotrace draws.
+pub struct Stacks {
+    /// Live user goroutines parked at the end, by blocked stack.
+    pub blocked: Vec<Weighted>,
+    /// Goroutines created during the trace, by creation stack.
+    pub created: Vec<Weighted>,
+    /// Time parked (µs) by blocked stack, under the wait reason.
+    pub off_cpu: Vec<Weighted>,
+    /// Leak suspects only (parked at least the threshold), by blocked stack.
+    pub suspects: Vec<Weighted>,
+}
+
+fn wait_text(names: &std::collections::BTreeMap<u8, String>, reason: u8) -> String {
+    match names.get(&reason) {
+        Some(n) => wait_reason::from_constant(n).text,
+        None => format!("wait reason {reason}"),
+    }
+}
+
+pub fn collect(
+    gs: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    wait_reasons: &std::collections::BTreeMap<u8, String>,
+    end_ns: u64,
+    leak_threshold_ns: u64,
+) -> Stacks {
+    let mut blocked = Vec::new();
+    let mut suspects = Vec::new();
+    for g in gs.live() {
+        let State::Parked(p) = g.state else { continue };
+        if is_system_function(&resolver.start_function(g.startpc)) {
+            continue;
+        }
+        let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
+        let root = Some(wait_text(wait_reasons, p.reason));
+        if end_ns.saturating_sub(p.since_ns) >= leak_threshold_ns {
+            suspects.push(Weighted {
+                frames: frames.clone(),
+                root: root.clone(),
+                leaf: None,
+                weight: 1,
+            });
+        }
+        blocked.push(Weighted {
+            frames,
+            root,
+            leaf: None,
+            weight: 1,
+        });
+    }
+    let created = gs
+        .creations()
+        .iter()
+        .map(|((stack, startpc), n)| Weighted {
+            frames: stack.map(|s| resolver.frames(s)).unwrap_or_default(),
+            root: None,
+            leaf: Some(format!("go {}", resolver.start_function(*startpc))),
+            weight: *n,
+        })
+        .collect();
+    let off_cpu = gs
+        .off_cpu_at(end_ns)
+        .into_iter()
+        .filter(|(_, ns)| *ns >= 1_000)
+        .map(|((stack, reason), ns)| Weighted {
+            frames: stack.map(|s| resolver.frames(s)).unwrap_or_default(),
+            root: Some(wait_text(wait_reasons, reason)),
+            leaf: None,
+            weight: ns / 1_000,
+        })
+        .collect();
+    Stacks {
+        blocked,
+        created,
+        off_cpu,
+        suspects,
+    }
+}
+
+/// Folded lines, root first, merged and sorted (stable output).
+pub fn fold(stacks: &[Weighted]) -> Vec<String> {
+    let mut merged: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for s in stacks {
+        let mut names: Vec<String> = s.root.iter().cloned().collect();
+        names.extend(s.frames.iter().rev().map(|f| f.function.replace(';', ":")));
+        names.extend(s.leaf.iter().cloned());
+        if names.is_empty() {
+            names.push("[unknown]".into());
+        }
+        *merged.entry(names.join(";")).or_default() += s.weight;
+    }
+    merged
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame {
+            function: name.into(),
+            file: None,
+            line: 0,
+        }
+    }
+
+    #[test]
+    fn folds_root_first_and_merges() {
+        let a = Weighted {
+            frames: vec![f("runtime.gopark"), f("main.work")],
+            root: Some("chan receive".into()),
+            weight: 2,
+        };
+        let lines = fold(&[a.clone(), a]);
+        assert_eq!(lines, ["chan receive;main.work;runtime.gopark 4"]);
+        assert_eq!(fold(&[]), Vec::<String>::new());
+    }
+}
