@@ -133,10 +133,18 @@ mod tests {
         let a = Weighted {
             frames: vec![f("runtime.gopark"), f("main.work")],
             root: Some("chan receive".into()),
+            leaf: None,
             weight: 2,
         };
         let lines = fold(&[a.clone(), a]);
         assert_eq!(lines, ["chan receive;main.work;runtime.gopark 4"]);
+        let created = Weighted {
+            frames: vec![f("main.start"), f("main.main")],
+            root: None,
+            leaf: Some("go main.worker".into()),
+            weight: 3,
+        };
+        assert_eq!(fold(&[created]), ["main.main;main.start;go main.worker 3"]);
         assert_eq!(fold(&[]), Vec::<String>::new());
     }
 }

@@ -388,6 +388,23 @@ mod tests {
     }
 
     #[test]
+    fn off_cpu_time_per_stack_and_reason() {
+        let mut m = GoroutineModel::new();
+        m.apply(&create(10, 1));
+        m.apply(&park(10, 2, 14));
+        m.apply(&Event::Ready(GoReadyEvent {
+            header: hdr(5),
+            goid: 10,
+            waker_goid: 0,
+        }));
+        m.apply(&park(10, 7, 9));
+        let off = m.off_cpu_at(10);
+        assert_eq!(off[&(StackRef::new(5, 9), 14)], 3, "ended park: 2..5");
+        assert_eq!(off[&(StackRef::new(5, 9), 9)], 3, "ongoing park: 7..10");
+        assert_eq!(m.creations().values().sum::<u64>(), 1);
+    }
+
+    #[test]
     fn goroutine_seen_first_parking_existed_before_attach() {
         let mut m = GoroutineModel::new();
         m.apply(&park(77, 5, 9));
