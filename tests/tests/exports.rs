@@ -70,6 +70,76 @@ fn flame_graphs_of_the_demo_service() {
     }
 }
 
+/// `go tool pprof` (the real one) on gotrace's profiles.
+fn pprof(args: &[&str], file: &std::path::Path) -> String {
+    let out = std::process::Command::new(gotrace_e2e::go_for("1.26"))
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", gotrace_e2e::tools_dir().join("gocache-1.26"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The cum count of `function` in `go tool pprof -top` output.
+fn cum(top: &str, function: &str) -> f64 {
+    let line = top
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(function))
+        .unwrap_or_else(|| panic!("{function} not in:\n{top}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    cols[3]
+        .trim_end_matches('s')
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+#[test]
+fn pprof_profiles_open_in_go_tool_pprof() {
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("leakyservice", "1.26");
+    let t = trace_command(&bin, "2s", &["--leak-threshold", "1s"]).unwrap();
+    let dir = out_dir(&t);
+    let search = t.fixture_count("planted", "search") as f64;
+    let subscribe = t.fixture_count("planted", "subscribe") as f64;
+    let top = pprof(&["-top"], &dir.join("goroutines.pb.gz"));
+    assert!(top.contains("Type: goroutine"), "{top}");
+    assert_eq!(cum(&top, "main.queryBackend"), search, "{top}");
+    assert_eq!(cum(&top, "main.subscriberLoop"), subscribe, "{top}");
+    let traces = pprof(&["-traces"], &dir.join("goroutines.pb.gz"));
+    assert!(
+        traces.contains("wait_reason:  chan send") || traces.contains("wait_reason: chan send"),
+        "{traces}"
+    );
+    let block = traces
+        .split("-----------+")
+        .find(|b| b.contains("main.queryBackend"))
+        .expect("queryBackend trace");
+    let order: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let (gopark, leak) = (
+        order.iter().position(|f| *f == "runtime.gopark").unwrap(),
+        order
+            .iter()
+            .position(|f| *f == "main.queryBackend")
+            .unwrap(),
+    );
+    assert!(gopark < leak, "innermost first: {block}");
+    let delay = pprof(&["-top", "-unit=s"], &dir.join("blocked.pb.gz"));
+    assert!(delay.contains("Type: delay"), "{delay}");
+    // 450 goroutines parked ≥1s each: at least 450 s of blocked time.
+    assert!(cum(&delay, "main.queryBackend") >= search, "{delay}");
+}
+
 #[test]
 fn nothing_to_draw_is_said_not_drawn() {
     let Some(_g) = root_guard() else { return };

@@ -295,7 +295,20 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         bin.version().raw,
         report.trace.duration_s
     );
-    let drawn = crate::export::flamegraph::write_all(&cli.output, &stacks, &subtitle)?;
+    let mut drawn = crate::export::flamegraph::write_all(&cli.output, &stacks, &subtitle)?;
+    let (goroutines_pb, blocked_pb) = crate::export::folded::pprof_profiles(
+        &stacks,
+        outcome.end_unix_ns as i64 - (outcome.end_ns - outcome.start_ns) as i64,
+        (outcome.end_ns - outcome.start_ns) as i64,
+    );
+    for (name, bytes) in [
+        ("goroutines.pb.gz", goroutines_pb),
+        ("blocked.pb.gz", blocked_pb),
+    ] {
+        let path = cli.output.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        drawn.push(format!("pprof profile (go tool pprof): {}", path.display()));
+    }
     let report_path = cli.output.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&report_path, json + "\n")

@@ -102,7 +102,14 @@ pub fn fold(stacks: &[Weighted]) -> Vec<String> {
     let mut merged: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for s in stacks {
         let mut names: Vec<String> = s.root.iter().cloned().collect();
-        names.extend(s.frames.iter().rev().map(|f| f.function.replace(';', ":")));
+        names.extend(
+            s.frames
+                .iter()
+                .rev()
+                // Every goroutine's stack starts there: no information.
+                .filter(|f| f.function != "runtime.goexit")
+                .map(|f| f.function.replace(';', ":")),
+        );
         names.extend(s.leaf.iter().cloned());
         if names.is_empty() {
             names.push("[unknown]".into());
@@ -147,4 +154,43 @@ mod tests {
         assert_eq!(fold(&[created]), ["main.main;main.start;go main.worker 3"]);
         assert_eq!(fold(&[]), Vec::<String>::new());
     }
+}
+
+/// pprof profiles of the same stacks: live blocked goroutines by stack
+/// (`goroutine/count`, like Go's goroutine profile) and time parked
+/// (`delay/nanoseconds`, like Go's block profile), both labelled with the
+/// wait reason.
+pub fn pprof_profiles(stacks: &Stacks, time_nanos: i64, duration_nanos: i64) -> (Vec<u8>, Vec<u8>) {
+    use super::pprof::{Profile, Sample, encode};
+    let samples = |set: &[Weighted], scale: i64| -> Vec<Sample> {
+        set.iter()
+            .map(|w| Sample {
+                stack: w.frames.clone(),
+                values: vec![w.weight as i64 * scale],
+                labels: w
+                    .root
+                    .iter()
+                    .map(|r| ("wait_reason".to_string(), r.clone()))
+                    .collect(),
+            })
+            .collect()
+    };
+    let profile = |ty: &str, unit: &str, samples: Vec<Sample>| Profile {
+        sample_types: vec![(ty.to_string(), unit.to_string())],
+        samples,
+        time_nanos,
+        duration_nanos,
+        period_type: Some((ty.to_string(), unit.to_string())),
+        period: 1,
+        comments: vec!["gotrace".to_string()],
+    };
+    (
+        encode(&profile("goroutine", "count", samples(&stacks.blocked, 1))),
+        // off_cpu weights are microseconds.
+        encode(&profile(
+            "delay",
+            "nanoseconds",
+            samples(&stacks.off_cpu, 1_000),
+        )),
+    )
 }

@@ -235,42 +235,39 @@ mod tests {
     }
 
     fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        let owned = |(a, b): &(&str, &str)| (a.to_string(), b.to_string());
+        pairs.iter().map(owned).collect()
     }
 
     /// main.leak → runtime.chanrecv1 → runtime.gopark with `values[0]` and
     /// main.other → runtime.selectgo → runtime.gopark with `values[1]`.
     fn profile(types: &[(&str, &str)], values: [Vec<i64>; 2]) -> Profile {
         let park = frame("runtime.gopark", Some("/go/src/runtime/proc.go"), 435);
-        let [v1, v2] = values;
-        let stack1 = vec![
-            park.clone(),
-            frame("runtime.chanrecv1", Some("/go/src/runtime/chan.go"), 506),
-            frame("main.leak", Some("/src/app/main.go"), 12),
+        let stacks = [
+            [
+                park.clone(),
+                frame("runtime.chanrecv1", Some("/go/src/runtime/chan.go"), 506),
+                frame("main.leak", Some("/src/app/main.go"), 12),
+            ],
+            [
+                park,
+                frame("runtime.selectgo", Some("/go/src/runtime/select.go"), 351),
+                frame("main.other", Some("/src/app/main.go"), 20),
+            ],
         ];
-        let stack2 = vec![
-            park,
-            frame("runtime.selectgo", Some("/go/src/runtime/select.go"), 351),
-            frame("main.other", Some("/src/app/main.go"), 20),
+        let labels = [
+            pairs(&[("wait_reason", "chan receive"), ("pattern", "chan_recv")]),
+            pairs(&[("wait_reason", "select")]),
         ];
-        let labels1 = pairs(&[("wait_reason", "chan receive"), ("pattern", "chan_recv")]);
+        let samples =
+            (stacks.into_iter().zip(values).zip(labels)).map(|((stack, values), labels)| Sample {
+                stack: stack.to_vec(),
+                values,
+                labels,
+            });
         Profile {
             sample_types: pairs(types),
-            samples: vec![
-                Sample {
-                    stack: stack1,
-                    values: v1,
-                    labels: labels1,
-                },
-                Sample {
-                    stack: stack2,
-                    values: v2,
-                    labels: pairs(&[("wait_reason", "select")]),
-                },
-            ],
+            samples: samples.collect(),
             time_nanos: 1_700_000_000_000_000_000,
             duration_nanos: 2_500_000_000,
             period_type: None,
@@ -337,8 +334,9 @@ mod tests {
     const SEP: &str = "-----------+-------------------------------------------------------";
 
     #[test]
-    fn top_and_traces() {
+    fn one_sample_type() {
         let p = profile(&[("goroutine", "count")], [vec![3], vec![1]]);
+        assert_eq!(encode(&p), encode(&p));
         let top = pprof(&p, &["-top"]);
         assert_block(
             &top,
@@ -376,12 +374,7 @@ mod tests {
         "
             ),
         );
-    }
-
-    #[test]
-    fn raw_shares_locations_and_is_deterministic() {
-        let p = profile(&[("goroutine", "count")], [vec![3], vec![1]]);
-        assert_eq!(encode(&p), encode(&p));
+        // runtime.gopark is one location, shared by both samples.
         let raw = pprof(&p, &["-raw"]);
         assert_block(
             &raw,
@@ -411,7 +404,7 @@ mod tests {
         p.period_type = Some(("goroutine".into(), "count".into()));
         p.period = 1;
         // A leaf frame with neither file nor line.
-        p.samples[1].stack.insert(0, frame("main.inlined", None, 0));
+        p.samples[1].stack.insert(0, frame("main.nofile", None, 0));
         let delay = pprof(&p, &["-top", "-sample_index=delay"]);
         assert_block(
             &delay,
@@ -435,14 +428,8 @@ mod tests {
             &format!(
                 "
             {SEP}
-               pattern:  chan_recv
-            wait_reason:  chan receive
-                 1.50s   runtime.gopark
-                         runtime.chanrecv1
-                         main.leak
-            {SEP}
             wait_reason:  select
-                   2us   main.inlined
+                   2us   main.nofile
                          runtime.gopark
                          runtime.selectgo
                          main.other
@@ -460,7 +447,7 @@ mod tests {
             Showing nodes accounting for 4, 100% of 4 total
                   flat  flat%   sum%        cum   cum%
                      3 75.00% 75.00%          4   100%  runtime.gopark
-                     1 25.00%   100%          1 25.00%  main.inlined
+                     1 25.00%   100%          1 25.00%  main.nofile
                      0     0%   100%          3 75.00%  main.leak
         ",
         );
@@ -468,7 +455,6 @@ mod tests {
         assert_block(
             &raw,
             "
-            Comment: gotrace test
             PeriodType: goroutine count
             Period: 1
         ",
@@ -476,13 +462,12 @@ mod tests {
         assert_block(
             &raw,
             "
-            Samples:
             goroutine/count delay/nanoseconds
                       3 1500000000: 1 2 3
                             pattern:[chan_recv] wait_reason:[chan receive]
                       1 2000: 4 1 5 6
         ",
         );
-        assert_block(&raw, "4: 0x0 M=1 main.inlined :0:0 s=0");
+        assert_block(&raw, "4: 0x0 M=1 main.nofile :0:0 s=0");
     }
 }
