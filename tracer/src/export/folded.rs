@@ -123,39 +123,6 @@ pub fn fold(stacks: &[Weighted]) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(name: &str) -> Frame {
-        Frame {
-            function: name.into(),
-            file: None,
-            line: 0,
-        }
-    }
-
-    #[test]
-    fn folds_root_first_and_merges() {
-        let a = Weighted {
-            frames: vec![f("runtime.gopark"), f("main.work")],
-            root: Some("chan receive".into()),
-            leaf: None,
-            weight: 2,
-        };
-        let lines = fold(&[a.clone(), a]);
-        assert_eq!(lines, ["chan receive;main.work;runtime.gopark 4"]);
-        let created = Weighted {
-            frames: vec![f("main.start"), f("main.main")],
-            root: None,
-            leaf: Some("go main.worker".into()),
-            weight: 3,
-        };
-        assert_eq!(fold(&[created]), ["main.main;main.start;go main.worker 3"]);
-        assert_eq!(fold(&[]), Vec::<String>::new());
-    }
-}
-
 /// pprof profiles of the same stacks: live blocked goroutines by stack
 /// (`goroutine/count`, like Go's goroutine profile) and time parked
 /// (`delay/nanoseconds`, like Go's block profile), both labelled with the
@@ -193,4 +160,37 @@ pub fn pprof_profiles(stacks: &Stacks, time_nanos: i64, duration_nanos: i64) -> 
             samples(&stacks.off_cpu, 1_000),
         )),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame {
+            function: name.into(),
+            file: None,
+            line: 0,
+        }
+    }
+
+    #[test]
+    fn folds_root_first_and_merges() {
+        let a = Weighted {
+            frames: vec![f("runtime.gopark"), f("main.work")],
+            root: Some("chan receive".into()),
+            leaf: None,
+            weight: 2,
+        };
+        let lines = fold(&[a.clone(), a]);
+        assert_eq!(lines, ["chan receive;main.work;runtime.gopark 4"]);
+        let created = Weighted {
+            frames: vec![f("main.start"), f("main.main")],
+            root: None,
+            leaf: Some("go main.worker".into()),
+            weight: 3,
+        };
+        assert_eq!(fold(&[created]), ["main.main;main.start;go main.worker 3"]);
+        assert_eq!(fold(&[]), Vec::<String>::new());
+    }
 }
