@@ -51,18 +51,18 @@ pub struct Session<'a> {
     /// Called once, right after the loop is ready to receive (e.g. to release
     /// a held child).
     pub on_ready: Option<Box<dyn FnOnce() -> std::io::Result<()> + 'a>>,
-    /// Read this PIE target's load bias as soon as it is mapped.
-    pub pie_pid: Option<u32>,
+    /// Read this PIE target's load bias (pid, binary) as soon as it runs it.
+    pub pie_pid: Option<(u32, std::path::PathBuf)>,
     /// Checks the first events against the binary (wrong offsets abort).
     pub validator: crate::validate::Validator,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
 /// under way right after the child is released).
-fn poll_bias(pid: u32, wait: Duration) -> Option<u64> {
+fn poll_bias(pid: u32, binary: &std::path::Path, wait: Duration) -> Option<u64> {
     let start = std::time::Instant::now();
     loop {
-        if let Some(b) = crate::target::load_bias(pid) {
+        if let Some(b) = crate::target::load_bias(pid, binary) {
             return Some(b);
         }
         if start.elapsed() >= wait {
@@ -132,7 +132,8 @@ impl Session<'_> {
         }
         let mut load_bias = self
             .pie_pid
-            .and_then(|pid| poll_bias(pid, Duration::from_millis(200)));
+            .as_ref()
+            .and_then(|(pid, bin)| poll_bias(*pid, bin, Duration::from_millis(200)));
         let end = loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -142,7 +143,10 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     if load_bias.is_none() {
-                        load_bias = self.pie_pid.and_then(crate::target::load_bias);
+                        load_bias = self
+                            .pie_pid
+                            .as_ref()
+                            .and_then(|(pid, bin)| crate::target::load_bias(*pid, bin));
                     }
                     let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
                     self.model.goroutines.sample_sites(t);

@@ -221,8 +221,17 @@ fn link_base(exe: &Path) -> Option<u64> {
 }
 
 /// Load bias of a PIE executable in `pid`: where its file-offset-0 mapping
-/// starts minus where the ELF was linked to start.
-pub fn load_bias(pid: u32) -> Option<u64> {
+/// starts minus where the ELF was linked to start. None until `pid` runs
+/// `binary` (a held child still runs gotrace's image until it execs).
+pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (running, wanted) = (
+        std::fs::metadata(format!("/proc/{pid}/exe")).ok()?,
+        std::fs::metadata(binary).ok()?,
+    );
+    if (running.dev(), running.ino()) != (wanted.dev(), wanted.ino()) {
+        return None;
+    }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     let base = link_base(Path::new(&format!("/proc/{pid}/exe")))? & !0xfff;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;

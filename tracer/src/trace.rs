@@ -127,7 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         }
         if let Ok(p) = &ctx_plan {
             let bias = if bin.is_pie() {
-                target::load_bias(pid).unwrap_or(0)
+                target::load_bias(pid, &exe_path).unwrap_or(0)
             } else {
                 0
             };
@@ -164,11 +164,11 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             model: &mut model,
             exit: &exit,
             duration: cli.duration,
-            pie_pid: bin.is_pie().then_some(pid),
+            pie_pid: bin.is_pie().then(|| (pid, exe_path.clone())),
             validator: crate::validate::Validator::new(
                 bin.symbols().iter().map(|f| f.addr).collect(),
                 if bin.is_pie() {
-                    target::load_bias(pid)
+                    target::load_bias(pid, &exe_path)
                 } else {
                     Some(0)
                 },
@@ -207,7 +207,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     let bias = if bin.is_pie() {
         outcome
             .load_bias
-            .or_else(|| target::load_bias(pid))
+            .or_else(|| target::load_bias(pid, &exe_path))
             .unwrap_or(0)
     } else {
         0
