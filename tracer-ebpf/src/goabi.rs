@@ -19,31 +19,14 @@ use aya_ebpf::{
 static REGS_SCRATCH: PerCpuArray<pt_regs> = PerCpuArray::with_max_entries(1, 0);
 
 /// Integer argument `n` (0-based) at function entry, or the first result at a
-/// RET instruction (results reuse the argument registers).
+/// RET instruction (results reuse the argument registers). `n` must be a
+/// constant: inlined, the match folds to one fixed-offset load from the
+/// context (a run-time index needs [`regs_copy`] + [`arg_in`]).
 #[inline(always)]
-pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+pub fn arg(ctx: &ProbeContext, n: u32) -> u64 {
     // SAFETY: `regs` is the program's context pointer; the verifier allows
-    // direct loads from it.
-    let regs = unsafe { &*ctx.regs };
-    #[cfg(bpf_target_arch = "x86_64")]
-    {
-        match n {
-            0 => regs.rax,
-            1 => regs.rbx,
-            2 => regs.rcx,
-            3 => regs.rdi,
-            4 => regs.rsi,
-            5 => regs.r8,
-            6 => regs.r9,
-            7 => regs.r10,
-            8 => regs.r11,
-            _ => 0,
-        }
-    }
-    #[cfg(bpf_target_arch = "aarch64")]
-    {
-        if n < 16 { regs.regs[n] } else { 0 }
-    }
+    // direct fixed-offset loads from it.
+    arg_in(unsafe { &*ctx.regs }, n)
 }
 
 /// The probe's registers copied to a per-CPU map, for arguments whose
