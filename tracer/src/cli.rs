@@ -3,17 +3,39 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 /// eBPF goroutine tracer for Go programs: attach to a running Go process (or
 /// start one) and report which goroutines pile up, where they were created
 /// and where they are stuck.
 #[derive(Debug, Parser)]
 #[command(name = "gotrace", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 #[command(
-    after_help = "Examples:\n  sudo gotrace --pid 4242 --duration 30s\n  sudo gotrace -o out -- ./myservice --flag\n\nExit status: 0 no leak suspects, 3 leak suspects found, 1 error, 2 usage."
+    after_help = "Examples:\n  sudo gotrace --pid 4242 --duration 30s\n  sudo gotrace -o out -- ./myservice --flag\n  sudo gotrace --pid 4242 --record trace.gotrace && gotrace report trace.gotrace\n  sudo gotrace top --pid 4242\n\nExit status: 0 no leak suspects, 3 leak suspects found, 1 error, 2 usage."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Command>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rebuild every output (summary, report.json, flame graphs, pprof,
+    /// timeline) from a recording made with --record, without root.
+    Report(ReportArgs),
+    /// Live view: goroutines by state, the fastest-growing groups, contexts,
+    /// events/s and drops, refreshed every second (plain lines when stdout
+    /// is not a terminal).
+    Top(TopArgs),
+}
+
+/// What to trace and for how long.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
     /// Trace this running process.
     #[arg(short, long, conflicts_with = "command")]
     pub pid: Option<u32>,
@@ -23,23 +45,76 @@ pub struct Cli {
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Directory for report.json (created if missing).
-    #[arg(short, long, default_value = ".")]
-    pub output: PathBuf,
+    /// Command to start and trace from its first goroutine (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
 
-    /// Goroutines parked at least this long are leak suspects.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub leak_threshold: Duration,
+/// How the outputs are built.
+#[derive(Debug, Args, Clone)]
+pub struct ReportOptions {
+    /// Goroutines parked at least this long are leak suspects (default 5s;
+    /// `report` defaults to the recorded trace's threshold).
+    #[arg(long, value_parser = parse_duration)]
+    pub leak_threshold: Option<Duration>,
 
     /// Print every context's cancel-propagation tree in the summary (the
     /// trees are always in report.json).
     #[arg(long)]
     pub contexts: bool,
-
-    /// Command to start and trace from its first goroutine (after `--`).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
 }
+
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Directory for report.json and the other outputs (created if missing).
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
+
+    /// Also write the raw event stream (and the stacks it references) to
+    /// FILE, for `gotrace report FILE` later or on another machine.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub report: ReportOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// A recording written by `gotrace --record FILE`.
+    pub file: PathBuf,
+
+    /// Directory for report.json and the other outputs (created if missing).
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
+
+    /// The traced binary, when it is no longer at the recorded path (its
+    /// build id must match the recording's).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub report: ReportOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Also write the usual outputs to this directory when the view ends.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub report: ReportOptions,
+}
+
+/// Default leak threshold of a live trace.
+pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(5);
 
 /// "30s", "500ms", "2m", "1h", "1.5s" or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,6 +162,25 @@ mod tests {
     fn pid_and_command_conflict() {
         assert!(Cli::try_parse_from(["gotrace", "--pid", "1", "--", "ls"]).is_err());
         let c = Cli::try_parse_from(["gotrace", "-o", "x", "--", "./prog", "-v"]).unwrap();
-        assert_eq!(c.command, vec!["./prog", "-v"]);
+        assert_eq!(c.trace.target.command, vec!["./prog", "-v"]);
+        assert!(c.cmd.is_none());
+    }
+
+    #[test]
+    fn subcommands() {
+        let c = Cli::try_parse_from(["gotrace", "report", "t.rec", "-o", "out"]).unwrap();
+        let Some(Command::Report(r)) = c.cmd else {
+            panic!("not report")
+        };
+        assert_eq!(r.file, PathBuf::from("t.rec"));
+        let c = Cli::try_parse_from(["gotrace", "top", "--pid", "7"]).unwrap();
+        let Some(Command::Top(t)) = c.cmd else {
+            panic!("not top")
+        };
+        assert_eq!(t.target.pid, Some(7));
+        // A program called "report" is still traceable after `--`.
+        let c = Cli::try_parse_from(["gotrace", "--", "report"]).unwrap();
+        assert!(c.cmd.is_none());
+        assert!(Cli::try_parse_from(["gotrace", "--pid", "1", "report", "x"]).is_err());
     }
 }

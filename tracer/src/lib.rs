@@ -2,19 +2,27 @@
 //!
 //! Pipeline: `probe` (load + attach the eBPF object built from `tracer-ebpf`)
 //! → ring buffer → `decode` → `model` (goroutine lifecycles) → `report`
-//! (grouping, JSON, text). `gobin` reads the target binary (symbols, DWARF
+//! (grouping, JSON, text) and `export` (flame graphs, pprof). A trace ends
+//! as a `capture` (live, or replayed from a `record`ing) which `outputs`
+//! turns into files. `gobin` reads the target binary (symbols, DWARF
 //! layout, RET offsets, symbolisation); `goruntime` holds the Go-runtime
 //! knowledge that is not in the binary.
 
+pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod export;
 pub mod gobin;
 pub mod goruntime;
 pub mod model;
+pub mod offline;
+pub mod outfile;
+pub mod outputs;
 pub mod probe;
+pub mod record;
 pub mod report;
 pub mod session;
 pub mod target;
 pub mod trace;
 pub mod validate;
+pub mod view;

@@ -4,14 +4,19 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracer::cli::Cli;
+use tracer::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
-    match tracer::trace::run(cli) {
+    let result = match cli.cmd {
+        None => tracer::trace::run(cli.trace),
+        Some(Command::Report(args)) => tracer::offline::run(args),
+        Some(Command::Top(args)) => tracer::trace::run_top(args),
+    };
+    match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
             // One line: the error and its causes.

@@ -1,8 +1,7 @@
 //! The tracing loop: ring buffer → decode → model, until the duration runs
-//! out, a signal arrives or the target exits. Prints a status line every
-//! second when stderr is a terminal.
+//! out, a signal arrives or the target exits. Once a second it samples
+//! growth and refreshes the view (status line or `top`).
 
-use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
@@ -55,6 +54,10 @@ pub struct Session<'a> {
     pub pie_pid: Option<(u32, std::path::PathBuf)>,
     /// Checks the first events against the binary (wrong offsets abort).
     pub validator: crate::validate::Validator,
+    /// Writes every record and growth sample to a recording (`--record`).
+    pub recorder: Option<&'a mut crate::record::Recorder>,
+    /// Refreshed once a second.
+    pub view: &'a mut dyn crate::view::View,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
@@ -82,9 +85,13 @@ fn drain(
     model: &mut Model,
     counts: &mut Counts,
     validator: &mut crate::validate::Validator,
+    mut recorder: Option<&mut crate::record::Recorder>,
 ) -> Result<(), crate::validate::ValidationError> {
     while let Some(item) = ring.next() {
         counts.events += 1;
+        if let Some(r) = recorder.as_deref_mut() {
+            r.event(&item);
+        }
         match decode(&item) {
             Ok(ev) => {
                 validator.check(&ev)?;
@@ -97,6 +104,15 @@ fn drain(
         }
     }
     Ok(())
+}
+
+/// Growth sample of every creation site, `t_s` seconds into the trace
+/// (recorded, so a replay samples at the same points).
+fn sample(model: &mut Model, recorder: Option<&mut crate::record::Recorder>, t_s: f64) {
+    if let Some(r) = recorder {
+        r.tick(t_s);
+    }
+    model.goroutines.sample_sites(t_s);
 }
 
 impl Session<'_> {
@@ -121,12 +137,12 @@ impl Session<'_> {
         tokio::pin!(exited);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let status = std::io::stderr().is_terminal();
         let mut counts = Counts {
             events: 0,
             undecodable: 0,
         };
         let mut last_events = 0;
+        let mut last_tick_ns = start_ns;
         if let Some(ready) = self.on_ready.take() {
             ready()?;
         }
@@ -138,7 +154,13 @@ impl Session<'_> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), self.model, &mut counts, &mut self.validator)?;
+                    drain(
+                        guard.get_inner_mut(),
+                        self.model,
+                        &mut counts,
+                        &mut self.validator,
+                        self.recorder.as_deref_mut(),
+                    )?;
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
@@ -148,18 +170,20 @@ impl Session<'_> {
                             .as_ref()
                             .and_then(|(pid, bin)| crate::target::load_bias(*pid, bin));
                     }
-                    let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
-                    self.model.goroutines.sample_sites(t);
-                    if status {
-                        let s = self.model.goroutines.stats();
-                        let dropped = self.probes.counters().map(|c| c.dropped_total).unwrap_or(0);
-                        eprint!(
-                            "\r\x1b[Kgotrace: {} live | {} created | {} exited | {} events/s | {} dropped",
-                            self.model.goroutines.live_count(), s.created, s.exited,
-                            counts.events - last_events, dropped
-                        );
-                        let _ = std::io::stderr().flush();
-                    }
+                    let now = monotonic_ns();
+                    let t = now.saturating_sub(start_ns) as f64 / 1e9;
+                    sample(self.model, self.recorder.as_deref_mut(), t);
+                    let kernel = self.probes.counters().unwrap_or_default();
+                    let secs = now.saturating_sub(last_tick_ns).max(1) as f64 / 1e9;
+                    self.view.tick(&crate::view::Tick {
+                        t_s: t,
+                        model: self.model,
+                        events_total: counts.events,
+                        events_per_s: (counts.events - last_events) as f64 / secs,
+                        kernel: &kernel,
+                        load_bias: load_bias.unwrap_or(0),
+                    });
+                    last_tick_ns = now;
                     last_events = counts.events;
                 }
                 _ = sigint.recv() => break EndReason::Signal,
@@ -174,13 +198,19 @@ impl Session<'_> {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
-        drain(ring.get_mut(), self.model, &mut counts, &mut self.validator)?;
-        self.model
-            .goroutines
-            .sample_sites(end_ns.saturating_sub(start_ns) as f64 / 1e9);
-        if status {
-            eprintln!();
-        }
+        drain(
+            ring.get_mut(),
+            self.model,
+            &mut counts,
+            &mut self.validator,
+            self.recorder.as_deref_mut(),
+        )?;
+        sample(
+            self.model,
+            self.recorder.as_deref_mut(),
+            end_ns.saturating_sub(start_ns) as f64 / 1e9,
+        );
+        self.view.close();
         Ok(Outcome {
             end,
             start_ns,

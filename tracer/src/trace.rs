@@ -1,24 +1,25 @@
 //! One trace, end to end: inspect the target binary, attach, run the session,
 //! write the report.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::Cli;
+use crate::capture::{Capture, End, Meta};
+use crate::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TraceArgs};
 use crate::gobin::GoBinary;
 use crate::goruntime::hooks::{MAX_VERIFIED, MIN_SUPPORTED};
-use crate::model::{Model, State};
+use crate::model::Model;
 use crate::probe::context as ctxprobe;
 use crate::probe::{Probes, goroutine};
-use crate::report::{self, BuildInput, Report, resolve::StackResolver};
+use crate::record::Recorder;
+use crate::report::Report;
 use crate::session::{EndReason, Session};
 use crate::target::{self, ExitWatcher, HeldChild};
 
 pub struct TraceOutcome {
     pub report: Report,
-    pub report_path: PathBuf,
 }
 
 impl TraceOutcome {
@@ -29,7 +30,7 @@ impl TraceOutcome {
 }
 
 /// The binary, checked to be a Go program gotrace can trace.
-fn inspect(path: &Path, shown: &str) -> anyhow::Result<GoBinary> {
+pub(crate) fn inspect(path: &Path, shown: &str) -> anyhow::Result<GoBinary> {
     let bin = GoBinary::open(path).with_context(|| format!("cannot trace {shown}"))?;
     let v = bin.version();
     if (v.major, v.minor) < MIN_SUPPORTED {
@@ -56,10 +57,97 @@ enum Mode {
     Command(Vec<String>),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
-    let mode = match (cli.pid, cli.command.is_empty()) {
+/// What the user sees while the trace runs.
+#[derive(Clone, Copy, Debug)]
+pub enum ViewChoice {
+    /// A status line on stderr when it is a terminal.
+    Status,
+    /// `gotrace top`: a screen on stdout (`tty`) or one line per second.
+    Top { tty: bool },
+}
+
+/// `gotrace [--pid N | -- CMD]`: trace, then write every output.
+pub fn run(args: TraceArgs) -> anyhow::Result<TraceOutcome> {
+    let leak_threshold = args.report.leak_threshold.unwrap_or(DEFAULT_LEAK_THRESHOLD);
+    let traced = trace(
+        &args.target,
+        leak_threshold,
+        args.record.as_deref(),
+        ViewChoice::Status,
+    )?;
+    finish(
+        &traced,
+        Some(&args.output),
+        leak_threshold,
+        args.report.contexts,
+    )
+}
+
+/// `gotrace top`: the live view, then the summary (and the outputs with -o).
+pub fn run_top(args: crate::cli::TopArgs) -> anyhow::Result<TraceOutcome> {
+    use std::io::IsTerminal as _;
+    let leak_threshold = args.report.leak_threshold.unwrap_or(DEFAULT_LEAK_THRESHOLD);
+    let tty = std::io::stdout().is_terminal();
+    let traced = trace(&args.target, leak_threshold, None, ViewChoice::Top { tty })?;
+    finish(
+        &traced,
+        args.output.as_deref(),
+        leak_threshold,
+        args.report.contexts,
+    )
+}
+
+/// A finished live trace: the capture and what is needed to symbolise it.
+pub struct Traced {
+    pub capture: Capture,
+    pub bin: GoBinary,
+    pub layout: crate::gobin::layout::RuntimeLayout,
+    pub symbolizer: crate::gobin::symbolize::Symbolizer,
+}
+
+/// Builds the report (and writes the outputs to `dir`), prints the summary.
+pub fn finish(
+    t: &Traced,
+    dir: Option<&Path>,
+    leak_threshold: Duration,
+    contexts: bool,
+) -> anyhow::Result<TraceOutcome> {
+    let produced = crate::outputs::produce(
+        &t.capture,
+        &t.bin,
+        &t.layout,
+        &t.symbolizer,
+        &crate::outputs::Options {
+            dir,
+            leak_threshold,
+        },
+    )?;
+    print!(
+        "{}",
+        crate::report::text::render(&produced.report, contexts)
+    );
+    if let Some(p) = &produced.report_path {
+        eprintln!("gotrace: report written to {}", p.display());
+    }
+    for line in &produced.notes {
+        eprintln!("gotrace: {line}");
+    }
+    Ok(TraceOutcome {
+        report: produced.report,
+    })
+}
+
+/// Attaches to the target, runs the session until it ends and returns the
+/// capture (with every stack it references read out of the kernel).
+pub fn trace(
+    args: &TargetArgs,
+    leak_threshold: Duration,
+    record: Option<&Path>,
+    view: ViewChoice,
+) -> anyhow::Result<Traced> {
+    let mode = match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => Mode::Pid(pid),
-        (None, false) => Mode::Command(cli.command.clone()),
+        (None, false) => Mode::Command(args.command.clone()),
         _ => bail!("nothing to trace: give --pid PID or -- CMD [ARGS...]"),
     };
     let (exe_path, shown) = match &mode {
@@ -92,7 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     {
         // The context probes compare against absolute addresses: a PIE
         // started under us has no load address before exec.
-        Ok(_) if bin.is_pie() && !cli.command.is_empty() => {
+        Ok(_) if bin.is_pie() && !args.command.is_empty() => {
             Err("contexts of PIE binaries can only be traced with --pid".to_string())
         }
         other => other,
@@ -106,8 +194,6 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         points.extend(p.iter().cloned());
     }
     let symbolizer = bin.symbolizer().context("cannot load symbols")?;
-    std::fs::create_dir_all(&cli.output)
-        .with_context(|| format!("cannot create output directory {}", cli.output.display()))?;
 
     // Start a command held before exec (still single-threaded here).
     let mut child: Option<HeldChild> = match &mode {
@@ -150,6 +236,33 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             return Err(e);
         }
     };
+    let meta = Meta {
+        pid,
+        exe: std::fs::canonicalize(&exe_path)
+            .unwrap_or(exe_path.clone())
+            .display()
+            .to_string(),
+        build_id: bin.build_id(),
+        go_version: bin.version().raw.clone(),
+        arch: format!("{:?}", bin.arch()).to_lowercase(),
+        contexts_not_traced: ctx_plan.as_ref().err().cloned(),
+        timers_not_traced: timer_plan.as_ref().err().cloned(),
+        probes_attached: probes.attached(),
+        leak_threshold_ns: leak_threshold.as_nanos() as u64,
+    };
+    let mut recorder = match record {
+        Some(path) => match Recorder::create(path, &meta) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                drop(probes);
+                if let Some(c) = child.take() {
+                    c.abort();
+                }
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     eprintln!(
         "gotrace: attached {} uprobes to PID {pid} ({}, {}); Ctrl-C to stop",
         probes.attached(),
@@ -157,13 +270,24 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
         bin.version().raw
     );
 
+    let mut view: Box<dyn crate::view::View + '_> = match view {
+        ViewChoice::Status => Box::new(crate::view::status::StatusLine::new()),
+        ViewChoice::Top { tty } => Box::new(crate::view::top::Top::new(
+            &bin,
+            &symbolizer,
+            &layout.wait_reasons,
+            format!("PID {pid} {} ({})", exe_path.display(), bin.version().raw),
+            tty,
+            Box::new(std::io::stdout()),
+        )),
+    };
     let mut model = Model::default();
     let outcome = runtime.block_on(
         Session {
             probes: &mut probes,
             model: &mut model,
             exit: &exit,
-            duration: cli.duration,
+            duration: args.duration,
             pie_pid: bin.is_pie().then(|| (pid, exe_path.clone())),
             validator: crate::validate::Validator::new(
                 bin.symbols().iter().map(|f| f.addr).collect(),
@@ -177,34 +301,24 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
             on_ready: child
                 .as_mut()
                 .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
+            recorder: recorder.as_mut(),
+            view: view.as_mut(),
         }
         .run(),
-    )?;
+    );
+    drop(view);
+    let outcome = outcome?;
 
-    // Resolve every stack the live goroutines reference, while the maps exist.
-    let mut ids = HashSet::new();
-    for g in model.goroutines.live() {
-        ids.extend(g.create_stack.map(|s| s.id));
-        if let State::Parked(p) = g.state {
-            ids.extend(p.stack.map(|s| s.id));
-        }
-    }
-    for t in model.timers.unstopped() {
-        ids.extend(t.stack.map(|s| s.id));
-    }
-    for n in model.contexts.nodes() {
-        ids.extend(n.create_stack.map(|s| s.id));
-        ids.extend(n.cancel.as_ref().and_then(|c| c.stack).map(|s| s.id));
-    }
-    let raw: HashMap<i32, Vec<u64>> = ids
+    // Read every stack the model references while the maps exist.
+    let stacks = model
+        .stack_ids()
         .into_iter()
         .filter_map(|id| Some((id, probes.stack(id)?)))
         .collect();
     let kernel = probes.counters()?;
-    let probes_attached = probes.attached();
     drop(probes); // detach every uprobe before the slow part
 
-    let bias = if bin.is_pie() {
+    let load_bias = if bin.is_pie() {
         outcome
             .load_bias
             .or_else(|| target::load_bias(pid, &exe_path))
@@ -212,114 +326,35 @@ pub fn run(cli: Cli) -> anyhow::Result<TraceOutcome> {
     } else {
         0
     };
-    let mut resolver = StackResolver::new(&bin, &symbolizer, raw, bias);
-    let exit_desc = match &outcome.end {
-        EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
-        _ => None,
-    };
-    let mut report = report::build(BuildInput {
-        model: &model.goroutines,
-        resolver: &mut resolver,
-        wait_reasons: &layout.wait_reasons,
+    let end = End {
+        ended_by: outcome.end.name().to_string(),
+        exit: match &outcome.end {
+            EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+            _ => None,
+        },
         start_ns: outcome.start_ns,
         end_ns: outcome.end_ns,
-        leak_threshold: cli.leak_threshold,
-        target: report::Target {
-            pid,
-            exe: std::fs::canonicalize(&exe_path)
-                .unwrap_or(exe_path.clone())
-                .display()
-                .to_string(),
-            go_version: bin.version().raw.clone(),
-            arch: format!("{:?}", bin.arch()).to_lowercase(),
-            exit: exit_desc,
-        },
-        trace: report::Trace {
-            duration_s: 0.0,
-            ended_by: outcome.end.name().to_string(),
-            leak_threshold_s: 0.0,
-            probes_attached,
-            events_received: outcome.events,
-            events_undecodable: outcome.undecodable,
-            kernel,
-            duplicates_ignored: 0,
-            inconsistent_events: 0,
-        },
-    });
-    report.contexts = match &ctx_plan {
-        Ok(p) => report::contexts::build(
-            &model.contexts,
-            &model.goroutines,
-            &mut resolver,
-            &report::contexts::ContextInput {
-                itabs: &p.itabs,
-                end_ns: outcome.end_ns,
-                end_unix_ns: outcome.end_unix_ns,
-                leak_threshold_s: cli.leak_threshold.as_secs_f64(),
-            },
-        ),
-        Err(why) => report::contexts::ContextReport {
-            not_traced: Some(why.clone()),
-            ..Default::default()
-        },
+        end_unix_ns: outcome.end_unix_ns as i64,
+        events: outcome.events,
+        undecodable: outcome.undecodable,
+        load_bias,
+        kernel,
     };
-    report.timers = match &timer_plan {
-        Ok(_) => report::timers::build(
-            &model.timers,
-            &model.goroutines,
-            &mut resolver,
-            &report::timers::TimerInput {
-                end_ns: outcome.end_ns,
-                leak_threshold_s: cli.leak_threshold.as_secs_f64(),
-                collects_unreferenced: crate::goruntime::hooks::unreferenced_timers_collected(
-                    bin.version(),
-                ),
-            },
-        ),
-        Err(why) => report::timers::TimerReport {
-            not_traced: Some(why.clone()),
-            ..Default::default()
+    if let (Some(r), Some(path)) = (recorder, record) {
+        match r.finish(&end, &stacks) {
+            Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
+            Err(e) => eprintln!("gotrace: warning: {:#}", anyhow::Error::from(e)),
+        }
+    }
+    Ok(Traced {
+        capture: Capture {
+            meta,
+            model,
+            stacks,
+            end,
         },
-    };
-    // Flame graphs (and their folded stacks) next to report.json.
-    let stacks = crate::export::folded::collect(
-        &model.goroutines,
-        &mut resolver,
-        &layout.wait_reasons,
-        outcome.end_ns,
-        cli.leak_threshold.as_nanos() as u64,
-    );
-    let subtitle = format!(
-        "PID {pid} {} ({}), {:.1}s",
-        exe_path.display(),
-        bin.version().raw,
-        report.trace.duration_s
-    );
-    let mut drawn = crate::export::flamegraph::write_all(&cli.output, &stacks, &subtitle)?;
-    let (goroutines_pb, blocked_pb) = crate::export::folded::pprof_profiles(
-        &stacks,
-        outcome.end_unix_ns as i64 - (outcome.end_ns - outcome.start_ns) as i64,
-        (outcome.end_ns - outcome.start_ns) as i64,
-    );
-    for (name, bytes) in [
-        ("goroutines.pb.gz", goroutines_pb),
-        ("blocked.pb.gz", blocked_pb),
-    ] {
-        let path = cli.output.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        drawn.push(format!("pprof profile (go tool pprof): {}", path.display()));
-    }
-    let report_path = cli.output.join("report.json");
-    let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(&report_path, json + "\n")
-        .with_context(|| format!("cannot write {}", report_path.display()))?;
-    print!("{}", report::text::render(&report, cli.contexts));
-    eprintln!("gotrace: report written to {}", report_path.display());
-    for line in drawn {
-        eprintln!("gotrace: {line}");
-    }
-    Ok(TraceOutcome {
-        report,
-        report_path,
+        bin,
+        layout,
+        symbolizer,
     })
 }

@@ -47,9 +47,13 @@ pub fn write_all(dir: &Path, stacks: &Stacks, subtitle: &str) -> anyhow::Result<
     for spec in specs {
         let lines = fold(spec.stacks);
         let folded = dir.join(format!("{}.folded", spec.file));
-        std::fs::write(
+        crate::outfile::write(
             &folded,
-            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            lines
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .as_bytes(),
         )
         .with_context(|| format!("cannot write {}", folded.display()))?;
         let svg: PathBuf = dir.join(format!("{}.svg", spec.file));
@@ -66,7 +70,7 @@ pub fn write_all(dir: &Path, stacks: &Stacks, subtitle: &str) -> anyhow::Result<
         opts.title = spec.title.to_string();
         opts.subtitle = Some(subtitle.to_string());
         opts.count_name = spec.count_name.to_string();
-        let out = std::fs::File::create(&svg)
+        let out = crate::outfile::create(&svg)
             .with_context(|| format!("cannot write {}", svg.display()))?;
         inferno::flamegraph::from_lines(
             &mut opts,

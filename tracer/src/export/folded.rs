@@ -68,7 +68,7 @@ pub fn collect(
             weight: 1,
         });
     }
-    let created = gs
+    let created: Vec<Weighted> = gs
         .creations()
         .iter()
         .map(|((stack, startpc), n)| Weighted {
@@ -78,7 +78,7 @@ pub fn collect(
             weight: *n,
         })
         .collect();
-    let off_cpu = gs
+    let off_cpu: Vec<Weighted> = gs
         .off_cpu_at(end_ns)
         .into_iter()
         .filter(|(_, ns)| *ns >= 1_000)
@@ -89,12 +89,25 @@ pub fn collect(
             weight: ns / 1_000,
         })
         .collect();
-    Stacks {
+    let mut stacks = Stacks {
         blocked,
         created,
         off_cpu,
         suspects,
+    };
+    // The model's maps iterate in no fixed order; exports must not depend
+    // on it (a replayed recording gives byte-identical files).
+    for set in [
+        &mut stacks.blocked,
+        &mut stacks.created,
+        &mut stacks.off_cpu,
+        &mut stacks.suspects,
+    ] {
+        set.sort_by(|a, b| {
+            (&a.root, &a.frames, &a.leaf, a.weight).cmp(&(&b.root, &b.frames, &b.leaf, b.weight))
+        });
     }
+    stacks
 }
 
 /// Folded lines, root first, merged and sorted (stable output).

@@ -203,6 +203,14 @@ impl GoBinary {
         &self.path
     }
 
+    /// The Go build id (`.note.go.buildid`, what `go tool buildid` prints),
+    /// or None when the binary has none (e.g. linked with `-buildid=`).
+    pub fn build_id(&self) -> Option<String> {
+        let elf = self.elf().ok()?;
+        let data = elf.section_by_name(".note.go.buildid")?.data().ok()?;
+        parse_go_build_id_note(data)
+    }
+
     pub fn arch(&self) -> Arch {
         self.arch
     }
@@ -408,4 +416,27 @@ impl GoBinary {
         };
         symbolize::Symbolizer::new(dwarf, self.symbols.clone(), &self.path)
     }
+}
+
+/// The descriptor of a `Go` note of type 4 (GO_BUILDID) in a note section.
+fn parse_go_build_id_note(mut data: &[u8]) -> Option<String> {
+    let u32_at = |d: &[u8], i: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(d.get(i..i + 4)?.try_into().ok()?))
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    while data.len() >= 12 {
+        let namesz = u32_at(data, 0)? as usize;
+        let descsz = u32_at(data, 4)? as usize;
+        let kind = u32_at(data, 8)?;
+        let name = data.get(12..12 + namesz)?;
+        let desc_at = 12 + align(namesz);
+        let desc = data.get(desc_at..desc_at.checked_add(descsz)?)?;
+        let name_end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        if &name[..name_end] == b"Go" && kind == 4 {
+            let id = std::str::from_utf8(desc).ok()?.trim_end_matches('\0');
+            return (!id.is_empty()).then(|| id.to_string());
+        }
+        data = data.get(desc_at + align(descsz)..)?;
+    }
+    None
 }

@@ -10,7 +10,7 @@ use super::pclntab::Pclntab;
 use super::symbols::SymbolTable;
 
 /// One (possibly inlined) source frame.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Frame {
     pub function: String,
     pub file: Option<String>,

@@ -388,3 +388,24 @@ fn find_go_picks_installed_toolchains() {
     }
     assert_eq!(find_go("0.1"), None);
 }
+
+#[test]
+fn build_id_matches_go_tool_buildid() {
+    for minor in VERSIONS {
+        let path = probe(minor);
+        let go = find_go(minor).unwrap_or_else(|| panic!("Go {minor} not installed"));
+        let out = Command::new(&go)
+            .args(["tool", "buildid"])
+            .arg(&path)
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .expect("go tool buildid");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(open(&path).build_id().as_deref(), Some(expected.as_str()));
+    }
+}

@@ -24,4 +24,39 @@ impl Model {
         self.contexts.apply(event);
         self.timers.apply(event);
     }
+
+    /// Every kernel stack id the model still refers to: live goroutines'
+    /// creation and blocked stacks, creation sites, parked-time totals,
+    /// unstopped timers and contexts. These are what must be read out of the
+    /// stack map before it goes away.
+    pub fn stack_ids(&self) -> std::collections::BTreeSet<i32> {
+        let mut ids = std::collections::BTreeSet::new();
+        for g in self.goroutines.live() {
+            ids.extend(g.create_stack.map(|s| s.id));
+            if let State::Parked(p) = g.state {
+                ids.extend(p.stack.map(|s| s.id));
+            }
+        }
+        ids.extend(
+            self.goroutines
+                .creations()
+                .keys()
+                .filter_map(|(s, _)| s.map(|s| s.id)),
+        );
+        ids.extend(
+            self.goroutines
+                .off_cpu_at(0)
+                .keys()
+                .filter_map(|(s, _)| s.map(|s| s.id)),
+        );
+        for t in self.timers.unstopped() {
+            ids.extend(t.stack.map(|s| s.id));
+        }
+        for n in self.contexts.nodes() {
+            ids.extend(n.create_stack.map(|s| s.id));
+            ids.extend(n.cancel.as_ref().and_then(|c| c.stack).map(|s| s.id));
+        }
+        ids.remove(&tracer_common::NO_STACK);
+        ids
+    }
 }

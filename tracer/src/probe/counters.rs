@@ -3,10 +3,10 @@
 use aya::maps::{MapData, PerCpuArray};
 use tracer_common::{COUNTER_STACK_ERRORS, EventKind};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelCounters {
     /// Events the ring buffer had no room for, per event kind name.
-    pub dropped: std::collections::BTreeMap<&'static str, u64>,
+    pub dropped: std::collections::BTreeMap<String, u64>,
     pub dropped_total: u64,
     /// User stacks that could not be captured (stack map full / collision).
     pub stack_errors: u64,
@@ -17,7 +17,7 @@ pub fn read(map: &PerCpuArray<&MapData, u64>) -> KernelCounters {
     let mut c = KernelCounters::default();
     for kind in EventKind::ALL {
         let n = sum(kind.index());
-        c.dropped.insert(kind.name(), n);
+        c.dropped.insert(kind.name().to_string(), n);
         c.dropped_total += n;
     }
     c.stack_errors = sum(COUNTER_STACK_ERRORS);

@@ -234,6 +234,11 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             .cmp(&a.count)
             .then(age(b).total_cmp(&age(a)))
             .then(a.start_function.cmp(&b.start_function))
+            // Ties in a fixed order: outputs must not depend on hash order.
+            .then_with(|| a.created_at.cmp(&b.created_at))
+            .then_with(|| a.blocked_at.cmp(&b.blocked_at))
+            .then_with(|| a.wait_reason.cmp(&b.wait_reason))
+            .then_with(|| a.sample_goids.cmp(&b.sample_goids))
     };
     suspects.sort_by(order);
     others.sort_by(order);
@@ -267,6 +272,8 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         b.net_per_s
             .total_cmp(&a.net_per_s)
             .then(b.created.cmp(&a.created))
+            .then_with(|| a.start_function.cmp(&b.start_function))
+            .then_with(|| a.created_at.cmp(&b.created_at))
     });
 
     let suspect_count: usize = suspects.iter().map(|g| g.count).sum();

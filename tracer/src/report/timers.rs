@@ -93,6 +93,7 @@ pub fn build(
             }
         }
         waiting.sort_unstable();
+        looping.sort();
         let (created_at, creation_stack) = sites.remove(&key).unwrap_or_default();
         let verdict = if !waiting.is_empty() || !input.collects_unreferenced {
             "leak"
@@ -114,7 +115,12 @@ pub fn build(
             verdict,
         });
     }
-    out.sort_by_key(|g| std::cmp::Reverse(g.count));
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.created_at.cmp(&b.created_at))
+            .then(a.period_s.total_cmp(&b.period_s))
+    });
     TimerReport {
         not_traced: None,
         started: timers.stats().started,

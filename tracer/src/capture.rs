@@ -1,0 +1,58 @@
+//! A finished trace before symbolisation: what the target is, the model
+//! rebuilt from its events, the raw stacks the model refers to and how the
+//! trace ended. A live trace and a replayed recording both produce one;
+//! `outputs` turns it into the report and the exports, so the two paths
+//! cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Model;
+use crate::probe::counters::KernelCounters;
+
+/// Known at attach time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub pid: u32,
+    /// Canonical path of the traced binary.
+    pub exe: String,
+    /// The binary's Go build id (`.note.go.buildid`), to find it again.
+    pub build_id: Option<String>,
+    pub go_version: String,
+    pub arch: String,
+    /// Why contexts were not traced; None when they were.
+    pub contexts_not_traced: Option<String>,
+    /// Why timers were not traced; None when they were.
+    pub timers_not_traced: Option<String>,
+    pub probes_attached: usize,
+    /// Leak threshold the trace ran with (the default for `report`).
+    pub leak_threshold_ns: u64,
+}
+
+/// Known when the trace ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    /// "duration", "signal" or "target-exit".
+    pub ended_by: String,
+    /// How the target ended, if it did.
+    pub exit: Option<String>,
+    /// CLOCK_MONOTONIC ns of the trace window.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Wall clock (unix ns) at `end_ns`.
+    pub end_unix_ns: i64,
+    pub events: u64,
+    pub undecodable: u64,
+    /// Runtime address minus binary address (non-zero for a PIE).
+    pub load_bias: u64,
+    pub kernel: KernelCounters,
+}
+
+pub struct Capture {
+    pub meta: Meta,
+    pub model: Model,
+    /// Raw user stacks (innermost first) by kernel stack id.
+    pub stacks: BTreeMap<i32, Vec<u64>>,
+    pub end: End,
+}

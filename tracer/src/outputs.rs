@@ -1,0 +1,154 @@
+//! A [`Capture`] → the report and every export. The live trace and
+//! `gotrace report FILE` both end here, so an offline report is the live one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::capture::Capture;
+use crate::gobin::GoBinary;
+use crate::gobin::layout::RuntimeLayout;
+use crate::gobin::symbolize::Symbolizer;
+use crate::report::{self, BuildInput, Report, resolve::StackResolver};
+
+pub struct Options<'a> {
+    /// Where to write report.json, flame graphs and profiles; None: build
+    /// the report only.
+    pub dir: Option<&'a Path>,
+    pub leak_threshold: Duration,
+}
+
+pub struct Produced {
+    pub report: Report,
+    pub report_path: Option<PathBuf>,
+    /// One line per file written ("Blocked goroutines…: out/blocked.svg").
+    pub notes: Vec<String>,
+}
+
+pub fn produce(
+    capture: &Capture,
+    bin: &GoBinary,
+    layout: &RuntimeLayout,
+    symbolizer: &Symbolizer,
+    opts: &Options<'_>,
+) -> anyhow::Result<Produced> {
+    let Capture {
+        meta,
+        model,
+        stacks,
+        end,
+    } = capture;
+    let raw: HashMap<i32, Vec<u64>> = stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let mut resolver = StackResolver::new(bin, symbolizer, raw, end.load_bias);
+    let leak_threshold_s = opts.leak_threshold.as_secs_f64();
+    let mut report = report::build(BuildInput {
+        model: &model.goroutines,
+        resolver: &mut resolver,
+        wait_reasons: &layout.wait_reasons,
+        start_ns: end.start_ns,
+        end_ns: end.end_ns,
+        leak_threshold: opts.leak_threshold,
+        target: report::Target {
+            pid: meta.pid,
+            exe: meta.exe.clone(),
+            go_version: meta.go_version.clone(),
+            arch: meta.arch.clone(),
+            exit: end.exit.clone(),
+        },
+        trace: report::Trace {
+            duration_s: 0.0,
+            ended_by: end.ended_by.clone(),
+            leak_threshold_s: 0.0,
+            probes_attached: meta.probes_attached,
+            events_received: end.events,
+            events_undecodable: end.undecodable,
+            kernel: end.kernel.clone(),
+            duplicates_ignored: 0,
+            inconsistent_events: 0,
+        },
+    });
+    report.contexts = match &meta.contexts_not_traced {
+        None => {
+            let itabs = bin.itabs().context("cannot read the binary's itabs")?;
+            report::contexts::build(
+                &model.contexts,
+                &model.goroutines,
+                &mut resolver,
+                &report::contexts::ContextInput {
+                    itabs: &itabs,
+                    end_ns: end.end_ns,
+                    end_unix_ns: end.end_unix_ns as i128,
+                    leak_threshold_s,
+                },
+            )
+        }
+        Some(why) => report::contexts::ContextReport {
+            not_traced: Some(why.clone()),
+            ..Default::default()
+        },
+    };
+    report.timers = match &meta.timers_not_traced {
+        None => report::timers::build(
+            &model.timers,
+            &model.goroutines,
+            &mut resolver,
+            &report::timers::TimerInput {
+                end_ns: end.end_ns,
+                leak_threshold_s,
+                collects_unreferenced: crate::goruntime::hooks::unreferenced_timers_collected(
+                    bin.version(),
+                ),
+            },
+        ),
+        Some(why) => report::timers::TimerReport {
+            not_traced: Some(why.clone()),
+            ..Default::default()
+        },
+    };
+    let Some(dir) = opts.dir else {
+        return Ok(Produced {
+            report,
+            report_path: None,
+            notes: Vec::new(),
+        });
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+
+    // Flame graphs (and their folded stacks) next to report.json.
+    let folded = crate::export::folded::collect(
+        &model.goroutines,
+        &mut resolver,
+        &layout.wait_reasons,
+        end.end_ns,
+        opts.leak_threshold.as_nanos() as u64,
+    );
+    let subtitle = format!(
+        "PID {} {} ({}), {:.1}s",
+        meta.pid, meta.exe, meta.go_version, report.trace.duration_s
+    );
+    let mut notes = crate::export::flamegraph::write_all(dir, &folded, &subtitle)?;
+    let window_ns = end.end_ns.saturating_sub(end.start_ns) as i64;
+    let (goroutines_pb, blocked_pb) =
+        crate::export::folded::pprof_profiles(&folded, end.end_unix_ns - window_ns, window_ns);
+    for (name, bytes) in [
+        ("goroutines.pb.gz", goroutines_pb),
+        ("blocked.pb.gz", blocked_pb),
+    ] {
+        let path = dir.join(name);
+        crate::outfile::write(&path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        notes.push(format!("pprof profile (go tool pprof): {}", path.display()));
+    }
+    let report_path = dir.join("report.json");
+    let json = serde_json::to_string_pretty(&report)?;
+    crate::outfile::write(&report_path, (json + "\n").as_bytes())
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    Ok(Produced {
+        report,
+        report_path: Some(report_path),
+        notes,
+    })
+}

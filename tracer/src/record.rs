@@ -1,0 +1,268 @@
+//! Recordings: the raw event stream of a trace, written as it arrives, plus
+//! what is needed to rebuild every output later (`gotrace report FILE`)
+//! without root and without the process: the target's identity (path and
+//! Go build id, to find and check the binary), the growth-sampling ticks,
+//! and at the end the raw stacks the model refers to, the kernel counters
+//! and how the trace ended.
+//!
+//! Format: the magic `GOTRACE\0`, a u32 format version and a byte order
+//! tag (`L`/`B`, the recording host's: events are stored in the native
+//! layout of `tracer-common`), then frames of `u8 tag, u32 length (LE),
+//! payload`:
+//!
+//! | tag | payload |
+//! |-----|---------|
+//! | 1 META  | JSON: [`Meta`] |
+//! | 2 EVENT | one ring-buffer record, byte for byte |
+//! | 3 TICK  | u64 LE: bits of the f64 seconds since start of a growth sample |
+//! | 4 END   | JSON: [`Trailer`] (end of trace, counters, raw stacks) |
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::{Capture, End, Meta};
+use crate::decode::decode;
+use crate::model::Model;
+
+const MAGIC: &[u8; 8] = b"GOTRACE\0";
+const VERSION: u32 = 1;
+const TAG_META: u8 = 1;
+const TAG_EVENT: u8 = 2;
+const TAG_TICK: u8 = 3;
+const TAG_END: u8 = 4;
+/// Largest frame accepted when reading (a corrupt length must not make us
+/// allocate gigabytes).
+const MAX_FRAME: u32 = 256 << 20;
+
+fn endian_tag() -> u8 {
+    if cfg!(target_endian = "little") {
+        b'L'
+    } else {
+        b'B'
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot write recording {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read recording {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a gotrace recording")]
+    NotARecording { path: PathBuf },
+    #[error("{path} is a recording of format {found}; this gotrace reads format {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path} was recorded on a host of the other byte order")]
+    ByteOrder { path: PathBuf },
+    #[error("{path} is corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "{path} ends before the end of its trace (the recording gotrace was killed or the disk filled up)"
+    )]
+    Truncated { path: PathBuf },
+}
+
+/// The END frame.
+#[derive(Serialize, Deserialize)]
+pub struct Trailer {
+    pub end: End,
+    pub stacks: BTreeMap<i32, Vec<u64>>,
+}
+
+/// Writes a recording as the trace runs. A write error stops the recording
+/// (the trace goes on) and is reported by [`Recorder::finish`].
+pub struct Recorder {
+    path: PathBuf,
+    w: BufWriter<File>,
+    error: Option<io::Error>,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
+        let err = |source| RecordError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = crate::outfile::create(path).map_err(err)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let mut head = MAGIC.to_vec();
+        head.extend(VERSION.to_le_bytes());
+        head.push(endian_tag());
+        w.write_all(&head).map_err(err)?;
+        let mut r = Recorder {
+            path: path.to_path_buf(),
+            w,
+            error: None,
+        };
+        let json = serde_json::to_vec(meta).expect("Meta serialises");
+        r.frame(TAG_META, &json);
+        match r.error.take() {
+            Some(e) => Err(err(e)),
+            None => Ok(r),
+        }
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        let len = payload.len() as u32;
+        let res = self
+            .w
+            .write_all(&[tag])
+            .and_then(|_| self.w.write_all(&len.to_le_bytes()))
+            .and_then(|_| self.w.write_all(payload));
+        if let Err(e) = res {
+            log::warn!("recording to {} stopped: {e}", self.path.display());
+            self.error = Some(e);
+        }
+    }
+
+    /// One ring-buffer record, as received.
+    pub fn event(&mut self, bytes: &[u8]) {
+        self.frame(TAG_EVENT, bytes);
+    }
+
+    /// A growth sample taken `t_s` seconds after the start.
+    pub fn tick(&mut self, t_s: f64) {
+        self.frame(TAG_TICK, &t_s.to_bits().to_le_bytes());
+    }
+
+    pub fn finish(
+        mut self,
+        end: &End,
+        stacks: &BTreeMap<i32, Vec<u64>>,
+    ) -> Result<(), RecordError> {
+        let trailer = Trailer {
+            end: end.clone(),
+            stacks: stacks.clone(),
+        };
+        let json = serde_json::to_vec(&trailer).expect("Trailer serialises");
+        self.frame(TAG_END, &json);
+        let err = |source| RecordError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(e) = self.error.take() {
+            return Err(err(e));
+        }
+        self.w.flush().map_err(err)?;
+        self.w.get_ref().sync_data().map_err(err)
+    }
+}
+
+/// Reads a recording back into a [`Capture`]: every event goes through the
+/// same decoder and model as in a live trace, in the same order, with the
+/// growth samples at the same points.
+pub fn replay(path: &Path) -> Result<Capture, RecordError> {
+    let rd = |source| RecordError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |why: String| RecordError::Corrupt {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(rd)?);
+    let mut head = [0u8; 13];
+    if let Err(e) = r.read_exact(&mut head) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            RecordError::NotARecording {
+                path: path.to_path_buf(),
+            }
+        } else {
+            rd(e)
+        });
+    }
+    if &head[..8] != MAGIC {
+        return Err(RecordError::NotARecording {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(RecordError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if head[12] != endian_tag() {
+        return Err(RecordError::ByteOrder {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut meta: Option<Meta> = None;
+    let mut model = Model::default();
+    let mut buf = Vec::new();
+    loop {
+        let mut fh = [0u8; 5];
+        match r.read_exact(&mut fh) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(RecordError::Truncated {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(rd(e)),
+        }
+        let len = u32::from_le_bytes(fh[1..5].try_into().expect("4 bytes"));
+        if len > MAX_FRAME {
+            return Err(corrupt(format!("frame of {len} bytes")));
+        }
+        buf.resize(len as usize, 0);
+        r.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                RecordError::Truncated {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                rd(e)
+            }
+        })?;
+        match fh[0] {
+            TAG_META => {
+                meta = Some(
+                    serde_json::from_slice(&buf).map_err(|e| corrupt(format!("header: {e}")))?,
+                );
+            }
+            TAG_EVENT => {
+                // Undecodable records were counted live; they are in End.
+                if let Ok(ev) = decode(&buf) {
+                    model.apply(&ev);
+                }
+            }
+            TAG_TICK => {
+                let bits = u64::from_le_bytes(
+                    buf.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt(format!("tick of {len} bytes")))?,
+                );
+                model.goroutines.sample_sites(f64::from_bits(bits));
+            }
+            TAG_END => {
+                let t: Trailer =
+                    serde_json::from_slice(&buf).map_err(|e| corrupt(format!("trailer: {e}")))?;
+                let meta = meta.ok_or_else(|| corrupt("no header before the trailer".into()))?;
+                return Ok(Capture {
+                    meta,
+                    model,
+                    stacks: t.stacks,
+                    end: t.end,
+                });
+            }
+            other => return Err(corrupt(format!("unknown frame tag {other}"))),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! What the user sees while a trace runs. The session calls its view once a
+//! second with the model as it stands; views never change the model.
+//!
+//! - [`status::StatusLine`]: one refreshing line on a terminal's stderr
+//!   (nothing otherwise), for `gotrace --pid N`.
+//! - [`top::Top`]: `gotrace top`, a full-screen table, or plain lines when
+//!   stdout is not a terminal.
+
+pub mod status;
+pub mod top;
+
+use crate::model::Model;
+use crate::probe::counters::KernelCounters;
+
+/// The state of the trace at one refresh.
+pub struct Tick<'m> {
+    /// Seconds since the trace started.
+    pub t_s: f64,
+    pub model: &'m Model,
+    pub events_total: u64,
+    /// Events received since the previous tick, per second.
+    pub events_per_s: f64,
+    pub kernel: &'m KernelCounters,
+    /// Runtime address minus binary address, once known (PIE).
+    pub load_bias: u64,
+}
+
+pub trait View {
+    fn tick(&mut self, tick: &Tick<'_>);
+    /// The trace is over: restore the terminal.
+    fn close(&mut self);
+}
