@@ -369,6 +369,25 @@ pub fn trace_pid_with_siblings(
     })
 }
 
+/// `gotrace ARGS` with no stdin, to completion.
+pub fn gotrace(args: &[&str]) -> Output {
+    Command::new(gotrace_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gotrace")
+}
+
+/// Exit status 1 and exactly one line on stderr, containing `needle`.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("gotrace: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
+}
+
 /// Go toolchains every end-to-end fixture test runs against (`cargo xtask
 /// setup` installs them).
 pub const GO_VERSIONS: [&str; 6] = ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"];

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard, trace_pid_with_siblings};
+use gotrace_e2e::{
+    assert_one_line_error, fixture, gotrace, gotrace_bin, root_guard, trace_pid_with_siblings,
+};
 
 fn check_group(report: &serde_json::Value) {
     let g = report["suspects"]
@@ -137,24 +139,6 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn gotrace(args: &[&str]) -> Output {
-    Command::new(gotrace_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gotrace")
-}
-
-/// Exit status 1 and exactly one line on stderr, containing `needle`.
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
-    assert!(lines[0].starts_with("gotrace: error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
 }
 
 #[test]

@@ -45,6 +45,12 @@ pub struct TargetArgs {
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Size of the ring buffer the probes write events into (a power of two,
+    /// at least one page: 64K, 8M, 1G). Events that find it full are dropped
+    /// and counted; raise it if the summary shows drops.
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, default_value = "8M")]
+    pub ring_buffer: u32,
+
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -116,6 +122,30 @@ pub struct TopArgs {
 /// Default leak threshold of a live trace.
 pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(5);
 
+/// "64K", "8M", "1G" or bytes: a power of two of at least one page.
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 64K, 8M, 1G)"))?;
+    let bytes = n.saturating_mul(mult);
+    // SAFETY: trivial libc call.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    if !bytes.is_power_of_two() || bytes < page || bytes > 1 << 30 {
+        return Err(format!(
+            "ring buffer size {s:?} must be a power of two between {}K and 1G",
+            page >> 10
+        ));
+    }
+    Ok(bytes as u32)
+}
+
 /// "30s", "500ms", "2m", "1h", "1.5s" or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -156,6 +186,17 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
+        assert!(parse_ring_size("3M").is_err());
+        assert!(parse_ring_size("2G").is_err());
+        assert!(parse_ring_size("1K").is_err());
+        assert!(parse_ring_size("x").is_err());
     }
 
     #[test]

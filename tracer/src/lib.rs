@@ -14,6 +14,7 @@ pub mod decode;
 pub mod export;
 pub mod gobin;
 pub mod goruntime;
+pub mod lock;
 pub mod model;
 pub mod offline;
 pub mod outfile;

@@ -18,6 +18,8 @@ pub enum EndReason {
     Duration,
     Signal,
     TargetExit(Option<String>),
+    /// The target exec'd this program (its probes went with the old image).
+    TargetExec(String),
 }
 
 impl EndReason {
@@ -26,6 +28,7 @@ impl EndReason {
             EndReason::Duration => "duration",
             EndReason::Signal => "signal",
             EndReason::TargetExit(_) => "target-exit",
+            EndReason::TargetExec(_) => "target-exec",
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct Session<'a> {
     pub recorder: Option<&'a mut crate::record::Recorder>,
     /// Refreshed once a second.
     pub view: &'a mut dyn crate::view::View,
+    /// Ends the trace when the target execs another program.
+    pub exec_watch: Option<crate::target::ExecWatch>,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
@@ -185,6 +190,9 @@ impl Session<'_> {
                     });
                     last_tick_ns = now;
                     last_events = counts.events;
+                    if let Some(new) = self.exec_watch.as_mut().and_then(|w| w.check()) {
+                        break EndReason::TargetExec(new);
+                    }
                 }
                 _ = sigint.recv() => break EndReason::Signal,
                 _ = sigterm.recv() => break EndReason::Signal,

@@ -249,3 +249,46 @@ pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
             .map(|start| start.wrapping_sub(base))
     })
 }
+
+/// Notices the target exec'ing another program: its uprobes go with the old
+/// image, so the trace must end there.
+pub struct ExecWatch {
+    pid: u32,
+    file: (u64, u64),
+    /// The process has been seen running the traced binary (a held child
+    /// runs gotrace's own image until it execs the target).
+    seen: bool,
+}
+
+impl ExecWatch {
+    /// Watches `pid`, traced as `binary`.
+    pub fn new(pid: u32, binary: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(binary).ok()?;
+        Some(Self {
+            pid,
+            file: (m.dev(), m.ino()),
+            seen: false,
+        })
+    }
+
+    /// The new executable's path once the process runs a binary other than
+    /// the traced one, after having run it.
+    pub fn check(&mut self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = format!("/proc/{}/exe", self.pid);
+        let m = std::fs::metadata(&exe).ok()?;
+        if (m.dev(), m.ino()) == self.file {
+            self.seen = true;
+            return None;
+        }
+        if !self.seen {
+            return None;
+        }
+        Some(
+            std::fs::read_link(&exe)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "another program".into()),
+        )
+    }
+}

@@ -41,14 +41,6 @@ pub(crate) fn inspect(path: &Path, shown: &str) -> anyhow::Result<GoBinary> {
             MIN_SUPPORTED.1
         );
     }
-    if (v.major, v.minor) > MAX_VERIFIED {
-        log::warn!(
-            "{} is newer than the newest verified Go ({}.{}): offsets come from its DWARF",
-            v.raw,
-            MAX_VERIFIED.0,
-            MAX_VERIFIED.1
-        );
-    }
     Ok(bin)
 }
 
@@ -162,6 +154,13 @@ pub fn trace(
     let layout = bin
         .layout()
         .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
+    let v = bin.version();
+    if (v.major, v.minor) > MAX_VERIFIED {
+        eprintln!(
+            "gotrace: warning: {} is newer than the newest verified Go ({}.{}): offsets come from its DWARF",
+            v.raw, MAX_VERIFIED.0, MAX_VERIFIED.1
+        );
+    }
     let layout_origin = match layout.source {
         crate::gobin::layout::LayoutSource::Dwarf => "DWARF",
         crate::gobin::layout::LayoutSource::Table => {
@@ -206,6 +205,15 @@ pub fn trace(
         _ => unreachable!("command mode always has a child"),
     };
     let is_child = child.is_some();
+    let _lock = match crate::lock::lock(pid) {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(c) = child.take() {
+                c.abort();
+            }
+            return Err(e.into());
+        }
+    };
     let attach = || -> anyhow::Result<(Probes, ExitWatcher)> {
         let mut config = goroutine::config(pid, &layout);
         if timer_plan.is_ok() {
@@ -219,7 +227,7 @@ pub fn trace(
             };
             p.configure(&mut config, &layout, bias);
         }
-        let probes = Probes::attach(config, &exe_path, pid, &points)?;
+        let probes = Probes::attach(config, &exe_path, pid, &points, args.ring_buffer)?;
         let exit = ExitWatcher::new(pid, is_child)?;
         Ok((probes, exit))
     };
@@ -303,6 +311,7 @@ pub fn trace(
                 .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
             recorder: recorder.as_mut(),
             view: view.as_mut(),
+            exec_watch: target::ExecWatch::new(pid, &exe_path),
         }
         .run(),
     );
@@ -330,6 +339,7 @@ pub fn trace(
         ended_by: outcome.end.name().to_string(),
         exit: match &outcome.end {
             EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+            EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
             _ => None,
         },
         start_ns: outcome.start_ns,

@@ -76,18 +76,20 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the object with `config` and attaches every point to `binary`
-    /// (a path the kernel resolves to the target's executable inode, e.g.
-    /// `/proc/PID/exe`) for process `pid` only.
+    /// Loads the object with `config` and a ring buffer of `ring_bytes`, and
+    /// attaches every point to `binary` (a path the kernel resolves to the
+    /// target's executable inode, e.g. `/proc/PID/exe`) for process `pid` only.
     pub fn attach(
         config: Config,
         binary: &Path,
         pid: u32,
         points: &[AttachPoint],
+        ring_bytes: u32,
     ) -> Result<Self, ProbeError> {
         let _ = bump_memlock_rlimit();
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
                 if is_eperm(&e) {

@@ -148,6 +148,13 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         },
         k.stack_errors
     );
+    if k.dropped_total > 0 {
+        let _ = writeln!(
+            out,
+            "warning: the ring buffer was full {} times: counts below are lower bounds and some goroutines may look older than they are (raise --ring-buffer)",
+            k.dropped_total
+        );
+    }
     let _ = writeln!(out);
     if r.suspects.is_empty() {
         let _ = writeln!(
