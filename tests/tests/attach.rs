@@ -3,7 +3,7 @@
 //! non-zero exit, never a panic.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gotrace_e2e::{
