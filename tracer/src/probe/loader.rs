@@ -20,9 +20,13 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "permission denied loading eBPF programs: run gotrace as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)"
+        "permission denied loading eBPF programs: run gotrace as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)"
     )]
     Permission,
+    #[error(
+        "permission denied creating uprobes: run gotrace as root (the kernel requires CAP_SYS_ADMIN for uprobes, with CAP_SYS_PTRACE for other users' processes)"
+    )]
+    UprobePermission,
     #[error("loading the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
     #[error("eBPF program {0} missing from the object")]
@@ -52,16 +56,24 @@ pub enum ProbeError {
 }
 
 fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    has_errno(e, libc::EPERM)
+}
+
+/// Some error in the chain is the OS error `errno`: as an `io::Error`, or in
+/// the text of an error that dropped its source ("... (os error 1)").
+///
+/// EACCES from BPF_PROG_LOAD is the verifier rejecting a program, not a
+/// privilege error: callers ask for EACCES only where it means privilege.
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let suffix = format!("(os error {errno})");
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        // EACCES is the verifier rejecting a program, not a privilege error.
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.raw_os_error() == Some(libc::EPERM)
-        {
-            return true;
-        }
+        let io = err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(errno));
         let text = err.to_string();
-        if text.contains("Operation not permitted") {
+        let eperm_text = errno == libc::EPERM && text.contains("Operation not permitted");
+        if io || eperm_text || text.ends_with(&suffix) {
             return true;
         }
         cur = err.source();
@@ -134,8 +146,11 @@ impl Probes {
                     scope,
                 )
                 .map_err(|source| {
-                    if is_eperm(&source) {
-                        ProbeError::Permission
+                    // perf_event_open of a uprobe: EACCES without
+                    // CAP_SYS_ADMIN (perfmon_capable() is not enough since the
+                    // 2024 kernel fix), EPERM without ptrace rights.
+                    if is_eperm(&source) || has_errno(&source, libc::EACCES) {
+                        ProbeError::UprobePermission
                     } else {
                         ProbeError::Attach {
                             program: point.program,
