@@ -31,6 +31,9 @@ pub enum Command {
     /// events/s and drops, refreshed every second (plain lines when stdout
     /// is not a terminal).
     Top(TopArgs),
+    /// List the uprobes gotrace would attach to BINARY (symbol+offset and
+    /// program), without attaching anything.
+    Probes(ProbesArgs),
 }
 
 /// What to trace and for how long.
@@ -50,6 +53,11 @@ pub struct TargetArgs {
     /// and counted; raise it if the summary shows drops.
     #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, default_value = "8M")]
     pub ring_buffer: u32,
+
+    /// Benchmark floor: attach a do-nothing program at every probe point
+    /// (no events, no report content). Used by `cargo xtask bench`.
+    #[arg(long, hide = true)]
+    pub bench_empty_probes: bool,
 
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
@@ -104,6 +112,12 @@ pub struct ReportArgs {
 
     #[command(flatten)]
     pub report: ReportOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProbesArgs {
+    /// A Go executable (for a running process: /proc/PID/exe).
+    pub binary: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]

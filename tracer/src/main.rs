@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         None => tracer::trace::run(cli.trace),
         Some(Command::Report(args)) => tracer::offline::run(args),
         Some(Command::Top(args)) => tracer::trace::run_top(args),
+        Some(Command::Probes(args)) => tracer::trace::run_probes(args),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

@@ -11,7 +11,6 @@ use crate::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TraceArgs};
 use crate::gobin::GoBinary;
 use crate::goruntime::hooks::{MAX_VERIFIED, MIN_SUPPORTED};
 use crate::model::Model;
-use crate::probe::context as ctxprobe;
 use crate::probe::{Probes, goroutine};
 use crate::record::Recorder;
 use crate::report::Report;
@@ -19,13 +18,22 @@ use crate::session::{EndReason, Session};
 use crate::target::{self, ExitWatcher, HeldChild};
 
 pub struct TraceOutcome {
-    pub report: Report,
+    /// None for commands that do not build a report.
+    pub report: Option<Report>,
 }
 
 impl TraceOutcome {
+    /// Outcome of a command that lists things rather than tracing.
+    pub fn listing() -> Self {
+        Self { report: None }
+    }
+
     /// 0 when no leak suspects, 3 when there are some.
     pub fn exit_code(&self) -> u8 {
-        if self.report.suspect_count == 0 { 0 } else { 3 }
+        match &self.report {
+            Some(r) if r.suspect_count > 0 => 3,
+            _ => 0,
+        }
     }
 }
 
@@ -125,7 +133,7 @@ pub fn finish(
         eprintln!("gotrace: {line}");
     }
     Ok(TraceOutcome {
-        report: produced.report,
+        report: Some(produced.report),
     })
 }
 
@@ -172,26 +180,16 @@ pub fn trace(
             "table"
         }
     };
-    let mut points =
-        goroutine::plan(&bin).with_context(|| format!("cannot place probes in {shown}"))?;
-    let ctx_plan = match ctxprobe::plan(&bin, &layout)
-        .with_context(|| format!("cannot place context probes in {shown}"))?
-    {
-        // The context probes compare against absolute addresses: a PIE
-        // started under us has no load address before exec.
-        Ok(_) if bin.is_pie() && !args.command.is_empty() => {
-            Err("contexts of PIE binaries can only be traced with --pid".to_string())
-        }
-        other => other,
-    };
-    if let Ok(p) = &ctx_plan {
-        points.extend(p.points.iter().cloned());
-    }
-    let timer_plan = crate::probe::timers::plan(&bin, &layout)
-        .with_context(|| format!("cannot place timer probes in {shown}"))?;
-    if let Ok(p) = &timer_plan {
-        points.extend(p.iter().cloned());
-    }
+    let crate::probe::Plan {
+        points,
+        contexts: ctx_plan,
+        timers: timer_plan,
+    } = crate::probe::plan(
+        &bin,
+        &layout,
+        &shown,
+        bin.is_pie() && !args.command.is_empty(),
+    )?;
     let symbolizer = bin.symbolizer().context("cannot load symbols")?;
 
     // Start a command held before exec (still single-threaded here).
@@ -227,7 +225,16 @@ pub fn trace(
             };
             p.configure(&mut config, &layout, bias);
         }
-        let probes = Probes::attach(config, &exe_path, pid, &points, args.ring_buffer)?;
+        let probes = Probes::attach(
+            config,
+            &exe_path,
+            pid,
+            &points,
+            crate::probe::AttachOptions {
+                ring_bytes: args.ring_buffer,
+                empty_programs: args.bench_empty_probes,
+            },
+        )?;
         let exit = ExitWatcher::new(pid, is_child)?;
         Ok((probes, exit))
     };
@@ -367,4 +374,31 @@ pub fn trace(
         layout,
         symbolizer,
     })
+}
+
+/// `gotrace probes BINARY`: where gotrace would attach, one line per uprobe
+/// (`symbol+offset program`), for comparisons with other tools.
+pub fn run_probes(args: crate::cli::ProbesArgs) -> anyhow::Result<TraceOutcome> {
+    let shown = args.binary.display().to_string();
+    let bin = inspect(&args.binary, &shown)?;
+    let layout = bin
+        .layout()
+        .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
+    let plan = crate::probe::plan(&bin, &layout, &shown, false)?;
+    for p in &plan.points {
+        let base = bin
+            .symbols()
+            .iter()
+            .find(|f| f.name == p.symbol)
+            .map(|f| f.addr)
+            .unwrap_or(p.vaddr);
+        println!(
+            "{}+{:#x} {} file_offset={:#x}",
+            p.symbol,
+            p.vaddr - base,
+            p.program,
+            p.file_offset
+        );
+    }
+    Ok(TraceOutcome::listing())
 }

@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod layouts;
 mod setup;
+mod soak;
 mod util;
 
 use std::ffi::OsString;
@@ -21,6 +22,9 @@ commands:
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
   layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  soak [--duration 10m] [--rate 5000] [--interval 5s]
+                     trace a busy fixture for a long time; fail if gotrace's
+                     memory grows (needs root)
 
 environment:
   GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
@@ -47,6 +51,12 @@ fn main() -> ExitCode {
         }
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
+        Some("soak") => soak::soak(
+            &rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        ),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -6,8 +6,15 @@
 //! Contexts are keyed by pointer while alive; a pointer created again (the
 //! heap reused it) supersedes the old node. Types are kept as raw itab
 //! addresses: naming them is the report's job.
+//!
+//! Memory stays flat on a service that makes a context per request: once
+//! more than [`MAX_FINISHED`] contexts are finished (cancelled or
+//! superseded), the oldest finished ones are retired, except those with
+//! goroutines still alive that were started under them (the evidence of an
+//! ignored cancel). Retired contexts count in [`ContextStats::retired`]; a
+//! child of a retired context keeps its parent as `Parent::Other`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tracer_common::{CANCEL_CAUSE_MSG, CtxCancelEvent, CtxCreateEvent, GoCreateEvent, GoExitEvent};
 
@@ -60,11 +67,16 @@ pub struct CtxNode {
     pub done_chan: Option<u64>,
     pub cancel: Option<Cancel>,
     pub children: Vec<usize>,
-    /// Goroutines started while this was their creator's working context.
-    pub started: Vec<u64>,
+    /// Goroutines started while this was their creator's working context
+    /// that have not exited (exits remove them: a long-lived context that
+    /// starts a goroutine per request must not grow with every request).
+    pub started: BTreeSet<u64>,
     /// The pointer was reused by a newer context.
     pub superseded: bool,
 }
+
+/// Finished contexts kept for the report before the oldest are retired.
+pub const MAX_FINISHED: usize = 20_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContextStats {
@@ -75,11 +87,17 @@ pub struct ContextStats {
     /// Cancels of contexts created before tracing began.
     pub cancelled_before_seen: u64,
     pub duplicates: u64,
+    /// Finished contexts dropped from the model to bound its memory.
+    pub retired: u64,
 }
 
 #[derive(Default)]
 pub struct ContextModel {
-    nodes: Vec<CtxNode>,
+    /// By id; ids grow with creation and are never reused.
+    nodes: BTreeMap<usize, CtxNode>,
+    next_id: usize,
+    /// Finished nodes, oldest first (candidates for retirement).
+    finished: VecDeque<usize>,
     by_ptr: HashMap<u64, usize>,
     by_chan: HashMap<u64, usize>,
     /// Per goroutine: contexts it created that are still live, newest last.
@@ -94,8 +112,13 @@ impl ContextModel {
         Self::default()
     }
 
-    pub fn nodes(&self) -> &[CtxNode] {
-        &self.nodes
+    /// Every node still held, in creation order.
+    pub fn nodes(&self) -> impl Iterator<Item = &CtxNode> {
+        self.nodes.values()
+    }
+
+    pub fn get(&self, id: usize) -> Option<&CtxNode> {
+        self.nodes.get(&id)
     }
 
     pub fn stats(&self) -> &ContextStats {
@@ -104,12 +127,14 @@ impl ContextModel {
 
     /// The context whose Done channel is `chan`.
     pub fn by_chan(&self, chan: u64) -> Option<&CtxNode> {
-        self.by_chan.get(&chan).map(|i| &self.nodes[*i])
+        self.by_chan.get(&chan).and_then(|i| self.nodes.get(i))
     }
 
     /// The context a goroutine was started under.
     pub fn started_under(&self, goid: u64) -> Option<&CtxNode> {
-        self.started_under.get(&goid).map(|i| &self.nodes[*i])
+        self.started_under
+            .get(&goid)
+            .and_then(|i| self.nodes.get(i))
     }
 
     pub fn apply(&mut self, event: &Event) {
@@ -124,8 +149,64 @@ impl ContextModel {
     }
 
     fn live(&self, id: usize) -> bool {
-        let n = &self.nodes[id];
-        n.cancel.is_none() && !n.superseded
+        self.nodes.get(&id).is_some_and(CtxNode::is_live)
+    }
+
+    fn node(&mut self, id: usize) -> &mut CtxNode {
+        self.nodes.get_mut(&id).expect("indexed node exists")
+    }
+
+    /// `id` just finished: queue it, and retire the oldest finished nodes
+    /// beyond the cap.
+    fn finished(&mut self, id: usize) {
+        self.finished.push_back(id);
+        while self.finished.len() > MAX_FINISHED {
+            let Some(old) = self.finished.pop_front() else {
+                break;
+            };
+            let Some(n) = self.nodes.get(&old) else {
+                continue;
+            };
+            // Goroutines started under it and still alive: keep it.
+            if n.started
+                .iter()
+                .any(|g| self.started_under.get(g) == Some(&old))
+            {
+                continue;
+            }
+            self.retire(old);
+        }
+    }
+
+    fn retire(&mut self, id: usize) {
+        let Some(n) = self.nodes.remove(&id) else {
+            return;
+        };
+        self.stats.retired += 1;
+        if self.by_ptr.get(&n.ptr) == Some(&id) {
+            self.by_ptr.remove(&n.ptr);
+        }
+        if let Some(c) = n.done_chan
+            && self.by_chan.get(&c) == Some(&id)
+        {
+            self.by_chan.remove(&c);
+        }
+        if let Parent::Node(p) = n.parent
+            && let Some(parent) = self.nodes.get_mut(&p)
+        {
+            parent.children.retain(|c| *c != id);
+        }
+        for c in &n.children {
+            if let Some(child) = self.nodes.get_mut(c) {
+                child.parent = Parent::Other {
+                    itab: n.itab,
+                    data: n.ptr,
+                };
+            }
+        }
+        if let Some(v) = self.created_by.get_mut(&n.creator_goid) {
+            v.retain(|i| *i != id);
+        }
     }
 
     /// What goroutine `goid` works under: its newest live context, else the
@@ -144,8 +225,9 @@ impl ContextModel {
     }
 
     fn on_create(&mut self, e: &CtxCreateEvent) {
-        if let Some(&old) = self.by_ptr.get(&e.ctx) {
-            let n = &self.nodes[old];
+        if let Some(&old) = self.by_ptr.get(&e.ctx)
+            && let Some(n) = self.nodes.get(&old)
+        {
             // An entry probe re-firing (stack growth) repeats the same call.
             if n.cancel.is_none()
                 && n.creator_goid == e.goid
@@ -156,19 +238,24 @@ impl ContextModel {
                 self.stats.duplicates += 1;
                 return;
             }
-            self.nodes[old].superseded = true;
+            let was_live = n.is_live();
+            self.node(old).superseded = true;
+            if was_live {
+                self.finished(old);
+            }
         }
         self.stats.created += 1;
-        let id = self.nodes.len();
+        let id = self.next_id;
+        self.next_id += 1;
         let parent = match self.by_ptr.get(&e.parent_data) {
-            Some(&p) if !self.nodes[p].superseded => Parent::Node(p),
+            Some(&p) if self.nodes.get(&p).is_some_and(|n| !n.superseded) => Parent::Node(p),
             _ => Parent::Other {
                 itab: e.parent_itab,
                 data: e.parent_data,
             },
         };
         if let Parent::Node(p) = parent {
-            self.nodes[p].children.push(id);
+            self.node(p).children.push(id);
         }
         // Pattern 7 asks what the creator was started under, not what it
         // created itself (sibling contexts from Background are fine).
@@ -177,23 +264,26 @@ impl ContextModel {
             .get(&e.goid)
             .copied()
             .filter(|i| self.live(*i));
-        self.nodes.push(CtxNode {
+        self.nodes.insert(
             id,
-            ptr: e.ctx,
-            itab: e.child_itab,
-            parent,
-            value_hops: e.value_hops,
-            created_ns: Some(e.header.ts_ns),
-            creator_goid: e.goid,
-            create_stack: StackRef::new(e.stack_id, e.caller_pc),
-            deadline: (e.deadline_wall, e.deadline_ext),
-            creator_context,
-            done_chan: None,
-            cancel: None,
-            children: Vec::new(),
-            started: Vec::new(),
-            superseded: false,
-        });
+            CtxNode {
+                id,
+                ptr: e.ctx,
+                itab: e.child_itab,
+                parent,
+                value_hops: e.value_hops,
+                created_ns: Some(e.header.ts_ns),
+                creator_goid: e.goid,
+                create_stack: StackRef::new(e.stack_id, e.caller_pc),
+                deadline: (e.deadline_wall, e.deadline_ext),
+                creator_context,
+                done_chan: None,
+                cancel: None,
+                children: Vec::new(),
+                started: BTreeSet::new(),
+                superseded: false,
+            },
+        );
         self.by_ptr.insert(e.ctx, id);
         self.created_by.entry(e.goid).or_default().push(id);
     }
@@ -204,33 +294,37 @@ impl ContextModel {
             None => {
                 // Created before tracing began: a node of unknown origin.
                 self.stats.cancelled_before_seen += 1;
-                let id = self.nodes.len();
-                self.nodes.push(CtxNode {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.nodes.insert(
                     id,
-                    ptr: e.ctx,
-                    itab: 0,
-                    parent: Parent::Other { itab: 0, data: 0 },
-                    value_hops: 0,
-                    created_ns: None,
-                    creator_goid: 0,
-                    create_stack: None,
-                    deadline: (0, 0),
-                    creator_context: None,
-                    done_chan: None,
-                    cancel: None,
-                    children: Vec::new(),
-                    started: Vec::new(),
-                    superseded: false,
-                });
+                    CtxNode {
+                        id,
+                        ptr: e.ctx,
+                        itab: 0,
+                        parent: Parent::Other { itab: 0, data: 0 },
+                        value_hops: 0,
+                        created_ns: None,
+                        creator_goid: 0,
+                        create_stack: None,
+                        deadline: (0, 0),
+                        creator_context: None,
+                        done_chan: None,
+                        cancel: None,
+                        children: Vec::new(),
+                        started: BTreeSet::new(),
+                        superseded: false,
+                    },
+                );
                 self.by_ptr.insert(e.ctx, id);
                 id
             }
         };
-        if e.done_chan != 0 && self.nodes[id].done_chan.is_none() {
-            self.nodes[id].done_chan = Some(e.done_chan);
+        if e.done_chan != 0 && self.node(id).done_chan.is_none() {
+            self.node(id).done_chan = Some(e.done_chan);
             self.by_chan.insert(e.done_chan, id);
         }
-        if self.nodes[id].cancel.is_some() {
+        if self.node(id).cancel.is_some() {
             self.stats.repeat_cancels += 1;
             return;
         }
@@ -239,7 +333,8 @@ impl ContextModel {
             let len = (e.cause_len as usize).min(e.cause_msg.len());
             String::from_utf8_lossy(&e.cause_msg[..len]).into_owned()
         });
-        self.nodes[id].cancel = Some(Cancel {
+        let was_live = !self.node(id).superseded;
+        self.node(id).cancel = Some(Cancel {
             ts_ns: e.header.ts_ns,
             goid: e.goid,
             method: e.method,
@@ -251,11 +346,14 @@ impl ContextModel {
             stack: StackRef::new(e.stack_id, e.caller_pc),
             caller_pc: e.caller_pc,
         });
+        if was_live {
+            self.finished(id);
+        }
     }
 
     fn on_done(&mut self, ctx: u64, chan: u64) {
         if let Some(&id) = self.by_ptr.get(&ctx) {
-            self.nodes[id].done_chan = Some(chan);
+            self.node(id).done_chan = Some(chan);
             self.by_chan.insert(chan, id);
         }
     }
@@ -267,25 +365,98 @@ impl ContextModel {
         }
         if let Some(ctx) = self.working_context(parent) {
             self.started_under.insert(e.g.goid, ctx);
-            self.nodes[ctx].started.push(e.g.goid);
+            self.node(ctx).started.insert(e.g.goid);
         }
     }
 
     fn on_go_exit(&mut self, e: &GoExitEvent) {
-        self.started_under.remove(&e.goid);
+        if let Some(ctx) = self.started_under.remove(&e.goid)
+            && let Some(n) = self.nodes.get_mut(&ctx)
+        {
+            n.started.remove(&e.goid);
+        }
         self.created_by.remove(&e.goid);
     }
 }
 
 impl CtxNode {
-    fn parent_data_is(&self, data: u64, nodes: &[CtxNode]) -> bool {
+    fn parent_data_is(&self, data: u64, nodes: &BTreeMap<usize, CtxNode>) -> bool {
         match self.parent {
-            Parent::Node(p) => nodes[p].ptr == data,
+            Parent::Node(p) => nodes.get(&p).is_some_and(|n| n.ptr == data),
             Parent::Other { data: d, .. } => d == data,
         }
     }
 
     pub fn is_live(&self) -> bool {
         self.cancel.is_none() && !self.superseded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{CtxCancelEvent, CtxCreateEvent, EventHeader, GoCreateEvent, GoIdentity};
+
+    use super::*;
+
+    fn create(ctx: u64, goid: u64, ts: u64) -> Event {
+        Event::CtxCreate(CtxCreateEvent {
+            header: EventHeader {
+                ts_ns: ts,
+                ..Default::default()
+            },
+            goid,
+            ctx,
+            parent_data: 1,
+            stack_id: -1,
+            ..Default::default()
+        })
+    }
+
+    fn cancel(ctx: u64, ts: u64) -> Event {
+        Event::CtxCancel(Box::new(CtxCancelEvent {
+            header: EventHeader {
+                ts_ns: ts,
+                ..Default::default()
+            },
+            ctx,
+            stack_id: -1,
+            ..Default::default()
+        }))
+    }
+
+    /// A context per request, forever: the model keeps MAX_FINISHED finished
+    /// ones plus the live ones, and counts the rest as retired; a context
+    /// with a goroutine still running under it is never retired.
+    #[test]
+    fn finished_contexts_are_retired_beyond_the_cap() {
+        let mut m = ContextModel::new();
+        // Context 0x10 starts goroutine 99 (still alive), then is cancelled.
+        m.apply(&create(0x10, 7, 1));
+        m.apply(&Event::Create(GoCreateEvent {
+            g: GoIdentity {
+                goid: 99,
+                parent_goid: 7,
+                ..Default::default()
+            },
+            stack_id: -1,
+            ..Default::default()
+        }));
+        m.apply(&cancel(0x10, 2));
+        let extra = 1_000u64;
+        for i in 0..(MAX_FINISHED as u64 + extra) {
+            let ptr = 0x1000 + i * 0x40;
+            m.apply(&create(ptr, 8, 10 + 2 * i));
+            m.apply(&cancel(ptr, 11 + 2 * i));
+        }
+        m.apply(&create(0x9, 8, u64::MAX / 2)); // one live context
+        assert_eq!(m.stats().created, MAX_FINISHED as u64 + extra + 2);
+        assert_eq!(m.stats().cancelled, MAX_FINISHED as u64 + extra + 1);
+        assert_eq!(m.stats().retired, extra);
+        assert_eq!(m.nodes().count(), MAX_FINISHED + 2);
+        assert!(m.get(0).is_some_and(|n| n.started.contains(&99)));
+        assert_eq!(m.nodes().filter(|n| n.is_live()).count(), 1);
+        // Retired pointers are forgotten: a cancel of one counts as unseen.
+        m.apply(&cancel(0x1000, u64::MAX / 2));
+        assert_eq!(m.stats().cancelled_before_seen, 1);
     }
 }

@@ -81,6 +81,17 @@ fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     false
 }
 
+/// The do-nothing program of `--bench-empty-probes` (the benchmark floor).
+const EMPTY_PROGRAM: &str = "gotrace_empty";
+
+#[derive(Clone, Copy, Debug)]
+pub struct AttachOptions {
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Attach the empty program at every point instead of the real ones.
+    pub empty_programs: bool,
+}
+
 /// Loaded and attached probes. Dropping this detaches every uprobe.
 pub struct Probes {
     ebpf: Ebpf,
@@ -96,8 +107,9 @@ impl Probes {
         binary: &Path,
         pid: u32,
         points: &[AttachPoint],
-        ring_bytes: u32,
+        opts: AttachOptions,
     ) -> Result<Self, ProbeError> {
+        let ring_bytes = opts.ring_bytes;
         let _ = bump_memlock_rlimit();
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -117,6 +129,14 @@ impl Probes {
         };
         let mut loaded: Vec<&'static str> = Vec::new();
         for point in points {
+            let point = &AttachPoint {
+                program: if opts.empty_programs {
+                    EMPTY_PROGRAM
+                } else {
+                    point.program
+                },
+                ..point.clone()
+            };
             let program: &mut UProbe = probes
                 .ebpf
                 .program_mut(point.program)

@@ -36,6 +36,9 @@ pub struct ContextReport {
     /// Every context seen, with parent ids: the cancel-propagation trees.
     pub nodes: Vec<CtxOut>,
     pub nodes_truncated: bool,
+    /// Old finished contexts dropped during the trace to bound memory (the
+    /// counts above include them; the nodes and findings do not).
+    pub retired: u64,
     /// Pattern 5: contexts never cancelled, grouped by creation site.
     pub leaks: Vec<CtxLeak>,
     /// Pattern 6: cancelled contexts whose goroutines are still alive.
@@ -267,28 +270,31 @@ pub fn build(
         v.sort_unstable();
         v.dedup();
     }
-    let nodes = ctxs.nodes();
+    // Report ids are positions among the nodes still held (the model retires
+    // old finished contexts, so its own ids have gaps).
+    let nodes: Vec<&CtxNode> = ctxs.nodes().collect();
+    let pos: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
     let mut origins: Vec<Option<&'static str>> = vec![None; nodes.len()];
     // Made by WithDeadline*/WithTimeout* (even when Go made it a cancelCtx).
     let mut asked_deadline = vec![false; nodes.len()];
     let mut out: Vec<CtxOut> = Vec::with_capacity(nodes.len().min(MAX_NODES));
-    for n in nodes {
+    for (i, n) in nodes.iter().enumerate() {
         let parent = match n.parent {
-            Parent::Node(p) => Some(p),
+            Parent::Node(p) => pos.get(&p).copied(),
             Parent::Other { .. } => None,
         };
         let create_frames = n
             .create_stack
             .map(|s| resolver.frames(s))
             .unwrap_or_default();
-        asked_deadline[n.id] = create_frames.iter().any(|f| {
+        asked_deadline[i] = create_frames.iter().any(|f| {
             f.function.starts_with("context.WithDeadline")
                 || f.function.starts_with("context.WithTimeout")
         });
         let cancel = n.cancel.as_ref().map(|c| {
             let caller = resolver.caller_function(c.caller_pc);
             let o = origin(&caller, c);
-            origins[n.id] = Some(o);
+            origins[i] = Some(o);
             let stack = c.stack.map(|s| resolver.frames(s)).unwrap_or_default();
             let err = if c.flags & CANCEL_ERR_CANCELED != 0 {
                 "context.Canceled"
@@ -324,7 +330,7 @@ pub fn build(
             .collect();
         let is_timer = kind(itabs, n) == "timer";
         out.push(CtxOut {
-            id: n.id,
+            id: i,
             kind: kind(itabs, n),
             parent,
             parent_kind: parent_kind(itabs, n),
@@ -348,7 +354,11 @@ pub fn build(
                 "live"
             },
             cancel,
-            children: n.children.clone(),
+            children: n
+                .children
+                .iter()
+                .filter_map(|c| pos.get(c).copied())
+                .collect(),
             waiting_goroutines: waiting.remove(&n.id).unwrap_or_default(),
             started_goroutines_alive: started_alive,
         });
@@ -375,7 +385,7 @@ pub fn build(
             }
         }
         if root_deadline && asked_deadline[i] {
-            let n = &nodes[i];
+            let n = nodes[i];
             let cancel_ts = n.cancel.as_ref().map(|c| c.ts_ns).unwrap_or(0);
             let cancel_unix = input.end_unix_ns - input.end_ns.saturating_sub(cancel_ts) as i128;
             let own = (out[i].kind == "timer")
@@ -392,8 +402,8 @@ pub fn build(
         }
     }
     let leaks = leaks(&out, input);
-    let ignored = ignored_cancels(ctxs, gs, resolver, &out, input);
-    let broken = broken_chains(nodes, &out);
+    let ignored = ignored_cancels(&nodes, gs, resolver, &out, input);
+    let broken = broken_chains(&nodes, &pos, &out);
     let stats = ctxs.stats();
     let live_at_end = out.iter().filter(|n| n.state == "live").count();
     let truncated = out.len() > MAX_NODES;
@@ -407,6 +417,7 @@ pub fn build(
         cancelled_before_seen: stats.cancelled_before_seen,
         nodes: out,
         nodes_truncated: truncated,
+        retired: stats.retired,
         leaks,
         ignored_cancels: ignored,
         broken_chains: broken,
@@ -463,14 +474,14 @@ fn leaks(out: &[CtxOut], input: &ContextInput<'_>) -> Vec<CtxLeak> {
 }
 
 fn ignored_cancels(
-    ctxs: &ContextModel,
+    nodes: &[&CtxNode],
     gs: &GoroutineModel,
     resolver: &mut StackResolver<'_>,
     out: &[CtxOut],
     input: &ContextInput<'_>,
 ) -> Vec<IgnoredCancel> {
     let mut res = Vec::new();
-    for n in ctxs.nodes() {
+    for (i, n) in nodes.iter().enumerate() {
         let Some(c) = &n.cancel else { continue };
         let cancelled_for = input.end_ns.saturating_sub(c.ts_ns) as f64 / 1e9;
         if cancelled_for < input.leak_threshold_s {
@@ -478,7 +489,7 @@ fn ignored_cancels(
         }
         let mut goroutines = Vec::new();
         let mut start_functions = Vec::new();
-        for goid in &out[n.id].started_goroutines_alive {
+        for goid in &out[i].started_goroutines_alive {
             let Some(g) = gs.get(*goid) else { continue };
             // Started before the cancel and still here well after it.
             if g.created_ns.is_some_and(|t| t > c.ts_ns) {
@@ -497,9 +508,9 @@ fn ignored_cancels(
             continue;
         }
         res.push(IgnoredCancel {
-            context: n.id,
-            created_at: out[n.id].created_at.clone(),
-            cancelled_at: out[n.id].cancel.as_ref().and_then(|c| c.at.clone()),
+            context: i,
+            created_at: out[i].created_at.clone(),
+            cancelled_at: out[i].cancel.as_ref().and_then(|c| c.at.clone()),
             cancelled_for_s: cancelled_for,
             goroutines,
             start_functions,
@@ -508,24 +519,29 @@ fn ignored_cancels(
     res
 }
 
-fn broken_chains(nodes: &[CtxNode], out: &[CtxOut]) -> Vec<BrokenChain> {
+fn broken_chains(
+    nodes: &[&CtxNode],
+    pos: &HashMap<usize, usize>,
+    out: &[CtxOut],
+) -> Vec<BrokenChain> {
     nodes
         .iter()
-        .filter_map(|n| {
-            let root = &out[n.id].parent_kind;
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let root = &out[i].parent_kind;
             if !root.starts_with("context.Background") && !root.starts_with("context.TODO") {
                 return None;
             }
-            let outer = n.creator_context?;
+            let outer = pos.get(&n.creator_context?).copied()?;
             Some(BrokenChain {
-                context: n.id,
+                context: i,
                 root: root.clone(),
-                created_at: out[n.id].created_at.clone(),
+                created_at: out[i].created_at.clone(),
                 creator_goid: n.creator_goid,
                 outer_context: outer,
                 outer_created_at: out[outer].created_at.clone(),
                 outer_cancelled: out[outer].state == "cancelled",
-                state: out[n.id].state,
+                state: out[i].state,
             })
         })
         .collect()

@@ -179,7 +179,7 @@ impl<'a> Top<'a> {
             exited: stats.exited,
             by_reason,
             groups,
-            contexts_live: ctx.nodes().iter().filter(|n| n.is_live()).count(),
+            contexts_live: ctx.nodes().filter(|n| n.is_live()).count(),
             contexts_cancelled: ctx.stats().cancelled,
             timers_running: t.model.timers.unstopped().count(),
             events_per_s: t.events_per_s,
