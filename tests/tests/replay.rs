@@ -82,6 +82,7 @@ fn offline_report_equals_the_live_one() {
         "blocked.svg",
         "goroutines.pb.gz",
         "offcpu.folded",
+        "timeline.json",
     ] {
         assert!(names.contains(&want), "{want} not in {names:?}");
     }

@@ -1,8 +1,9 @@
 //! gotrace: an eBPF goroutine tracer for Go programs.
 //!
 //! Pipeline: `probe` (load + attach the eBPF object built from `tracer-ebpf`)
-//! → ring buffer → `decode` → `model` (goroutine lifecycles) → `report`
-//! (grouping, JSON, text) and `export` (flame graphs, pprof). A trace ends
+//! → ring buffer → `decode` → `model` (goroutine lifecycles, contexts,
+//! timers, a bounded timeline history) → `report` (grouping, JSON, text)
+//! and `export` (flame graphs, pprof, the Perfetto timeline). A trace ends
 //! as a `capture` (live, or replayed from a `record`ing) which `outputs`
 //! turns into files. `gobin` reads the target binary (symbols, DWARF
 //! layout, RET offsets, symbolisation); `goruntime` holds the Go-runtime

@@ -142,6 +142,7 @@ pub fn produce(
             .with_context(|| format!("cannot write {}", path.display()))?;
         notes.push(format!("pprof profile (go tool pprof): {}", path.display()));
     }
+    notes.extend(write_timeline(dir, capture, layout, &mut resolver)?);
     let report_path = dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     crate::outfile::write(&report_path, (json + "\n").as_bytes())
@@ -151,4 +152,59 @@ pub fn produce(
         report_path: Some(report_path),
         notes,
     })
+}
+
+/// timeline.json (Perfetto / Chrome trace events); the note lines.
+fn write_timeline(
+    dir: &Path,
+    capture: &Capture,
+    layout: &RuntimeLayout,
+    resolver: &mut StackResolver<'_>,
+) -> anyhow::Result<Vec<String>> {
+    use crate::export::perfetto;
+    let Capture {
+        meta, model, end, ..
+    } = capture;
+    let exe_name = Path::new(&meta.exe)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| meta.exe.clone());
+    let input = perfetto::Input {
+        timeline: &model.timeline,
+        contexts: &model.contexts,
+        wait_reasons: &layout.wait_reasons,
+        pid: meta.pid,
+        process_name: format!("{exe_name} (PID {}, {})", meta.pid, meta.go_version),
+        start_ns: end.start_ns,
+        end_ns: end.end_ns,
+        other: vec![
+            ("exe", meta.exe.clone().into()),
+            ("go_version", meta.go_version.clone().into()),
+            ("ended_by", end.ended_by.clone().into()),
+            // Seconds: a JSON reader keeps only 53 bits of an integer.
+            ("end_unix_s", (end.end_unix_ns as f64 / 1e9).into()),
+        ],
+    };
+    let path = dir.join("timeline.json");
+    let file = crate::outfile::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    perfetto::write(file, &input, resolver)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut notes = vec![format!(
+        "Timeline (ui.perfetto.dev → Open trace file): {}",
+        path.display()
+    )];
+    let tl = &model.timeline;
+    if let Some(at) = tl.full_at_ns() {
+        let o = tl.omitted();
+        notes.push(format!(
+            "timeline cut at {:.3}s by its {} MiB memory cap: {} goroutine events, {} new goroutines and {} context cancels after that are not in it",
+            at.saturating_sub(end.start_ns) as f64 / 1e9,
+            tl.budget() >> 20,
+            o.events,
+            o.goroutines,
+            o.cancels,
+        ));
+    }
+    Ok(notes)
 }

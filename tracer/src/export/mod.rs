@@ -3,4 +3,5 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod perfetto;
 pub mod pprof;

@@ -130,6 +130,11 @@ impl ContextModel {
         self.by_chan.get(&chan).and_then(|i| self.nodes.get(i))
     }
 
+    /// The node a context pointer stands for now.
+    pub fn id_of(&self, ptr: u64) -> Option<usize> {
+        self.by_ptr.get(&ptr).copied()
+    }
+
     /// The context a goroutine was started under.
     pub fn started_under(&self, goid: u64) -> Option<&CtxNode> {
         self.started_under

@@ -1,9 +1,11 @@
-//! The lifecycle model: goroutines rebuilt from events. Knows nothing of
-//! symbols or output formats (those live in `report`).
+//! The lifecycle model: goroutines rebuilt from events, and a bounded
+//! history of them for the timeline. Knows nothing of symbols or output
+//! formats (those live in `report` and `export`).
 
 pub mod contexts;
 pub mod goroutines;
 pub mod sites;
+pub mod timeline;
 pub mod timers;
 
 pub use contexts::{ContextModel, CtxNode};
@@ -16,19 +18,30 @@ pub struct Model {
     pub goroutines: GoroutineModel,
     pub contexts: ContextModel,
     pub timers: timers::TimerModel,
+    /// Bounded history for the timeline export.
+    pub timeline: timeline::Timeline,
 }
 
 impl Model {
     pub fn apply(&mut self, event: &crate::decode::Event) {
+        // The park a wakeup ends, before the goroutine model forgets it.
+        let woken_from = match event {
+            crate::decode::Event::Ready(e) => match self.goroutines.get(e.goid).map(|g| g.state) {
+                Some(State::Parked(p)) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        };
         self.goroutines.apply(event);
         self.contexts.apply(event);
         self.timers.apply(event);
+        self.timeline.apply(event, woken_from, &self.contexts);
     }
 
     /// Every kernel stack id the model still refers to: live goroutines'
     /// creation and blocked stacks, creation sites, parked-time totals,
-    /// unstopped timers and contexts. These are what must be read out of the
-    /// stack map before it goes away.
+    /// unstopped timers, contexts and the timeline's history. These are what
+    /// must be read out of the stack map before it goes away.
     pub fn stack_ids(&self) -> std::collections::BTreeSet<i32> {
         let mut ids = std::collections::BTreeSet::new();
         for g in self.goroutines.live() {
@@ -56,6 +69,7 @@ impl Model {
             ids.extend(n.create_stack.map(|s| s.id));
             ids.extend(n.cancel.as_ref().and_then(|c| c.stack).map(|s| s.id));
         }
+        ids.extend(self.timeline.stack_ids());
         ids.remove(&tracer_common::NO_STACK);
         ids
     }
