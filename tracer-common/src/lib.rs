@@ -44,10 +44,13 @@ pub enum EventKind {
     TimerStart = 8,
     /// A runtime timer was stopped (`time.stopTimer`).
     TimerStop = 9,
+    /// A user stack the stack map refused (hash collision, map full), sent
+    /// once under a synthetic id that the events referring to it carry.
+    StackDump = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::GoCreate,
         EventKind::GoPark,
         EventKind::GoReady,
@@ -57,6 +60,7 @@ impl EventKind {
         EventKind::CtxDone,
         EventKind::TimerStart,
         EventKind::TimerStop,
+        EventKind::StackDump,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -70,6 +74,7 @@ impl EventKind {
             7 => Some(Self::CtxDone),
             8 => Some(Self::TimerStart),
             9 => Some(Self::TimerStop),
+            10 => Some(Self::StackDump),
             _ => None,
         }
     }
@@ -90,6 +95,7 @@ impl EventKind {
             Self::CtxDone => "ctx_done",
             Self::TimerStart => "timer_start",
             Self::TimerStop => "timer_stop",
+            Self::StackDump => "stack_dump",
         }
     }
 }
@@ -105,6 +111,27 @@ pub const COUNTER_STACK_ERRORS: u32 = MAX_KINDS;
 
 /// Sentinel for "no stack captured".
 pub const NO_STACK: i32 = -1;
+
+/// Frames kept in a [`StackDumpEvent`] (the kernel's `perf_event_max_stack`
+/// default).
+pub const STACK_DUMP_DEPTH: usize = 127;
+
+/// Synthetic ids of dumped stacks are in `[-(2 + STACK_DUMP_ID_SPAN), -2]`;
+/// anything further below is free for userspace (e.g. snapshot stacks).
+pub const STACK_DUMP_ID_SPAN: i32 = 1 << 29;
+
+/// `EventKind::StackDump`: the frames of a stack `bpf_get_stackid` could not
+/// store, under the synthetic id (< -1) the events that follow carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackDumpEvent {
+    pub header: EventHeader,
+    pub id: i32,
+    /// Frames used in `ips`.
+    pub nr: u32,
+    /// Return addresses, innermost first (as the stack map stores them).
+    pub ips: [u64; STACK_DUMP_DEPTH],
+}
 
 /// Identity of a goroutine as read from its `runtime.g`.
 #[repr(C)]

@@ -24,8 +24,9 @@ use tracer_common::{
 
 use crate::{
     goabi::{arg, arg_in, current_g, read_u64, regs_copy, return_address},
-    goroutine::{header, user_stack},
+    goroutine::header,
     maps::{config, reserve, target_thread},
+    stacks::user_stack,
 };
 
 /// `WithValue` wrappers skipped to find a context's real parent.
@@ -65,7 +66,7 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
         parent_itab,
         parent_data,
         value_hops: hops,
-        stack_id: user_stack(&ctx),
+        stack_id: user_stack(&ctx, tgid, tid),
         caller_pc: return_address(&ctx),
         deadline_wall: read_u64(child + cfg.timer_deadline),
         deadline_ext: read_u64(child + cfg.timer_deadline + 8) as i64,
@@ -130,7 +131,7 @@ fn fill_cancel(
     ev.err_data = err_data;
     ev.cause_itab = cause_itab;
     ev.cause_data = cause_data;
-    ev.stack_id = user_stack(ctx);
+    ev.stack_id = user_stack(ctx, tgid, tid);
     ev.caller_pc = return_address(ctx);
     // cancelCtx.done is an atomic.Value: (type, data); data is the channel.
     ev.done_chan = read_u64(c + cfg.ctx_done + 8);

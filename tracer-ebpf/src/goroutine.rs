@@ -12,11 +12,10 @@
 //!   stacks) read the new `*g` from the first result register.
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, uprobe},
     maps::LruHashMap,
-    programs::{ProbeContext, tracing::StackIdContext as _},
+    programs::ProbeContext,
 };
 use tracer_common::{
     CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, GoCreateEvent,
@@ -25,7 +24,8 @@ use tracer_common::{
 
 use crate::{
     goabi::{arg, current_g, read_u64, return_address},
-    maps::{COUNTER_STACK_ERRORS, EVENTS, STACKS, bump, config, target_thread},
+    maps::{EVENTS, bump, config, target_thread},
+    stacks::user_stack,
 };
 
 /// Stashed at `newproc` entry, keyed by pid_tgid.
@@ -75,17 +75,6 @@ fn emit<T: 'static>(kind: EventKind, ev: T) {
 }
 
 #[inline(always)]
-pub fn user_stack(ctx: &ProbeContext) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            bump(COUNTER_STACK_ERRORS);
-            NO_STACK
-        }
-    }
-}
-
-#[inline(always)]
 fn identity(cfg: &Config, g: u64, parent_fallback: u64) -> GoIdentity {
     let parent_goid = if cfg.flags & CONFIG_FLAG_PARENT_GOID != 0 {
         read_u64(g + cfg.g_parent_goid)
@@ -109,7 +98,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let stash = NewprocStash {
         goid: read_u64(current_g(&ctx) + cfg.g_goid),
         caller_pc: return_address(&ctx),
-        stack_id: user_stack(&ctx),
+        stack_id: user_stack(&ctx, tgid, tid),
     };
     let key = ((tgid as u64) << 32) | tid as u64;
     // An entry probe can fire twice for one call (the prologue re-enters
@@ -213,7 +202,7 @@ pub fn go_park(ctx: ProbeContext) -> u32 {
         GoParkEvent {
             header: header(EventKind::GoPark, tgid, tid),
             g: identity(&cfg, g, 0),
-            stack_id: user_stack(&ctx),
+            stack_id: user_stack(&ctx, tgid, tid),
             reason: (arg(&ctx, 2) & 0xff) as u32,
             caller_pc: return_address(&ctx),
             chans: waiting_chans(&cfg, g),

@@ -10,6 +10,7 @@ mod context;
 mod goabi;
 mod goroutine;
 mod maps;
+mod stacks;
 mod timers;
 
 #[cfg(not(test))]

@@ -14,8 +14,9 @@ use tracer_common::{EventKind, TimerStartEvent, TimerStopEvent};
 
 use crate::{
     goabi::{arg, current_g, read_u64, return_address},
-    goroutine::{header, user_stack},
+    goroutine::header,
     maps::{config, reserve, target_thread},
+    stacks::user_stack,
 };
 
 /// `time.startTimer(t *runtime.timer)` entry (Go ≤ 1.22).
@@ -37,7 +38,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         func: read_u64(read_u64(t + cfg.timer_f)),
         // arg is an `any`: (type, data); data is the channel.
         chan: read_u64(t + cfg.timer_arg + 8),
-        stack_id: user_stack(&ctx),
+        stack_id: user_stack(&ctx, tgid, tid),
         _pad: 0,
         caller_pc: return_address(&ctx),
     });
@@ -62,9 +63,9 @@ static NEW_TIMERS: LruHashMap<u64, NewTimer> = LruHashMap::with_max_entries(4096
 #[uprobe]
 pub fn go_timer_new(ctx: ProbeContext) -> u32 {
     let cfg = config();
-    if target_thread(&cfg).is_none() {
+    let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
-    }
+    };
     let goid = read_u64(current_g(&ctx) + cfg.g_goid);
     let pending = NewTimer {
         period: arg(&ctx, 1) as i64,
@@ -72,7 +73,7 @@ pub fn go_timer_new(ctx: ProbeContext) -> u32 {
         func: read_u64(arg(&ctx, 2)),
         chan: arg(&ctx, 4),
         caller_pc: return_address(&ctx),
-        stack_id: user_stack(&ctx),
+        stack_id: user_stack(&ctx, tgid, tid),
     };
     let _ = NEW_TIMERS.insert(goid, pending, 0);
     0

@@ -2,7 +2,7 @@
 
 use tracer_common::{
     CtxCancelEvent, CtxCreateEvent, CtxDoneEvent, EventHeader, EventKind, GoCreateEvent,
-    GoExitEvent, GoParkEvent, GoReadyEvent, TimerStartEvent, TimerStopEvent,
+    GoExitEvent, GoParkEvent, GoReadyEvent, StackDumpEvent, TimerStartEvent, TimerStopEvent,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub enum Event {
     CtxDone(CtxDoneEvent),
     TimerStart(TimerStartEvent),
     TimerStop(TimerStopEvent),
+    StackDump(Box<StackDumpEvent>),
 }
 
 impl Event {
@@ -30,6 +31,7 @@ impl Event {
             Event::CtxDone(e) => &e.header,
             Event::TimerStart(e) => &e.header,
             Event::TimerStop(e) => &e.header,
+            Event::StackDump(e) => &e.header,
         }
     }
 
@@ -44,6 +46,31 @@ impl Event {
             Event::CtxDone(_) => EventKind::CtxDone,
             Event::TimerStart(_) => EventKind::TimerStart,
             Event::TimerStop(_) => EventKind::TimerStop,
+            Event::StackDump(_) => EventKind::StackDump,
+        }
+    }
+
+    /// The user stack id the event carries, if any.
+    pub fn stack_id(&self) -> Option<i32> {
+        match self {
+            Event::Create(e) => Some(e.stack_id),
+            Event::Park(e) => Some(e.stack_id),
+            Event::CtxCreate(e) => Some(e.stack_id),
+            Event::CtxCancel(e) => Some(e.stack_id),
+            Event::TimerStart(e) => Some(e.stack_id),
+            _ => None,
+        }
+    }
+
+    /// The user stack id the event carries, if any, to rewrite.
+    pub fn stack_id_mut(&mut self) -> Option<&mut i32> {
+        match self {
+            Event::Create(e) => Some(&mut e.stack_id),
+            Event::Park(e) => Some(&mut e.stack_id),
+            Event::CtxCreate(e) => Some(&mut e.stack_id),
+            Event::CtxCancel(e) => Some(&mut e.stack_id),
+            Event::TimerStart(e) => Some(&mut e.stack_id),
+            _ => None,
         }
     }
 }
@@ -93,6 +120,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::CtxDone => Event::CtxDone(read(bytes, kind)?),
         EventKind::TimerStart => Event::TimerStart(read(bytes, kind)?),
         EventKind::TimerStop => Event::TimerStop(read(bytes, kind)?),
+        EventKind::StackDump => Event::StackDump(Box::new(read(bytes, kind)?)),
     })
 }
 

@@ -325,11 +325,19 @@ pub fn trace(
     drop(view);
     let outcome = outcome?;
 
-    // Read every stack the model references while the maps exist.
+    // Read every stack the model references while the maps exist (dumped
+    // stacks came as events).
     let stacks = model
         .stack_ids()
         .into_iter()
-        .filter_map(|id| Some((id, probes.stack(id)?)))
+        .filter_map(|id| {
+            let pcs = if id >= 0 {
+                probes.stack(id)?
+            } else {
+                model.dumped.get(id)?.clone()
+            };
+            Some((id, pcs))
+        })
         .collect();
     let kernel = probes.counters()?;
     drop(probes); // detach every uprobe before the slow part
@@ -377,7 +385,8 @@ pub fn trace(
 }
 
 /// `gotrace probes BINARY`: where gotrace would attach, one line per uprobe
-/// (`symbol+offset program`), for comparisons with other tools.
+/// (`symbol+offset program vaddr=.. file_offset=..`), for comparisons with
+/// other tools.
 pub fn run_probes(args: crate::cli::ProbesArgs) -> anyhow::Result<TraceOutcome> {
     let shown = args.binary.display().to_string();
     let bin = inspect(&args.binary, &shown)?;
@@ -393,10 +402,11 @@ pub fn run_probes(args: crate::cli::ProbesArgs) -> anyhow::Result<TraceOutcome> 
             .map(|f| f.addr)
             .unwrap_or(p.vaddr);
         println!(
-            "{}+{:#x} {} file_offset={:#x}",
+            "{}+{:#x} {} vaddr={:#x} file_offset={:#x}",
             p.symbol,
             p.vaddr - base,
             p.program,
+            p.vaddr,
             p.file_offset
         );
     }

@@ -1,5 +1,6 @@
 //! Project automation for gotrace: `cargo xtask <command>`.
 
+mod bench;
 mod check;
 mod demo;
 mod layouts;
@@ -22,6 +23,10 @@ commands:
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
   layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  bench [--runs 5] [--quick]
+                     overhead vs untraced, empty probes, bpftrace and
+                     runtime/trace; replay rate, memory, attach time; writes
+                     target/bench/bench.md (needs root)
   soak [--duration 10m] [--rate 5000] [--interval 5s]
                      trace a busy fixture for a long time; fail if gotrace's
                      memory grows (needs root)
@@ -51,6 +56,12 @@ fn main() -> ExitCode {
         }
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
+        Some("bench") => bench::bench(
+            &rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        ),
         Some("soak") => soak::soak(
             &rest
                 .iter()

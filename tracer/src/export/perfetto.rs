@@ -282,13 +282,20 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
     }
 
     // Cancels.
-    let nodes = input.contexts.nodes();
+    // report.json numbers contexts by position among the nodes the model
+    // still holds (old finished ones are retired on long traces).
+    let pos: HashMap<usize, usize> = input
+        .contexts
+        .nodes()
+        .enumerate()
+        .map(|(i, n)| (n.id, i))
+        .collect();
     for c in tl.cancels() {
-        let Some(node) = nodes.get(c.node as usize) else {
+        let Some(node) = input.contexts.get(c.node as usize) else {
             continue;
         };
         let mut args = serde_json::Map::new();
-        args.insert("context".into(), json!(c.node));
+        args.insert("context".into(), json!(pos.get(&(c.node as usize))));
         let err = if c.flags & CANCEL_ERR_CANCELED != 0 {
             "context.Canceled"
         } else if c.flags & CANCEL_ERR_DEADLINE != 0 {

@@ -197,7 +197,8 @@ impl GoroutineModel {
             | Event::CtxCancel(_)
             | Event::CtxDone(_)
             | Event::TimerStart(_)
-            | Event::TimerStop(_) => {}
+            | Event::TimerStop(_)
+            | Event::StackDump(_) => {}
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod contexts;
 pub mod goroutines;
 pub mod sites;
+pub mod stacks;
 pub mod timeline;
 pub mod timers;
 
@@ -20,10 +21,30 @@ pub struct Model {
     pub timers: timers::TimerModel,
     /// Bounded history for the timeline export.
     pub timeline: timeline::Timeline,
+    /// Stacks the kernel's stack map refused, sent as events.
+    pub dumped: stacks::DumpedStacks,
 }
 
 impl Model {
     pub fn apply(&mut self, event: &crate::decode::Event) {
+        use crate::decode::Event;
+        if let Event::StackDump(d) = event {
+            self.dumped.add(d);
+            return;
+        }
+        // A stack dumped twice (kernel LRU eviction) goes by its first id.
+        let mut remapped;
+        let mut event = event;
+        if let Some(id) = event.stack_id()
+            && id < tracer_common::NO_STACK
+            && self.dumped.canonical(id) != id
+        {
+            remapped = event.clone();
+            if let Some(s) = remapped.stack_id_mut() {
+                *s = self.dumped.canonical(id);
+            }
+            event = &remapped;
+        }
         // The park a wakeup ends, before the goroutine model forgets it.
         let woken_from = match event {
             crate::decode::Event::Ready(e) => match self.goroutines.get(e.goid).map(|g| g.state) {

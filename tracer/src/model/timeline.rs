@@ -343,7 +343,10 @@ impl Timeline {
                 self.active(e.goid, ts);
                 self.cancelled(e.ctx, e.goid, e.remove_from_parent != 0, ts, contexts);
             }
-            Event::CtxDone(_) | Event::TimerStart(_) | Event::TimerStop(_) => {}
+            Event::CtxDone(_)
+            | Event::TimerStart(_)
+            | Event::TimerStop(_)
+            | Event::StackDump(_) => {}
         }
     }
 
@@ -421,7 +424,9 @@ impl Timeline {
         let Some(id) = contexts.id_of(ctx) else {
             return;
         };
-        let node = &contexts.nodes()[id];
+        let Some(node) = contexts.get(id) else {
+            return;
+        };
         let Some(cancel) = &node.cancel else { return };
         if self.cancel_of_node.contains_key(&id) {
             return; // a repeat cancel (no-op in Go)

@@ -1,0 +1,347 @@
+//! One measurement: a workload under one tracing configuration.
+//!
+//! Every workload waits at a trigger file after printing "ready", so the
+//! tracer attaches before the measured part starts: gotrace (`--pid`), the
+//! same uprobes with a do-nothing program (`--bench-empty-probes`, the floor
+//! of this kernel), bpftrace counting hits at the same points, or Go's own
+//! runtime/trace (started by the workload at the trigger).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Config {
+    None,
+    Gotrace,
+    EmptyProbes,
+    Bpftrace,
+    RuntimeTrace,
+}
+
+impl Config {
+    pub const ALL: [Config; 5] = [
+        Config::None,
+        Config::Gotrace,
+        Config::EmptyProbes,
+        Config::Bpftrace,
+        Config::RuntimeTrace,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::None => "untraced",
+            Config::Gotrace => "gotrace",
+            Config::EmptyProbes => "empty probes (floor)",
+            Config::Bpftrace => "bpftrace (count)",
+            Config::RuntimeTrace => "Go runtime/trace",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Workload {
+    Http,
+    Churn,
+    PingPong,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [Workload::Http, Workload::Churn, Workload::PingPong];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Http => "http",
+            Workload::Churn => "churn",
+            Workload::PingPong => "pingpong",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Workload::Http => "requests",
+            Workload::Churn => "goroutines",
+            Workload::PingPong => "round trips",
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Operations per second (requests, goroutines, round trips).
+    pub ops_per_s: f64,
+    /// CPU seconds the target spent per operation (user + system, which
+    /// includes the uprobe traps and the eBPF programs).
+    pub cpu_per_op_s: f64,
+    /// Events gotrace received and dropped (gotrace runs only).
+    pub events: Option<u64>,
+    pub dropped: Option<u64>,
+}
+
+pub struct Env<'a> {
+    pub gotrace: &'a Path,
+    pub bench_bin: &'a Path,
+    pub work: &'a Path,
+    /// Operations per workload.
+    pub churn_n: u64,
+    pub pingpong_n: u64,
+    pub http_n: u64,
+    pub http_conns: u64,
+    /// The bpftrace script counting hits at gotrace's probe points.
+    pub bpftrace_script: &'a Path,
+}
+
+/// Reads lines from `out` until one contains `needle`; returns that line.
+pub fn wait_line(out: &mut impl BufRead, needle: &str, timeout: Duration) -> Result<String> {
+    let start = Instant::now();
+    let mut line = String::new();
+    while start.elapsed() < timeout {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            bail!("stream ended before {needle:?}");
+        }
+        if line.contains(needle) {
+            return Ok(line.trim().to_string());
+        }
+    }
+    bail!("timed out waiting for {needle:?}")
+}
+
+struct Tracer {
+    child: Child,
+    config: Config,
+    out_dir: PathBuf,
+}
+
+impl Tracer {
+    /// Ends the tracer (bpftrace needs a SIGINT; gotrace ends by itself when
+    /// the target exits) and reads gotrace's counters.
+    fn finish(mut self) -> Result<(Option<u64>, Option<u64>)> {
+        if self.config == Config::Bpftrace {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if self.config != Config::Bpftrace && !matches!(status.code(), Some(0 | 3)) {
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    bail!("{} failed: {status}\n{err}", self.config.name());
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{} did not stop", self.config.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !matches!(self.config, Config::Gotrace) {
+            return Ok((None, None));
+        }
+        let r: Value = serde_json::from_slice(&std::fs::read(self.out_dir.join("report.json"))?)?;
+        Ok((
+            r["trace"]["events_received"].as_u64(),
+            r["trace"]["kernel"]["dropped_total"].as_u64(),
+        ))
+    }
+}
+
+fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<Tracer>> {
+    let out_dir = env.work.join(format!("out-{pid}"));
+    std::fs::create_dir_all(&out_dir)?;
+    let mut c = match config {
+        Config::None | Config::RuntimeTrace => return Ok(None),
+        Config::Gotrace | Config::EmptyProbes => {
+            let mut c = Command::new(env.gotrace);
+            c.args(["--ring-buffer", "64M", "--pid", &pid.to_string(), "-o"])
+                .arg(&out_dir);
+            if config == Config::EmptyProbes {
+                c.arg("--bench-empty-probes");
+            }
+            c.stdout(Stdio::null()).stderr(Stdio::piped());
+            c
+        }
+        Config::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-p", &pid.to_string()])
+                .arg(env.bpftrace_script)
+                .env("BPFTRACE_BIN", bin)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            c
+        }
+    };
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("starting {}", config.name()))?;
+    // gotrace says "attached" on stderr; bpftrace "Attaching N probes" on stdout.
+    let ready = if config == Config::Bpftrace {
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let r = wait_line(&mut out, "Attaching", Duration::from_secs(60));
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        r
+    } else {
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let r = wait_line(&mut err, "attached", Duration::from_secs(60));
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        r
+    };
+    if let Err(e) = ready {
+        let _ = child.kill();
+        return Err(e.context(format!("{} did not attach", config.name())));
+    }
+    // bpftrace prints "Attaching" before the last probes are in place.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Some(Tracer {
+        child,
+        config,
+        out_dir,
+    }))
+}
+
+/// A workload held at its trigger: the process, its stdout, the trigger
+/// file and the address it listens on (server only).
+struct Held {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    trigger: PathBuf,
+    listening: Option<String>,
+}
+
+fn spawn_workload(env: &Env<'_>, config: Config, args: &[String]) -> Result<Held> {
+    let trigger = env.work.join(format!("trigger-{}", std::process::id()));
+    let _ = std::fs::remove_file(&trigger);
+    let mut c = Command::new(env.bench_bin);
+    c.args(args)
+        .env("GOTRACE_TRIGGER", &trigger)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    if config == Config::RuntimeTrace {
+        c.env("BENCH_TRACE", env.work.join("runtime.trace"));
+    }
+    let mut child = c.spawn().context("starting the workload")?;
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut listening = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            bail!("the workload exited before its trigger");
+        }
+        if let Some(a) = line.trim().strip_prefix("listening ") {
+            listening = Some(a.to_string());
+        }
+        if line.contains("waiting for trigger") {
+            break;
+        }
+    }
+    Ok(Held {
+        child,
+        out,
+        trigger,
+        listening,
+    })
+}
+
+/// Target CPU time (user + system) of a running process, in seconds.
+fn proc_cpu_s(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: trivial libc call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Sample> {
+    match workload {
+        Workload::Churn | Workload::PingPong => {
+            let (mode, n) = if workload == Workload::Churn {
+                ("churn", env.churn_n)
+            } else {
+                ("pingpong", env.pingpong_n)
+            };
+            let args = [mode.to_string(), n.to_string()];
+            let Held {
+                mut child,
+                mut out,
+                trigger,
+                ..
+            } = spawn_workload(env, config, &args)?;
+            let tracer = attach(env, config, child.id(), env.bench_bin)?;
+            std::fs::write(&trigger, "go")?;
+            let line = wait_line(&mut out, "\"mode\"", Duration::from_secs(600))?;
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("workload {mode} failed: {status}");
+            }
+            let (events, dropped) = match tracer {
+                Some(t) => t.finish()?,
+                None => (None, None),
+            };
+            let v: Value = serde_json::from_str(&line)?;
+            Ok(Sample {
+                ops_per_s: v["ops_per_s"].as_f64().unwrap_or(0.0),
+                cpu_per_op_s: v["cpu_s"].as_f64().unwrap_or(0.0) / n as f64,
+                events,
+                dropped,
+            })
+        }
+        Workload::Http => {
+            let Held {
+                child: mut server,
+                mut out,
+                trigger,
+                listening,
+            } = spawn_workload(env, config, &["server".into()])?;
+            let addr = listening.context("the server printed no address")?;
+            let pid = server.id();
+            let tracer = attach(env, config, pid, env.bench_bin)?;
+            std::fs::write(&trigger, "go")?;
+            let cpu0 = proc_cpu_s(pid)?;
+            let load = Command::new(env.bench_bin)
+                .args([
+                    "load",
+                    &addr,
+                    &env.http_n.to_string(),
+                    &env.http_conns.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .context("running the load generator")?;
+            let cpu1 = proc_cpu_s(pid)?;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            let _ = wait_line(&mut out, "done", Duration::from_secs(30));
+            let _ = server.wait();
+            let (events, dropped) = match tracer {
+                Some(t) => t.finish()?,
+                None => (None, None),
+            };
+            if !load.status.success() {
+                bail!(
+                    "load generator failed: {}",
+                    String::from_utf8_lossy(&load.stderr)
+                );
+            }
+            let line = String::from_utf8_lossy(&load.stdout);
+            let v: Value = serde_json::from_str(line.lines().last().unwrap_or("{}"))?;
+            Ok(Sample {
+                ops_per_s: v["ops_per_s"].as_f64().unwrap_or(0.0),
+                cpu_per_op_s: (cpu1 - cpu0) / env.http_n as f64,
+                events,
+                dropped,
+            })
+        }
+    }
+}

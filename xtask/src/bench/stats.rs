@@ -1,0 +1,246 @@
+//! Medians, spread, ratios and the written results (markdown and JSON).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::run::{Config, Sample, Workload};
+use super::userspace::Userspace;
+
+fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+struct Summary {
+    ops: f64,
+    ops_min: f64,
+    ops_max: f64,
+    cpu_us: f64,
+    events: Option<u64>,
+    dropped: Option<u64>,
+}
+
+fn summary(s: &[Sample]) -> Summary {
+    let ops = sorted(s.iter().map(|x| x.ops_per_s));
+    let cpu = sorted(s.iter().map(|x| x.cpu_per_op_s * 1e6));
+    Summary {
+        ops: median(&ops),
+        ops_min: ops.first().copied().unwrap_or(f64::NAN),
+        ops_max: ops.last().copied().unwrap_or(f64::NAN),
+        cpu_us: median(&cpu),
+        events: s.iter().filter_map(|x| x.events).max(),
+        dropped: s.iter().filter_map(|x| x.dropped).max(),
+    }
+}
+
+/// The machine the numbers come from.
+pub fn machine() -> BTreeMap<&'static str, String> {
+    let mut m = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    m.insert("cpu", model);
+    m.insert(
+        "cpus",
+        std::thread::available_parallelism()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+    );
+    m.insert(
+        "kernel",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    );
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.insert(
+        "memory",
+        mem.lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse::<u64>().ok())
+            .map(|k| format!("{} GiB", k >> 20))
+            .unwrap_or_default(),
+    );
+    m.insert("go", crate::setup::newest_go().to_string());
+    m
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+pub fn markdown(
+    samples: &BTreeMap<(Workload, Config), Vec<Sample>>,
+    u: &Userspace,
+    machine: &BTreeMap<&'static str, String>,
+    runs: usize,
+    points: usize,
+) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Machine: {} ({} CPUs, {}), Linux {}, Go {}. {runs} interleaved rounds; medians, with min–max; {points} uprobes.\n\n",
+        machine["cpu"], machine["cpus"], machine["memory"], machine["kernel"], machine["go"]
+    ));
+    for w in Workload::ALL {
+        let none = samples.get(&(w, Config::None)).map(|s| summary(s));
+        md.push_str(&format!(
+            "**{}** ({}/s; target CPU per {} in µs)\n\n| configuration | throughput | spread | vs untraced | CPU µs/op | added µs/op | events (dropped) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            w.name(),
+            w.unit(),
+            w.unit().trim_end_matches('s')
+        ));
+        for c in Config::ALL {
+            let Some(s) = samples.get(&(w, c)).map(|s| summary(s)) else {
+                continue;
+            };
+            let base = none.as_ref();
+            md.push_str(&format!(
+                "| {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {} | {} |\n",
+                c.name(),
+                s.ops,
+                s.ops_min,
+                s.ops_max,
+                base.map(|b| ratio(s.ops, b.ops)).unwrap_or_default(),
+                s.cpu_us,
+                base.map(|b| format!("{:+.2}", s.cpu_us - b.cpu_us))
+                    .unwrap_or_default(),
+                match (s.events, s.dropped) {
+                    (Some(e), Some(d)) => format!("{e} ({d})"),
+                    _ => "–".into(),
+                }
+            ));
+        }
+        md.push('\n');
+    }
+    let get = |w, c| samples.get(&(w, c)).map(|s| summary(s));
+    let mut checks = Vec::new();
+    if let (Some(n), Some(g)) = (
+        get(Workload::Http, Config::None),
+        get(Workload::Http, Config::Gotrace),
+    ) {
+        let loss = (1.0 - g.ops / n.ops) * 100.0;
+        checks.push(format!(
+            "| HTTP throughput loss | ≤ 3 % | {loss:.1} % | {} |",
+            if loss <= 3.0 { "met" } else { "not met" }
+        ));
+    }
+    if let (Some(n), Some(g), Some(e), Some(b)) = (
+        get(Workload::Churn, Config::None),
+        get(Workload::Churn, Config::Gotrace),
+        get(Workload::Churn, Config::EmptyProbes),
+        get(Workload::Churn, Config::Bpftrace),
+    ) {
+        let (ga, ea, ba) = (
+            g.cpu_us - n.cpu_us,
+            e.cpu_us - n.cpu_us,
+            b.cpu_us - n.cpu_us,
+        );
+        checks.push(format!(
+            "| churn: added CPU per goroutine vs the empty-probe floor | ≤ 1.2× | {ga:.2} µs vs {ea:.2} µs = {} | {} |",
+            ratio(ga, ea),
+            if ga <= 1.2 * ea { "met" } else { "not met" }
+        ));
+        checks.push(format!(
+            "| churn: added CPU per goroutine vs bpftrace counting | below | {ga:.2} µs vs {ba:.2} µs | {} |",
+            if ga < ba { "met" } else { "not met" }
+        ));
+    }
+    let replay_rate = u.replay_events as f64 / u.replay_wall_s;
+    checks.push(format!(
+        "| userspace: events decoded and aggregated per second (replay of {} events, one core) | ≥ 2 M/s | {:.2} M/s | {} |",
+        u.replay_events,
+        replay_rate / 1e6,
+        if replay_rate >= 2e6 { "met" } else { "not met" }
+    ));
+    checks.push(format!(
+        "| memory per live goroutine ({} parked; {} in the report) | ≤ 256 B | {:.0} B | {} |",
+        u.park_goroutines,
+        u.park_live_in_report,
+        u.park_bytes_per_goroutine,
+        if u.park_bytes_per_goroutine <= 256.0 {
+            "met"
+        } else {
+            "not met"
+        }
+    ));
+    let attach = median(&sorted(u.attach_ms.iter().copied()));
+    checks.push(format!(
+        "| attach on a {:.1} MiB binary | ≤ 1 s | {attach:.0} ms | {} |",
+        u.attach_binary_mib,
+        if attach <= 1000.0 { "met" } else { "not met" }
+    ));
+    checks.push(format!(
+        "| drops at a high event rate (8 MiB ring) | 0 at 200 k/s | {} at {:.0} k/s | {} |",
+        u.rate_dropped,
+        u.rate_events_per_s / 1e3,
+        if u.rate_dropped == 0 && u.rate_events_per_s >= 200e3 {
+            "met"
+        } else if u.rate_dropped == 0 {
+            "0 drops, rate not reached"
+        } else {
+            "not met"
+        }
+    ));
+    md.push_str("| target | wanted | measured | |\n|---|---|---|---|\n");
+    for c in checks {
+        md.push_str(&c);
+        md.push('\n');
+    }
+    md
+}
+
+pub fn json(
+    samples: &BTreeMap<(Workload, Config), Vec<Sample>>,
+    u: &Userspace,
+    machine: &BTreeMap<&'static str, String>,
+    runs: usize,
+) -> Value {
+    let overhead: Vec<Value> = samples
+        .iter()
+        .map(|((w, c), s)| {
+            json!({
+                "workload": w.name(), "config": c.name(),
+                "ops_per_s": s.iter().map(|x| x.ops_per_s).collect::<Vec<_>>(),
+                "cpu_per_op_us": s.iter().map(|x| x.cpu_per_op_s * 1e6).collect::<Vec<_>>(),
+                "events": s.iter().map(|x| x.events).collect::<Vec<_>>(),
+                "dropped": s.iter().map(|x| x.dropped).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "machine": machine, "rounds": runs, "overhead": overhead,
+        "userspace": {
+            "replay_events": u.replay_events, "replay_wall_s": u.replay_wall_s,
+            "replay_cpu_s": u.replay_cpu_s, "replay_max_rss_kib": u.replay_max_rss_kib,
+            "park_goroutines": u.park_goroutines,
+            "park_bytes_per_goroutine": u.park_bytes_per_goroutine,
+            "park_live_in_report": u.park_live_in_report,
+            "attach_binary_mib": u.attach_binary_mib, "attach_ms": u.attach_ms,
+            "rate_events_per_s": u.rate_events_per_s, "rate_events": u.rate_events,
+            "rate_dropped": u.rate_dropped,
+        }
+    })
+}
