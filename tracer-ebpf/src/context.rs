@@ -71,7 +71,7 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
         deadline_wall: read_u64(child + cfg.timer_deadline),
         deadline_ext: read_u64(child + cfg.timer_deadline + 8) as i64,
     });
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
     0
 }
 
@@ -85,7 +85,7 @@ fn on_cancel(ctx: &ProbeContext, method: u32) -> u32 {
         return 0;
     };
     fill_cancel(ctx, &cfg, method, tgid, tid, entry.as_mut_ptr());
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
     0
 }
 
@@ -221,7 +221,7 @@ pub fn go_ctx_done_ret(ctx: ProbeContext) -> u32 {
             ctx: c,
             chan,
         });
-        entry.submit(0);
+        entry.submit(crate::maps::wakeup_flags());
     }
     0
 }

@@ -68,7 +68,7 @@ fn emit<T: 'static>(kind: EventKind, ev: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(ev);
-            entry.submit(0);
+            entry.submit(crate::maps::wakeup_flags());
         }
         None => bump(kind.index()),
     }

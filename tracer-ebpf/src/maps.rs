@@ -1,6 +1,7 @@
 //! Maps shared by every probe, and the attach-time configuration.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{PerCpuArray, RingBuf, StackTrace},
@@ -63,6 +64,21 @@ pub fn bump(slot: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
+    }
+}
+
+/// Submit flags for the next event. Wakeups are batched: userspace drains
+/// the ring every few milliseconds on its own and is woken early only when
+/// a quarter of the ring is in use. A wakeup per event would cost a
+/// consumer wakeup (and often a context switch) per goroutine transition.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if used >= size / 4 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 

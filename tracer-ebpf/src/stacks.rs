@@ -89,7 +89,10 @@ fn dump(ctx: &ProbeContext, tgid: u32, tid: u32) -> Option<i32> {
     ev.header = header(EventKind::StackDump, tgid, tid);
     ev.id = id;
     ev.nr = nr as u32;
-    if EVENTS.output::<StackDumpEvent>(&*ev, 0).is_err() {
+    if EVENTS
+        .output::<StackDumpEvent>(&*ev, crate::maps::wakeup_flags())
+        .is_err()
+    {
         bump(EventKind::StackDump.index());
         return None;
     }

@@ -42,7 +42,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         _pad: 0,
         caller_pc: return_address(&ctx),
     });
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
     0
 }
 
@@ -106,7 +106,7 @@ pub fn go_timer_new_ret(ctx: ProbeContext) -> u32 {
         _pad: 0,
         caller_pc: p.caller_pc,
     });
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
     0
 }
 
@@ -123,7 +123,7 @@ pub fn go_timer_stop(ctx: ProbeContext) -> u32 {
             goid: read_u64(current_g(&ctx) + cfg.g_goid),
             timer: arg(&ctx, 0),
         });
-        entry.submit(0);
+        entry.submit(crate::maps::wakeup_flags());
     }
     0
 }

@@ -11,8 +11,21 @@ use crate::cli::ReportArgs;
 use crate::record;
 use crate::trace::{TraceOutcome, Traced, finish, inspect};
 
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 pub fn run(args: ReportArgs) -> anyhow::Result<TraceOutcome> {
+    let (wall0, cpu0) = (std::time::Instant::now(), thread_cpu_s());
     let capture = record::replay(&args.file)?;
+    let (wall, cpu) = (wall0.elapsed().as_secs_f64(), thread_cpu_s() - cpu0);
     let meta = &capture.meta;
     let exe = args
         .binary
@@ -40,6 +53,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<TraceOutcome> {
             meta.go_version
         );
     }
+    // Said once the recording and its binary are known to be good.
+    eprintln!(
+        "gotrace: replayed {} events in {wall:.2}s ({cpu:.2}s CPU, {:.2} M events/s on one core)",
+        capture.end.events,
+        capture.end.events as f64 / cpu.max(1e-9) / 1e6
+    );
     let layout = bin
         .layout()
         .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;

@@ -13,6 +13,9 @@ use crate::model::Model;
 use crate::probe::Probes;
 use crate::target::{ExitWatcher, monotonic_ns};
 
+/// How often the ring buffer is drained when the probes do not wake us.
+const POLL_PERIOD: Duration = Duration::from_millis(5);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndReason {
     Duration,
@@ -140,6 +143,10 @@ impl Session<'_> {
         tokio::pin!(deadline);
         let exited = self.exit.exited();
         tokio::pin!(exited);
+        // The probes wake us only when a quarter of the ring is in use
+        // (batched wakeups); otherwise we drain it on this period.
+        let mut poll = tokio::time::interval(POLL_PERIOD);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counts = Counts {
@@ -167,6 +174,15 @@ impl Session<'_> {
                         self.recorder.as_deref_mut(),
                     )?;
                     guard.clear_ready();
+                }
+                _ = poll.tick() => {
+                    drain(
+                        ring.get_mut(),
+                        self.model,
+                        &mut counts,
+                        &mut self.validator,
+                        self.recorder.as_deref_mut(),
+                    )?;
                 }
                 _ = tick.tick() => {
                     if load_bias.is_none() {

@@ -14,7 +14,9 @@
 //! ignored cancel). Retired contexts count in [`ContextStats::retired`]; a
 //! child of a retired context keeps its parent as `Parent::Other`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::HashMap;
 
 use tracer_common::{CANCEL_CAUSE_MSG, CtxCancelEvent, CtxCreateEvent, GoCreateEvent, GoExitEvent};
 

@@ -6,7 +6,7 @@
 //! every transition here is idempotent and counts what it had to ignore, so
 //! the model never goes negative and no goroutine exits twice.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use tracer_common::{GoIdentity, NO_STACK, WAIT_CHANS};
 

@@ -13,6 +13,11 @@ pub use contexts::{ContextModel, CtxNode};
 pub use goroutines::{Goroutine, GoroutineModel, ModelStats, Origin, Parked, StackRef, State};
 pub use sites::{SiteKey, SiteStats};
 
+/// The model's maps are keyed by goids, pointers and small ids from the
+/// target: a fast non-cryptographic hash (no untrusted-key concern; the
+/// data comes from our own probes) and a fixed iteration order.
+pub type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
 /// Everything rebuilt from the event stream.
 #[derive(Default)]
 pub struct Model {

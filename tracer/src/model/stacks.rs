@@ -4,7 +4,9 @@
 //! first id seen for a content is canonical and later ones are aliased to
 //! it, so goroutines blocked on the same stack stay in one group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::HashMap;
 
 use tracer_common::StackDumpEvent;
 

@@ -16,7 +16,7 @@
 //! observed activity (a park, creating a goroutine or a context, a cancel):
 //! they were running then.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use super::contexts::{ContextModel, Parent};
 use super::goroutines::{Parked, StackRef};
@@ -176,11 +176,11 @@ impl Timeline {
     pub fn with_budget(budget: usize) -> Self {
         Self {
             tracks: Vec::new(),
-            by_goid: HashMap::new(),
+            by_goid: HashMap::default(),
             stacks: Vec::new(),
-            stack_index: HashMap::new(),
+            stack_index: HashMap::default(),
             cancels: Vec::new(),
-            cancel_of_node: HashMap::new(),
+            cancel_of_node: HashMap::default(),
             wakes: Vec::new(),
             bytes: 0,
             budget,

@@ -1,6 +1,6 @@
 //! Runtime timers started and not (yet) stopped, keyed by timer pointer.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use tracer_common::{TimerStartEvent, TimerStopEvent};
 

@@ -116,6 +116,8 @@ struct Tracer {
     child: Child,
     config: Config,
     out_dir: PathBuf,
+    /// bpftrace's stdout, collected until it exits.
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
@@ -143,6 +145,17 @@ impl Tracer {
                 bail!("{} did not stop", self.config.name());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(out) = self.stdout.take() {
+            let text = out.join().unwrap_or_default();
+            let hits = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("@hits: "))
+                .and_then(|n| n.trim().parse().ok());
+            if hits.is_none() {
+                bail!("bpftrace counted nothing:\n{text}");
+            }
+            return Ok((hits, Some(0)));
         }
         if !matches!(self.config, Config::Gotrace) {
             return Ok((None, None));
@@ -184,10 +197,15 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
         .spawn()
         .with_context(|| format!("starting {}", config.name()))?;
     // gotrace says "attached" on stderr; bpftrace "Attaching N probes" on stdout.
+    let mut stdout = None;
     let ready = if config == Config::Bpftrace {
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let r = wait_line(&mut out, "Attaching", Duration::from_secs(60));
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        stdout = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }));
         r
     } else {
         let mut err = BufReader::new(child.stderr.take().expect("stderr"));
@@ -205,6 +223,7 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
         child,
         config,
         out_dir,
+        stdout,
     }))
 }
 

@@ -18,6 +18,9 @@ pub struct Userspace {
     pub replay_events: u64,
     pub replay_wall_s: f64,
     pub replay_cpu_s: f64,
+    /// The whole `gotrace report` (replay, symbols, every output file).
+    pub report_wall_s: f64,
+    pub report_cpu_s: f64,
     pub replay_max_rss_kib: u64,
     pub park_goroutines: u64,
     pub park_bytes_per_goroutine: f64,
@@ -127,26 +130,43 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     let _ = std::fs::remove_dir_all(&out);
     let (cpu0, _) = children_usage();
     let t0 = Instant::now();
-    let status = Command::new(gotrace)
+    let replay = Command::new(gotrace)
         .arg("report")
         .arg(&rec)
         .arg("-o")
         .arg(&out)
         .stdout(Stdio::null())
-        .status()?;
-    u.replay_wall_s = t0.elapsed().as_secs_f64();
+        .output()?;
+    u.report_wall_s = t0.elapsed().as_secs_f64();
     let (cpu1, maxrss) = children_usage();
-    if !matches!(status.code(), Some(0 | 3)) {
-        bail!("gotrace report failed: {status}");
+    if !matches!(replay.status.code(), Some(0 | 3)) {
+        bail!("gotrace report failed: {}", replay.status);
     }
-    u.replay_cpu_s = cpu1 - cpu0;
+    u.report_cpu_s = cpu1 - cpu0;
     u.replay_max_rss_kib = maxrss;
+    // "gotrace: replayed N events in W s (C s CPU, ...)": decode + model only.
+    let err = String::from_utf8_lossy(&replay.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("gotrace: replayed "))
+        .context("no replay timing from gotrace report")?;
+    let num = |after: &str| -> Option<f64> {
+        line.split(after)
+            .nth(1)?
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()?
+            .parse()
+            .ok()
+    };
+    u.replay_wall_s = num(" events in ").unwrap_or(f64::NAN);
+    u.replay_cpu_s = num("s (").unwrap_or(f64::NAN);
     let _ = std::fs::remove_file(&rec);
     println!(
-        "  replay: {} events in {:.2}s ({:.0} events/s)",
+        "  replay: {} events in {:.2}s CPU ({:.0} events/s); whole report {:.2}s CPU",
         u.replay_events,
-        u.replay_wall_s,
-        u.replay_events as f64 / u.replay_wall_s
+        u.replay_cpu_s,
+        u.replay_events as f64 / u.replay_cpu_s,
+        u.report_cpu_s
     );
 
     // Memory per live goroutine.
