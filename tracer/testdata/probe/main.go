@@ -37,6 +37,13 @@ func receiveForever(ch chan int, done chan struct{}) {
 }
 
 //go:noinline
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+//go:noinline
 func worker(id int, results chan<- int) {
 	results <- leaf(id + 10)
 }
@@ -75,7 +82,9 @@ func main() {
 		time.Sleep(time.Millisecond)
 	}
 	if n == 0 {
-		// Block forever in a channel receive so a tracer can inspect us.
+		// Block forever in a channel receive so a tracer can inspect us
+		// (the sleeper keeps the runtime from calling it a deadlock).
+		go sleepForever()
 		<-make(chan int)
 	}
 	// A real closure (several lines), unlike the wrappers `go f(x)` makes.
