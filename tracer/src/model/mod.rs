@@ -19,6 +19,12 @@ pub struct Model {
 }
 
 impl Model {
+    /// Seeds the goroutines with a snapshot taken at attach (before any
+    /// event is applied).
+    pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
+        self.goroutines.seed(snap);
+    }
+
     pub fn apply(&mut self, event: &crate::decode::Event) {
         self.goroutines.apply(event);
         self.contexts.apply(event);

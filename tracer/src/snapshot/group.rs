@@ -227,7 +227,8 @@ pub fn render(r: &SnapReport) -> String {
         for f in &g.stack {
             frame_lines(&mut out, f);
         }
-        if let Some(c) = &g.created_at {
+        // Like Go, no "created by" for the main goroutine.
+        if let Some(c) = g.created_at.as_ref().filter(|_| g.goids != [1]) {
             let by = match g.parent_goids.as_slice() {
                 [] => String::new(),
                 [one] => format!(" in goroutine {one}"),

@@ -111,6 +111,37 @@ pub struct SnapStats {
     pub reads: u64,
 }
 
+/// What the snapshot taken at attach gave (`trace.snapshot` in the report).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Goroutines read (0 when it failed).
+    pub goroutines: u64,
+    pub took_ms: f64,
+    /// Why there is none: the trace went on without it.
+    pub error: Option<String>,
+    pub stats: SnapStats,
+}
+
+impl SnapshotInfo {
+    pub fn of(snap: &Snapshot) -> SnapshotInfo {
+        SnapshotInfo {
+            goroutines: snap.goroutines.len() as u64,
+            took_ms: (snap.took_ns as f64 / 1e3).round() / 1e3,
+            error: None,
+            stats: snap.stats.clone(),
+        }
+    }
+
+    pub fn failed(why: String) -> SnapshotInfo {
+        SnapshotInfo {
+            goroutines: 0,
+            took_ms: 0.0,
+            error: Some(why),
+            stats: SnapStats::default(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// CLOCK_MONOTONIC ns when reading began, and how long it took.
