@@ -242,6 +242,47 @@ fn hundred_thousand_goroutines() {
     check_snapshot(&fixture("preexisting", "1.26"), 100_000);
 }
 
+/// A process in motion (goroutines created, growing their stacks, parking
+/// and exiting all the time): every snapshot still succeeds and still
+/// counts the parked leaks exactly; what changed while read is re-read.
+#[test]
+fn snapshot_of_a_busy_process() {
+    let Some(_g) = root_guard() else { return };
+    for go in ["1.19", "1.26"] {
+        let mut held = hold_fixture(
+            &fixture("preexisting", go),
+            &[("GOTRACE_LEAKS", "2000"), ("GOTRACE_CHURN", "1")],
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let own = own_stacks(&held.stdout);
+        let (mut retried, mut unstable, mut skipped) = (0, 0, 0);
+        for _ in 0..30 {
+            let out = snapshot(held.pid, true);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            for o in &own {
+                let g = r["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|g| g["start_function"] == o.function.as_str())
+                    .unwrap_or_else(|| panic!("no {} group", o.function));
+                assert_eq!(goids(&g["goids"]), o.goids, "{}", o.function);
+            }
+            let s = &r["stats"];
+            retried += s["retried"].as_u64().unwrap();
+            unstable += s["unstable"].as_u64().unwrap();
+            skipped += s["skipped"].as_u64().unwrap();
+        }
+        eprintln!(
+            "Go {go}, 30 snapshots: {retried} re-read, {unstable} kept changing, {skipped} skipped"
+        );
+        assert!(held.alive(), "the target survived");
+    }
+}
+
 /// Bad input: one line, non-zero exit.
 #[test]
 fn snapshot_errors() {

@@ -269,3 +269,58 @@ pub fn summary(r: &SnapReport, all: bool) -> String {
         s.reads
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(min: f64, max: f64, unknown: usize) -> SnapGroup {
+        SnapGroup {
+            count: 3,
+            state: GState::Waiting,
+            wait_reason: Some("chan receive".into()),
+            system: false,
+            start_function: "main.f".into(),
+            created_at: None,
+            blocked_at: None,
+            parent_goids: vec![],
+            blocked_for_s: Some(Summary {
+                min,
+                median: min,
+                max,
+            }),
+            blocked_since_unknown: unknown,
+            stack: vec![],
+            no_stack: None,
+            goids: vec![5, 6, 7],
+        }
+    }
+
+    #[test]
+    fn minutes_like_go() {
+        assert_eq!(minutes(&group(10.0, 59.0, 0)), None);
+        assert_eq!(minutes(&group(60.0, 119.0, 0)).unwrap(), "1 minute");
+        assert_eq!(minutes(&group(300.0, 359.0, 0)).unwrap(), "5 minutes");
+        assert_eq!(minutes(&group(125.0, 400.0, 0)).unwrap(), "2-6 minutes");
+        // Some have no time recorded: they may have parked just now.
+        assert_eq!(minutes(&group(300.0, 300.0, 1)).unwrap(), "0-5 minutes");
+        let r = SnapReport {
+            pid: 1,
+            exe: "x".into(),
+            go_version: "go1.26.6".into(),
+            total: 3,
+            user: 3,
+            system: 0,
+            took_ms: 1.0,
+            groups: vec![group(300.0, 300.0, 0)],
+            stats: SnapStats::default(),
+        };
+        let text = render(&r);
+        assert!(
+            text.starts_with(
+                "goroutine profile: total 3\n\n3 goroutines: [chan receive, 5 minutes]\n# goids 5 6 7\n"
+            ),
+            "{text}"
+        );
+    }
+}

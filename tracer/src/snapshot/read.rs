@@ -13,8 +13,10 @@ use super::walk::{Resume, Walked, walk};
 use crate::gobin::layout::GOffsets;
 use crate::goruntime::snapshot::{AMD64_SYSCALL_BP_BELOW_SP, GState, Status, StatusTable};
 
-/// Individual re-reads of a g that keeps changing.
+/// Individual re-reads of a g that keeps changing, and the pause before
+/// the n-th one (n times this).
 const RETRIES: usize = 4;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
 /// Goids are allocated in order from 1; this leaves room for 10 years of
 /// a million goroutines a second.
 const MAX_GOID: u64 = 1 << 48;
@@ -203,7 +205,11 @@ impl Reader<'_> {
     fn settle(&self, gp: u64, stats: &mut SnapStats) -> Option<LiveG> {
         stats.retried += 1;
         let mut last = None;
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                // Give a stack copy (or whatever changed it) time to end.
+                std::thread::sleep(RETRY_PAUSE * attempt as u32);
+            }
             let Some(g) = self.read_one(gp) else {
                 continue;
             };
