@@ -89,7 +89,10 @@ fn seen(path: &std::path::Path) -> (Snapshot, HashMap<u64, Seen>) {
         let ready = by_goid.get(&1).is_some_and(|m| m.state == GState::Waiting)
             && by_goid
                 .values()
-                .any(|g| g.start == "main.receiveForever" && g.state == GState::Waiting);
+                .any(|g| g.start == "main.receiveForever" && g.state == GState::Waiting)
+            && by_goid
+                .values()
+                .any(|g| g.start == "main.blockInSyscall" && g.state == GState::Syscall);
         if ready || Instant::now() >= deadline {
             return (snap, by_goid);
         }
@@ -131,6 +134,20 @@ fn check(what: &str, path: &std::path::Path) {
         "{what}: {recv:?}"
     );
     assert!(recv.stack.contains(&"main.receiveForever".to_string()));
+    // In a system call: its stack from syscallpc/sp (and syscallbp, or
+    // before Go 1.23 the frame pointer entersyscall saved).
+    let sys: Vec<_> = gs
+        .values()
+        .filter(|g| g.start == "main.blockInSyscall")
+        .collect();
+    assert_eq!(sys.len(), 1, "{what}");
+    assert_eq!(sys[0].state, GState::Syscall, "{what}: {:?}", sys[0]);
+    assert!(
+        sys[0].stack.iter().any(|f| f == "syscall.Read")
+            && sys[0].stack.contains(&"main.blockInSyscall".to_string()),
+        "{what}: {:?}",
+        sys[0]
+    );
     let s = &snap.stats;
     assert_eq!((s.skipped, s.stacks_truncated), (0, 0), "{what}: {s:?}");
     assert_eq!(s.live, gs.len() as u64);

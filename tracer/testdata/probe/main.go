@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -41,6 +42,19 @@ func sleepForever() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// blockInSyscall reads a pipe nobody writes to with a raw system call:
+// the goroutine stays in the syscall state.
+//
+//go:noinline
+func blockInSyscall() {
+	var p [2]int
+	if err := syscall.Pipe(p[:]); err != nil {
+		return
+	}
+	buf := make([]byte, 1)
+	_, _ = syscall.Read(p[0], buf)
 }
 
 //go:noinline
@@ -85,6 +99,7 @@ func main() {
 		// Block forever in a channel receive so a tracer can inspect us
 		// (the sleeper keeps the runtime from calling it a deadlock).
 		go sleepForever()
+		go blockInSyscall()
 		<-make(chan int)
 	}
 	// A real closure (several lines), unlike the wrappers `go f(x)` makes.
