@@ -39,7 +39,7 @@ pub fn is_snapshot_stack(id: i32) -> bool {
 }
 
 /// `len(allgs)` beyond this is a misread, not a program.
-const MAX_ALLGS: u64 = 1 << 26;
+const MAX_ALLGS: u64 = 1 << 24;
 /// Re-reads of the goroutine list when it was reallocated while read.
 const LIST_RETRIES: usize = 8;
 
