@@ -388,6 +388,55 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
 }
 
+/// A fixture started with a trigger that is never pulled: it planted what
+/// it plants before the trigger and waits. Killed when dropped.
+pub struct Held {
+    child: KillOnDrop,
+    pub pid: u32,
+    /// Its stdout up to and including "waiting for trigger".
+    pub stdout: String,
+}
+
+impl Held {
+    /// The value of the fixture's `<name> <N>` line.
+    pub fn count(&self, name: &str) -> u64 {
+        let prefix = format!("{name} ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("fixture printed no `{prefix}N` line:\n{}", self.stdout))
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.0.try_wait().is_ok_and(|s| s.is_none())
+    }
+}
+
+/// Starts `bin` with `env` and waits (up to `timeout`) until it waits for
+/// its trigger.
+pub fn hold_fixture(bin: &Path, env: &[(&str, &str)], timeout: Duration) -> anyhow::Result<Held> {
+    let dir = out_dir(&format!(
+        "held-{}",
+        bin.file_name().unwrap().to_string_lossy()
+    ));
+    let mut child = KillOnDrop(
+        Command::new(bin)
+            .env("GOTRACE_TRIGGER", dir.join("never"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()?,
+    );
+    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut stdout = String::new();
+    wait_for_line(&mut out, "waiting for trigger", timeout, &mut stdout)?;
+    // Keep draining its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let pid = child.0.id();
+    Ok(Held { child, pid, stdout })
+}
+
 /// Go toolchains every end-to-end fixture test runs against (`cargo xtask
 /// setup` installs them).
 pub const GO_VERSIONS: [&str; 6] = ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"];

@@ -28,6 +28,10 @@ pub struct Meta {
     pub probes_attached: usize,
     /// Leak threshold the trace ran with (the default for `report`).
     pub leak_threshold_ns: u64,
+    /// The goroutines read at attach (`--pid` only; the snapshot itself is
+    /// the recording's SNAPSHOT frame).
+    #[serde(default)]
+    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
 }
 
 /// Known when the trace ends.

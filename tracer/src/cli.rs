@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "gotrace", version, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
 #[command(
-    after_help = "Examples:\n  sudo gotrace --pid 4242 --duration 30s\n  sudo gotrace -o out -- ./myservice --flag\n  sudo gotrace --pid 4242 --record trace.gotrace && gotrace report trace.gotrace\n  sudo gotrace top --pid 4242\n\nExit status: 0 no leak suspects, 3 leak suspects found, 1 error, 2 usage."
+    after_help = "Examples:\n  sudo gotrace --pid 4242 --duration 30s\n  sudo gotrace -o out -- ./myservice --flag\n  sudo gotrace --pid 4242 --record trace.gotrace && gotrace report trace.gotrace\n  sudo gotrace top --pid 4242\n  sudo gotrace snapshot --pid 4242\n\nExit status: 0 no leak suspects, 3 leak suspects found, 1 error, 2 usage."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,6 +34,10 @@ pub enum Command {
     /// List the uprobes gotrace would attach to BINARY (symbol+offset and
     /// program), without attaching anything.
     Probes(ProbesArgs),
+    /// Print the goroutines a running Go process has right now, grouped
+    /// like the pprof goroutine profile (debug=2), read from its memory
+    /// without stopping it (no probes; root or CAP_SYS_PTRACE).
+    Snapshot(SnapshotArgs),
 }
 
 /// What to trace and for how long.
@@ -131,6 +135,21 @@ pub struct TopArgs {
 
     #[command(flatten)]
     pub report: ReportOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArgs {
+    /// The running Go process.
+    #[arg(short, long)]
+    pub pid: u32,
+
+    /// Print JSON (every group with all its goids) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also show the runtime's own goroutines (GC workers, finalizer...).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Default leak threshold of a live trace.
@@ -237,5 +256,11 @@ mod tests {
         let c = Cli::try_parse_from(["gotrace", "--", "report"]).unwrap();
         assert!(c.cmd.is_none());
         assert!(Cli::try_parse_from(["gotrace", "--pid", "1", "report", "x"]).is_err());
+        let c = Cli::try_parse_from(["gotrace", "snapshot", "--pid", "7", "--json"]).unwrap();
+        let Some(Command::Snapshot(s)) = c.cmd else {
+            panic!("not snapshot")
+        };
+        assert_eq!((s.pid, s.json, s.all), (7, true, false));
+        assert!(Cli::try_parse_from(["gotrace", "snapshot"]).is_err());
     }
 }

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod record;
 pub mod report;
 pub mod session;
+pub mod snapshot;
 pub mod target;
 pub mod trace;
 pub mod validate;

@@ -12,13 +12,14 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        None => tracer::trace::run(cli.trace),
-        Some(Command::Report(args)) => tracer::offline::run(args),
-        Some(Command::Top(args)) => tracer::trace::run_top(args),
-        Some(Command::Probes(args)) => tracer::trace::run_probes(args),
+        None => tracer::trace::run(cli.trace).map(|o| o.exit_code()),
+        Some(Command::Report(args)) => tracer::offline::run(args).map(|o| o.exit_code()),
+        Some(Command::Top(args)) => tracer::trace::run_top(args).map(|o| o.exit_code()),
+        Some(Command::Probes(args)) => tracer::trace::run_probes(args).map(|o| o.exit_code()),
+        Some(Command::Snapshot(args)) => tracer::snapshot::cmd::run(args).map(|()| 0),
     };
     match result {
-        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the error and its causes.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -67,6 +67,7 @@ pub fn produce(
             kernel: end.kernel.clone(),
             duplicates_ignored: 0,
             inconsistent_events: 0,
+            snapshot: meta.snapshot.clone(),
         },
     });
     report.contexts = match &meta.contexts_not_traced {

@@ -16,6 +16,9 @@
 //! | 2 EVENT | one ring-buffer record, byte for byte |
 //! | 3 TICK  | u64 LE: bits of the f64 seconds since start of a growth sample |
 //! | 4 END   | JSON: [`Trailer`] (end of trace, counters, raw stacks) |
+//! | 5 SNAPSHOT | JSON: the [`Snapshot`] of existing goroutines (`--pid`), right after META |
+//!
+//! Format 2 added SNAPSHOT; format 1 recordings (without it) still replay.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,13 +30,17 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{Capture, End, Meta};
 use crate::decode::decode;
 use crate::model::Model;
+use crate::snapshot::Snapshot;
 
 const MAGIC: &[u8; 8] = b"GOTRACE\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Oldest format this gotrace reads.
+const OLDEST_VERSION: u32 = 1;
 const TAG_META: u8 = 1;
 const TAG_EVENT: u8 = 2;
 const TAG_TICK: u8 = 3;
 const TAG_END: u8 = 4;
+const TAG_SNAPSHOT: u8 = 5;
 /// Largest frame accepted when reading (a corrupt length must not make us
 /// allocate gigabytes).
 const MAX_FRAME: u32 = 256 << 20;
@@ -62,7 +69,9 @@ pub enum RecordError {
     },
     #[error("{path} is not a gotrace recording")]
     NotARecording { path: PathBuf },
-    #[error("{path} is a recording of format {found}; this gotrace reads format {VERSION}")]
+    #[error(
+        "{path} is a recording of format {found}; this gotrace reads formats {OLDEST_VERSION} to {VERSION}"
+    )]
     Version { path: PathBuf, found: u32 },
     #[error("{path} was recorded on a host of the other byte order")]
     ByteOrder { path: PathBuf },
@@ -130,6 +139,12 @@ impl Recorder {
         }
     }
 
+    /// The goroutines read at attach (before any event).
+    pub fn snapshot(&mut self, snap: &Snapshot) {
+        let json = serde_json::to_vec(snap).expect("Snapshot serialises");
+        self.frame(TAG_SNAPSHOT, &json);
+    }
+
     /// One ring-buffer record, as received.
     pub fn event(&mut self, bytes: &[u8]) {
         self.frame(TAG_EVENT, bytes);
@@ -192,7 +207,7 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
         });
     }
     let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(RecordError::Version {
             path: path.to_path_buf(),
             found: version,
@@ -236,6 +251,11 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
                 meta = Some(
                     serde_json::from_slice(&buf).map_err(|e| corrupt(format!("header: {e}")))?,
                 );
+            }
+            TAG_SNAPSHOT => {
+                let snap: Snapshot =
+                    serde_json::from_slice(&buf).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+                model.seed(&snap);
             }
             TAG_EVENT => {
                 // Undecodable records were counted live; they are in End.

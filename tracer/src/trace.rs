@@ -1,6 +1,7 @@
 //! One trace, end to end: inspect the target binary, attach, run the session,
 //! write the report.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::probe::{Probes, goroutine};
 use crate::record::Recorder;
 use crate::report::Report;
 use crate::session::{EndReason, Session};
+use crate::snapshot::{Snapshot, SnapshotInfo, is_snapshot_stack};
 use crate::target::{self, ExitWatcher, HeldChild};
 
 pub struct TraceOutcome {
@@ -251,6 +253,13 @@ pub fn trace(
             return Err(e);
         }
     };
+    // The goroutines that already exist (--pid only: a command started
+    // under gotrace has none), read right after the probes are attached so
+    // that none falls between the two.
+    let snapshot = match &mode {
+        Mode::Pid(_) => Some(read_existing(pid, &bin, &layout, &exe_path)),
+        Mode::Command(_) => None,
+    };
     let meta = Meta {
         pid,
         exe: std::fs::canonicalize(&exe_path)
@@ -264,6 +273,10 @@ pub fn trace(
         timers_not_traced: timer_plan.as_ref().err().cloned(),
         probes_attached: probes.attached(),
         leak_threshold_ns: leak_threshold.as_nanos() as u64,
+        snapshot: snapshot.as_ref().map(|s| match s {
+            Ok(snap) => SnapshotInfo::of(snap),
+            Err(e) => SnapshotInfo::failed(e.clone()),
+        }),
     };
     let mut recorder = match record {
         Some(path) => match Recorder::create(path, &meta) {
@@ -278,12 +291,26 @@ pub fn trace(
         },
         None => None,
     };
+    let existing = match &snapshot {
+        Some(Ok(snap)) => format!(
+            ", read {} existing goroutines in {:.1} ms",
+            snap.goroutines.len(),
+            snap.took_ns as f64 / 1e6
+        ),
+        _ => String::new(),
+    };
     eprintln!(
-        "gotrace: attached {} uprobes to PID {pid} ({}, {}); Ctrl-C to stop",
+        "gotrace: attached {} uprobes to PID {pid} ({}, {}){existing}; Ctrl-C to stop",
         probes.attached(),
         exe_path.display(),
         bin.version().raw
     );
+    if let Some(Err(e)) = &snapshot {
+        eprintln!(
+            "gotrace: warning: cannot read the existing goroutines ({e}); those created before \
+             attach show up when they next park"
+        );
+    }
 
     let mut view: Box<dyn crate::view::View + '_> = match view {
         ViewChoice::Status => Box::new(crate::view::status::StatusLine::new()),
@@ -297,6 +324,14 @@ pub fn trace(
         )),
     };
     let mut model = Model::default();
+    let mut snapshot_stacks = BTreeMap::new();
+    if let Some(Ok(snap)) = snapshot {
+        if let Some(r) = recorder.as_mut() {
+            r.snapshot(&snap);
+        }
+        model.seed(&snap);
+        snapshot_stacks = snap.stacks;
+    }
     let outcome = runtime.block_on(
         Session {
             probes: &mut probes,
@@ -331,7 +366,9 @@ pub fn trace(
         .stack_ids()
         .into_iter()
         .filter_map(|id| {
-            let pcs = if id >= 0 {
+            let pcs = if is_snapshot_stack(id) {
+                snapshot_stacks.remove(&id)?
+            } else if id >= 0 {
                 probes.stack(id)?
             } else {
                 model.dumped.get(id)?.clone()
@@ -382,6 +419,21 @@ pub fn trace(
         layout,
         symbolizer,
     })
+}
+
+/// The goroutines of `pid` right now; errors as one line for the report.
+fn read_existing(
+    pid: u32,
+    bin: &GoBinary,
+    layout: &crate::gobin::layout::RuntimeLayout,
+    exe: &Path,
+) -> Result<Snapshot, String> {
+    let bias = if bin.is_pie() {
+        target::load_bias(pid, exe).ok_or("cannot find the executable's load address")?
+    } else {
+        0
+    };
+    crate::snapshot::take(pid, bin, layout, bias).map_err(|e| e.to_string())
 }
 
 /// `gotrace probes BINARY`: where gotrace would attach, one line per uprobe

@@ -75,10 +75,106 @@ pub struct RuntimeLayout {
     /// `runtime.waitReason` value -> constant name without the "runtime."
     /// prefix, e.g. 14 -> "waitReasonChanReceive".
     pub wait_reasons: BTreeMap<u8, String>,
+    /// `runtime.g.stack` (a `runtime.stack`: `lo`, `hi`), `syscallsp`,
+    /// `syscallpc` and `syscallbp` (Go 1.23+).
+    pub g_stack: Option<u64>,
+    pub g_syscallsp: Option<u64>,
+    pub g_syscallpc: Option<u64>,
+    pub g_syscallbp: Option<u64>,
+    pub stack_lo: Option<u64>,
+    pub stack_hi: Option<u64>,
+    /// `runtime.gobuf` `sp`, `pc` and `bp` (the saved scheduler state `g.sched`).
+    pub gobuf_sp: Option<u64>,
+    pub gobuf_pc: Option<u64>,
+    pub gobuf_bp: Option<u64>,
+    /// `runtime._G*` goroutine status constants: value -> name without the
+    /// "runtime." prefix, e.g. 4 -> "_Gwaiting" (the scan bit `_Gscan` too).
+    pub g_statuses: BTreeMap<u32, String>,
+    /// Which instructions of which runtime function load `runtime.allglen`
+    /// and `runtime.allgptr`: how a binary without symbols finds them.
+    pub allg_code: Option<super::globals::AllgCode>,
+    /// Addresses of `runtime.allglen` and `runtime.allgptr` in this binary
+    /// (link-time; not part of the table's JSON, they differ per binary).
+    #[serde(skip)]
+    pub allg: Option<super::globals::AllgAddrs>,
+}
+
+impl RuntimeLayout {
+    /// The `runtime.g` offsets a goroutine snapshot reads, when the binary
+    /// has them all.
+    pub fn snapshot_offsets(&self) -> Option<GOffsets> {
+        Some(GOffsets {
+            goid: self.g_goid,
+            parent_goid: self.g_parent_goid,
+            gopc: self.g_gopc,
+            startpc: self.g_startpc,
+            atomicstatus: self.g_atomicstatus,
+            waitreason: self.g_waitreason,
+            waitsince: self.g_waitsince,
+            sched_sp: self.g_sched + self.gobuf_sp?,
+            sched_pc: self.g_sched + self.gobuf_pc?,
+            sched_bp: self.g_sched + self.gobuf_bp?,
+            stack_lo: self.g_stack? + self.stack_lo?,
+            stack_hi: self.g_stack? + self.stack_hi?,
+            syscallsp: self.g_syscallsp?,
+            syscallpc: self.g_syscallpc?,
+            syscallbp: self.g_syscallbp,
+        })
+    }
+}
+
+/// Offsets of every `runtime.g` field a snapshot reads, from the start of
+/// the g (nested fields already added up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GOffsets {
+    pub goid: u64,
+    pub parent_goid: Option<u64>,
+    pub gopc: u64,
+    pub startpc: u64,
+    pub atomicstatus: u64,
+    pub waitreason: u64,
+    pub waitsince: u64,
+    pub sched_sp: u64,
+    pub sched_pc: u64,
+    pub sched_bp: u64,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    pub syscallsp: u64,
+    pub syscallpc: u64,
+    pub syscallbp: Option<u64>,
+}
+
+impl GOffsets {
+    /// Bytes of a g to read to see every field (all are 8 bytes wide but
+    /// atomicstatus and waitreason, which are smaller).
+    pub fn span(&self) -> u64 {
+        [
+            Some(self.goid),
+            self.parent_goid,
+            Some(self.gopc),
+            Some(self.startpc),
+            Some(self.atomicstatus),
+            Some(self.waitreason),
+            Some(self.waitsince),
+            Some(self.sched_sp),
+            Some(self.sched_pc),
+            Some(self.sched_bp),
+            Some(self.stack_lo),
+            Some(self.stack_hi),
+            Some(self.syscallsp),
+            Some(self.syscallpc),
+            self.syscallbp,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+            + 8
+    }
 }
 
 /// (struct, member) pairs read from DWARF. The first eight are required.
-const FIELDS: [(&str, &str); 26] = [
+const FIELDS: [(&str, &str); 35] = [
     ("runtime.g", "goid"),
     ("runtime.g", "parentGoid"),
     ("runtime.g", "gopc"),
@@ -105,9 +201,18 @@ const FIELDS: [(&str, &str); 26] = [
     ("internal/abi.InterfaceType", "Methods"),
     ("internal/abi.Type", "Kind_"),
     ("runtime._type", "kind"),
+    ("runtime.g", "stack"),
+    ("runtime.g", "syscallsp"),
+    ("runtime.g", "syscallpc"),
+    ("runtime.g", "syscallbp"),
+    ("runtime.stack", "lo"),
+    ("runtime.stack", "hi"),
+    ("runtime.gobuf", "sp"),
+    ("runtime.gobuf", "pc"),
+    ("runtime.gobuf", "bp"),
 ];
 /// Distinct struct names of [`FIELDS`].
-const STRUCTS: [&str; 10] = [
+const STRUCTS: [&str; 12] = [
     "runtime.g",
     "runtime.sudog",
     "context.cancelCtx",
@@ -118,16 +223,36 @@ const STRUCTS: [&str; 10] = [
     "internal/abi.InterfaceType",
     "internal/abi.Type",
     "runtime._type",
+    "runtime.stack",
+    "runtime.gobuf",
 ];
+/// Variables whose address a snapshot needs.
+const VARIABLES: [&str; 2] = ["runtime.allglen", "runtime.allgptr"];
 /// `runtime._type` became `internal/abi.Type` in Go 1.21: either will do.
 const TYPE_STRUCTS: (usize, usize) = (8, 9);
 const WAIT_REASON_PREFIX: &[u8] = b"runtime.waitReason";
+/// `runtime._Gwaiting` and the other status constants: lower case after
+/// the prefix (not `_GCoff`, `_GoidCacheBatch`...).
+const STATUS_PREFIX: &[u8] = b"runtime._G";
 
-#[derive(Default)]
 struct Scan {
     found: [bool; STRUCTS.len()],
     fields: [Option<u64>; FIELDS.len()],
     wait_reasons: BTreeMap<u8, String>,
+    statuses: BTreeMap<u32, String>,
+    variables: [Option<u64>; VARIABLES.len()],
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Scan {
+            found: [false; STRUCTS.len()],
+            fields: [None; FIELDS.len()],
+            wait_reasons: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            variables: [None; VARIABLES.len()],
+        }
+    }
 }
 
 impl Scan {
@@ -145,7 +270,10 @@ impl Scan {
     }
 
     fn complete(&self) -> bool {
-        self.structs_found() && !self.wait_reasons.is_empty()
+        self.structs_found()
+            && !self.wait_reasons.is_empty()
+            && !self.statuses.is_empty()
+            && self.variables.iter().all(Option::is_some)
     }
 }
 
@@ -214,6 +342,21 @@ pub fn from_dwarf<R: Reader>(
         interface_methods: opt("internal/abi.InterfaceType", "Methods"),
         type_kind: opt("internal/abi.Type", "Kind_").or(opt("runtime._type", "kind")),
         wait_reasons: scan.wait_reasons,
+        g_stack: opt("runtime.g", "stack"),
+        g_syscallsp: opt("runtime.g", "syscallsp"),
+        g_syscallpc: opt("runtime.g", "syscallpc"),
+        g_syscallbp: opt("runtime.g", "syscallbp"),
+        stack_lo: opt("runtime.stack", "lo"),
+        stack_hi: opt("runtime.stack", "hi"),
+        gobuf_sp: opt("runtime.gobuf", "sp"),
+        gobuf_pc: opt("runtime.gobuf", "pc"),
+        gobuf_bp: opt("runtime.gobuf", "bp"),
+        g_statuses: scan.statuses,
+        allg_code: None,
+        allg: match scan.variables {
+            [Some(allglen), Some(allgptr)] => Some(super::globals::AllgAddrs { allglen, allgptr }),
+            _ => None,
+        },
     })
 }
 
@@ -238,6 +381,8 @@ fn scan_unit<R: Reader>(
             gimli::DW_TAG_structure_type => !scan.structs_found(),
             gimli::DW_TAG_member => inside.is_some_and(|(_, d)| d == depth),
             gimli::DW_TAG_constant => true,
+            // Package-level variables sit right under the unit.
+            gimli::DW_TAG_variable => depth == 1,
             _ => false,
         };
         if !wanted {
@@ -251,7 +396,9 @@ fn scan_unit<R: Reader>(
             let attr = raw.read_attribute(*spec)?;
             match attr.name() {
                 gimli::DW_AT_name => name = Some(attr.value()),
-                gimli::DW_AT_data_member_location => location = Some(attr.value()),
+                gimli::DW_AT_data_member_location | gimli::DW_AT_location => {
+                    location = Some(attr.value())
+                }
                 gimli::DW_AT_const_value => const_value = Some(attr.value()),
                 _ => {}
             }
@@ -293,6 +440,30 @@ fn scan_unit<R: Reader>(
                 let short = String::from_utf8_lossy(&name["runtime.".len()..]).into_owned();
                 scan.wait_reasons.entry(value).or_insert(short);
             }
+            gimli::DW_TAG_constant
+                if name.len() > STATUS_PREFIX.len()
+                    && name.starts_with(STATUS_PREFIX)
+                    && name[STATUS_PREFIX.len()..]
+                        .iter()
+                        .all(|c| c.is_ascii_lowercase() || *c == b'_') =>
+            {
+                let Some(value) = const_value.and_then(const_u64) else {
+                    continue;
+                };
+                let Ok(value) = u32::try_from(value) else {
+                    continue;
+                };
+                let short = String::from_utf8_lossy(&name["runtime.".len()..]).into_owned();
+                scan.statuses.entry(value).or_insert(short);
+            }
+            gimli::DW_TAG_variable => {
+                let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == &*name) else {
+                    continue;
+                };
+                if scan.variables[i].is_none() {
+                    scan.variables[i] = location.and_then(static_address);
+                }
+            }
             _ => {}
         }
     }
@@ -310,6 +481,19 @@ fn member_offset<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
         return None;
     }
     value.udata_value()
+}
+
+/// `DW_AT_location` of a static variable: a lone `DW_OP_addr`.
+fn static_address<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
+    let AttributeValue::Exprloc(expr) = value else {
+        return None;
+    };
+    let mut r = expr.0.clone();
+    if r.read_u8().ok()? != gimli::DW_OP_addr.0 {
+        return None;
+    }
+    let addr = r.read_u64().ok()?;
+    r.is_empty().then_some(addr)
 }
 
 fn const_u64<R: Reader>(value: AttributeValue<R>) -> Option<u64> {

@@ -6,6 +6,7 @@
 
 pub mod buildinfo;
 mod dwarf;
+pub mod globals;
 mod itabs;
 pub mod layout;
 pub mod layouts;
@@ -256,18 +257,48 @@ impl GoBinary {
     /// Offsets of `runtime.g` fields and the wait-reason names: from DWARF,
     /// or, for a binary without DWARF, from the per-version table
     /// (`layout.source` says which).
+    ///
+    /// `layout.allg` (where the goroutine list is) comes from DWARF too, or
+    /// else from the code the table points at; it is None when neither works
+    /// (only a snapshot of existing goroutines needs it).
     pub fn layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
         match self.dwarf_layout() {
-            Err(BinaryError::NoDwarf { .. }) => layouts::for_version(&self.version),
+            Err(BinaryError::NoDwarf { .. }) => {
+                let mut l = layouts::for_version(&self.version)?;
+                l.allg = self.allg_from_code(&l);
+                Ok(l)
+            }
+            Ok(mut l) => {
+                if l.allg.is_none() {
+                    let table = layouts::for_version(&self.version).ok();
+                    l.allg = table.and_then(|t| self.allg_from_code(&t));
+                }
+                Ok(l)
+            }
             other => other,
         }
     }
 
-    /// Like [`layout`](Self::layout), from DWARF only.
+    #[cfg(test)]
+    pub(crate) fn allg_from_table(&self, l: &layout::RuntimeLayout) -> Option<globals::AllgAddrs> {
+        self.allg_from_code(l)
+    }
+
+    fn allg_from_code(&self, l: &layout::RuntimeLayout) -> Option<globals::AllgAddrs> {
+        let code = l.allg_code.as_ref()?;
+        globals::from_code(self, code)
+            .inspect_err(|e| log::warn!("{}: runtime.allgs not found: {e}", self.path.display()))
+            .ok()
+    }
+
+    /// Like [`layout`](Self::layout), from DWARF only (plus, for the table,
+    /// which code loads the goroutine list).
     pub fn dwarf_layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
         let elf = self.elf()?;
         let dwarf = dwarf::load(&elf, &self.path)?;
-        layout::from_dwarf(&dwarf, &self.path)
+        let mut l = layout::from_dwarf(&dwarf, &self.path)?;
+        l.allg_code = l.allg.and_then(|a| globals::locate_code(self, &a));
+        Ok(l)
     }
 
     /// Addresses of non-text symbols (data, itabs) by exact name; names not in

@@ -237,6 +237,11 @@ fn layout_table_equals_dwarf_layout() {
         let mut table = layouts::for_version(normal.version()).unwrap();
         assert_eq!(table.source, LayoutSource::Table);
         table.source = LayoutSource::Dwarf;
+        // The addresses of runtime.allglen/allgptr are per binary, not in
+        // the table; the code recipe that finds them is.
+        assert!(dwarf.allg.is_some() && dwarf.allg_code.is_some(), "{minor}");
+        assert_eq!(table.allg, None);
+        table.allg = normal.allg_from_table(&table);
         assert_eq!(table, dwarf, "{minor}: run `cargo xtask layouts`");
         // The pclntab reads moduledata at the offsets DWARF gives.
         let p = normal.pclntab().unwrap();
@@ -269,6 +274,11 @@ fn stripped_binary_degrades_gracefully() {
         assert!(!bin.has_dwarf() && normal.has_dwarf());
         let l = bin.layout().unwrap();
         assert_eq!(l.source, LayoutSource::Table, "{minor}");
+        // The goroutine list is found from the code (data addresses differ
+        // a little from the normal build's, so compare their neighbourhood).
+        let (allg, want) = (l.allg.unwrap(), normal.layout().unwrap().allg.unwrap());
+        assert!(allg.allglen.abs_diff(want.allglen) < 0x1000, "{minor}");
+        assert!(allg.allgptr.abs_diff(want.allgptr) < 0x1000, "{minor}");
         assert_eq!(l.wait_reasons, normal.layout().unwrap().wait_reasons);
         assert!(matches!(
             bin.dwarf_layout(),

@@ -6,6 +6,7 @@
 //! (stable across versions) to meaning.
 
 pub mod hooks;
+pub mod snapshot;
 pub mod wait_reason;
 
 /// Go's own definition (runtime.isSystemGoroutine, simplified): goroutines

@@ -36,6 +36,10 @@ pub struct Parked {
     pub stack: Option<StackRef>,
     /// Channels it waits on (receive, send or select cases); 0 = unused slot.
     pub chans: [u64; WAIT_CHANS],
+    /// It parked before tracing began (read by the snapshot): `since_ns`
+    /// is at most the park time (`g.waitsince`, or else the attach time),
+    /// so how long it has been blocked is a lower bound.
+    pub before_attach: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub enum Origin {
     Created,
     /// It already existed when tracing began (first seen parking).
     BeforeAttach,
+    /// It already existed when tracing began: read from the process's
+    /// memory at attach (`snapshot`).
+    Snapshot,
 }
 
 #[derive(Clone, Debug)]
@@ -98,8 +105,11 @@ pub struct ModelStats {
     pub exited: u64,
     pub parks: u64,
     pub readies: u64,
-    /// Goroutines first seen alive (existed before attach).
+    /// Goroutines first seen alive (existed before attach), by the snapshot
+    /// or by their first park.
     pub seen_before_attach: u64,
+    /// Of those, the ones the snapshot read at attach.
+    pub from_snapshot: u64,
     /// Exits of goroutines never seen (created before attach, never parked).
     pub unseen_exits: u64,
     /// Repeated entry-probe hits ignored (stack-growth re-entry).
@@ -123,6 +133,9 @@ pub struct GoroutineModel {
     stats: ModelStats,
     /// Latest event timestamp applied.
     last_ns: u64,
+    /// Parked time is counted from here at the earliest (the snapshot's
+    /// time: what happened before attach is not in the trace).
+    observed_from: u64,
 }
 
 impl GoroutineModel {
@@ -165,14 +178,51 @@ impl GoroutineModel {
         let mut total = self.off_cpu.clone();
         for g in self.live.values() {
             if let State::Parked(p) = g.state {
-                *total.entry((p.stack, p.reason)).or_default() += end_ns.saturating_sub(p.since_ns);
+                *total.entry((p.stack, p.reason)).or_default() +=
+                    end_ns.saturating_sub(p.since_ns.max(self.observed_from));
             }
         }
         total
     }
 
     fn end_park(&mut self, p: Parked, now: u64) {
-        *self.off_cpu.entry((p.stack, p.reason)).or_default() += now.saturating_sub(p.since_ns);
+        *self.off_cpu.entry((p.stack, p.reason)).or_default() +=
+            now.saturating_sub(p.since_ns.max(self.observed_from));
+    }
+
+    /// Adds the goroutines a snapshot read right after the probes were
+    /// attached, before any event is applied. Events win afterwards: a
+    /// creation event for one of them (it was created after attach, then
+    /// read) makes it a traced creation, and parks, wakeups and exits
+    /// update it like any goroutine.
+    pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
+        self.observed_from = self.observed_from.max(snap.taken_ns);
+        for s in &snap.goroutines {
+            if s.goid == 0 || self.live.contains_key(&s.goid) {
+                continue;
+            }
+            let state = match s.wait_reason {
+                Some(reason) if s.state.is_parked() => State::Parked(Parked {
+                    reason,
+                    since_ns: s.blocked_since_ns.unwrap_or(snap.taken_ns),
+                    stack: s.stack.map(|id| StackRef { id, caller_pc: 0 }),
+                    chans: [0; WAIT_CHANS],
+                    before_attach: true,
+                }),
+                _ => State::Runnable,
+            };
+            let ident = GoIdentity {
+                goid: s.goid,
+                parent_goid: s.parent_goid.unwrap_or(0),
+                gopc: s.gopc,
+                startpc: s.startpc,
+            };
+            let gr = Goroutine::new(&ident, Origin::Snapshot, None, state);
+            self.stats.seen_before_attach += 1;
+            self.stats.from_snapshot += 1;
+            self.sites.entry(gr.site()).or_default().live += 1;
+            self.live.insert(s.goid, gr);
+        }
     }
 
     pub fn apply(&mut self, event: &Event) {
@@ -189,6 +239,7 @@ impl GoroutineModel {
                     since_ns: e.header.ts_ns,
                     stack: StackRef::new(e.stack_id, e.caller_pc),
                     chans: e.chans,
+                    before_attach: false,
                 },
             ),
             Event::Ready(e) => self.on_ready(e.goid),
@@ -207,9 +258,21 @@ impl GoroutineModel {
             self.stats.inconsistent += 1;
             return;
         }
-        if self.live.contains_key(&g.goid) {
-            self.stats.duplicates += 1;
-            return;
+        match self.live.get(&g.goid).map(|gr| (gr.origin, gr.site())) {
+            None => {}
+            Some((Origin::Snapshot, site)) => {
+                // Created after attach, then read by the snapshot: the
+                // events tell its story from the start.
+                self.stats.seen_before_attach -= 1;
+                self.stats.from_snapshot -= 1;
+                let site = self.sites.entry(site).or_default();
+                site.live = site.live.saturating_sub(1);
+                self.live.remove(&g.goid);
+            }
+            Some(_) => {
+                self.stats.duplicates += 1;
+                return;
+            }
         }
         self.stats.created += 1;
         let gr = Goroutine {
@@ -244,8 +307,9 @@ impl GoroutineModel {
                 // A wakeup we did not see (netpoll): the earlier park ended
                 // by the time of this one at the latest.
                 if let State::Parked(prev) = gr.state {
-                    *self.off_cpu.entry((prev.stack, prev.reason)).or_default() +=
-                        parked.since_ns.saturating_sub(prev.since_ns);
+                    *self.off_cpu.entry((prev.stack, prev.reason)).or_default() += parked
+                        .since_ns
+                        .saturating_sub(prev.since_ns.max(self.observed_from));
                 }
                 gr.state = State::Parked(parked);
             }
@@ -319,6 +383,10 @@ mod tests {
             startpc: 0x200,
         }
     }
+    const SITE: SiteKey = SiteKey {
+        startpc: 0x200,
+        gopc: 0x100,
+    };
     fn hdr(ts: u64) -> EventHeader {
         EventHeader {
             ts_ns: ts,
@@ -359,6 +427,7 @@ mod tests {
                 since_ns: 2,
                 stack: StackRef::new(5, 9),
                 chans: [0; 4],
+                before_attach: false,
             })
         );
         m.apply(&Event::Ready(GoReadyEvent {
@@ -413,5 +482,76 @@ mod tests {
         assert_eq!(g.origin, Origin::BeforeAttach);
         assert_eq!(g.created_ns, None);
         assert_eq!(m.stats().seen_before_attach, 1);
+    }
+
+    #[test]
+    fn snapshot_seeds_goroutines_and_events_win() {
+        use crate::goruntime::snapshot::GState;
+        use crate::snapshot::{SnapGoroutine, Snapshot};
+        let g = |goid, state, reason, since| SnapGoroutine {
+            goid,
+            parent_goid: Some(1),
+            gopc: 0x100,
+            startpc: 0x200,
+            state,
+            wait_reason: reason,
+            blocked_since_ns: since,
+            stack: Some(crate::snapshot::FIRST_STACK_ID),
+        };
+        let snap = Snapshot {
+            taken_ns: 1_000,
+            goroutines: vec![
+                g(7, GState::Waiting, Some(14), Some(400)),
+                g(8, GState::Waiting, Some(14), None),
+                g(9, GState::Runnable, None, None),
+                g(10, GState::Waiting, Some(14), None),
+            ],
+            ..Default::default()
+        };
+        let mut m = GoroutineModel::new();
+        m.seed(&snap);
+        let (s, site) = (m.stats(), &m.sites()[&SITE]);
+        assert_eq!(
+            (s.seen_before_attach, s.from_snapshot, site.live),
+            (4, 4, 4)
+        );
+        let State::Parked(p7) = m.get(7).unwrap().state else {
+            panic!("7 not parked")
+        };
+        assert_eq!((p7.since_ns, p7.before_attach, p7.reason), (400, true, 14));
+        let State::Parked(p8) = m.get(8).unwrap().state else {
+            panic!("8 not parked")
+        };
+        assert_eq!(p8.since_ns, 1_000, "unknown: since the snapshot");
+        assert_eq!(m.get(9).unwrap().state, State::Runnable);
+        assert_eq!(m.get(7).unwrap().origin, Origin::Snapshot);
+        // Parked time counts from the snapshot on, not from waitsince.
+        let off = m.off_cpu_at(1_500);
+        let key = (p7.stack, 14);
+        assert_eq!(off[&key], 3 * 500);
+        // goroutine 10 was created after attach and read by the snapshot:
+        // its creation event makes it a traced creation.
+        m.apply(&create(10, 900));
+        let g10 = m.get(10).unwrap();
+        assert_eq!((g10.origin, g10.created_ns), (Origin::Created, Some(900)));
+        m.apply(&park(7, 1_200, 14));
+        m.apply(&Event::Exit(GoExitEvent {
+            header: hdr(1_300),
+            goid: 8,
+        }));
+        let s = m.stats();
+        assert_eq!(
+            (s.seen_before_attach, s.from_snapshot, s.created, s.exited),
+            (3, 3, 1, 1)
+        );
+        let site = &m.sites()[&SITE];
+        assert_eq!((site.live, site.created, site.exited), (3, 1, 0));
+        let State::Parked(p7) = m.get(7).unwrap().state else {
+            panic!("7 not parked")
+        };
+        assert!(
+            !p7.before_attach,
+            "the event's park replaces the snapshot's"
+        );
     }
 }

@@ -31,6 +31,12 @@ pub struct Model {
 }
 
 impl Model {
+    /// Seeds the goroutines with a snapshot taken at attach (before any
+    /// event is applied).
+    pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
+        self.goroutines.seed(snap);
+    }
+
     pub fn apply(&mut self, event: &crate::decode::Event) {
         use crate::decode::Event;
         if let Event::StackDump(d) = event {

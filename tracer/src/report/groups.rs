@@ -47,6 +47,7 @@ struct Acc {
     ages: Vec<f64>,
     blocked_for: Vec<f64>,
     before_attach: usize,
+    blocked_before_attach: usize,
     creation_stack: Vec<Frame>,
     blocked_stack: Vec<Frame>,
     site: Option<SiteKey>,
@@ -130,6 +131,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         }
         live_user += 1;
         let created_at = resolver.pc(g.gopc, true);
+        let parked_before_attach = matches!(g.state, State::Parked(p) if p.before_attach);
         let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match g.state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
@@ -177,6 +179,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             acc.parents.push(p);
         }
         acc.blocked_for.extend(blocked_for);
+        acc.blocked_before_attach += usize::from(parked_before_attach);
         match (g.origin, g.created_ns) {
             (Origin::Created, Some(t)) => acc.ages.push(secs(end_ns.saturating_sub(t))),
             _ => acc.before_attach += 1,
@@ -218,6 +221,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             age_s: Summary::of(acc.ages),
             before_attach: acc.before_attach,
             blocked_for_s: Summary::of(acc.blocked_for),
+            blocked_before_attach: acc.blocked_before_attach,
             creation_stack: acc.creation_stack,
             blocked_stack: acc.blocked_stack,
             growth_per_s: site_growth(acc.site),
@@ -308,6 +312,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             live_user,
             live_system,
             seen_before_attach: stats.seen_before_attach,
+            read_at_attach: stats.from_snapshot,
             unseen_exits: stats.unseen_exits,
         },
         verdict,

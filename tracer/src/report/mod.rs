@@ -72,6 +72,9 @@ pub struct Trace {
     pub duplicates_ignored: u64,
     /// Events that contradicted the model's state (e.g. after drops).
     pub inconsistent_events: u64,
+    /// The goroutines read from the process at attach (`--pid`); null when
+    /// gotrace started the program.
+    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -82,8 +85,11 @@ pub struct GoroutineCounts {
     pub live_user: usize,
     /// The runtime's own goroutines (GC workers, finalizer...), never suspects.
     pub live_system: usize,
-    /// Live goroutines that existed before tracing began (first seen parking).
+    /// Goroutines that existed before tracing began (read at attach, or
+    /// first seen parking).
     pub seen_before_attach: u64,
+    /// Of those, the ones read from the process at attach.
+    pub read_at_attach: u64,
     /// Exits of goroutines created before attach and never seen otherwise.
     pub unseen_exits: u64,
 }
@@ -137,6 +143,10 @@ pub struct Group {
     pub before_attach: usize,
     /// Seconds parked, as of the end of the trace.
     pub blocked_for_s: Option<Summary>,
+    /// Goroutines of the group already parked at attach: their blocked_for_s
+    /// is a lower bound (since `g.waitsince`, the first GC that saw them
+    /// parked, when the runtime recorded it; else since attach).
+    pub blocked_before_attach: usize,
     /// Creator's stack at the `go` statement (innermost first).
     pub creation_stack: Vec<Frame>,
     /// Stack where the goroutines are parked (innermost first).

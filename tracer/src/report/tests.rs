@@ -25,6 +25,7 @@ fn trace_meta() -> Trace {
         kernel: Default::default(),
         duplicates_ignored: 0,
         inconsistent_events: 0,
+        snapshot: None,
     }
 }
 

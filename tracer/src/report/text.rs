@@ -56,9 +56,14 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
         g.count, g.description
     );
     if let Some(w) = &g.wait_reason {
+        let bound = match g.blocked_before_attach {
+            0 => String::new(),
+            n if n == g.count => " or more (blocked before attach)".to_string(),
+            n => format!("; {n} blocked before attach: or more"),
+        };
         let _ = writeln!(
             out,
-            "    wait reason:  {w}, blocked for {}",
+            "    wait reason:  {w}, blocked for {}{bound}",
             span(&g.blocked_for_s)
         );
     }
@@ -129,6 +134,24 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         "goroutines: {} created, {} exited, {} live at end ({} user, {} runtime); {} already running at attach",
         g.created, g.exited, g.live_at_end, g.live_user, g.live_system, g.seen_before_attach
     );
+    match &r.trace.snapshot {
+        Some(s) if s.error.is_none() => {
+            let st = &s.stats;
+            let _ = writeln!(
+                out,
+                "snapshot at attach: {} goroutines read in {:.1} ms ({} re-read, {} kept changing, {} skipped)",
+                s.goroutines, s.took_ms, st.retried, st.unstable, st.skipped
+            );
+        }
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "snapshot at attach failed: {}",
+                s.error.as_deref().unwrap_or_default()
+            );
+        }
+        None => {}
+    }
     let k = &r.trace.kernel;
     let _ = writeln!(
         out,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +35,26 @@ func receiveForever(ch chan int, done chan struct{}) {
 			return
 		}
 	}
+}
+
+//go:noinline
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+// blockInSyscall reads a pipe nobody writes to with a raw system call:
+// the goroutine stays in the syscall state.
+//
+//go:noinline
+func blockInSyscall() {
+	var p [2]int
+	if err := syscall.Pipe(p[:]); err != nil {
+		return
+	}
+	buf := make([]byte, 1)
+	_, _ = syscall.Read(p[0], buf)
 }
 
 //go:noinline
@@ -75,7 +96,10 @@ func main() {
 		time.Sleep(time.Millisecond)
 	}
 	if n == 0 {
-		// Block forever in a channel receive so a tracer can inspect us.
+		// Block forever in a channel receive so a tracer can inspect us
+		// (the sleeper keeps the runtime from calling it a deadlock).
+		go sleepForever()
+		go blockInSyscall()
 		<-make(chan int)
 	}
 	// A real closure (several lines), unlike the wrappers `go f(x)` makes.

@@ -1,0 +1,53 @@
+//! `gotrace snapshot --pid N`: the goroutines a running process has right
+//! now, grouped, without stopping it and without any probe.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+
+use super::group::{self, SnapReport};
+use crate::cli::SnapshotArgs;
+use crate::report::resolve::StackResolver;
+use crate::target;
+
+pub fn run(args: SnapshotArgs) -> anyhow::Result<()> {
+    let pid = args.pid;
+    let shown = format!("PID {pid}");
+    let exe = target::exe_of(pid)?;
+    let bin = crate::trace::inspect(&exe, &shown)?;
+    let layout = bin
+        .layout()
+        .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
+    let bias = if bin.is_pie() {
+        target::load_bias(pid, &exe)
+            .with_context(|| format!("cannot find where {shown} loaded its executable"))?
+    } else {
+        0
+    };
+    let snap = super::take(pid, &bin, &layout, bias)?;
+    let symbolizer = bin.symbolizer().context("cannot load symbols")?;
+    let raw: HashMap<i32, Vec<u64>> = snap.stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let mut resolver = StackResolver::new(&bin, &symbolizer, raw, bias);
+    let (groups, system) = group::build(&snap, &mut resolver, &layout.wait_reasons, args.all);
+    let report = SnapReport {
+        pid,
+        exe: std::fs::canonicalize(&exe)
+            .unwrap_or(exe.clone())
+            .display()
+            .to_string(),
+        go_version: bin.version().raw.clone(),
+        total: snap.goroutines.len(),
+        user: snap.goroutines.len() - system,
+        system,
+        took_ms: snap.took_ns as f64 / 1e6,
+        groups,
+        stats: snap.stats.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", group::render(&report));
+    }
+    eprintln!("gotrace: {}", group::summary(&report, args.all));
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Reading another process's memory through `/proc/PID/mem` with `pread`:
+//! the process keeps running (no ptrace stop); what we read may change under
+//! us, which the callers detect and retry.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+
+use super::SnapshotError;
+
+/// Largest single read when batching neighbouring objects.
+const CHUNK_MAX: u64 = 256 << 10;
+/// g structs further apart than this are read separately.
+const GAP_MAX: u64 = 8 << 10;
+/// Used parts of stacks further apart than this are read separately (small
+/// stacks sit next to each other in stack spans; reading the unused part of
+/// 2 and 4 KiB stacks is cheaper than one read each).
+pub const STACK_GAP_MAX: u64 = 4 << 10;
+
+pub struct ProcMem {
+    file: File,
+    /// preads issued (for the timing note).
+    reads: std::cell::Cell<u64>,
+}
+
+impl ProcMem {
+    pub fn open(pid: u32) -> Result<ProcMem, SnapshotError> {
+        match File::open(format!("/proc/{pid}/mem")) {
+            Ok(file) => Ok(ProcMem {
+                file,
+                reads: Default::default(),
+            }),
+            Err(e) => Err(match e.kind() {
+                io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
+                io::ErrorKind::PermissionDenied => SnapshotError::Permission(pid),
+                _ => SnapshotError::Io { pid, source: e },
+            }),
+        }
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.get()
+    }
+
+    /// Fills `buf` from `addr`; false when any of it cannot be read
+    /// (unmapped, or the process is gone).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        if addr
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return false;
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            self.reads.set(self.reads.get() + 1);
+            match self.file.read_at(&mut buf[done..], addr + done as u64) {
+                Ok(0) => return false,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    pub fn u64(&self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+
+    /// Reads `span` bytes at each of `addrs` (sorted), batching neighbours
+    /// into one read. Objects that cannot be read are None.
+    pub fn read_many(&self, addrs: &[u64], span: u64) -> Vec<Option<Vec<u8>>> {
+        let ranges: Vec<(u64, u64)> = addrs.iter().map(|a| (*a, span)).collect();
+        self.read_ranges(&ranges, GAP_MAX)
+    }
+
+    /// Reads each `(addr, len)` of `ranges`, batching ranges less than `gap`
+    /// apart into one read of at most [`CHUNK_MAX`] bytes. Results are in
+    /// the order of `ranges`; a range that cannot be read is None.
+    pub fn read_ranges(&self, ranges: &[(u64, u64)], gap: u64) -> Vec<Option<Vec<u8>>> {
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|i| ranges[*i].0);
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ranges.len()];
+        let end = |i: usize| ranges[i].0.saturating_add(ranges[i].1);
+        let mut chunk = Vec::new();
+        let mut k = 0;
+        while k < order.len() {
+            // order[k..j] go in one read of [start, stop).
+            let start = ranges[order[k]].0;
+            let mut stop = end(order[k]);
+            let mut j = k + 1;
+            while j < order.len() {
+                let (a, e) = (ranges[order[j]].0, end(order[j]));
+                if a.saturating_sub(stop) > gap || e.max(stop) - start > CHUNK_MAX {
+                    break;
+                }
+                stop = stop.max(e);
+                j += 1;
+            }
+            chunk.resize((stop - start) as usize, 0);
+            let whole = j - k > 1 && self.read(start, &mut chunk);
+            for &i in &order[k..j] {
+                let (a, len) = ranges[i];
+                out[i] = if whole {
+                    let off = (a - start) as usize;
+                    Some(chunk[off..off + len as usize].to_vec())
+                } else {
+                    // Alone, or something in between is not mapped.
+                    let mut b = vec![0u8; len as usize];
+                    self.read(a, &mut b).then_some(b)
+                };
+            }
+            k = j;
+        }
+        out
+    }
+}
+
+/// A little-endian reader over bytes read from the target.
+pub fn le_u64(b: &[u8], off: u64) -> u64 {
+    let o = off as usize;
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+pub fn le_u32(b: &[u8], off: u64) -> u32 {
+    let o = off as usize;
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_batched_and_not_mapped() {
+        let mem = ProcMem::open(std::process::id()).unwrap();
+        let data: Vec<u64> = (0..4096u64).map(|i| i * 3).collect();
+        let base = data.as_ptr() as u64;
+        assert_eq!(mem.u64(base + 8 * 7), Some(21));
+        let addrs: Vec<u64> = [0u64, 10, 11, 3000, 4000]
+            .iter()
+            .map(|i| base + 8 * i)
+            .collect();
+        let got = mem.read_many(&addrs, 16);
+        for (a, g) in addrs.iter().zip(&got) {
+            let i = (a - base) / 8;
+            let g = g.as_ref().unwrap();
+            assert_eq!((le_u64(g, 0), le_u64(g, 8)), (i * 3, (i + 1) * 3));
+        }
+        // Page 0 is never mapped.
+        assert_eq!(mem.u64(8), None);
+        let mixed = mem.read_many(&[16, base], 8);
+        assert!(mixed[0].is_none() && mixed[1].is_some());
+        // Unsorted ranges of different lengths come back in their order.
+        let got = mem.read_ranges(&[(base + 80, 8), (base, 24), (8, 8)], 64);
+        assert_eq!(le_u64(got[0].as_ref().unwrap(), 0), 30);
+        assert_eq!(le_u64(got[1].as_ref().unwrap(), 16), 6);
+        assert!(got[2].is_none());
+        assert!(matches!(
+            ProcMem::open(u32::MAX),
+            Err(SnapshotError::NoSuchProcess(_))
+        ));
+    }
+}
