@@ -127,6 +127,9 @@ fn test_steps(
     let (totals, status) = run_tests(
         cargo()
             .arg("test")
+            // Every test binary runs even when one fails, so one run shows
+            // every failure.
+            .arg("--no-fail-fast")
             .args(args)
             .env("GOTRACE_BIN", &bin)
             .env("GOTRACE_TOOLS", tools_dir()),

@@ -235,12 +235,22 @@ impl ContextModel {
         if let Some(&old) = self.by_ptr.get(&e.ctx)
             && let Some(n) = self.nodes.get(&old)
         {
-            // An entry probe re-firing (stack growth) repeats the same call.
+            // An entry probe re-firing (stack growth) repeats the same call:
+            // same goroutine, same parent, still the newest context that
+            // goroutine made, moments later. (The window is wide because a
+            // loaded machine can deschedule the thread between the two hits;
+            // a real reuse of the pointer needs a GC cycle in between.)
+            let newest_of_creator = self
+                .created_by
+                .get(&e.goid)
+                .and_then(|v| v.last())
+                == Some(&old);
             if n.cancel.is_none()
                 && n.creator_goid == e.goid
+                && newest_of_creator
                 && n.parent_data_is(e.parent_data, &self.nodes)
                 && n.created_ns
-                    .is_some_and(|t| e.header.ts_ns.saturating_sub(t) < 1_000_000)
+                    .is_some_and(|t| e.header.ts_ns.saturating_sub(t) < 50_000_000)
             {
                 self.stats.duplicates += 1;
                 return;
