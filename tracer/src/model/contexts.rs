@@ -240,11 +240,8 @@ impl ContextModel {
             // goroutine made, moments later. (The window is wide because a
             // loaded machine can deschedule the thread between the two hits;
             // a real reuse of the pointer needs a GC cycle in between.)
-            let newest_of_creator = self
-                .created_by
-                .get(&e.goid)
-                .and_then(|v| v.last())
-                == Some(&old);
+            let newest_of_creator =
+                self.created_by.get(&e.goid).and_then(|v| v.last()) == Some(&old);
             if n.cancel.is_none()
                 && n.creator_goid == e.goid
                 && newest_of_creator
