@@ -34,6 +34,9 @@ pub enum Command {
     /// List the uprobes gotrace would attach to BINARY (symbol+offset and
     /// program), without attaching anything.
     Probes(ProbesArgs),
+    /// Check that this kernel can run gotrace: load every eBPF program
+    /// (attaching nothing) and print what the verifier reports for each.
+    Check(CheckArgs),
 }
 
 /// What to trace and for how long.
@@ -118,6 +121,13 @@ pub struct ReportArgs {
 pub struct ProbesArgs {
     /// A Go executable (for a running process: /proc/PID/exe).
     pub binary: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Some(Command::Report(args)) => tracer::offline::run(args),
         Some(Command::Top(args)) => tracer::trace::run_top(args),
         Some(Command::Probes(args)) => tracer::trace::run_probes(args),
+        Some(Command::Check(args)) => tracer::check::run(args),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
