@@ -137,33 +137,44 @@ fn test_steps(
         ..totals
     };
     *totals_out = Some(totals);
-    if failed {
-        bail!("cargo test failed: {status}");
-    }
-    summary.push("tests ok".into());
+    let tests = if failed {
+        Err(anyhow::anyhow!("cargo test failed: {status}"))
+    } else {
+        summary.push("tests ok".into());
+        Ok(())
+    };
 
     // The same fixtures under Debian 11's Linux 5.10 in qemu (about a
     // minute under TCG once the kernel is cached): each check counts as a
-    // test. Not when the run was narrowed to some tests.
-    if !args.is_empty() {
-        summary.push("old kernel skipped (test arguments given)".into());
-        return lint;
-    }
-    let old = crate::oldkernel::run_suite(crate::oldkernel::Accel::Auto);
-    match &old {
-        Ok(o) => {
-            totals.passed += o.passed;
-            totals.failed += o.failed;
+    // test. Like lint, it runs even when cargo test failed, so one run shows
+    // everything; not when the run was narrowed to some tests.
+    let old = if args.is_empty() {
+        let old = crate::oldkernel::run_suite(crate::oldkernel::Accel::Auto);
+        match &old {
+            Ok(o) => {
+                totals.passed += o.passed;
+                totals.failed += o.failed;
+            }
+            Err(_) => totals.failed += 1,
         }
-        Err(_) => totals.failed += 1,
+        *totals_out = Some(totals);
+        match old {
+            Ok(o) if o.failed == 0 => {
+                summary.push(format!("old kernel ok ({} checks)", o.passed));
+                Ok(())
+            }
+            Ok(o) => Err(anyhow::anyhow!("old kernel: {} checks failed", o.failed)),
+            Err(e) => Err(e.context("old kernel")),
+        }
+    } else {
+        summary.push("old kernel skipped (test arguments given)".into());
+        Ok(())
+    };
+    match (tests, old) {
+        (Err(t), Err(o)) => bail!("{t:#}; {o:#}"),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => lint,
     }
-    *totals_out = Some(totals);
-    match old {
-        Ok(o) if o.failed == 0 => summary.push(format!("old kernel ok ({} checks)", o.passed)),
-        Ok(o) => bail!("old kernel: {} checks failed", o.failed),
-        Err(e) => bail!("old kernel: {e:#}"),
-    }
-    lint
 }
 
 #[derive(Clone, Copy, Default)]
