@@ -38,6 +38,9 @@ pub enum Command {
     /// like the pprof goroutine profile (debug=2), read from its memory
     /// without stopping it (no probes; root or CAP_SYS_PTRACE).
     Snapshot(SnapshotArgs),
+    /// Check that this kernel can run gotrace: load every eBPF program
+    /// (attaching nothing) and print what the verifier reports for each.
+    Check(CheckArgs),
 }
 
 /// What to trace and for how long.
@@ -122,6 +125,13 @@ pub struct ReportArgs {
 pub struct ProbesArgs {
     /// A Go executable (for a running process: /proc/PID/exe).
     pub binary: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -10,6 +10,7 @@
 //! knowledge that is not in the binary.
 
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod decode;
 pub mod export;

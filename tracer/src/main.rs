@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Top(args)) => tracer::trace::run_top(args).map(|o| o.exit_code()),
         Some(Command::Probes(args)) => tracer::trace::run_probes(args).map(|o| o.exit_code()),
         Some(Command::Snapshot(args)) => tracer::snapshot::cmd::run(args).map(|()| 0),
+        Some(Command::Check(args)) => tracer::check::run(args).map(|o| o.exit_code()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

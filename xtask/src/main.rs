@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod demo;
 mod layouts;
+mod oldkernel;
 mod setup;
 mod soak;
 mod util;
@@ -27,6 +28,10 @@ commands:
                      overhead vs untraced, empty probes, bpftrace and
                      runtime/trace; replay rate, memory, attach time; writes
                      target/bench/bench.md (needs root)
+  oldkernel [--accel auto|kvm|tcg]
+                     boot Debian 11's Linux 5.10 under qemu, run gotrace in it
+                     against Go fixtures and compare with the host's reports
+                     (needs root; downloads the kernel once)
   soak [--duration 10m] [--rate 5000] [--interval 5s]
                      trace a busy fixture for a long time; fail if gotrace's
                      memory grows (needs root)
@@ -57,6 +62,12 @@ fn main() -> ExitCode {
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
         Some("bench") => bench::bench(
+            &rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        ),
+        Some("oldkernel") => oldkernel::oldkernel(
             &rest
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())

@@ -15,7 +15,8 @@ use tracer_common::Config;
 use super::{counters, goroutine::AttachPoint};
 
 /// The eBPF object built by `build.rs` (aya-build) from `tracer-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -222,6 +223,82 @@ impl Probes {
         let trace = stacks.get(&(u32::try_from(id).ok()?), 0).ok()?;
         Some(trace.frames().iter().map(|f| f.ip).collect())
     }
+}
+
+/// What the kernel says about one loaded program.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramStats {
+    /// Instructions after verification and rewriting (`xlated_prog_len / 8`),
+    /// subprograms included.
+    pub xlated_insns: u32,
+    /// Size of the JIT-compiled code.
+    pub jited_bytes: u32,
+    /// Instructions the verifier processed (its complexity measure, limited
+    /// to 1 M): `bpf_prog_info.verified_insns`, Linux 5.16+ only.
+    pub verified_insns: Option<u32>,
+}
+
+/// One program of the object, loaded by [`load_every_program`].
+#[derive(Debug)]
+pub struct ProgramCheck {
+    pub name: String,
+    /// The kernel's figures, or why it refused the program (with the
+    /// verifier's log).
+    pub result: Result<ProgramStats, String>,
+}
+
+/// Loads every program of the embedded object into the running kernel with
+/// `config`, attaching nothing. Fails only when the object's maps cannot be
+/// created; each program's outcome is in its [`ProgramCheck`].
+pub fn load_every_program(config: Config) -> Result<Vec<ProgramCheck>, ProbeError> {
+    let _ = bump_memlock_rlimit();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            if is_eperm(&e) {
+                ProbeError::Permission
+            } else {
+                ProbeError::Load(e)
+            }
+        })?;
+    let mut checks = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        let result = (|| -> Result<ProgramStats, ProgramError> {
+            let uprobe: &mut UProbe = program.try_into()?;
+            uprobe.load()?;
+            let info = uprobe.info()?;
+            Ok(ProgramStats {
+                xlated_insns: info.size_translated().unwrap_or(0) / 8,
+                jited_bytes: info.size_jitted(),
+                verified_insns: info.verified_instruction_count(),
+            })
+        })();
+        checks.push(ProgramCheck {
+            name: name.to_string(),
+            result: result.map_err(|e| {
+                if is_eperm(&e) {
+                    ProbeError::Permission.to_string()
+                } else {
+                    error_chain(&e)
+                }
+            }),
+        });
+    }
+    checks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(checks)
+}
+
+/// An error and its sources, joined (the verifier log is in the load error).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cur = err.source();
+    }
+    text
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.

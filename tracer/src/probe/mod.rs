@@ -1,13 +1,16 @@
 //! Userspace half of the probes: load the embedded eBPF object with the
 //! target's configuration, attach uprobes, and expose the maps.
 
+pub mod compat;
 pub mod context;
 pub mod counters;
 pub mod goroutine;
 pub mod loader;
 pub mod timers;
 
-pub use loader::{AttachOptions, ProbeError, Probes};
+pub use loader::{
+    AttachOptions, ProbeError, Probes, ProgramCheck, ProgramStats, load_every_program,
+};
 
 use crate::gobin::GoBinary;
 use crate::gobin::layout::RuntimeLayout;
