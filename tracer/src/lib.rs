@@ -12,6 +12,8 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gobin;
 pub mod goruntime;
 pub mod lock;

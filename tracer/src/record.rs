@@ -167,6 +167,15 @@ impl Recorder {
 /// same decoder and model as in a live trace, in the same order, with the
 /// growth samples at the same points.
 pub fn replay(path: &Path) -> Result<Capture, RecordError> {
+    let file = File::open(path).map_err(|source| RecordError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    replay_from(BufReader::with_capacity(1 << 20, file), path)
+}
+
+/// [`replay`] of a recording read from `r`; `path` names it in errors.
+pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError> {
     let rd = |source| RecordError::Read {
         path: path.to_path_buf(),
         source,
@@ -175,7 +184,6 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
         path: path.to_path_buf(),
         why,
     };
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(rd)?);
     let mut head = [0u8; 13];
     if let Err(e) = r.read_exact(&mut head) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {

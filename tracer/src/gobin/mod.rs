@@ -93,10 +93,10 @@ impl std::fmt::Display for Arch {
 
 type Elf<'a> = ElfFile64<'a, Endianness>;
 
-/// An opened, memory-mapped Go ELF executable.
+/// An opened Go ELF executable (memory-mapped, or bytes already in memory).
 pub struct GoBinary {
     path: PathBuf,
-    data: Arc<Mmap>,
+    data: pclntab::Bytes,
     arch: Arch,
     version: buildinfo::GoVersion,
     pie: bool,
@@ -128,9 +128,19 @@ impl GoBinary {
         // SAFETY: the file is mapped read-only; like every tool reading
         // executables we accept that a concurrent truncation could fault.
         let data = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        GoBinary::from_shared(path, Arc::new(data))
+    }
+
+    /// Like [`open`](Self::open), on the file's contents already in memory;
+    /// `path` only names the binary in messages.
+    pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<GoBinary, BinaryError> {
+        GoBinary::from_shared(path, Arc::new(data))
+    }
+
+    fn from_shared(path: &Path, data: pclntab::Bytes) -> Result<GoBinary, BinaryError> {
         let mut bin = GoBinary {
             path: path.to_path_buf(),
-            data: Arc::new(data),
+            data,
             arch: Arch::X86_64,
             version: buildinfo::GoVersion::default(),
             pie: false,
@@ -172,7 +182,7 @@ impl GoBinary {
 
     /// Parses the mapped file (cheap: only headers are read).
     fn elf(&self) -> Result<Elf<'_>, BinaryError> {
-        let data: &[u8] = &self.data;
+        let data = self.bytes();
         if !data.starts_with(b"\x7fELF") {
             return Err(BinaryError::NotElf {
                 path: self.path.clone(),
@@ -190,6 +200,10 @@ impl GoBinary {
             }
         }
         Elf::parse(data).map_err(|e| self.bad_elf(e))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        (*self.data).as_ref()
     }
 
     fn bad_elf(&self, e: object::Error) -> BinaryError {
@@ -330,7 +344,7 @@ impl GoBinary {
     /// initialised data.
     pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
         let off = self.file_offset(vaddr)? as usize;
-        let bytes = self.data.get(off..off + 8)?;
+        let bytes = self.bytes().get(off..off.checked_add(8)?)?;
         Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
@@ -419,7 +433,7 @@ impl GoBinary {
 }
 
 /// The descriptor of a `Go` note of type 4 (GO_BUILDID) in a note section.
-fn parse_go_build_id_note(mut data: &[u8]) -> Option<String> {
+pub(crate) fn parse_go_build_id_note(mut data: &[u8]) -> Option<String> {
     let u32_at = |d: &[u8], i: usize| -> Option<u32> {
         Some(u32::from_le_bytes(d.get(i..i + 4)?.try_into().ok()?))
     };

@@ -128,20 +128,45 @@ impl Pclntab {
                 }
             })
             .collect();
-        let bytes = (*data).as_ref();
         let section = SECTION_NAMES
             .iter()
             .find_map(|n| obj.section_by_name(n))
             .and_then(|s| Some((s.file_range()?.0 as usize, s.address())));
+        let go_module = obj.section_by_name(".go.module").map(|s| s.address());
+        let text_section = obj.section_by_name(".text").map(|s| s.address());
+        Self::locate(data, segments, section, go_module, text_section, version)
+    }
+
+    /// A pclntab found by its magic in `data`, which is mapped whole as one
+    /// writable segment at `addr` (the fuzz target's view of a memory image).
+    pub(crate) fn from_image(data: Bytes, addr: u64, version: &GoVersion) -> Result<Self, String> {
+        let segments = vec![Segment {
+            addr,
+            offset: 0,
+            filesz: (*data).as_ref().len() as u64,
+            writable: true,
+        }];
+        Self::locate(data, segments, None, None, Some(addr), version)
+    }
+
+    /// Parses the header at `section` (file offset, vaddr) or else the first
+    /// one found by its magic, then finds the module data and text base.
+    fn locate(
+        data: Bytes,
+        segments: Vec<Segment>,
+        section: Option<(usize, u64)>,
+        go_module: Option<u64>,
+        text_section: Option<u64>,
+        version: &GoVersion,
+    ) -> Result<Self, String> {
+        let bytes = (*data).as_ref();
         let (off, addr) = match section {
             Some(found) => found,
             None => search_magic(bytes, &segments)
                 .ok_or("no .gopclntab section and no pclntab magic")?,
         };
-        let text_section = obj.section_by_name(".text").map(|s| s.address());
         let mut tab = Self::from_header(data.clone(), segments, off, addr)?;
-        tab.moduledata =
-            tab.find_moduledata(obj.section_by_name(".go.module").map(|s| s.address()));
+        tab.moduledata = tab.find_moduledata(go_module);
         let text_start = tab.u64_at(off + 24).unwrap_or(0);
         let md_text = tab
             .moduledata
