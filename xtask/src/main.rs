@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod fuzz;
 mod layouts;
 mod setup;
 mod util;
@@ -21,6 +22,10 @@ commands:
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
   layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  fuzz [--time SECS] [TARGET...]
+                     run the cargo-fuzz targets (default: all, 60 s each;
+                     elf_open pclntab buildinfo dwarf_layout recording),
+                     seeded from freshly built Go binaries; fails on a crash
 
 environment:
   GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         }
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
+        Some("fuzz") => fuzz::fuzz(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
