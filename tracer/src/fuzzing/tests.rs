@@ -108,6 +108,50 @@ fn seeds_are_small_and_run() {
     }
 }
 
+/// The synthetic Go 1.26 pclntab image, and the offset of the header in it.
+fn pclntab_image() -> (Vec<u8>, usize) {
+    let image = synth::pclntab_image(&SYNTHETIC[0]);
+    let magic = 0xffff_fff1u32.to_le_bytes();
+    let at = image.windows(4).position(|w| w == magic).unwrap();
+    (image, at)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn parse_image(image: &[u8]) -> Result<Pclntab, String> {
+    let addr = u64_at(image, 0);
+    let version = GoVersion::parse("go1.26.0");
+    Pclntab::from_image(Arc::new(image[8..].to_vec()), addr, &version)
+}
+
+/// A function table out of order (an entry after the next one) gives
+/// sizes, not an underflow (found by fuzzing `pclntab`).
+#[test]
+fn pclntab_unsorted_function_table() {
+    let (mut image, hdr) = pclntab_image();
+    let functab = hdr + u64_at(&image, hdr + 64) as usize;
+    let next = u32::from_le_bytes(image[functab + 32..functab + 36].try_into().unwrap());
+    image[functab + 24..functab + 28].copy_from_slice(&(next + 0x10).to_le_bytes());
+    let funcs = parse_image(&image).unwrap().functions();
+    assert_eq!(funcs.len(), 15);
+    assert!(funcs.iter().all(|f| f.size < 0x100), "{funcs:?}");
+    pclntab(&image);
+}
+
+/// A text base near the end of the address space makes every function
+/// unreadable rather than overflowing (`text-start-overflow`).
+#[test]
+fn pclntab_text_start_at_the_end_of_the_address_space() {
+    let (mut image, hdr) = pclntab_image();
+    image[hdr + 24..hdr + 32].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    let tab = parse_image(&image).unwrap();
+    assert!(tab.functions().is_empty());
+    assert!(tab.frames(u64::MAX).is_none());
+    pclntab(&image);
+}
+
 /// Runs `data` through the entry point of fuzz target `target`.
 fn run(target: &str, data: &[u8], recorded: Option<&Target>) {
     match target {
@@ -118,4 +162,22 @@ fn run(target: &str, data: &[u8], recorded: Option<&Target>) {
         "recording" => recording(data, recorded),
         other => panic!("unknown fuzz target {other}"),
     }
+}
+/// Every input under `tracer/testdata/fuzz/<target>/` (crashes, hangs and
+/// huge allocations the fuzzer found, minimised) runs cleanly.
+#[test]
+fn fuzz_regressions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
+    let recorded = Target::open(&crate::gobin::testutil::probe("1.26")).unwrap();
+    let mut ran = 0;
+    for dir in std::fs::read_dir(&root).unwrap().flatten() {
+        let target = dir.file_name().to_string_lossy().into_owned();
+        for input in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let data = std::fs::read(input.path()).unwrap();
+            eprintln!("{target}: {}", input.path().display());
+            run(&target, &data, Some(&recorded));
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "no inputs under {}", root.display());
 }

@@ -364,9 +364,9 @@ impl Pclntab {
 
     fn entry(&self, i: usize) -> Option<FuncEntry> {
         let at = self.functab + 8 * i;
-        let entry = self.text + u64::from(self.u32_at(at)?);
+        let entry = self.text.checked_add(u64::from(self.u32_at(at)?))?;
         let off = self.functab.checked_add(self.u32_at(at + 4)? as usize)?;
-        let next = self.text + u64::from(self.u32_at(at + 8)?);
+        let next = self.text.checked_add(u64::from(self.u32_at(at + 8)?))?;
         Some(FuncEntry { entry, next, off })
     }
 
@@ -394,7 +394,7 @@ impl Pclntab {
         let u = |i: usize| self.u32_at(f.off + i);
         let hdr = if self.go120 { 44 } else { 40 };
         Some(FuncInfo {
-            entry: self.text + u64::from(u(0)?),
+            entry: self.text.checked_add(u64::from(u(0)?))?,
             name_off: u(4)?,
             pcfile: u(20)?,
             pcln: u(24)?,
@@ -423,7 +423,8 @@ impl Pclntab {
                 Some(FuncSymbol {
                     name: self.name(info.name_off)?,
                     addr: f.entry,
-                    size: end.unwrap_or(f.next) - f.entry,
+                    // A corrupt function table may not be sorted.
+                    size: end.unwrap_or(f.next).saturating_sub(f.entry),
                 })
             })
             .collect()
