@@ -152,6 +152,20 @@ fn pclntab_text_start_at_the_end_of_the_address_space() {
     pclntab(&image);
 }
 
+/// A memory image mapped at the very end of the address space: addresses
+/// computed from it do not wrap (`image-at-end-of-address-space`).
+#[test]
+fn pclntab_image_at_the_end_of_the_address_space() {
+    let (mut image, _) = pclntab_image();
+    for addr in [u64::MAX - 0x100, u64::MAX - 0x2000, !7] {
+        image[..8].copy_from_slice(&addr.to_le_bytes());
+        if let Ok(tab) = parse_image(&image) {
+            let _ = tab.functions();
+        }
+        pclntab(&image);
+    }
+}
+
 /// Runs `data` through the entry point of fuzz target `target`.
 fn run(target: &str, data: &[u8], recorded: Option<&Target>) {
     match target {

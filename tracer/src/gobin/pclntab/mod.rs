@@ -170,7 +170,7 @@ impl Pclntab {
         let text_start = tab.u64_at(off + 24).unwrap_or(0);
         let md_text = tab
             .moduledata
-            .and_then(|md| tab.read_u64(md + MODULEDATA_TEXT));
+            .and_then(|md| tab.read_u64(md.checked_add(MODULEDATA_TEXT)?));
         // Go 1.26+ leaves textStart 0; with cgo, .text starts with C code,
         // so moduledata.text comes before the section's address.
         tab.text = [Some(text_start), md_text, text_section]
@@ -181,7 +181,7 @@ impl Pclntab {
         let gofunc_off = moduledata_gofunc_offset(version, tab.go120);
         tab.gofunc = tab
             .moduledata
-            .and_then(|md| tab.read_u64(md + gofunc_off))
+            .and_then(|md| tab.read_u64(md.checked_add(gofunc_off)?))
             .filter(|&g| tab.file_offset(g).is_some());
         Ok(tab)
     }
@@ -260,9 +260,14 @@ impl Pclntab {
     /// word in writable data that points at the header, followed by the
     /// `funcnametab` slice.
     fn find_moduledata(&self, go_module: Option<u64>) -> Option<u64> {
-        let funcnames = self.addr + (self.funcnames - self.hdr_off) as u64;
+        let funcnames = self
+            .addr
+            .checked_add((self.funcnames - self.hdr_off) as u64)?;
         let is_md = |md: u64| {
-            self.read_u64(md) == Some(self.addr) && self.read_u64(md + 8) == Some(funcnames)
+            self.read_u64(md) == Some(self.addr)
+                && md
+                    .checked_add(8)
+                    .is_some_and(|m| self.read_u64(m) == Some(funcnames))
         };
         if let Some(md) = go_module.filter(|&md| is_md(md)) {
             return Some(md);
@@ -281,8 +286,8 @@ impl Pclntab {
             let hit = aligned.chunks_exact(8).enumerate().find(|(i, w)| {
                 *w == want0 && aligned.get((i + 1) * 8..(i + 2) * 8) == Some(&want1[..])
             });
-            if let Some((i, _)) = hit {
-                return Some(seg.addr + (skew + 8 * i) as u64);
+            if let Some(md) = hit.and_then(|(i, _)| seg.addr.checked_add((skew + 8 * i) as u64)) {
+                return Some(md);
             }
         }
         None
@@ -321,7 +326,7 @@ impl Pclntab {
         self.segments
             .iter()
             .find(|s| vaddr >= s.addr && vaddr - s.addr < s.filesz)
-            .map(|s| s.offset + (vaddr - s.addr))
+            .and_then(|s| s.offset.checked_add(vaddr - s.addr))
     }
 
     fn read_u64(&self, vaddr: u64) -> Option<u64> {
@@ -443,8 +448,9 @@ fn search_magic(bytes: &[u8], segments: &[Segment]) -> Option<(usize, u64)> {
             let m = u32::from_le_bytes(region[at..at + 4].try_into().expect("4 bytes"));
             if (m == MAGIC_GO118 || m == MAGIC_GO120)
                 && valid_header(&region[at..], region.len() - at)
+                && let Some(addr) = seg.addr.checked_add(at as u64)
             {
-                return Some((start + at, seg.addr + at as u64));
+                return Some((start + at, addr));
             }
         }
     }
