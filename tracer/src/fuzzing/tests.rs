@@ -183,15 +183,20 @@ fn run(target: &str, data: &[u8], recorded: Option<&Target>) {
 fn fuzz_regressions() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
     let recorded = Target::open(&crate::gobin::testutil::probe("1.26")).unwrap();
-    let mut ran = 0;
+    let (mut ran, mut failed) = (0, Vec::new());
     for dir in std::fs::read_dir(&root).unwrap().flatten() {
         let target = dir.file_name().to_string_lossy().into_owned();
         for input in std::fs::read_dir(dir.path()).unwrap().flatten() {
             let data = std::fs::read(input.path()).unwrap();
-            eprintln!("{target}: {}", input.path().display());
-            run(&target, &data, Some(&recorded));
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&target, &data, Some(&recorded))
+            }));
+            if ok.is_err() {
+                failed.push(format!("{target}/{}", input.file_name().to_string_lossy()));
+            }
             ran += 1;
         }
     }
     assert!(ran > 0, "no inputs under {}", root.display());
+    assert!(failed.is_empty(), "panicked: {failed:?}");
 }

@@ -386,7 +386,7 @@ impl GoBinary {
             let (offset, filesz) = seg.file_range();
             let start = seg.address();
             if vaddr >= start && vaddr - start < filesz {
-                return Some(offset + (vaddr - start));
+                return offset.checked_add(vaddr - start);
             }
         }
         for section in elf.sections() {
@@ -395,7 +395,7 @@ impl GoBinary {
             };
             let start = section.address();
             if start != 0 && vaddr >= start && vaddr - start < filesz {
-                return Some(offset + (vaddr - start));
+                return offset.checked_add(vaddr - start);
             }
         }
         None
