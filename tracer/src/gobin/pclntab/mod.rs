@@ -195,8 +195,9 @@ impl Pclntab {
     ) -> Result<Self, String> {
         let bytes = (*data).as_ref();
         let file_len = bytes.len();
-        let hdr: [u8; HEADER_LEN] = bytes
-            .get(off..off + HEADER_LEN)
+        let hdr: [u8; HEADER_LEN] = off
+            .checked_add(HEADER_LEN)
+            .and_then(|end| bytes.get(off..end))
             .and_then(|h| h.try_into().ok())
             .ok_or("pclntab header out of the file")?;
         let word = |i: usize| u64::from_le_bytes(hdr[i..i + 8].try_into().expect("8 bytes"));
