@@ -161,8 +161,11 @@ pub fn profiles(
         end.end_ns,
         leak_threshold.as_nanos() as u64,
     );
-    let window_ns = end.end_ns.saturating_sub(end.start_ns) as i64;
-    let (goroutines_pb, blocked_pb) =
-        crate::export::folded::pprof_profiles(&folded, end.end_unix_ns - window_ns, window_ns);
+    let window_ns = i64::try_from(end.end_ns.saturating_sub(end.start_ns)).unwrap_or(i64::MAX);
+    let (goroutines_pb, blocked_pb) = crate::export::folded::pprof_profiles(
+        &folded,
+        end.end_unix_ns.saturating_sub(window_ns),
+        window_ns,
+    );
     (folded, goroutines_pb, blocked_pb)
 }
