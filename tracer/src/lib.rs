@@ -14,6 +14,8 @@ pub mod check;
 pub mod cli;
 pub mod decode;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gobin;
 pub mod goruntime;
 pub mod lock;

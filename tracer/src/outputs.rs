@@ -119,21 +119,13 @@ pub fn produce(
         .with_context(|| format!("cannot create output directory {}", dir.display()))?;
 
     // Flame graphs (and their folded stacks) next to report.json.
-    let folded = crate::export::folded::collect(
-        &model.goroutines,
-        &mut resolver,
-        &layout.wait_reasons,
-        end.end_ns,
-        opts.leak_threshold.as_nanos() as u64,
-    );
+    let (folded, goroutines_pb, blocked_pb) =
+        profiles(capture, &mut resolver, layout, opts.leak_threshold);
     let subtitle = format!(
         "PID {} {} ({}), {:.1}s",
         meta.pid, meta.exe, meta.go_version, report.trace.duration_s
     );
     let mut notes = crate::export::flamegraph::write_all(dir, &folded, &subtitle)?;
-    let window_ns = end.end_ns.saturating_sub(end.start_ns) as i64;
-    let (goroutines_pb, blocked_pb) =
-        crate::export::folded::pprof_profiles(&folded, end.end_unix_ns - window_ns, window_ns);
     for (name, bytes) in [
         ("goroutines.pb.gz", goroutines_pb),
         ("blocked.pb.gz", blocked_pb),
@@ -208,4 +200,29 @@ fn write_timeline(
         ));
     }
     Ok(notes)
+}
+
+/// The folded stacks of the flame graphs and the two pprof profiles
+/// (goroutines, blocked), gzipped.
+pub fn profiles(
+    capture: &Capture,
+    resolver: &mut StackResolver<'_>,
+    layout: &RuntimeLayout,
+    leak_threshold: Duration,
+) -> (crate::export::folded::Stacks, Vec<u8>, Vec<u8>) {
+    let Capture { model, end, .. } = capture;
+    let folded = crate::export::folded::collect(
+        &model.goroutines,
+        resolver,
+        &layout.wait_reasons,
+        end.end_ns,
+        leak_threshold.as_nanos() as u64,
+    );
+    let window_ns = i64::try_from(end.end_ns.saturating_sub(end.start_ns)).unwrap_or(i64::MAX);
+    let (goroutines_pb, blocked_pb) = crate::export::folded::pprof_profiles(
+        &folded,
+        end.end_unix_ns.saturating_sub(window_ns),
+        window_ns,
+    );
+    (folded, goroutines_pb, blocked_pb)
 }

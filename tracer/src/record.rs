@@ -182,6 +182,15 @@ impl Recorder {
 /// same decoder and model as in a live trace, in the same order, with the
 /// growth samples at the same points.
 pub fn replay(path: &Path) -> Result<Capture, RecordError> {
+    let file = File::open(path).map_err(|source| RecordError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    replay_from(BufReader::with_capacity(1 << 20, file), path)
+}
+
+/// [`replay`] of a recording read from `r`; `path` names it in errors.
+pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError> {
     let rd = |source| RecordError::Read {
         path: path.to_path_buf(),
         source,
@@ -190,7 +199,6 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
         path: path.to_path_buf(),
         why,
     };
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(rd)?);
     let mut head = [0u8; 13];
     if let Err(e) = r.read_exact(&mut head) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -236,16 +244,18 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
         if len > MAX_FRAME {
             return Err(corrupt(format!("frame of {len} bytes")));
         }
-        buf.resize(len as usize, 0);
-        r.read_exact(&mut buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                RecordError::Truncated {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                rd(e)
-            }
-        })?;
+        // Read what is there rather than allocate the announced length
+        // first: a corrupt length in a small file costs no memory.
+        buf.clear();
+        (&mut r)
+            .take(u64::from(len))
+            .read_to_end(&mut buf)
+            .map_err(rd)?;
+        if buf.len() != len as usize {
+            return Err(RecordError::Truncated {
+                path: path.to_path_buf(),
+            });
+        }
         match fh[0] {
             TAG_META => {
                 meta = Some(
@@ -284,5 +294,52 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
             }
             other => return Err(corrupt(format!("unknown frame tag {other}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that remembers the largest buffer it was asked to fill.
+    struct Probe<'a> {
+        data: &'a [u8],
+        largest_read: usize,
+    }
+
+    impl Read for Probe<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest_read = self.largest_read.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    fn head() -> Vec<u8> {
+        let mut d = MAGIC.to_vec();
+        d.extend(VERSION.to_le_bytes());
+        d.push(endian_tag());
+        d
+    }
+
+    /// A frame announcing 256 MiB in a file of a few bytes is truncated,
+    /// and is not allocated before being read (the fuzzer's `recording`
+    /// target hit its allocation limit there).
+    #[test]
+    fn huge_frame_length_in_a_small_file() {
+        let mut data = head();
+        data.push(TAG_EVENT);
+        data.extend(MAX_FRAME.to_le_bytes());
+        data.extend([0u8; 40]);
+        let mut probe = Probe {
+            data: &data,
+            largest_read: 0,
+        };
+        let err = replay_from(&mut probe, Path::new("rec")).err().unwrap();
+        assert!(matches!(err, RecordError::Truncated { .. }), "{err}");
+        assert!(probe.largest_read < 1 << 20, "{}", probe.largest_read);
+        data.truncate(head().len() + 1);
+        data.extend((MAX_FRAME + 1).to_le_bytes());
+        let err = replay_from(&data[..], Path::new("rec")).err().unwrap();
+        assert!(matches!(err, RecordError::Corrupt { .. }), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod demo;
+mod fuzz;
 mod layouts;
 mod oldkernel;
 mod setup;
@@ -35,6 +36,10 @@ commands:
   soak [--duration 10m] [--rate 5000] [--interval 5s]
                      trace a busy fixture for a long time; fail if gotrace's
                      memory grows (needs root)
+  fuzz [--time SECS] [TARGET...]
+                     run the cargo-fuzz targets (default: all, 60 s each;
+                     elf_open pclntab buildinfo dwarf_layout recording),
+                     seeded from freshly built Go binaries; fails on a crash
 
 environment:
   GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect::<Vec<_>>(),
         ),
+        Some("fuzz") => fuzz::fuzz(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -127,7 +127,8 @@ pub fn fold(stacks: &[Weighted]) -> Vec<String> {
         if names.is_empty() {
             names.push("[unknown]".into());
         }
-        *merged.entry(names.join(";")).or_default() += s.weight;
+        let total = merged.entry(names.join(";")).or_default();
+        *total = total.saturating_add(s.weight);
     }
     merged
         .into_iter()
@@ -146,7 +147,12 @@ pub fn pprof_profiles(stacks: &Stacks, time_nanos: i64, duration_nanos: i64) -> 
         set.iter()
             .map(|w| Sample {
                 stack: w.frames.clone(),
-                values: vec![w.weight as i64 * scale],
+                // Weights come from recorded timestamps: clamp, do not wrap.
+                values: vec![
+                    i64::try_from(w.weight)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(scale),
+                ],
                 labels: w
                     .root
                     .iter()
@@ -205,5 +211,29 @@ mod tests {
         };
         assert_eq!(fold(&[created]), ["main.main;main.start;go main.worker 3"]);
         assert_eq!(fold(&[]), Vec::<String>::new());
+    }
+
+    /// Weights computed from a corrupt recording's timestamps can be huge:
+    /// they saturate instead of overflowing (found by fuzzing recording).
+    #[test]
+    fn huge_weights_saturate() {
+        let w = Weighted {
+            frames: vec![f("main.work")],
+            root: Some("sleep".into()),
+            leaf: None,
+            weight: u64::MAX,
+        };
+        assert_eq!(
+            fold(&[w.clone(), w.clone()]),
+            [format!("sleep;main.work {}", u64::MAX)]
+        );
+        let stacks = Stacks {
+            blocked: vec![w.clone()],
+            created: Vec::new(),
+            off_cpu: vec![w],
+            suspects: Vec::new(),
+        };
+        let (goroutines, blocked) = pprof_profiles(&stacks, i64::MIN, i64::MAX);
+        assert!(!goroutines.is_empty() && !blocked.is_empty());
     }
 }

@@ -46,7 +46,7 @@ fn name_itab(
     kind_off: Option<u64>,
     found: &mut HashMap<u64, String>,
 ) -> Option<u64> {
-    let fun0 = bin.read_u64(itab + ITAB_FUN0)?;
+    let fun0 = bin.read_u64(itab.checked_add(ITAB_FUN0)?)?;
     if fun0 == 0 {
         return Some(0);
     }
@@ -55,7 +55,7 @@ fn name_itab(
     // Value types' itabs hold the (*T).M wrappers: the _type's kind says
     // whether the dynamic type really is a pointer.
     let kind = kind_off
-        .and_then(|off| bin.read_u64(bin.read_u64(itab + 8)? + off))
+        .and_then(|off| bin.read_u64(bin.read_u64(itab.checked_add(8)?)?.checked_add(off)?))
         .map(|word| (word & 0xff) as u8 & KIND_MASK);
     if let (Some(k), Some(stripped)) = (kind, ty.strip_prefix('*'))
         && k != KIND_POINTER
@@ -75,15 +75,19 @@ pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryErr
         return Ok(found);
     };
     let layout = bin.layout()?;
-    let field = |off: Option<u64>| off.and_then(|o| bin.read_u64(md + o));
+    let field = |off: Option<u64>| off.and_then(|o| bin.read_u64(md.checked_add(o)?));
     if let (Some(types), Some(itaboff), Some(size), Some(methods)) = (
         field(layout.moduledata_types),
         field(layout.moduledata_itaboffset),
         field(layout.moduledata_itabsize),
         layout.interface_methods,
     ) {
-        // Go 1.27: variable-sized itabs back to back.
-        let (mut p, end) = (types + itaboff, types + itaboff + size.min(MAX_ITABS * 64));
+        // Go 1.27: variable-sized itabs back to back. Addresses that would
+        // wrap around come from a corrupt file: the walk stops there.
+        let Some(mut p) = types.checked_add(itaboff) else {
+            return Ok(found);
+        };
+        let end = p.saturating_add(size.min(MAX_ITABS * 64));
         while p < end {
             let Some(fun0) = name_itab(bin, p, layout.type_kind, &mut found) else {
                 break;
@@ -92,18 +96,30 @@ pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryErr
                 1
             } else {
                 let inter = bin.read_u64(p).unwrap_or(0);
-                bin.read_u64(inter + methods + 8).unwrap_or(1).max(1)
+                inter
+                    .checked_add(methods)
+                    .and_then(|a| a.checked_add(8))
+                    .and_then(|a| bin.read_u64(a))
+                    .unwrap_or(1)
+                    .clamp(1, MAX_ITABS)
             };
-            p += ITAB_SIZE + (n - 1) * 8;
+            let Some(next) = p.checked_add(ITAB_SIZE + (n - 1) * 8) else {
+                break;
+            };
+            p = next;
         }
         return Ok(found);
     }
     if let Some(off) = layout.moduledata_itablinks {
-        let (Some(ptr), Some(len)) = (bin.read_u64(md + off), bin.read_u64(md + off + 8)) else {
+        let at = |o: u64| md.checked_add(off)?.checked_add(o);
+        let (Some(ptr), Some(len)) = (
+            at(0).and_then(|a| bin.read_u64(a)),
+            at(8).and_then(|a| bin.read_u64(a)),
+        ) else {
             return Ok(found);
         };
         for i in 0..len.min(MAX_ITABS) {
-            let Some(itab) = bin.read_u64(ptr + 8 * i) else {
+            let Some(itab) = ptr.checked_add(8 * i).and_then(|a| bin.read_u64(a)) else {
                 break;
             };
             name_itab(bin, itab, layout.type_kind, &mut found);

@@ -94,10 +94,10 @@ impl std::fmt::Display for Arch {
 
 type Elf<'a> = ElfFile64<'a, Endianness>;
 
-/// An opened, memory-mapped Go ELF executable.
+/// An opened Go ELF executable (memory-mapped, or bytes already in memory).
 pub struct GoBinary {
     path: PathBuf,
-    data: Arc<Mmap>,
+    data: pclntab::Bytes,
     arch: Arch,
     version: buildinfo::GoVersion,
     pie: bool,
@@ -129,9 +129,19 @@ impl GoBinary {
         // SAFETY: the file is mapped read-only; like every tool reading
         // executables we accept that a concurrent truncation could fault.
         let data = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        GoBinary::from_shared(path, Arc::new(data))
+    }
+
+    /// Like [`open`](Self::open), on the file's contents already in memory;
+    /// `path` only names the binary in messages.
+    pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<GoBinary, BinaryError> {
+        GoBinary::from_shared(path, Arc::new(data))
+    }
+
+    fn from_shared(path: &Path, data: pclntab::Bytes) -> Result<GoBinary, BinaryError> {
         let mut bin = GoBinary {
             path: path.to_path_buf(),
-            data: Arc::new(data),
+            data,
             arch: Arch::X86_64,
             version: buildinfo::GoVersion::default(),
             pie: false,
@@ -173,7 +183,7 @@ impl GoBinary {
 
     /// Parses the mapped file (cheap: only headers are read).
     fn elf(&self) -> Result<Elf<'_>, BinaryError> {
-        let data: &[u8] = &self.data;
+        let data = self.bytes();
         if !data.starts_with(b"\x7fELF") {
             return Err(BinaryError::NotElf {
                 path: self.path.clone(),
@@ -191,6 +201,10 @@ impl GoBinary {
             }
         }
         Elf::parse(data).map_err(|e| self.bad_elf(e))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        (*self.data).as_ref()
     }
 
     fn bad_elf(&self, e: object::Error) -> BinaryError {
@@ -361,7 +375,7 @@ impl GoBinary {
     /// initialised data.
     pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
         let off = self.file_offset(vaddr)? as usize;
-        let bytes = self.data.get(off..off + 8)?;
+        let bytes = self.bytes().get(off..off.checked_add(8)?)?;
         Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
@@ -403,7 +417,7 @@ impl GoBinary {
             let (offset, filesz) = seg.file_range();
             let start = seg.address();
             if vaddr >= start && vaddr - start < filesz {
-                return Some(offset + (vaddr - start));
+                return offset.checked_add(vaddr - start);
             }
         }
         for section in elf.sections() {
@@ -412,7 +426,7 @@ impl GoBinary {
             };
             let start = section.address();
             if start != 0 && vaddr >= start && vaddr - start < filesz {
-                return Some(offset + (vaddr - start));
+                return offset.checked_add(vaddr - start);
             }
         }
         None
@@ -450,7 +464,7 @@ impl GoBinary {
 }
 
 /// The descriptor of a `Go` note of type 4 (GO_BUILDID) in a note section.
-fn parse_go_build_id_note(mut data: &[u8]) -> Option<String> {
+pub(crate) fn parse_go_build_id_note(mut data: &[u8]) -> Option<String> {
     let u32_at = |d: &[u8], i: usize| -> Option<u32> {
         Some(u32::from_le_bytes(d.get(i..i + 4)?.try_into().ok()?))
     };

@@ -42,7 +42,9 @@ fn aarch64_rets(func_addr: u64, code: &[u8]) -> Vec<u64> {
             let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
             word & A64_RET_MASK == A64_RET
         })
-        .map(|(i, _)| func_addr + 4 * i as u64)
+        // A function placed at the end of the address space by a corrupt
+        // file: no address past it.
+        .map_while(|(i, _)| func_addr.checked_add(4 * i as u64))
         .collect()
 }
 
@@ -92,5 +94,13 @@ mod tests {
         );
         assert!(is_ret(Arch::Aarch64, &code[4..]));
         assert!(!is_ret(Arch::Aarch64, &code[12..]));
+        assert_eq!(
+            ret_addresses(Arch::Aarch64, u64::MAX - 7, &code),
+            vec![u64::MAX - 3]
+        );
+        assert_eq!(
+            ret_addresses(Arch::X86_64, u64::MAX - 1, &[0xc3, 0xc3, 0xc3]).len(),
+            3
+        );
     }
 }

@@ -116,6 +116,11 @@ impl Symbolizer {
         let Some(ctx) = &self.ctx else {
             return Ok(Vec::new());
         };
+        // addr2line looks up [probe, probe + 1), which overflows (a panic in
+        // debug builds) for the last address; no code is there anyway.
+        if probe == u64::MAX {
+            return Ok(Vec::new());
+        }
         let ctx = ctx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut iter = ctx.find_frames(probe).skip_all_loads()?;
         let mut frames = Vec::new();

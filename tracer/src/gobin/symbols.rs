@@ -68,7 +68,7 @@ impl SymbolTable {
         let first = self.funcs[..=i].partition_point(|f| f.addr < start);
         for f in &self.funcs[first..=i] {
             let end = if f.size > 0 {
-                f.addr + f.size
+                f.addr.saturating_add(f.size)
             } else {
                 self.funcs.get(idx).map_or(u64::MAX, |n| n.addr)
             };

@@ -348,6 +348,21 @@ fn symbolize_return_address_reports_call_line() {
     }
 }
 
+/// The extremes of the address space (a recording's raw stacks can hold
+/// any pc) give one frame without source lines; addr2line's lookup of
+/// `[pc, pc+1)` used to overflow at `u64::MAX` (found by the fuzz seeds).
+#[test]
+fn symbolize_address_space_extremes() {
+    let bin = open(&probe("1.26"));
+    let s = bin.symbolizer().unwrap();
+    for (pc, ret) in [(u64::MAX, false), (u64::MAX, true), (0, false), (0, true)] {
+        let frames = s.symbolize(pc, ret);
+        assert_eq!(frames.len(), 1, "{pc:#x}: {frames:?}");
+        assert_eq!((frames[0].file.as_deref(), frames[0].line), (None, 0));
+    }
+    assert_eq!(s.symbolize(0, false)[0].function, "0x0");
+}
+
 /// Somewhere in main.leaf the inlined main.square shows up as an extra,
 /// innermost frame whose caller frame is main.leaf at the call line.
 #[test]

@@ -97,7 +97,7 @@ impl Pclntab {
         }
         let at = info.pcdata + 4 * (info.npcdata as usize + i as usize);
         let off = self.u32_at(at).filter(|&o| o != u32::MAX)?;
-        Some(self.gofunc? + u64::from(off))
+        self.gofunc?.checked_add(u64::from(off))
     }
 
     /// Source frames at `pc`, innermost (inlined) first, the physical
@@ -122,8 +122,9 @@ impl Pclntab {
                 else {
                     break;
                 };
-                let Some(call) = self
-                    .file_offset(tree + ix * size)
+                let Some(call) = tree
+                    .checked_add(ix * size)
+                    .and_then(|a| self.file_offset(a))
                     .and_then(|o| usize::try_from(o).ok())
                 else {
                     break;
@@ -136,7 +137,10 @@ impl Pclntab {
                 };
                 let name = self.name(name_off).unwrap_or_else(|| format!("{pc:#x}"));
                 frames.push(self.frame(&info, name, at));
-                at = info.entry + u64::from(parent_pc);
+                let Some(parent) = info.entry.checked_add(u64::from(parent_pc)) else {
+                    break;
+                };
+                at = parent;
             }
         }
         let name = self

@@ -128,24 +128,49 @@ impl Pclntab {
                 }
             })
             .collect();
-        let bytes = (*data).as_ref();
         let section = SECTION_NAMES
             .iter()
             .find_map(|n| obj.section_by_name(n))
             .and_then(|s| Some((s.file_range()?.0 as usize, s.address())));
+        let go_module = obj.section_by_name(".go.module").map(|s| s.address());
+        let text_section = obj.section_by_name(".text").map(|s| s.address());
+        Self::locate(data, segments, section, go_module, text_section, version)
+    }
+
+    /// A pclntab found by its magic in `data`, which is mapped whole as one
+    /// writable segment at `addr` (the fuzz target's view of a memory image).
+    pub(crate) fn from_image(data: Bytes, addr: u64, version: &GoVersion) -> Result<Self, String> {
+        let segments = vec![Segment {
+            addr,
+            offset: 0,
+            filesz: (*data).as_ref().len() as u64,
+            writable: true,
+        }];
+        Self::locate(data, segments, None, None, Some(addr), version)
+    }
+
+    /// Parses the header at `section` (file offset, vaddr) or else the first
+    /// one found by its magic, then finds the module data and text base.
+    fn locate(
+        data: Bytes,
+        segments: Vec<Segment>,
+        section: Option<(usize, u64)>,
+        go_module: Option<u64>,
+        text_section: Option<u64>,
+        version: &GoVersion,
+    ) -> Result<Self, String> {
+        let bytes = (*data).as_ref();
         let (off, addr) = match section {
             Some(found) => found,
             None => search_magic(bytes, &segments)
                 .ok_or("no .gopclntab section and no pclntab magic")?,
         };
-        let text_section = obj.section_by_name(".text").map(|s| s.address());
         let mut tab = Self::from_header(data.clone(), segments, off, addr)?;
-        tab.moduledata =
-            tab.find_moduledata(obj.section_by_name(".go.module").map(|s| s.address()));
+        tab.moduledata = tab.find_moduledata(go_module);
         let text_start = tab.u64_at(off + 24).unwrap_or(0);
         let md_text = tab
             .moduledata
-            .and_then(|md| tab.read_u64(md + MODULEDATA_TEXT));
+            .and_then(|md| tab.read_u64(md.checked_add(MODULEDATA_TEXT)?));
         // Go 1.26+ leaves textStart 0; with cgo, .text starts with C code,
         // so moduledata.text comes before the section's address.
         tab.text = [Some(text_start), md_text, text_section]
@@ -156,7 +181,7 @@ impl Pclntab {
         let gofunc_off = moduledata_gofunc_offset(version, tab.go120);
         tab.gofunc = tab
             .moduledata
-            .and_then(|md| tab.read_u64(md + gofunc_off))
+            .and_then(|md| tab.read_u64(md.checked_add(gofunc_off)?))
             .filter(|&g| tab.file_offset(g).is_some());
         Ok(tab)
     }
@@ -170,8 +195,9 @@ impl Pclntab {
     ) -> Result<Self, String> {
         let bytes = (*data).as_ref();
         let file_len = bytes.len();
-        let hdr: [u8; HEADER_LEN] = bytes
-            .get(off..off + HEADER_LEN)
+        let hdr: [u8; HEADER_LEN] = off
+            .checked_add(HEADER_LEN)
+            .and_then(|end| bytes.get(off..end))
             .and_then(|h| h.try_into().ok())
             .ok_or("pclntab header out of the file")?;
         let word = |i: usize| u64::from_le_bytes(hdr[i..i + 8].try_into().expect("8 bytes"));
@@ -235,9 +261,14 @@ impl Pclntab {
     /// word in writable data that points at the header, followed by the
     /// `funcnametab` slice.
     fn find_moduledata(&self, go_module: Option<u64>) -> Option<u64> {
-        let funcnames = self.addr + (self.funcnames - self.hdr_off) as u64;
+        let funcnames = self
+            .addr
+            .checked_add((self.funcnames - self.hdr_off) as u64)?;
         let is_md = |md: u64| {
-            self.read_u64(md) == Some(self.addr) && self.read_u64(md + 8) == Some(funcnames)
+            self.read_u64(md) == Some(self.addr)
+                && md
+                    .checked_add(8)
+                    .is_some_and(|m| self.read_u64(m) == Some(funcnames))
         };
         if let Some(md) = go_module.filter(|&md| is_md(md)) {
             return Some(md);
@@ -256,8 +287,8 @@ impl Pclntab {
             let hit = aligned.chunks_exact(8).enumerate().find(|(i, w)| {
                 *w == want0 && aligned.get((i + 1) * 8..(i + 2) * 8) == Some(&want1[..])
             });
-            if let Some((i, _)) = hit {
-                return Some(seg.addr + (skew + 8 * i) as u64);
+            if let Some(md) = hit.and_then(|(i, _)| seg.addr.checked_add((skew + 8 * i) as u64)) {
+                return Some(md);
             }
         }
         None
@@ -296,7 +327,7 @@ impl Pclntab {
         self.segments
             .iter()
             .find(|s| vaddr >= s.addr && vaddr - s.addr < s.filesz)
-            .map(|s| s.offset + (vaddr - s.addr))
+            .and_then(|s| s.offset.checked_add(vaddr - s.addr))
     }
 
     fn read_u64(&self, vaddr: u64) -> Option<u64> {
@@ -339,9 +370,9 @@ impl Pclntab {
 
     fn entry(&self, i: usize) -> Option<FuncEntry> {
         let at = self.functab + 8 * i;
-        let entry = self.text + u64::from(self.u32_at(at)?);
+        let entry = self.text.checked_add(u64::from(self.u32_at(at)?))?;
         let off = self.functab.checked_add(self.u32_at(at + 4)? as usize)?;
-        let next = self.text + u64::from(self.u32_at(at + 8)?);
+        let next = self.text.checked_add(u64::from(self.u32_at(at + 8)?))?;
         Some(FuncEntry { entry, next, off })
     }
 
@@ -369,7 +400,7 @@ impl Pclntab {
         let u = |i: usize| self.u32_at(f.off + i);
         let hdr = if self.go120 { 44 } else { 40 };
         Some(FuncInfo {
-            entry: self.text + u64::from(u(0)?),
+            entry: self.text.checked_add(u64::from(u(0)?))?,
             name_off: u(4)?,
             pcfile: u(20)?,
             pcln: u(24)?,
@@ -398,7 +429,8 @@ impl Pclntab {
                 Some(FuncSymbol {
                     name: self.name(info.name_off)?,
                     addr: f.entry,
-                    size: end.unwrap_or(f.next) - f.entry,
+                    // A corrupt function table may not be sorted.
+                    size: end.unwrap_or(f.next).saturating_sub(f.entry),
                 })
             })
             .collect()
@@ -417,8 +449,9 @@ fn search_magic(bytes: &[u8], segments: &[Segment]) -> Option<(usize, u64)> {
             let m = u32::from_le_bytes(region[at..at + 4].try_into().expect("4 bytes"));
             if (m == MAGIC_GO118 || m == MAGIC_GO120)
                 && valid_header(&region[at..], region.len() - at)
+                && let Some(addr) = seg.addr.checked_add(at as u64)
             {
-                return Some((start + at, seg.addr + at as u64));
+                return Some((start + at, addr));
             }
         }
     }
