@@ -178,16 +178,14 @@ impl GoroutineModel {
         let mut total = self.off_cpu.clone();
         for g in self.live.values() {
             if let State::Parked(p) = g.state {
-                *total.entry((p.stack, p.reason)).or_default() +=
-                    end_ns.saturating_sub(p.since_ns.max(self.observed_from));
+                add_parked(&mut total, &p, self.observed_from, end_ns);
             }
         }
         total
     }
 
     fn end_park(&mut self, p: Parked, now: u64) {
-        *self.off_cpu.entry((p.stack, p.reason)).or_default() +=
-            now.saturating_sub(p.since_ns.max(self.observed_from));
+        add_parked(&mut self.off_cpu, &p, self.observed_from, now);
     }
 
     /// Adds the goroutines a snapshot read right after the probes were
@@ -307,9 +305,12 @@ impl GoroutineModel {
                 // A wakeup we did not see (netpoll): the earlier park ended
                 // by the time of this one at the latest.
                 if let State::Parked(prev) = gr.state {
-                    *self.off_cpu.entry((prev.stack, prev.reason)).or_default() += parked
-                        .since_ns
-                        .saturating_sub(prev.since_ns.max(self.observed_from));
+                    add_parked(
+                        &mut self.off_cpu,
+                        &prev,
+                        self.observed_from,
+                        parked.since_ns,
+                    );
                 }
                 gr.state = State::Parked(parked);
             }
@@ -367,6 +368,16 @@ impl GoroutineModel {
             site.samples.push((t_s, site.live));
         }
     }
+}
+
+/// Adds the time of park `p` up to `until` to its (stack, reason) total.
+/// Timestamps from a corrupt recording can be anything: the totals
+/// saturate rather than overflow.
+/// Adds the time `p` was parked, counted from `from` at the earliest (the
+/// moment observation began), up to `until`; totals saturate.
+fn add_parked(off_cpu: &mut OffCpu, p: &Parked, from: u64, until: u64) {
+    let total = off_cpu.entry((p.stack, p.reason)).or_default();
+    *total = total.saturating_add(until.saturating_sub(p.since_ns.max(from)));
 }
 
 #[cfg(test)]
@@ -472,6 +483,21 @@ mod tests {
         assert_eq!(off[&(StackRef::new(5, 9), 14)], 3, "ended park: 2..5");
         assert_eq!(off[&(StackRef::new(5, 9), 9)], 3, "ongoing park: 7..10");
         assert_eq!(m.creations().values().sum::<u64>(), 1);
+    }
+
+    /// Two parks since time 0 totalled at the end of time (a corrupt
+    /// recording's trailer) saturate instead of overflowing.
+    #[test]
+    fn off_cpu_totals_saturate() {
+        let mut m = GoroutineModel::new();
+        for goid in [10, 11, 12] {
+            m.apply(&park(goid, 0, 14));
+        }
+        let off = m.off_cpu_at(u64::MAX);
+        assert_eq!(off[&(StackRef::new(5, 9), 14)], u64::MAX);
+        m.apply(&park(10, u64::MAX, 15));
+        m.apply(&park(11, u64::MAX, 15));
+        assert_eq!(m.off_cpu_at(u64::MAX)[&(StackRef::new(5, 9), 14)], u64::MAX);
     }
 
     #[test]
