@@ -181,7 +181,33 @@ static DONE_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 static DONE_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// `(*cancelCtx|*timerCtx|*afterFuncCtx).Done` entry.
+/// On `Done`'s call `c.done.Store(d)` (the channel being made, once per
+/// context): the `*atomic.Value` receiver is the first argument register,
+/// the stored `any` the next two (type word, then the channel).
+#[uprobe]
+pub fn go_ctx_done_store(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = target_thread(&cfg) else {
+        return 0;
+    };
+    let value = arg(&ctx, 0);
+    let chan = arg(&ctx, 2);
+    if value == 0 || chan == 0 || value < cfg.ctx_done {
+        return 0;
+    }
+    if let Some(mut entry) = reserve::<CtxDoneEvent>(EventKind::CtxDone) {
+        entry.write(CtxDoneEvent {
+            header: header(EventKind::CtxDone, tgid, tid),
+            ctx: value - cfg.ctx_done,
+            chan,
+        });
+        entry.submit(crate::maps::wakeup_flags());
+    }
+    0
+}
+
+/// `(*cancelCtx|*timerCtx|*afterFuncCtx).Done` entry (the fallback when
+/// `Done` has no direct call to `atomic.Value.Store`).
 #[uprobe]
 pub fn go_ctx_done(ctx: ProbeContext) -> u32 {
     let cfg = config();

@@ -389,6 +389,19 @@ impl GoBinary {
         Ok(rets::ret_addresses(self.arch, sym.addr, code))
     }
 
+    /// Addresses of the direct calls from `func` to `callee`.
+    pub fn call_sites(&self, func: &str, callee: &str) -> Result<Vec<u64>, BinaryError> {
+        let lookup = |name: &str| {
+            self.symbols
+                .lookup(name)
+                .ok_or_else(|| BinaryError::SymbolNotFound(name.to_string()))
+        };
+        let sym = lookup(func)?;
+        let target = lookup(callee)?.addr;
+        let code = self.code(sym)?;
+        Ok(rets::call_sites(self.arch, sym.addr, code, target))
+    }
+
     /// The machine code bytes of a function symbol, read via its section.
     pub fn code(&self, sym: &symbols::FuncSymbol) -> Result<&[u8], BinaryError> {
         let elf = self.elf()?;

@@ -1,6 +1,9 @@
-//! Finding return instructions in machine code (for uretprobe-free return
-//! tracing: Go moves stacks, so uretprobes are unsafe; instead a uprobe is
-//! put on every `RET` of a function).
+//! Finding return and call instructions in machine code.
+//!
+//! Returns: for uretprobe-free return tracing (Go moves stacks, so
+//! uretprobes are unsafe; instead a uprobe is put on every `RET` of a
+//! function). Calls: a uprobe on a `CALL f` instruction sees `f`'s arguments
+//! in the Go ABI registers, without probing `f` itself on every other path.
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
@@ -48,6 +51,44 @@ fn aarch64_rets(func_addr: u64, code: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// Virtual addresses of every direct call to `target` in `code` (the body of
+/// a function starting at `func_addr`).
+pub fn call_sites(arch: Arch, func_addr: u64, code: &[u8], target: u64) -> Vec<u64> {
+    match arch {
+        Arch::X86_64 => {
+            let mut decoder = Decoder::with_ip(64, code, func_addr, DecoderOptions::NONE);
+            let mut instr = Instruction::default();
+            let mut calls = Vec::new();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instr);
+                if instr.mnemonic() == Mnemonic::Call
+                    && instr.is_call_near()
+                    && instr.near_branch_target() == target
+                {
+                    calls.push(instr.ip());
+                }
+            }
+            calls
+        }
+        Arch::Aarch64 => code
+            .chunks_exact(4)
+            .enumerate()
+            .map_while(|(i, w)| {
+                let pc = func_addr.checked_add(4 * i as u64)?;
+                Some((pc, u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            })
+            .filter(|&(pc, word)| {
+                // BL imm26: 100101 imm26, target = pc + sext(imm26) * 4.
+                word & 0xfc00_0000 == 0x9400_0000 && {
+                    let imm = (((word & 0x03ff_ffff) << 6) as i32 >> 6) as i64 * 4;
+                    pc.checked_add_signed(imm) == Some(target)
+                }
+            })
+            .map(|(pc, _)| pc)
+            .collect(),
+    }
+}
+
 /// True if the instruction at the start of `code` is a return instruction.
 pub fn is_ret(arch: Arch, code: &[u8]) -> bool {
     match arch {
@@ -76,6 +117,44 @@ mod tests {
         assert!(is_ret(Arch::X86_64, &code[4..]));
         assert!(is_ret(Arch::X86_64, &code[10..]));
         assert!(!is_ret(Arch::X86_64, &code[5..]));
+    }
+
+    #[test]
+    fn call_sites_by_target() {
+        // call +0 (to 0x1005); nop; call -6 (to 0x1000); call rel to 0x2000
+        let mut code = vec![0xe8, 0, 0, 0, 0, 0x90, 0xe8, 0xf5, 0xff, 0xff, 0xff];
+        let rel = (0x2000i64 - 0x1010) as i32;
+        code.push(0xe8);
+        code.extend_from_slice(&rel.to_le_bytes());
+        assert_eq!(
+            call_sites(Arch::X86_64, 0x1000, &code, 0x1005),
+            vec![0x1000]
+        );
+        assert_eq!(
+            call_sites(Arch::X86_64, 0x1000, &code, 0x1000),
+            vec![0x1006]
+        );
+        assert_eq!(
+            call_sites(Arch::X86_64, 0x1000, &code, 0x2000),
+            vec![0x100b]
+        );
+        assert!(call_sites(Arch::X86_64, 0x1000, &code, 0x3000).is_empty());
+        let words: [u32; 4] = [
+            0x94000002, // bl +8
+            0xd503201f, // nop
+            0x97fffffe, // bl -8
+            0x14000002, // b +8 (not a call)
+        ];
+        let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(
+            call_sites(Arch::Aarch64, 0x4000, &code, 0x4008),
+            vec![0x4000]
+        );
+        assert_eq!(
+            call_sites(Arch::Aarch64, 0x4000, &code, 0x4000),
+            vec![0x4008]
+        );
+        assert!(call_sites(Arch::Aarch64, 0x4000, &code, 0x4014).is_empty());
     }
 
     #[test]

@@ -53,7 +53,13 @@ pub fn plan(
             "stripped binary: context.Canceled is unknown, cancel errors are identified by type only"
         );
     }
-    let points = points_for(bin, &hooks)?;
+    let mut points = points_for(bin, &hooks)?;
+    let done_points = points_for(bin, &hooks::context_done_store_hooks())?;
+    if done_points.is_empty() {
+        points.extend(points_for(bin, &hooks::context_done_call_hooks())?);
+    } else {
+        points.extend(done_points);
+    }
     if !points.iter().any(|p| p.program == "go_ctx_create") {
         return Ok(Err("no propagateCancel in this binary".into()));
     }
