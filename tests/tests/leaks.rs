@@ -66,7 +66,10 @@ fn common_checks(t: &Traced, go: &str) {
     );
     assert_eq!(r["trace"]["ended_by"], "target-exit");
     assert_eq!(r["trace"]["kernel"]["dropped_total"], 0);
-    assert!(r["trace"]["probes_attached"].as_u64().unwrap() >= 6);
+    assert!(
+        r["trace"]["probes_attached"].as_u64().unwrap() >= 4,
+        "newproc1 RETs, gopark, ready, goexit1"
+    );
 }
 
 fn chanrecv(go: &str) {

@@ -44,8 +44,8 @@ pub enum EventKind {
     TimerStart = 8,
     /// A runtime timer was stopped (`time.stopTimer`).
     TimerStop = 9,
-    /// A user stack the stack map refused (hash collision, map full), sent
-    /// once under a synthetic id that the events referring to it carry.
+    /// A user stack seen for the first time, sent once under a synthetic id
+    /// that the events referring to it carry.
     StackDump = 10,
 }
 
@@ -106,8 +106,11 @@ pub const MAX_KINDS: u32 = 16;
 /// Slots of the per-CPU `COUNTERS` map: `[0, MAX_KINDS)` count ring-buffer
 /// drops per event kind, then the named counters below.
 pub const COUNTER_SLOTS: u32 = MAX_KINDS + 4;
-/// `bpf_get_stackid` failures (stack map full or hash collision).
+/// User stacks that could not be captured (their `StackDump` event dropped).
 pub const COUNTER_STACK_ERRORS: u32 = MAX_KINDS;
+/// Creations whose creator is unknown because another thread of the target
+/// took the creator's per-thread slot first (Go < 1.21 only).
+pub const COUNTER_PARENTS_LOST: u32 = MAX_KINDS + 1;
 
 /// Sentinel for "no stack captured".
 pub const NO_STACK: i32 = -1;
@@ -120,7 +123,7 @@ pub const STACK_DUMP_DEPTH: usize = 127;
 /// anything further below is free for userspace (e.g. snapshot stacks).
 pub const STACK_DUMP_ID_SPAN: i32 = 1 << 29;
 
-/// `EventKind::StackDump`: the frames of a stack `bpf_get_stackid` could not
+/// `EventKind::StackDump`: the frames of a stack the eBPF side had not
 /// store, under the synthetic id (< -1) the events that follow carry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,7 +370,20 @@ pub struct Config {
     pub timer_period: u64,
     pub timer_f: u64,
     pub timer_arg: u64,
+    /// One copy of `g_window_len` bytes at `g + g_window_base` covers goid,
+    /// parentGoid, gopc, startpc and waiting (valid with
+    /// `CONFIG_FLAG_G_WINDOW`): one user-memory read instead of five.
+    pub g_window_base: u32,
+    pub g_window_len: u32,
+    /// The same for a sudog's `c` and `waitlink` (`CONFIG_FLAG_SUDOG_WINDOW`).
+    pub sudog_window_base: u32,
+    pub sudog_window_len: u32,
 }
+
+/// Largest `Config::g_window_len`, in bytes.
+pub const G_WINDOW_MAX: u32 = 256;
+/// Largest `Config::sudog_window_len`, in bytes.
+pub const SUDOG_WINDOW_MAX: u32 = 64;
 
 /// `g.parentGoid` exists (Go 1.21+).
 pub const CONFIG_FLAG_PARENT_GOID: u32 = 1;
@@ -375,6 +391,10 @@ pub const CONFIG_FLAG_PARENT_GOID: u32 = 1;
 pub const CONFIG_FLAG_WAIT_CHANS: u32 = 2;
 /// Context cancel methods take a `cause` (Go 1.20+).
 pub const CONFIG_FLAG_CANCEL_CAUSE: u32 = 4;
+/// `Config::g_window_*` is set.
+pub const CONFIG_FLAG_G_WINDOW: u32 = 8;
+/// `Config::sudog_window_*` is set.
+pub const CONFIG_FLAG_SUDOG_WINDOW: u32 = 16;
 
 // SAFETY: repr(C) plain old data, no implicit padding, valid for any bits.
 #[cfg(feature = "user")]

@@ -97,6 +97,21 @@ pub fn return_address(ctx: &ProbeContext) -> u64 {
     }
 }
 
+/// The probed instruction's address and the frame pointer (amd64 RBP,
+/// arm64 X29): where a frame-pointer walk starts.
+#[inline(always)]
+pub fn pc_and_fp(ctx: &ProbeContext) -> (u64, u64) {
+    let regs = unsafe { &*ctx.regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        (regs.rip, regs.rbp)
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        (regs.pc, regs.regs[29])
+    }
+}
+
 /// Reads a u64 from the target's memory; 0 if the read faults.
 #[inline(always)]
 pub fn read_u64(addr: u64) -> u64 {

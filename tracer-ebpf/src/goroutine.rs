@@ -3,52 +3,62 @@
 //! Userspace half: `tracer/src/probe/goroutine.rs` (which symbols to attach
 //! and where).
 //!
-//! Creation takes three hooks because no single point sees everything:
-//! - `runtime.newproc` entry runs on the creating goroutine: its user stack
-//!   and goid are stashed per thread;
-//! - `runtime.newproc1` entry runs on g0 (inside systemstack): `callergp` is
-//!   its second argument, matched against the stash;
-//! - uprobes on every RET of `runtime.newproc1` (never a uretprobe: Go moves
-//!   stacks) read the new `*g` from the first result register.
+//! Creation is seen at every RET of `runtime.newproc1` (uprobes on the RET
+//! instructions, never a uretprobe: Go moves stacks), which reads the new
+//! `*g` from the first result register. `newproc1` runs on g0 inside
+//! `systemstack`, which switches stacks without touching the frame pointer,
+//! so the frame-pointer walk from there goes on through `runtime.newproc`
+//! into the creating goroutine's stack: the creation stack needs no probe on
+//! the creator. The creator's goid is `g.parentGoid` (Go 1.21+); before 1.21
+//! a `runtime.newproc` entry probe stashes it per thread for the RET probe
+//! (the same thread runs both).
+//!
+//! Each program reads the `g` fields it needs with one copy of a window that
+//! covers them (`Config::g_window_*`): on some hosts a user-memory read costs
+//! as much as the rest of a program.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::LruHashMap,
+    maps::{Array, PerCpuArray},
     programs::ProbeContext,
 };
 use tracer_common::{
-    CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, GoCreateEvent,
-    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, NO_STACK, WAIT_CHANS,
+    CONFIG_FLAG_G_WINDOW, CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_SUDOG_WINDOW,
+    CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, G_WINDOW_MAX, GoCreateEvent,
+    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, SUDOG_WINDOW_MAX, WAIT_CHANS,
 };
 
 use crate::{
     goabi::{arg, current_g, read_u64, return_address},
-    maps::{EVENTS, bump, config, target_thread},
+    maps::{COUNTER_PARENTS_LOST, EVENTS, bump, config, target_thread},
     stacks::user_stack,
 };
 
-/// Stashed at `newproc` entry, keyed by pid_tgid.
+/// Stashed at `newproc` entry (Go < 1.21) for the RET probes of `newproc1`,
+/// in the slot of the thread (`tid % NEWPROC_SLOTS`); `tid` tells a slot's
+/// owner.
 #[derive(Clone, Copy)]
 struct NewprocStash {
+    tid: u32,
+    /// 1 from `newproc` entry until a `newproc1` RET takes it.
+    armed: u32,
+    /// The creator's goid.
     goid: u64,
-    caller_pc: u64,
-    stack_id: i32,
 }
 
-/// Stashed at `newproc1` entry for its RET probes, keyed by pid_tgid.
-#[derive(Clone, Copy)]
-struct PendingCreate {
-    parent_goid: u64,
-    caller_pc: u64,
-    stack_id: i32,
-}
+const NEWPROC_SLOTS: u32 = 4096;
 
 #[map]
-static NEWPROC: LruHashMap<u64, NewprocStash> = LruHashMap::with_max_entries(4096, 0);
+static NEWPROC: Array<NewprocStash> = Array::with_max_entries(NEWPROC_SLOTS, 0);
 
+const G_WORDS: usize = (G_WINDOW_MAX / 8) as usize;
+const SUDOG_WORDS: usize = (SUDOG_WINDOW_MAX / 8) as usize;
+
+/// Per-CPU landing place of a `g` window copy (uprobe programs run with
+/// preemption off, so a program run owns its CPU's slot).
 #[map]
-static PENDING_CREATE: LruHashMap<u64, PendingCreate> = LruHashMap::with_max_entries(4096, 0);
+static G_COPY: PerCpuArray<[u64; G_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
@@ -74,67 +84,123 @@ fn emit<T: 'static>(kind: EventKind, ev: T) {
     }
 }
 
+/// The `g` fields the lifecycle programs use.
+struct GFields {
+    id: GoIdentity,
+    waiting: u64,
+}
+
+/// Word at field offset `off` of a window copied from `base`.
 #[inline(always)]
-fn identity(cfg: &Config, g: u64, parent_fallback: u64) -> GoIdentity {
-    let parent_goid = if cfg.flags & CONFIG_FLAG_PARENT_GOID != 0 {
-        read_u64(g + cfg.g_parent_goid)
-    } else {
-        parent_fallback
-    };
-    GoIdentity {
-        goid: read_u64(g + cfg.g_goid),
-        parent_goid,
-        gopc: read_u64(g + cfg.g_gopc),
-        startpc: read_u64(g + cfg.g_startpc),
+fn word<const N: usize>(w: &[u64; N], base: u32, off: u64) -> u64 {
+    w[(off.wrapping_sub(base as u64) >> 3) as usize & (N - 1)]
+}
+
+#[inline(always)]
+fn read_g(cfg: &Config, g: u64, parent_fallback: u64) -> GFields {
+    let has_parent = cfg.flags & CONFIG_FLAG_PARENT_GOID != 0;
+    let has_waiting = cfg.flags & CONFIG_FLAG_WAIT_CHANS != 0;
+    if cfg.flags & CONFIG_FLAG_G_WINDOW != 0
+        && let Some(w) = copy_g_window(cfg, g)
+    {
+        let base = cfg.g_window_base;
+        return GFields {
+            id: GoIdentity {
+                goid: word(w, base, cfg.g_goid),
+                parent_goid: if has_parent {
+                    word(w, base, cfg.g_parent_goid)
+                } else {
+                    parent_fallback
+                },
+                gopc: word(w, base, cfg.g_gopc),
+                startpc: word(w, base, cfg.g_startpc),
+            },
+            waiting: if has_waiting {
+                word(w, base, cfg.g_waiting)
+            } else {
+                0
+            },
+        };
+    }
+    GFields {
+        id: GoIdentity {
+            goid: read_u64(g + cfg.g_goid),
+            parent_goid: if has_parent {
+                read_u64(g + cfg.g_parent_goid)
+            } else {
+                parent_fallback
+            },
+            gopc: read_u64(g + cfg.g_gopc),
+            startpc: read_u64(g + cfg.g_startpc),
+        },
+        waiting: if has_waiting {
+            read_u64(g + cfg.g_waiting)
+        } else {
+            0
+        },
     }
 }
 
+#[inline(always)]
+fn copy_g_window(cfg: &Config, g: u64) -> Option<&'static [u64; G_WORDS]> {
+    let len = cfg.g_window_len;
+    if g == 0 || len == 0 || len > G_WINDOW_MAX {
+        return None;
+    }
+    let buf = G_COPY.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU slot holds G_WINDOW_MAX bytes and len is at most
+    // that; the helper validates the user address and fails cleanly.
+    let r = unsafe {
+        bpf_probe_read_user(
+            buf.cast(),
+            len,
+            (g + cfg.g_window_base as u64) as *const core::ffi::c_void,
+        )
+    };
+    // SAFETY: initialised by the copy (the helper zeroes it on failure).
+    (r == 0).then(|| unsafe { &*buf })
+}
+
+/// `runtime.newproc` entry, on the creating goroutine (Go < 1.21 only).
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
+    let Some((_, tid)) = target_thread(&cfg) else {
         return 0;
     };
     let stash = NewprocStash {
+        tid,
+        armed: 1,
         goid: read_u64(current_g(&ctx) + cfg.g_goid),
-        caller_pc: return_address(&ctx),
-        stack_id: user_stack(&ctx, tgid, tid),
     };
-    let key = ((tgid as u64) << 32) | tid as u64;
     // An entry probe can fire twice for one call (the prologue re-enters
-    // after stack growth): overwriting the per-thread slot deduplicates.
-    let _ = NEWPROC.insert(key, stash, 0);
+    // after stack growth): overwriting the thread's slot deduplicates.
+    if let Some(slot) = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS) {
+        // SAFETY: an array slot; only this thread's newproc1 reads it back.
+        unsafe { *slot = stash };
+    }
     0
 }
 
-#[uprobe]
-pub fn go_newproc1(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
+/// The creator's goid stashed by `go_newproc` on this thread, if any.
+#[inline(always)]
+fn take_stashed_parent(tid: u32) -> u64 {
+    let Some(slot) = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS) else {
         return 0;
     };
-    let key = ((tgid as u64) << 32) | tid as u64;
-    let callergp = arg(&ctx, 1);
-    let parent_goid = if callergp != 0 {
-        read_u64(callergp + cfg.g_goid)
-    } else {
-        0
-    };
-    let mut pending = PendingCreate {
-        parent_goid,
-        caller_pc: 0,
-        stack_id: NO_STACK,
-    };
-    // SAFETY: the value is copied out before any other map operation.
-    if let Some(stash) = unsafe { NEWPROC.get(key) }
-        && stash.goid == parent_goid
-    {
-        pending.caller_pc = stash.caller_pc;
-        pending.stack_id = stash.stack_id;
+    // SAFETY: an array slot, read and disarmed at once.
+    let s = unsafe { &mut *slot };
+    if s.armed != 1 {
+        return 0;
     }
-    let _ = NEWPROC.remove(key);
-    let _ = PENDING_CREATE.insert(key, pending, 0);
-    0
+    if s.tid != tid {
+        // Another thread of the target shares the slot and armed it since:
+        // this creation's parent is unknown (counted).
+        bump(COUNTER_PARENTS_LOST);
+        return 0;
+    }
+    s.armed = 0;
+    s.goid
 }
 
 /// Attached to every RET instruction of `runtime.newproc1`.
@@ -144,26 +210,24 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
-    let key = ((tgid as u64) << 32) | tid as u64;
-    // SAFETY: copied out immediately.
-    let pending = unsafe { PENDING_CREATE.get(key) }.copied();
-    let _ = PENDING_CREATE.remove(key);
+    let parent = if cfg.flags & CONFIG_FLAG_PARENT_GOID == 0 {
+        take_stashed_parent(tid)
+    } else {
+        0
+    };
     let newg = arg(&ctx, 0);
     if newg == 0 {
         return 0;
     }
-    let (parent, caller_pc, stack_id) = match pending {
-        Some(p) => (p.parent_goid, p.caller_pc, p.stack_id),
-        None => (0, 0, NO_STACK),
-    };
     emit(
         EventKind::GoCreate,
         GoCreateEvent {
             header: header(EventKind::GoCreate, tgid, tid),
-            g: identity(&cfg, newg, parent),
-            stack_id,
+            g: read_g(&cfg, newg, parent).id,
+            stack_id: user_stack(&ctx, tgid, tid),
             _pad: 0,
-            caller_pc,
+            // The walk from newproc1 includes newproc's return address.
+            caller_pc: 0,
         },
     );
     0
@@ -172,18 +236,36 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
 /// Channels in the goroutine's `g.waiting` sudog list (set by chanrecv,
 /// chansend and selectgo before they park).
 #[inline(always)]
-fn waiting_chans(cfg: &Config, g: u64) -> [u64; WAIT_CHANS] {
+fn waiting_chans(cfg: &Config, waiting: u64) -> [u64; WAIT_CHANS] {
     let mut chans = [0u64; WAIT_CHANS];
     if cfg.flags & CONFIG_FLAG_WAIT_CHANS == 0 {
         return chans;
     }
-    let mut sg = read_u64(g + cfg.g_waiting);
+    let windowed = cfg.flags & CONFIG_FLAG_SUDOG_WINDOW != 0
+        && cfg.sudog_window_len > 0
+        && cfg.sudog_window_len <= SUDOG_WINDOW_MAX;
+    let mut sg = waiting;
     for slot in chans.iter_mut() {
         if sg == 0 {
             break;
         }
-        *slot = read_u64(sg + cfg.sudog_c);
-        sg = read_u64(sg + cfg.sudog_waitlink);
+        if windowed {
+            let mut w = [0u64; SUDOG_WORDS];
+            // SAFETY: w holds SUDOG_WINDOW_MAX bytes, the length is at most
+            // that; a failed read leaves zeroes (ends the walk).
+            unsafe {
+                bpf_probe_read_user(
+                    w.as_mut_ptr().cast(),
+                    cfg.sudog_window_len,
+                    (sg + cfg.sudog_window_base as u64) as *const core::ffi::c_void,
+                )
+            };
+            *slot = word(&w, cfg.sudog_window_base, cfg.sudog_c);
+            sg = word(&w, cfg.sudog_window_base, cfg.sudog_waitlink);
+        } else {
+            *slot = read_u64(sg + cfg.sudog_c);
+            sg = read_u64(sg + cfg.sudog_waitlink);
+        }
     }
     chans
 }
@@ -196,16 +278,16 @@ pub fn go_park(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
-    let g = current_g(&ctx);
+    let g = read_g(&cfg, current_g(&ctx), 0);
     emit(
         EventKind::GoPark,
         GoParkEvent {
             header: header(EventKind::GoPark, tgid, tid),
-            g: identity(&cfg, g, 0),
+            g: g.id,
             stack_id: user_stack(&ctx, tgid, tid),
             reason: (arg(&ctx, 2) & 0xff) as u32,
             caller_pc: return_address(&ctx),
-            chans: waiting_chans(&cfg, g),
+            chans: waiting_chans(&cfg, g.waiting),
         },
     );
     0

@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{PerCpuArray, RingBuf, StackTrace},
+    maps::{PerCpuArray, RingBuf},
 };
 use tracer_common::Config;
 
@@ -32,6 +32,10 @@ static CONFIG: Config = Config {
     timer_period: 0,
     timer_f: 0,
     timer_arg: 0,
+    g_window_base: 0,
+    g_window_len: 0,
+    sudog_window_base: 0,
+    sudog_window_len: 0,
 };
 
 #[inline(always)]
@@ -45,10 +49,6 @@ pub fn config() -> Config {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// User stacks (frame-pointer walks), deduplicated by the kernel.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
-
 /// Per-CPU counters, indexed by [`Counter`] or by event kind for drops.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -56,8 +56,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// Slot layout of `COUNTERS` (mirrored in userspace `probe::counters`):
 /// `[0, MAX_KINDS)` ring-buffer drops per event kind, then the named counters.
 pub const COUNTER_SLOTS: u32 = tracer_common::COUNTER_SLOTS;
-/// `bpf_get_stackid` failures (map full, hash collision).
+/// User stacks that could not be captured.
 pub const COUNTER_STACK_ERRORS: u32 = tracer_common::COUNTER_STACK_ERRORS;
+/// Creations whose creator goid was lost.
+pub const COUNTER_PARENTS_LOST: u32 = tracer_common::COUNTER_PARENTS_LOST;
 
 #[inline(always)]
 pub fn bump(slot: u32) {

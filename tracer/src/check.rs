@@ -11,7 +11,8 @@ use std::path::Path;
 use anyhow::bail;
 use serde_json::json;
 use tracer_common::{
-    CONFIG_FLAG_CANCEL_CAUSE, CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_WAIT_CHANS, Config,
+    CONFIG_FLAG_CANCEL_CAUSE, CONFIG_FLAG_G_WINDOW, CONFIG_FLAG_PARENT_GOID,
+    CONFIG_FLAG_SUDOG_WINDOW, CONFIG_FLAG_WAIT_CHANS, Config,
 };
 
 use crate::cli::CheckArgs;
@@ -33,7 +34,11 @@ const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
 pub fn worst_case_config() -> Config {
     Config {
         target_tgid: std::process::id(),
-        flags: CONFIG_FLAG_PARENT_GOID | CONFIG_FLAG_WAIT_CHANS | CONFIG_FLAG_CANCEL_CAUSE,
+        flags: CONFIG_FLAG_PARENT_GOID
+            | CONFIG_FLAG_WAIT_CHANS
+            | CONFIG_FLAG_CANCEL_CAUSE
+            | CONFIG_FLAG_G_WINDOW
+            | CONFIG_FLAG_SUDOG_WINDOW,
         g_goid: 152,
         g_parent_goid: 272,
         g_gopc: 280,
@@ -53,6 +58,10 @@ pub fn worst_case_config() -> Config {
         timer_period: 32,
         timer_f: 40,
         timer_arg: 48,
+        g_window_base: 152,
+        g_window_len: tracer_common::G_WINDOW_MAX,
+        sudog_window_base: 64,
+        sudog_window_len: tracer_common::SUDOG_WINDOW_MAX,
     }
 }
 

@@ -360,16 +360,14 @@ pub fn trace(
     drop(view);
     let outcome = outcome?;
 
-    // Read every stack the model references while the maps exist (dumped
-    // stacks came as events).
+    // Every stack the model references: kernel stacks came as events,
+    // snapshot stacks were read at attach.
     let stacks = model
         .stack_ids()
         .into_iter()
         .filter_map(|id| {
             let pcs = if is_snapshot_stack(id) {
                 snapshot_stacks.remove(&id)?
-            } else if id >= 0 {
-                probes.stack(id)?
             } else {
                 model.dumped.get(id)?.clone()
             };

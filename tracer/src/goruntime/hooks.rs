@@ -14,6 +14,10 @@ pub enum Placement {
     /// On every RET instruction of the function (found by disassembly): the
     /// safe replacement for a uretprobe on Go code.
     Returns,
+    /// On every direct call from the function to the named callee: the
+    /// callee's arguments are in the Go ABI registers there, and only this
+    /// caller's path pays for a probe hit.
+    CallsTo(&'static str),
 }
 
 /// One eBPF program attached to one runtime function.
@@ -84,15 +88,54 @@ pub fn context_hooks(
                 "context.(*afterFuncCtx).cancel",
                 Entry,
             ),
-            hook("go_ctx_done", "context.(*cancelCtx).Done", Entry),
-            hook("go_ctx_done_ret", "context.(*cancelCtx).Done", Returns),
-            hook("go_ctx_done", "context.(*timerCtx).Done", Entry),
-            hook("go_ctx_done_ret", "context.(*timerCtx).Done", Returns),
-            hook("go_ctx_done", "context.(*afterFuncCtx).Done", Entry),
-            hook("go_ctx_done_ret", "context.(*afterFuncCtx).Done", Returns),
         ],
         args,
     ))
+}
+
+/// Where a context's Done channel becomes known. `Done` makes the channel
+/// once, under the context's lock, and stores it with
+/// `c.done.Store(d)`; a probe on that call fires once per context instead of
+/// twice per `Done` call (servers call `Done` dozens of times per request).
+/// The promoted `Done` of timerCtx and afterFuncCtx tail-jump to
+/// `(*cancelCtx).Done` or inline it, so each is scanned.
+pub fn context_done_store_hooks() -> Vec<Hook> {
+    [
+        "context.(*cancelCtx).Done",
+        "context.(*timerCtx).Done",
+        "context.(*afterFuncCtx).Done",
+    ]
+    .into_iter()
+    .map(|symbol| Hook {
+        program: "go_ctx_done_store",
+        symbol,
+        placement: Placement::CallsTo(ATOMIC_VALUE_STORE),
+        required: false,
+    })
+    .collect()
+}
+
+/// The store that publishes a context's Done channel.
+pub const ATOMIC_VALUE_STORE: &str = "sync/atomic.(*Value).Store";
+
+/// The fallback when no `Done` calls `atomic.Value.Store` directly (a
+/// release that inlines it): every `Done` call's entry and returns.
+pub fn context_done_call_hooks() -> Vec<Hook> {
+    use Placement::*;
+    let hook = |program, symbol, placement| Hook {
+        program,
+        symbol,
+        placement,
+        required: false,
+    };
+    vec![
+        hook("go_ctx_done", "context.(*cancelCtx).Done", Entry),
+        hook("go_ctx_done_ret", "context.(*cancelCtx).Done", Returns),
+        hook("go_ctx_done", "context.(*timerCtx).Done", Entry),
+        hook("go_ctx_done_ret", "context.(*timerCtx).Done", Returns),
+        hook("go_ctx_done", "context.(*afterFuncCtx).Done", Entry),
+        hook("go_ctx_done_ret", "context.(*afterFuncCtx).Done", Returns),
+    ]
 }
 
 /// itab symbol names for a type as an interface: Go 1.20+ spell them
@@ -131,21 +174,22 @@ pub fn unreferenced_timers_collected(version: &GoVersion) -> bool {
 /// The goroutine-lifecycle hooks for a Go version. The names are the same in
 /// every supported release (1.19–1.27); the per-version split lives here when
 /// they diverge.
-pub fn goroutine_hooks(_version: &GoVersion) -> Vec<Hook> {
+///
+/// `runtime.newproc` is probed only before Go 1.21, for the creator's goid
+/// (later releases keep it in `g.parentGoid`); the creation stack is walked
+/// from `newproc1`'s returns, through `systemstack`, in every release.
+pub fn goroutine_hooks(version: &GoVersion) -> Vec<Hook> {
     use Placement::*;
-    vec![
-        Hook {
+    let mut hooks = Vec::new();
+    if !version.at_least(1, 21) {
+        hooks.push(Hook {
             program: "go_newproc",
             symbol: "runtime.newproc",
             placement: Entry,
             required: true,
-        },
-        Hook {
-            program: "go_newproc1",
-            symbol: "runtime.newproc1",
-            placement: Entry,
-            required: true,
-        },
+        });
+    }
+    hooks.extend([
         Hook {
             program: "go_newproc1_ret",
             symbol: "runtime.newproc1",
@@ -170,5 +214,6 @@ pub fn goroutine_hooks(_version: &GoVersion) -> Vec<Hook> {
             placement: Entry,
             required: true,
         },
-    ]
+    ]);
+    hooks
 }

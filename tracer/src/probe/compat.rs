@@ -308,11 +308,10 @@ mod tests {
         let has = |what: &str| req.features.iter().any(|f| f.what == what);
         for what in [
             "helper bpf_ringbuf_reserve",
-            "helper bpf_get_stackid",
-            "helper bpf_get_stack",
+            "helper bpf_ringbuf_output",
             "helper bpf_probe_read_user",
             "map type ringbuf",
-            "map type stack_trace",
+            "map type array",
             "map type lru_hash",
             "map type percpu_array",
         ] {

@@ -4,7 +4,7 @@ use std::{num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, UProbe,
         uprobe::{UProbeAttachLocation, UProbeScope},
@@ -214,14 +214,6 @@ impl Probes {
                 source,
             })?;
         Ok(counters::read(&arr))
-    }
-
-    /// Raw instruction pointers of a captured user stack, innermost first.
-    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        let map = self.ebpf.map("STACKS")?;
-        let stacks = StackTraceMap::try_from(map).ok()?;
-        let trace = stacks.get(&(u32::try_from(id).ok()?), 0).ok()?;
-        Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 }
 

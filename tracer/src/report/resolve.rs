@@ -61,9 +61,12 @@ impl<'a> StackResolver<'a> {
             return f.clone();
         }
         let mut frames = Vec::new();
-        for (i, pc) in self.pcs(s).into_iter().enumerate() {
+        let mut pcs = self.pcs(s);
+        let skip = self.inside_newproc(&pcs);
+        pcs.drain(..skip);
+        for (i, pc) in pcs.into_iter().enumerate() {
             let vaddr = pc.wrapping_sub(self.bias);
-            let mut group = self.symbolizer.symbolize(vaddr, i > 0);
+            let mut group = self.symbolizer.symbolize(vaddr, i + skip > 0);
             // The last frame of a pc is the physical function containing it.
             if self.is_wrapper(vaddr) {
                 group.pop();
@@ -72,6 +75,36 @@ impl<'a> StackResolver<'a> {
         }
         self.cache.insert(s, frames.clone());
         frames
+    }
+
+    /// How many innermost pcs belong to goroutine creation itself: a
+    /// creation stack is walked from `newproc1`'s return through
+    /// `systemstack` (or, in recordings of older gotrace versions, from
+    /// `newproc`'s entry). It starts at the `go` statement, as Go's own
+    /// "created by" lines do.
+    fn inside_newproc(&self, pcs: &[u64]) -> usize {
+        const INSIDE: [&str; 5] = [
+            "runtime.newproc1",
+            "runtime.newproc.func1",
+            "runtime.systemstack",
+            "runtime.systemstack_switch",
+            "runtime.newproc",
+        ];
+        let name = |pc: u64| {
+            self.bin
+                .symbols()
+                .containing(pc.wrapping_sub(self.bias))
+                .map(|f| f.name.trim_end_matches(".abi0"))
+        };
+        if !matches!(
+            pcs.first().and_then(|&pc| name(pc)),
+            Some("runtime.newproc1" | "runtime.newproc")
+        ) {
+            return 0;
+        }
+        pcs.iter()
+            .take_while(|&&pc| name(pc).is_some_and(|n| INSIDE.contains(&n)))
+            .count()
     }
 
     fn is_wrapper(&mut self, vaddr: u64) -> bool {

@@ -155,7 +155,7 @@ pub fn render(r: &Report, context_trees: bool) -> String {
     let k = &r.trace.kernel;
     let _ = writeln!(
         out,
-        "events: {} received, {} dropped{}, {} stacks lost",
+        "events: {} received, {} dropped{}, {} stacks lost{}",
         r.trace.events_received,
         k.dropped_total,
         if k.dropped_total > 0 {
@@ -169,7 +169,12 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         } else {
             String::new()
         },
-        k.stack_errors
+        k.stack_errors,
+        if k.parents_lost > 0 {
+            format!(", {} creators unknown", k.parents_lost)
+        } else {
+            String::new()
+        }
     );
     if k.dropped_total > 0 {
         let _ = writeln!(
