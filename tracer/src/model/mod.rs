@@ -4,6 +4,8 @@
 
 pub mod contexts;
 pub mod goroutines;
+#[cfg(test)]
+mod mem_tests;
 pub mod sites;
 pub mod stacks;
 pub mod timeline;
