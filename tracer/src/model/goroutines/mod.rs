@@ -5,6 +5,12 @@
 //! prologue re-enters after stack growth) and a ring buffer can drop events;
 //! every transition here is idempotent and counts what it had to ignore, so
 //! the model never goes negative and no goroutine exits twice.
+//!
+//! Live goroutines are stored compactly (see [`slab`]): a program with a
+//! million parked goroutines is what this tool is for.
+
+mod slab;
+mod tables;
 
 use super::HashMap;
 
@@ -12,6 +18,9 @@ use tracer_common::{GoIdentity, NO_STACK, WAIT_CHANS};
 
 use super::sites::{SiteKey, SiteStats};
 use crate::decode::Event;
+
+pub use slab::{Goroutine, GoroutineRef};
+use slab::{Slab, Tables};
 
 /// A user stack captured in the kernel: a stack-map id plus the return
 /// address the frame-pointer walk misses at function entry.
@@ -61,43 +70,6 @@ pub enum Origin {
     Snapshot,
 }
 
-#[derive(Clone, Debug)]
-pub struct Goroutine {
-    pub goid: u64,
-    pub parent_goid: Option<u64>,
-    pub gopc: u64,
-    pub startpc: u64,
-    pub origin: Origin,
-    /// Monotonic ns of creation (None before attach).
-    pub created_ns: Option<u64>,
-    pub create_stack: Option<StackRef>,
-    pub state: State,
-    pub parks: u64,
-}
-
-impl Goroutine {
-    fn new(g: &GoIdentity, origin: Origin, created_ns: Option<u64>, state: State) -> Self {
-        Goroutine {
-            goid: g.goid,
-            parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
-            gopc: g.gopc,
-            startpc: g.startpc,
-            origin,
-            created_ns,
-            create_stack: None,
-            state,
-            parks: 0,
-        }
-    }
-
-    pub fn site(&self) -> SiteKey {
-        SiteKey {
-            startpc: self.startpc,
-            gopc: self.gopc,
-        }
-    }
-}
-
 /// Counters over the whole trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelStats {
@@ -123,7 +95,9 @@ pub type OffCpu = HashMap<(Option<StackRef>, u8), u64>;
 
 #[derive(Default)]
 pub struct GoroutineModel {
-    live: HashMap<u64, Goroutine>,
+    live: Slab,
+    /// What the live goroutines' slots index into.
+    tables: Tables,
     /// Nanoseconds parked, per blocked stack and wait reason (parks that
     /// ended; [`GoroutineModel::off_cpu_at`] adds the ones still going on).
     off_cpu: OffCpu,
@@ -147,16 +121,20 @@ impl GoroutineModel {
         &self.stats
     }
 
-    pub fn live(&self) -> impl Iterator<Item = &Goroutine> {
-        self.live.values()
+    /// The live goroutines, in no meaningful order (slot order: outputs
+    /// sort what they take from here).
+    pub fn live(&self) -> impl Iterator<Item = GoroutineRef<'_>> {
+        self.live.iter().map(|g| GoroutineRef::new(g, &self.tables))
     }
 
     pub fn live_count(&self) -> usize {
         self.live.len()
     }
 
-    pub fn get(&self, goid: u64) -> Option<&Goroutine> {
-        self.live.get(&goid)
+    pub fn get(&self, goid: u64) -> Option<GoroutineRef<'_>> {
+        self.live
+            .get(goid)
+            .map(|g| GoroutineRef::new(g, &self.tables))
     }
 
     pub fn sites(&self) -> &HashMap<SiteKey, SiteStats> {
@@ -176,16 +154,34 @@ impl GoroutineModel {
     /// up to `end_ns`.
     pub fn off_cpu_at(&self, end_ns: u64) -> OffCpu {
         let mut total = self.off_cpu.clone();
-        for g in self.live.values() {
-            if let State::Parked(p) = g.state {
+        for g in self.live.iter() {
+            if let Some(p) = g.parked(&self.tables) {
                 add_parked(&mut total, &p, self.observed_from, end_ns);
             }
         }
         total
     }
 
-    fn end_park(&mut self, p: Parked, now: u64) {
-        add_parked(&mut self.off_cpu, &p, self.observed_from, now);
+    /// A runnable slot for `g`; `None` (never in practice) when the site
+    /// table is full.
+    fn new_slot(
+        &mut self,
+        g: &GoIdentity,
+        origin: Origin,
+        created_ns: u64,
+        create_stack: Option<StackRef>,
+    ) -> Option<Goroutine> {
+        let site = self.tables.sites.intern(SiteKey {
+            startpc: g.startpc,
+            gopc: g.gopc,
+        })?;
+        let stack = self.tables.stack_index(create_stack);
+        Some(Goroutine::new(g, site, origin, created_ns, stack))
+    }
+
+    /// The site of a slot.
+    fn site_of(&self, g: &Goroutine) -> SiteKey {
+        GoroutineRef::new(g, &self.tables).site()
     }
 
     /// Adds the goroutines a snapshot read right after the probes were
@@ -196,7 +192,7 @@ impl GoroutineModel {
     pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
         self.observed_from = self.observed_from.max(snap.taken_ns);
         for s in &snap.goroutines {
-            if s.goid == 0 || self.live.contains_key(&s.goid) {
+            if s.goid == 0 || self.live.contains(s.goid) {
                 continue;
             }
             let state = match s.wait_reason {
@@ -215,11 +211,19 @@ impl GoroutineModel {
                 gopc: s.gopc,
                 startpc: s.startpc,
             };
-            let gr = Goroutine::new(&ident, Origin::Snapshot, None, state);
+            let Some(mut gr) = self.new_slot(&ident, Origin::Snapshot, 0, None) else {
+                self.stats.inconsistent += 1;
+                continue;
+            };
+            gr.set_state(state, &mut self.tables);
+            let site = self.site_of(&gr);
+            if !self.live.insert(gr, &mut self.tables) {
+                self.stats.inconsistent += 1;
+                continue;
+            }
             self.stats.seen_before_attach += 1;
             self.stats.from_snapshot += 1;
-            self.sites.entry(gr.site()).or_default().live += 1;
-            self.live.insert(s.goid, gr);
+            self.sites.entry(site).or_default().live += 1;
         }
     }
 
@@ -230,7 +234,6 @@ impl GoroutineModel {
                 self.on_create(e.header.ts_ns, &e.g, StackRef::new(e.stack_id, e.caller_pc))
             }
             Event::Park(e) => self.on_park(
-                e.header.ts_ns,
                 &e.g,
                 Parked {
                     reason: e.reason as u8,
@@ -256,7 +259,11 @@ impl GoroutineModel {
             self.stats.inconsistent += 1;
             return;
         }
-        match self.live.get(&g.goid).map(|gr| (gr.origin, gr.site())) {
+        match self
+            .live
+            .get(g.goid)
+            .map(|gr| (gr.origin(), self.site_of(gr)))
+        {
             None => {}
             Some((Origin::Snapshot, site)) => {
                 // Created after attach, then read by the snapshot: the
@@ -265,46 +272,50 @@ impl GoroutineModel {
                 self.stats.from_snapshot -= 1;
                 let site = self.sites.entry(site).or_default();
                 site.live = site.live.saturating_sub(1);
-                self.live.remove(&g.goid);
+                self.live.remove(g.goid, &mut self.tables);
             }
             Some(_) => {
                 self.stats.duplicates += 1;
                 return;
             }
         }
-        self.stats.created += 1;
-        let gr = Goroutine {
-            create_stack: stack,
-            ..Goroutine::new(g, Origin::Created, Some(ts), State::Runnable)
+        let Some(gr) = self.new_slot(g, Origin::Created, ts, stack) else {
+            self.stats.inconsistent += 1;
+            return;
         };
-        let site = self.sites.entry(gr.site()).or_default();
+        let site = self.site_of(&gr);
+        if !self.live.insert(gr, &mut self.tables) {
+            self.stats.inconsistent += 1;
+            return;
+        }
+        self.stats.created += 1;
+        let site = self.sites.entry(site).or_default();
         site.created += 1;
         *self.creations.entry((stack, g.startpc)).or_default() += 1;
         site.live += 1;
-        self.live.insert(g.goid, gr);
     }
 
-    fn on_park(&mut self, _ts: u64, g: &GoIdentity, parked: Parked) {
+    fn on_park(&mut self, g: &GoIdentity, parked: Parked) {
         if g.goid == 0 {
             self.stats.inconsistent += 1;
             return;
         }
-        let (reason, stack) = (parked.reason, parked.stack);
-        match self.live.get_mut(&g.goid) {
+        match self.live.get_mut(g.goid) {
             Some(gr) => {
-                if let State::Parked(p) = gr.state
-                    && p.reason == reason
-                    && p.stack == stack
+                let prev = gr.parked(&self.tables);
+                if let Some(p) = prev
+                    && p.reason == parked.reason
+                    && p.stack == parked.stack
                 {
                     // Entry probe fired again for the same park.
                     self.stats.duplicates += 1;
                     return;
                 }
                 self.stats.parks += 1;
-                gr.parks += 1;
+                gr.count_park();
                 // A wakeup we did not see (netpoll): the earlier park ended
                 // by the time of this one at the latest.
-                if let State::Parked(prev) = gr.state {
+                if let Some(prev) = prev {
                     add_parked(
                         &mut self.off_cpu,
                         &prev,
@@ -312,48 +323,54 @@ impl GoroutineModel {
                         parked.since_ns,
                     );
                 }
-                gr.state = State::Parked(parked);
+                gr.set_state(State::Parked(parked), &mut self.tables);
             }
             None => {
+                let Some(mut gr) = self.new_slot(g, Origin::BeforeAttach, 0, None) else {
+                    self.stats.inconsistent += 1;
+                    return;
+                };
+                gr.count_park();
+                gr.set_state(State::Parked(parked), &mut self.tables);
+                let site = self.site_of(&gr);
+                if !self.live.insert(gr, &mut self.tables) {
+                    self.stats.inconsistent += 1;
+                    return;
+                }
                 self.stats.parks += 1;
                 self.stats.seen_before_attach += 1;
-                let gr = Goroutine {
-                    parks: 1,
-                    ..Goroutine::new(g, Origin::BeforeAttach, None, State::Parked(parked))
-                };
-                self.sites.entry(gr.site()).or_default().live += 1;
-                self.live.insert(g.goid, gr);
+                self.sites.entry(site).or_default().live += 1;
             }
         }
     }
 
     fn on_ready(&mut self, goid: u64) {
         let now = self.last_ns;
-        match self.live.get_mut(&goid) {
-            Some(gr) if matches!(gr.state, State::Parked(_)) => {
-                self.stats.readies += 1;
-                let State::Parked(p) = std::mem::replace(&mut gr.state, State::Runnable) else {
-                    unreachable!()
-                };
-                self.end_park(p, now);
-            }
-            Some(_) => self.stats.duplicates += 1,
+        match self.live.get_mut(goid) {
+            Some(gr) => match gr.parked(&self.tables) {
+                Some(p) => {
+                    self.stats.readies += 1;
+                    gr.set_state(State::Runnable, &mut self.tables);
+                    add_parked(&mut self.off_cpu, &p, self.observed_from, now);
+                }
+                None => self.stats.duplicates += 1,
+            },
             // Parked before attach and never seen: nothing to update.
             None => self.stats.readies += 1,
         }
     }
 
     fn on_exit(&mut self, goid: u64) {
-        match self.live.remove(&goid) {
+        match self.live.remove(goid, &mut self.tables) {
             Some(gr) => {
-                if let State::Parked(p) = gr.state {
-                    let now = self.last_ns;
-                    self.end_park(p, now);
+                if let Some(p) = gr.parked(&self.tables) {
+                    add_parked(&mut self.off_cpu, &p, self.observed_from, self.last_ns);
                 }
                 self.stats.exited += 1;
-                if let Some(site) = self.sites.get_mut(&gr.site()) {
+                let site = self.site_of(&gr);
+                if let Some(site) = self.sites.get_mut(&site) {
                     site.live = site.live.saturating_sub(1);
-                    if gr.origin == Origin::Created {
+                    if gr.origin() == Origin::Created {
                         site.exited += 1;
                     }
                 }
@@ -370,11 +387,9 @@ impl GoroutineModel {
     }
 }
 
-/// Adds the time of park `p` up to `until` to its (stack, reason) total.
-/// Timestamps from a corrupt recording can be anything: the totals
-/// saturate rather than overflow.
 /// Adds the time `p` was parked, counted from `from` at the earliest (the
-/// moment observation began), up to `until`; totals saturate.
+/// moment observation began), up to `until`. Timestamps from a corrupt
+/// recording can be anything: the totals saturate rather than overflow.
 fn add_parked(off_cpu: &mut OffCpu, p: &Parked, from: u64, until: u64) {
     let total = off_cpu.entry((p.stack, p.reason)).or_default();
     *total = total.saturating_add(until.saturating_sub(p.since_ns.max(from)));
