@@ -1,17 +1,18 @@
 //! Memory per live goroutine, as `cargo xtask bench` measures it on a live
 //! trace (1 M goroutines created, each parked on a channel receive), fed
 //! straight into the model. Ignored by default (it takes a few seconds and
-//! allocates a few hundred MB); run it alone, release for speed:
+//! allocates a few hundred MB); run them one at a time (the allocator's
+//! statistics are the whole process's):
 //!
 //! ```text
-//! cargo test -p tracer --release -- --ignored --nocapture bytes_per_parked_goroutine
+//! cargo test -p tracer --lib -- --ignored --nocapture --test-threads=1 bytes_per_
 //! ```
 //!
 //! Prints the bytes glibc malloc has handed out (`mallinfo2`: arena plus
 //! mmapped chunks) and the process's `RssAnon` growth, per goroutine, for
 //! the whole model (goroutines, contexts, timers, timeline).
 
-use tracer_common::{EventHeader, GoCreateEvent, GoIdentity, GoParkEvent};
+use tracer_common::{CtxCreateEvent, EventHeader, GoCreateEvent, GoIdentity, GoParkEvent};
 
 use super::Model;
 use crate::decode::Event;
@@ -76,13 +77,13 @@ fn feed(m: &mut Model, n: u64) {
     }
 }
 
-#[test]
-#[ignore = "measurement: run alone with --ignored --nocapture"]
-fn bytes_per_parked_goroutine() {
+/// Bytes per goroutine taken by `feed` after `prepare`.
+fn measure(what: &str, prepare: impl FnOnce(&mut Model)) {
     // SAFETY: glibc call, returns freed memory to the OS.
     unsafe { libc::malloc_trim(0) };
     let (heap0, rss0) = (malloc_in_use(), rss_anon_bytes());
     let mut m = Model::default();
+    prepare(&mut m);
     feed(&mut m, GOROUTINES);
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
@@ -90,7 +91,7 @@ fn bytes_per_parked_goroutine() {
     assert_eq!(m.goroutines.live_count() as u64, GOROUTINES);
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / GOROUTINES as f64;
     println!(
-        "{GOROUTINES} parked goroutines: malloc {:.1} B/goroutine, RssAnon {:.1} B/goroutine \
+        "{GOROUTINES} parked goroutines{what}: malloc {:.1} B/goroutine, RssAnon {:.1} B/goroutine \
          (Goroutine {} B, timeline {} B counted)",
         per(heap0, heap1),
         per(rss0, rss1),
@@ -98,4 +99,31 @@ fn bytes_per_parked_goroutine() {
         m.timeline.bytes(),
     );
     drop(m);
+}
+
+#[test]
+#[ignore = "measurement: run alone with --ignored --nocapture"]
+fn bytes_per_parked_goroutine() {
+    measure("", |_| {});
+}
+
+/// The same goroutines, started while their creator works under a live
+/// context: the context model remembers which context each was started
+/// under.
+#[test]
+#[ignore = "measurement: run alone with --ignored --nocapture"]
+fn bytes_per_parked_goroutine_started_under_a_context() {
+    measure(" started under a context", |m| {
+        m.apply(&Event::CtxCreate(CtxCreateEvent {
+            header: EventHeader {
+                ts_ns: 1,
+                ..Default::default()
+            },
+            goid: 1,
+            ctx: 0xc000_1000,
+            parent_data: 0x1,
+            stack_id: 2,
+            ..Default::default()
+        }));
+    });
 }
