@@ -1,5 +1,6 @@
 //! Memory per live goroutine, as `cargo xtask bench` measures it on a live
-//! trace (1 M goroutines created, each parked on a channel receive), fed
+//! trace (1 M goroutines created, each parked on a channel receive; set
+//! `GOTRACE_MEM_GOROUTINES` for another count), fed
 //! straight into the model. Ignored by default (it takes a few seconds and
 //! allocates a few hundred MB); run them one at a time (the allocator's
 //! statistics are the whole process's):
@@ -17,7 +18,14 @@ use tracer_common::{CtxCreateEvent, EventHeader, GoCreateEvent, GoIdentity, GoPa
 use super::Model;
 use crate::decode::Event;
 
-const GOROUTINES: u64 = 1_000_000;
+/// How many goroutines: `GOTRACE_MEM_GOROUTINES`, else 1 M (the full
+/// bench; its quick run uses 100 k).
+fn goroutines() -> u64 {
+    std::env::var("GOTRACE_MEM_GOROUTINES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
 fn malloc_in_use() -> u64 {
     // SAFETY: glibc's statistics call, no arguments, no shared state.
@@ -84,14 +92,15 @@ fn measure(what: &str, prepare: impl FnOnce(&mut Model)) {
     let (heap0, rss0) = (malloc_in_use(), rss_anon_bytes());
     let mut m = Model::default();
     prepare(&mut m);
-    feed(&mut m, GOROUTINES);
+    let n = goroutines();
+    feed(&mut m, n);
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
     let (heap1, rss1) = (malloc_in_use(), rss_anon_bytes());
-    assert_eq!(m.goroutines.live_count() as u64, GOROUTINES);
-    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / GOROUTINES as f64;
+    assert_eq!(m.goroutines.live_count() as u64, n);
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n as f64;
     println!(
-        "{GOROUTINES} parked goroutines{what}: malloc {:.1} B/goroutine, RssAnon {:.1} B/goroutine \
+        "{n} parked goroutines{what}: malloc {:.1} B/goroutine, RssAnon {:.1} B/goroutine \
          (Goroutine {} B, timeline {} B counted)",
         per(heap0, heap1),
         per(rss0, rss1),
