@@ -47,8 +47,10 @@ pub fn collect(
     let mut blocked = Vec::new();
     let mut suspects = Vec::new();
     for g in gs.live() {
-        let State::Parked(p) = g.state else { continue };
-        if is_system_function(&resolver.start_function(g.startpc)) {
+        let State::Parked(p) = g.state() else {
+            continue;
+        };
+        if is_system_function(&resolver.start_function(g.startpc())) {
             continue;
         }
         let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();

@@ -4,13 +4,17 @@
 
 pub mod contexts;
 pub mod goroutines;
+#[cfg(test)]
+mod mem_tests;
 pub mod sites;
 pub mod stacks;
 pub mod timeline;
 pub mod timers;
 
 pub use contexts::{ContextModel, CtxNode};
-pub use goroutines::{Goroutine, GoroutineModel, ModelStats, Origin, Parked, StackRef, State};
+pub use goroutines::{
+    Goroutine, GoroutineModel, GoroutineRef, ModelStats, Origin, Parked, StackRef, State,
+};
 pub use sites::{SiteKey, SiteStats};
 
 /// The model's maps are keyed by goids, pointers and small ids from the
@@ -58,10 +62,12 @@ impl Model {
         }
         // The park a wakeup ends, before the goroutine model forgets it.
         let woken_from = match event {
-            crate::decode::Event::Ready(e) => match self.goroutines.get(e.goid).map(|g| g.state) {
-                Some(State::Parked(p)) => Some(p),
-                _ => None,
-            },
+            crate::decode::Event::Ready(e) => {
+                match self.goroutines.get(e.goid).map(|g| g.state()) {
+                    Some(State::Parked(p)) => Some(p),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         self.goroutines.apply(event);
@@ -77,8 +83,8 @@ impl Model {
     pub fn stack_ids(&self) -> std::collections::BTreeSet<i32> {
         let mut ids = std::collections::BTreeSet::new();
         for g in self.goroutines.live() {
-            ids.extend(g.create_stack.map(|s| s.id));
-            if let State::Parked(p) = g.state {
+            ids.extend(g.create_stack().map(|s| s.id));
+            if let State::Parked(p) = g.state() {
                 ids.extend(p.stack.map(|s| s.id));
             }
         }

@@ -258,10 +258,10 @@ pub fn build(
     // Live goroutines parked on each context's Done channel.
     let mut waiting: HashMap<usize, Vec<u64>> = HashMap::new();
     for g in gs.live() {
-        if let State::Parked(p) = g.state {
+        if let State::Parked(p) = g.state() {
             for chan in p.chans.iter().filter(|c| **c != 0) {
                 if let Some(n) = ctxs.by_chan(*chan) {
-                    waiting.entry(n.id).or_default().push(g.goid);
+                    waiting.entry(n.id).or_default().push(g.goid());
                 }
             }
         }
@@ -492,10 +492,10 @@ fn ignored_cancels(
         for goid in &out[i].started_goroutines_alive {
             let Some(g) = gs.get(*goid) else { continue };
             // Started before the cancel and still here well after it.
-            if g.created_ns.is_some_and(|t| t > c.ts_ns) {
+            if g.created_ns().is_some_and(|t| t > c.ts_ns) {
                 continue;
             }
-            let f = resolver.start_function(g.startpc);
+            let f = resolver.start_function(g.startpc());
             if is_system_function(&f) {
                 continue;
             }

@@ -122,17 +122,18 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
     let (mut live_user, mut live_system) = (0, 0);
 
     let mut live: Vec<_> = model.live().collect();
-    live.sort_by_key(|g| g.goid);
+    live.sort_by_key(|g| g.goid());
     for g in live {
-        let start_function = resolver.start_function(g.startpc);
+        let start_function = resolver.start_function(g.startpc());
         if is_system_function(&start_function) {
             live_system += 1;
             continue;
         }
         live_user += 1;
-        let created_at = resolver.pc(g.gopc, true);
-        let parked_before_attach = matches!(g.state, State::Parked(p) if p.before_attach);
-        let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match g.state {
+        let created_at = resolver.pc(g.gopc(), true);
+        let state = g.state();
+        let parked_before_attach = matches!(state, State::Parked(p) if p.before_attach);
+        let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
                 let (text, pattern, idle) = classify(p.reason, wait_reasons, &frames);
@@ -162,7 +163,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         let acc = groups.entry(key).or_default();
         if acc.goids.is_empty() {
             acc.creation_stack = g
-                .create_stack
+                .create_stack()
                 .map(|s| resolver.frames(s))
                 .unwrap_or_default()
                 .into_iter()
@@ -171,8 +172,8 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             acc.blocked_stack = blocked_stack;
             acc.site = Some(g.site());
         }
-        acc.goids.push(g.goid);
-        if let Some(p) = g.parent_goid
+        acc.goids.push(g.goid());
+        if let Some(p) = g.parent_goid()
             && acc.parents.len() < SAMPLE_GOIDS
             && !acc.parents.contains(&p)
         {
@@ -180,7 +181,7 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
         }
         acc.blocked_for.extend(blocked_for);
         acc.blocked_before_attach += usize::from(parked_before_attach);
-        match (g.origin, g.created_ns) {
+        match (g.origin(), g.created_ns()) {
             (Origin::Created, Some(t)) => acc.ages.push(secs(end_ns.saturating_sub(t))),
             _ => acc.before_attach += 1,
         }

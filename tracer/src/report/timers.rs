@@ -82,11 +82,11 @@ pub fn build(
         let mut waiting = Vec::new();
         let mut looping = Vec::new();
         for g in gs.live() {
-            if let State::Parked(p) = g.state
+            if let State::Parked(p) = g.state()
                 && p.chans.iter().any(|c| *c != 0 && chans.contains(c))
             {
-                waiting.push(g.goid);
-                let f = resolver.start_function(g.startpc);
+                waiting.push(g.goid());
+                let f = resolver.start_function(g.startpc());
                 if !looping.contains(&f) {
                     looping.push(f);
                 }

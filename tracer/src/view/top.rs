@@ -107,9 +107,9 @@ impl<'a> Top<'a> {
         let (mut runnable, mut parked, mut live_user) = (0, 0, 0);
         let mut reasons: HashMap<u8, usize> = HashMap::new();
         for g in gm.live() {
-            let user = is_user(g.startpc, g.gopc, resolver);
+            let user = is_user(g.startpc(), g.gopc(), resolver);
             live_user += usize::from(user);
-            match g.state {
+            match g.state() {
                 State::Runnable => runnable += 1,
                 State::Parked(p) => {
                     parked += 1;
