@@ -378,6 +378,9 @@ pub struct Config {
     /// The same for a sudog's `c` and `waitlink` (`CONFIG_FLAG_SUDOG_WINDOW`).
     pub sudog_window_base: u32,
     pub sudog_window_len: u32,
+    /// Size of the `EVENTS` ring buffer in bytes (set by the loader): the
+    /// probes compare the data waiting in it against a quarter of this.
+    pub ring_bytes: u64,
 }
 
 /// Largest `Config::g_window_len`, in bytes.

@@ -38,6 +38,8 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    // The stack walk first: verified once, not once per path below.
+    let stack_id = user_stack(&ctx, tgid, tid);
     // propagateCancel's argument registers differ between Go versions.
     let Some(regs) = regs_copy(&ctx) else {
         return 0;
@@ -66,7 +68,7 @@ pub fn go_ctx_create(ctx: ProbeContext) -> u32 {
         parent_itab,
         parent_data,
         value_hops: hops,
-        stack_id: user_stack(&ctx, tgid, tid),
+        stack_id,
         caller_pc: return_address(&ctx),
         deadline_wall: read_u64(child + cfg.timer_deadline),
         deadline_ext: read_u64(child + cfg.timer_deadline + 8) as i64,
@@ -81,10 +83,12 @@ fn on_cancel(ctx: &ProbeContext, method: u32) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    // The stack walk first: verified once, not once per path below.
+    let stack_id = user_stack(ctx, tgid, tid);
     let Some(mut entry) = reserve::<CtxCancelEvent>(EventKind::CtxCancel) else {
         return 0;
     };
-    fill_cancel(ctx, &cfg, method, tgid, tid, entry.as_mut_ptr());
+    fill_cancel(ctx, &cfg, method, tgid, tid, stack_id, entry.as_mut_ptr());
     entry.submit(crate::maps::wakeup_flags());
     0
 }
@@ -98,6 +102,7 @@ fn fill_cancel(
     method: u32,
     tgid: u32,
     tid: u32,
+    stack_id: i32,
     ev: *mut CtxCancelEvent,
 ) {
     let c = arg(ctx, 0);
@@ -131,7 +136,7 @@ fn fill_cancel(
     ev.err_data = err_data;
     ev.cause_itab = cause_itab;
     ev.cause_data = cause_data;
-    ev.stack_id = user_stack(ctx, tgid, tid);
+    ev.stack_id = stack_id;
     ev.caller_pc = return_address(ctx);
     // cancelCtx.done is an atomic.Value: (type, data); data is the channel.
     ev.done_chan = read_u64(c + cfg.ctx_done + 8);

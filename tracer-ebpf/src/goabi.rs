@@ -81,14 +81,19 @@ pub fn current_g(ctx: &ProbeContext) -> u64 {
     }
 }
 
-/// The caller's return address at function entry: amd64 keeps it at [SP]
-/// (the frame-pointer walk misses this frame because the callee has not
-/// pushed BP yet); arm64 keeps it in the link register.
+/// The return address a frame-pointer walk from the probe misses, or 0.
+/// At a function's entry amd64 keeps it at [SP] (the callee has not pushed
+/// BP yet); a probe placed after the prologue (`PUSH BP; MOV SP, BP`, so
+/// BP == SP) has the frame set up and the walk finds it. arm64 keeps it in
+/// the link register.
 #[inline(always)]
 pub fn return_address(ctx: &ProbeContext) -> u64 {
     let regs = unsafe { &*ctx.regs };
     #[cfg(bpf_target_arch = "x86_64")]
     {
+        if regs.rbp == regs.rsp {
+            return 0;
+        }
         read_u64(regs.rsp)
     }
     #[cfg(bpf_target_arch = "aarch64")]

@@ -210,6 +210,8 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    // The stack walk first: verified once, not once per path below.
+    let stack_id = user_stack(&ctx, tgid, tid);
     let parent = if cfg.flags & CONFIG_FLAG_PARENT_GOID == 0 {
         take_stashed_parent(tid)
     } else {
@@ -224,7 +226,7 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
         GoCreateEvent {
             header: header(EventKind::GoCreate, tgid, tid),
             g: read_g(&cfg, newg, parent).id,
-            stack_id: user_stack(&ctx, tgid, tid),
+            stack_id,
             _pad: 0,
             // The walk from newproc1 includes newproc's return address.
             caller_pc: 0,
@@ -278,13 +280,15 @@ pub fn go_park(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    // The stack walk first: verified once, not once per path below.
+    let stack_id = user_stack(&ctx, tgid, tid);
     let g = read_g(&cfg, current_g(&ctx), 0);
     emit(
         EventKind::GoPark,
         GoParkEvent {
             header: header(EventKind::GoPark, tgid, tid),
             g: g.id,
-            stack_id: user_stack(&ctx, tgid, tid),
+            stack_id,
             reason: (arg(&ctx, 2) & 0xff) as u32,
             caller_pc: return_address(&ctx),
             chans: waiting_chans(&cfg, g.waiting),

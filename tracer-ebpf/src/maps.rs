@@ -1,7 +1,7 @@
 //! Maps shared by every probe, and the attach-time configuration.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{PerCpuArray, RingBuf},
@@ -36,6 +36,7 @@ static CONFIG: Config = Config {
     g_window_len: 0,
     sudog_window_base: 0,
     sudog_window_len: 0,
+    ring_bytes: 0,
 };
 
 #[inline(always)]
@@ -76,8 +77,7 @@ pub fn bump(slot: u32) {
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if used >= size / 4 {
+    if used >= config().ring_bytes / 4 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

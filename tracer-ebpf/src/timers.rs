@@ -26,6 +26,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    let stack_id = user_stack(&ctx, tgid, tid);
     let t = arg(&ctx, 0);
     let Some(mut entry) = reserve::<TimerStartEvent>(EventKind::TimerStart) else {
         return 0;
@@ -38,7 +39,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         func: read_u64(read_u64(t + cfg.timer_f)),
         // arg is an `any`: (type, data); data is the channel.
         chan: read_u64(t + cfg.timer_arg + 8),
-        stack_id: user_stack(&ctx, tgid, tid),
+        stack_id,
         _pad: 0,
         caller_pc: return_address(&ctx),
     });
@@ -66,6 +67,7 @@ pub fn go_timer_new(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
+    let stack_id = user_stack(&ctx, tgid, tid);
     let goid = read_u64(current_g(&ctx) + cfg.g_goid);
     let pending = NewTimer {
         period: arg(&ctx, 1) as i64,
@@ -73,7 +75,7 @@ pub fn go_timer_new(ctx: ProbeContext) -> u32 {
         func: read_u64(arg(&ctx, 2)),
         chan: arg(&ctx, 4),
         caller_pc: return_address(&ctx),
-        stack_id: user_stack(&ctx, tgid, tid),
+        stack_id,
     };
     let _ = NEW_TIMERS.insert(goid, pending, 0);
     0

@@ -62,6 +62,7 @@ pub fn worst_case_config() -> Config {
         g_window_len: tracer_common::G_WINDOW_MAX,
         sudog_window_base: 64,
         sudog_window_len: tracer_common::SUDOG_WINDOW_MAX,
+        ring_bytes: 8 << 20,
     }
 }
 

@@ -389,6 +389,17 @@ impl GoBinary {
         Ok(rets::ret_addresses(self.arch, sym.addr, code))
     }
 
+    /// The address just after `func`'s frame-pointer prologue, if it has the
+    /// standard one (see [`rets::prologue_end`]).
+    pub fn prologue_end(&self, func: &str) -> Result<Option<u64>, BinaryError> {
+        let sym = self
+            .symbols
+            .lookup(func)
+            .ok_or_else(|| BinaryError::SymbolNotFound(func.to_string()))?;
+        let code = self.code(sym)?;
+        Ok(rets::prologue_end(self.arch, sym.addr, code))
+    }
+
     /// Addresses of the direct calls from `func` to `callee`.
     pub fn call_sites(&self, func: &str, callee: &str) -> Result<Vec<u64>, BinaryError> {
         let lookup = |name: &str| {

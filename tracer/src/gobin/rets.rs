@@ -51,6 +51,45 @@ fn aarch64_rets(func_addr: u64, code: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// The address of the instruction after a Go amd64 function's prologue:
+/// the stack-bound check (`CMP SP|R12, 16(R14)`, with `LEA -n(SP), R12`
+/// for big frames), its conditional jump to `morestack`, `PUSH BP` and
+/// `MOV SP, BP`. None for anything else (other architectures, frameless or
+/// unusual functions): no instruction before the probe may write an
+/// argument register.
+pub fn prologue_end(arch: Arch, func_addr: u64, code: &[u8]) -> Option<u64> {
+    use iced_x86::{OpKind, Register};
+    if arch != Arch::X86_64 {
+        return None;
+    }
+    let mut decoder = Decoder::with_ip(64, code, func_addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut pushed = false;
+    for _ in 0..6 {
+        if !decoder.can_decode() {
+            return None;
+        }
+        decoder.decode_out(&mut instr);
+        let reg0 = || (instr.op0_kind() == OpKind::Register).then(|| instr.op0_register());
+        match instr.mnemonic() {
+            Mnemonic::Cmp if !pushed => {}
+            Mnemonic::Lea if !pushed && reg0() == Some(Register::R12) => {}
+            Mnemonic::Jbe | Mnemonic::Jb if !pushed => {}
+            Mnemonic::Push if !pushed && reg0() == Some(Register::RBP) => pushed = true,
+            Mnemonic::Mov
+                if pushed
+                    && reg0() == Some(Register::RBP)
+                    && instr.op1_kind() == OpKind::Register
+                    && instr.op1_register() == Register::RSP =>
+            {
+                return Some(instr.next_ip());
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Virtual addresses of every direct call to `target` in `code` (the body of
 /// a function starting at `func_addr`).
 pub fn call_sites(arch: Arch, func_addr: u64, code: &[u8], target: u64) -> Vec<u64> {
@@ -117,6 +156,27 @@ mod tests {
         assert!(is_ret(Arch::X86_64, &code[4..]));
         assert!(is_ret(Arch::X86_64, &code[10..]));
         assert!(!is_ret(Arch::X86_64, &code[5..]));
+    }
+
+    #[test]
+    fn prologues() {
+        // cmp 0x10(%r14),%rsp; jbe +0x10; push %rbp; mov %rsp,%rbp; sub $0x10,%rsp
+        let code = [
+            0x49, 0x3b, 0x66, 0x10, 0x76, 0x10, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10,
+        ];
+        assert_eq!(prologue_end(Arch::X86_64, 0x1000, &code), Some(0x100a));
+        // big frame: lea -0x80(%rsp),%r12; cmp 0x10(%r14),%r12; jbe; push; mov
+        let big = [
+            0x4c, 0x8d, 0x64, 0x24, 0x80, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x10, 0x55, 0x48, 0x89,
+            0xe5,
+        ];
+        assert_eq!(prologue_end(Arch::X86_64, 0x1000, &big), Some(0x100f));
+        // an argument register written first: no.
+        let writes_rax = [0x48, 0x31, 0xc0, 0x55, 0x48, 0x89, 0xe5];
+        assert_eq!(prologue_end(Arch::X86_64, 0x1000, &writes_rax), None);
+        // frameless.
+        assert_eq!(prologue_end(Arch::X86_64, 0x1000, &[0xc3]), None);
+        assert_eq!(prologue_end(Arch::Aarch64, 0x1000, &code), None);
     }
 
     #[test]

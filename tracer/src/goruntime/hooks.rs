@@ -14,6 +14,13 @@ pub enum Placement {
     /// On every RET instruction of the function (found by disassembly): the
     /// safe replacement for a uretprobe on Go code.
     Returns,
+    /// After the function's frame-pointer prologue (amd64 `PUSH BP; MOV SP,
+    /// BP`, found by disassembly), or at its entry where no standard
+    /// prologue is found. Past the stack-growth check, so a call whose
+    /// prologue re-runs after `morestack` is seen once, not twice; the frame
+    /// is set up, so the stack walk includes the caller without reading the
+    /// return address. Argument registers are untouched by the prologue.
+    AfterPrologue,
     /// On every direct call from the function to the named callee: the
     /// callee's arguments are in the Go ABI registers there, and only this
     /// caller's path pays for a probe hit.
@@ -199,7 +206,7 @@ pub fn goroutine_hooks(version: &GoVersion) -> Vec<Hook> {
         Hook {
             program: "go_park",
             symbol: "runtime.gopark",
-            placement: Entry,
+            placement: AfterPrologue,
             required: true,
         },
         Hook {

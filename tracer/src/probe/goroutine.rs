@@ -48,12 +48,21 @@ pub fn points_for(bin: &GoBinary, hooks: &[hooks::Hook]) -> Result<Vec<AttachPoi
             continue;
         }
         let vaddrs = match hook.placement {
-            Placement::Entry => {
+            Placement::Entry | Placement::AfterPrologue => {
                 let sym = bin.symbols().lookup(hook.symbol).ok_or(PlanError::Symbol {
                     symbol: hook.symbol,
                     source: crate::gobin::BinaryError::SymbolNotFound(hook.symbol.to_string()),
                 })?;
-                vec![sym.addr]
+                let after = if hook.placement == Placement::AfterPrologue {
+                    bin.prologue_end(hook.symbol)
+                        .map_err(|source| PlanError::Symbol {
+                            symbol: hook.symbol,
+                            source,
+                        })?
+                } else {
+                    None
+                };
+                vec![after.unwrap_or(sym.addr)]
             }
             Placement::Returns => {
                 let rets = bin

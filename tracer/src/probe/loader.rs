@@ -111,6 +111,10 @@ impl Probes {
         opts: AttachOptions,
     ) -> Result<Self, ProbeError> {
         let ring_bytes = opts.ring_bytes;
+        let config = Config {
+            ring_bytes: u64::from(ring_bytes),
+            ..config
+        };
         let _ = bump_memlock_rlimit();
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
