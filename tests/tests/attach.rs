@@ -79,7 +79,8 @@ fn code_byte(pid: u32, addr: u64) -> u8 {
 fn sigterm_ends_trace_and_detaches() {
     let Some(_g) = root_guard() else { return };
     let bin = fixture("chanrecv", "1.26");
-    let gopark = symbol_addr(&bin, "runtime.gopark");
+    // goexit1 is probed at its entry (gopark after its prologue).
+    let probed = symbol_addr(&bin, "runtime.goexit1");
     let dir = tempdir("sigterm");
     let mut target = Command::new(&bin)
         .env("GOTRACE_HOLD", "60s")
@@ -87,7 +88,7 @@ fn sigterm_ends_trace_and_detaches() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let original = code_byte(target.id(), gopark);
+    let original = code_byte(target.id(), probed);
     assert_ne!(original, 0xcc);
     let mut gotrace = Command::new(gotrace_bin())
         .args(["--leak-threshold", "100ms", "-o"])
@@ -103,7 +104,7 @@ fn sigterm_ends_trace_and_detaches() {
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     assert!(line.contains("attached"), "{line}");
     assert_eq!(
-        code_byte(target.id(), gopark),
+        code_byte(target.id(), probed),
         0xcc,
         "uprobe breakpoint in place while tracing"
     );
@@ -125,7 +126,7 @@ fn sigterm_ends_trace_and_detaches() {
     assert_eq!(report["trace"]["ended_by"], "signal");
     assert!(target.try_wait().unwrap().is_none(), "target died");
     assert_eq!(
-        code_byte(target.id(), gopark),
+        code_byte(target.id(), probed),
         original,
         "uprobe removed after detach"
     );
