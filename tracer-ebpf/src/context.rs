@@ -200,15 +200,21 @@ pub fn go_ctx_done_store(ctx: ProbeContext) -> u32 {
     if value == 0 || chan == 0 || value < cfg.ctx_done {
         return 0;
     }
+    emit_done(tgid, tid, value - cfg.ctx_done, chan);
+    0
+}
+
+/// A context's Done channel, to userspace.
+#[inline(always)]
+fn emit_done(tgid: u32, tid: u32, ctx: u64, chan: u64) {
     if let Some(mut entry) = reserve::<CtxDoneEvent>(EventKind::CtxDone) {
         entry.write(CtxDoneEvent {
             header: header(EventKind::CtxDone, tgid, tid),
-            ctx: value - cfg.ctx_done,
+            ctx,
             chan,
         });
         entry.submit(crate::maps::wakeup_flags());
     }
-    0
 }
 
 /// `(*cancelCtx|*timerCtx|*afterFuncCtx).Done` entry (the fallback when
@@ -246,13 +252,6 @@ pub fn go_ctx_done_ret(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let _ = DONE_SEEN.insert(c, chan, 0);
-    if let Some(mut entry) = reserve::<CtxDoneEvent>(EventKind::CtxDone) {
-        entry.write(CtxDoneEvent {
-            header: header(EventKind::CtxDone, tgid, tid),
-            ctx: c,
-            chan,
-        });
-        entry.submit(crate::maps::wakeup_flags());
-    }
+    emit_done(tgid, tid, c, chan);
     0
 }

@@ -77,7 +77,10 @@ pub fn bump(slot: u32) {
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if used >= config().ring_bytes / 4 {
+    // SAFETY: one field read through a volatile pointer (see `config`); the
+    // whole struct is not copied again on every event.
+    let ring_bytes = unsafe { core::ptr::read_volatile(&raw const CONFIG.ring_bytes) };
+    if used >= ring_bytes / 4 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

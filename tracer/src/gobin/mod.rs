@@ -381,36 +381,34 @@ impl GoBinary {
 
     /// Virtual addresses of every return instruction inside function `func`.
     pub fn ret_addresses(&self, func: &str) -> Result<Vec<u64>, BinaryError> {
-        let sym = self
-            .symbols
-            .lookup(func)
-            .ok_or_else(|| BinaryError::SymbolNotFound(func.to_string()))?;
-        let code = self.code(sym)?;
-        Ok(rets::ret_addresses(self.arch, sym.addr, code))
+        let (addr, code) = self.function_code(func)?;
+        Ok(rets::ret_addresses(self.arch, addr, code))
     }
 
     /// The address just after `func`'s frame-pointer prologue, if it has the
     /// standard one (see [`rets::prologue_end`]).
     pub fn prologue_end(&self, func: &str) -> Result<Option<u64>, BinaryError> {
-        let sym = self
-            .symbols
-            .lookup(func)
-            .ok_or_else(|| BinaryError::SymbolNotFound(func.to_string()))?;
-        let code = self.code(sym)?;
-        Ok(rets::prologue_end(self.arch, sym.addr, code))
+        let (addr, code) = self.function_code(func)?;
+        Ok(rets::prologue_end(self.arch, addr, code))
     }
 
     /// Addresses of the direct calls from `func` to `callee`.
     pub fn call_sites(&self, func: &str, callee: &str) -> Result<Vec<u64>, BinaryError> {
-        let lookup = |name: &str| {
-            self.symbols
-                .lookup(name)
-                .ok_or_else(|| BinaryError::SymbolNotFound(name.to_string()))
-        };
-        let sym = lookup(func)?;
-        let target = lookup(callee)?.addr;
-        let code = self.code(sym)?;
-        Ok(rets::call_sites(self.arch, sym.addr, code, target))
+        let target = self.function_symbol(callee)?.addr;
+        let (addr, code) = self.function_code(func)?;
+        Ok(rets::call_sites(self.arch, addr, code, target))
+    }
+
+    fn function_symbol(&self, func: &str) -> Result<&symbols::FuncSymbol, BinaryError> {
+        self.symbols
+            .lookup(func)
+            .ok_or_else(|| BinaryError::SymbolNotFound(func.to_string()))
+    }
+
+    /// A function's address and machine code.
+    fn function_code(&self, func: &str) -> Result<(u64, &[u8]), BinaryError> {
+        let sym = self.function_symbol(func)?;
+        Ok((sym.addr, self.code(sym)?))
     }
 
     /// The machine code bytes of a function symbol, read via its section.

@@ -115,18 +115,7 @@ impl Probes {
             ring_bytes: u64::from(ring_bytes),
             ..config
         };
-        let _ = bump_memlock_rlimit();
-        let ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", ring_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(|e| {
-                if is_eperm(&e) {
-                    ProbeError::Permission
-                } else {
-                    ProbeError::Load(e)
-                }
-            })?;
+        let ebpf = load_object(&config, Some(ring_bytes))?;
         let mut probes = Probes { ebpf, attached: 0 };
         let scope = match NonZeroU32::new(pid) {
             Some(pid) => UProbeScope::OneProcess(pid),
@@ -243,21 +232,29 @@ pub struct ProgramCheck {
     pub result: Result<ProgramStats, String>,
 }
 
+/// Loads the embedded object with `config` (and a ring buffer of
+/// `ring_bytes`, else the object's default): maps created, programs not yet.
+fn load_object(config: &Config, ring_bytes: Option<u32>) -> Result<Ebpf, ProbeError> {
+    let _ = bump_memlock_rlimit();
+    let mut loader = EbpfLoader::new();
+    loader.override_global("CONFIG", config, true);
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    loader.load(EBPF_OBJECT).map_err(|e| {
+        if is_eperm(&e) {
+            ProbeError::Permission
+        } else {
+            ProbeError::Load(e)
+        }
+    })
+}
+
 /// Loads every program of the embedded object into the running kernel with
 /// `config`, attaching nothing. Fails only when the object's maps cannot be
 /// created; each program's outcome is in its [`ProgramCheck`].
 pub fn load_every_program(config: Config) -> Result<Vec<ProgramCheck>, ProbeError> {
-    let _ = bump_memlock_rlimit();
-    let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &config, true)
-        .load(EBPF_OBJECT)
-        .map_err(|e| {
-            if is_eperm(&e) {
-                ProbeError::Permission
-            } else {
-                ProbeError::Load(e)
-            }
-        })?;
+    let mut ebpf = load_object(&config, None)?;
     let mut checks = Vec::new();
     for (name, program) in ebpf.programs_mut() {
         let result = (|| -> Result<ProgramStats, ProgramError> {
