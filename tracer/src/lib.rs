@@ -1,34 +1,27 @@
 //! gotrace: an eBPF goroutine tracer for Go programs.
 //!
-//! Pipeline: `probe` (load + attach the eBPF object built from `tracer-ebpf`)
-//! → ring buffer → `decode` → `model` (goroutine lifecycles, contexts,
-//! timers, a bounded timeline history) → `report` (grouping, JSON, text)
-//! and `export` (flame graphs, pprof, the Perfetto timeline). A trace ends
-//! as a `capture` (live, or replayed from a `record`ing) which `outputs`
-//! turns into files. `gobin` reads the target binary (symbols, DWARF
-//! layout, RET offsets, symbolisation); `goruntime` holds the Go-runtime
-//! knowledge that is not in the binary.
+//! See ARCHITECTURE.md at the repository root for the codemap. In short,
+//! from the bottom up: `goruntime` (Go-runtime knowledge) and `gobin` (the
+//! target binary) → `process` (the target process) → `probe` (the eBPF
+//! object) and `decode` (its events) → `model` (lifecycles rebuilt from
+//! events) → `snapshot` (goroutines read from memory) and `resolve`
+//! (stacks → frames) → `capture` (a finished trace: live session or
+//! recording) → `report` and `export` → `outputs` (files) and `view` (live
+//! screens) → `cmd` (the commands; the only place that prints).
 
 pub mod capture;
-pub mod check;
-pub mod cli;
+pub mod cmd;
 pub mod decode;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gobin;
 pub mod goruntime;
-pub mod lock;
 pub mod model;
-pub mod offline;
-pub mod outfile;
 pub mod outputs;
 pub mod probe;
-pub mod record;
+pub mod process;
 pub mod report;
-pub mod session;
+pub mod resolve;
 pub mod snapshot;
-pub mod target;
-pub mod trace;
-pub mod validate;
 pub mod view;

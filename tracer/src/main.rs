@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracer::cli::{Cli, Command};
+use tracer::cmd::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -12,12 +12,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        None => tracer::trace::run(cli.trace).map(|o| o.exit_code()),
-        Some(Command::Report(args)) => tracer::offline::run(args).map(|o| o.exit_code()),
-        Some(Command::Top(args)) => tracer::trace::run_top(args).map(|o| o.exit_code()),
-        Some(Command::Probes(args)) => tracer::trace::run_probes(args).map(|o| o.exit_code()),
-        Some(Command::Snapshot(args)) => tracer::snapshot::cmd::run(args).map(|()| 0),
-        Some(Command::Check(args)) => tracer::check::run(args).map(|o| o.exit_code()),
+        None => tracer::cmd::trace::run(cli.trace).map(|o| o.exit_code()),
+        Some(Command::Report(args)) => tracer::cmd::report::run(args).map(|o| o.exit_code()),
+        Some(Command::Top(args)) => tracer::cmd::trace::run_top(args).map(|o| o.exit_code()),
+        Some(Command::Probes(args)) => tracer::cmd::trace::run_probes(args).map(|o| o.exit_code()),
+        Some(Command::Snapshot(args)) => tracer::cmd::snapshot::run(args).map(|()| 0),
+        Some(Command::Check(args)) => tracer::cmd::check::run(args).map(|o| o.exit_code()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,7 +1,5 @@
 //! Flame graphs (inferno SVG, searchable) with the folded text next to each.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::Context as _;
 
 use super::folded::{Stacks, Weighted, fold};
@@ -14,9 +12,30 @@ struct Spec<'a> {
     stacks: &'a [Weighted],
 }
 
-/// Writes `<name>.folded` and `<name>.svg` for each stack set into `dir`.
-/// Empty sets get no SVG: the returned lines say so instead.
-pub fn write_all(dir: &Path, stacks: &Stacks, subtitle: &str) -> anyhow::Result<Vec<String>> {
+/// One file to write: its name in the output directory and its bytes.
+pub struct File {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What became of one flame graph.
+pub struct Graph {
+    pub title: &'static str,
+    pub folded: String,
+    /// None when there was nothing to draw.
+    pub svg: Option<String>,
+}
+
+/// `<name>.folded` and `<name>.svg` for each stack set. Empty sets get no
+/// SVG (and a stale one must go): `absent` names those, the notes say why.
+pub struct Rendered {
+    pub files: Vec<File>,
+    pub absent: Vec<String>,
+    /// One per flame graph, in order.
+    pub graphs: Vec<Graph>,
+}
+
+pub fn render_all(stacks: &Stacks, subtitle: &str) -> anyhow::Result<Rendered> {
     let specs = [
         Spec {
             file: "blocked",
@@ -43,42 +62,48 @@ pub fn write_all(dir: &Path, stacks: &Stacks, subtitle: &str) -> anyhow::Result<
             stacks: &stacks.suspects,
         },
     ];
-    let mut notes = Vec::new();
+    let mut out = Rendered {
+        files: Vec::new(),
+        absent: Vec::new(),
+        graphs: Vec::new(),
+    };
     for spec in specs {
         let lines = fold(spec.stacks);
-        let folded = dir.join(format!("{}.folded", spec.file));
-        crate::outfile::write(
-            &folded,
-            lines
+        let folded = format!("{}.folded", spec.file);
+        out.files.push(File {
+            name: folded.clone(),
+            bytes: lines
                 .iter()
                 .map(|l| format!("{l}\n"))
                 .collect::<String>()
-                .as_bytes(),
-        )
-        .with_context(|| format!("cannot write {}", folded.display()))?;
-        let svg: PathBuf = dir.join(format!("{}.svg", spec.file));
+                .into_bytes(),
+        });
+        let svg = format!("{}.svg", spec.file);
         if lines.is_empty() {
-            let _ = std::fs::remove_file(&svg);
-            notes.push(format!(
-                "{}: nothing to draw ({} is empty)",
-                spec.title,
-                folded.display()
-            ));
+            out.absent.push(svg);
+            out.graphs.push(Graph {
+                title: spec.title,
+                folded,
+                svg: None,
+            });
             continue;
         }
         let mut opts = inferno::flamegraph::Options::default();
         opts.title = spec.title.to_string();
         opts.subtitle = Some(subtitle.to_string());
         opts.count_name = spec.count_name.to_string();
-        let out = crate::outfile::create(&svg)
-            .with_context(|| format!("cannot write {}", svg.display()))?;
-        inferno::flamegraph::from_lines(
-            &mut opts,
-            lines.iter().map(String::as_str),
-            std::io::BufWriter::new(out),
-        )
-        .with_context(|| format!("drawing {}", svg.display()))?;
-        notes.push(format!("{}: {}", spec.title, svg.display()));
+        let mut bytes = Vec::new();
+        inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut bytes)
+            .with_context(|| format!("drawing {svg}"))?;
+        out.files.push(File {
+            name: svg.clone(),
+            bytes,
+        });
+        out.graphs.push(Graph {
+            title: spec.title,
+            folded,
+            svg: Some(svg),
+        });
     }
-    Ok(notes)
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::{is_system_function, wait_reason};
 use crate::model::{GoroutineModel, State};
-use crate::report::resolve::StackResolver;
+use crate::resolve::StackResolver;
 
 /// One stack (innermost first, as the resolver gives it) with a weight.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -49,7 +49,7 @@ use crate::goruntime::{is_system_function, is_user_function, wait_reason};
 use crate::model::ContextModel;
 use crate::model::StackRef;
 use crate::model::timeline::{NONE, Step, Timeline, Track};
-use crate::report::resolve::StackResolver;
+use crate::resolve::StackResolver;
 
 /// Names for code addresses and stacks (a [`StackResolver`] in gotrace).
 pub trait Symbols {

@@ -23,7 +23,7 @@ use crate::gobin::pclntab::Pclntab;
 use crate::gobin::symbolize::Symbolizer;
 use crate::gobin::symbols::SymbolTable;
 use crate::gobin::{GoBinary, parse_go_build_id_note, wrappers};
-use crate::report::resolve::StackResolver;
+use crate::resolve::StackResolver;
 
 /// How fuzz inputs are named in error messages.
 const INPUT: &str = "fuzz-input";
@@ -177,7 +177,7 @@ impl Target {
 /// decoder and the model, then (given the binary) turned into the report,
 /// its text, its JSON, the folded stacks and the pprof profiles.
 pub fn recording(data: &[u8], target: Option<&Target>) {
-    let Ok(capture) = crate::record::replay_from(data, Path::new(INPUT)) else {
+    let Ok(capture) = crate::capture::record::replay_from(data, Path::new(INPUT)) else {
         return;
     };
     let _ = capture.model.stack_ids();

@@ -15,9 +15,9 @@ use tracer_common::{
 
 use super::DWARF_SECTIONS;
 use super::synth::{self, Spec};
+use crate::capture::record::Recorder;
 use crate::capture::{End, Meta};
 use crate::gobin::{Arch, GoBinary};
-use crate::record::Recorder;
 
 /// The largest memory image made for the `pclntab` target.
 const MAX_IMAGE: u64 = 16 << 20;
@@ -249,8 +249,9 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         snapshot: None,
     };
     let start: u64 = 5_000_000_000;
-    let err = |e: crate::record::RecordError| e.to_string();
-    let mut r = Recorder::create(out, &meta).map_err(err)?;
+    let err = |e: crate::capture::record::RecordError| e.to_string();
+    let f = crate::outputs::file::create(out).map_err(|e| e.to_string())?;
+    let mut r = Recorder::create(f, out, &meta).map_err(err)?;
     let main_g = GoIdentity {
         goid: 1,
         parent_goid: 0,

@@ -13,7 +13,7 @@
 use iced_x86::{Decoder, DecoderOptions};
 
 use super::{Arch, BinaryError, GoBinary};
-use crate::goruntime::snapshot::ALLG_READERS;
+use crate::goruntime::gstatus::ALLG_READERS;
 
 /// Link-time addresses of `runtime.allglen` and `runtime.allgptr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,7 +4,7 @@
 //! hook it); `ready` is out of line in every version; `goexit1` runs on the
 //! dying goroutine; `newproc1` runs on g0 and returns the new g.
 
-use super::super::gobin::buildinfo::GoVersion;
+use super::version::GoVersion;
 
 /// How a probe is placed on its function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +38,6 @@ pub struct Hook {
     /// Missing in the target is an error (true) or a degraded trace (false).
     pub required: bool,
 }
-
-/// Oldest Go release gotrace supports (pclntab/buildinfo formats, runtime.g
-/// layout family).
-pub const MIN_SUPPORTED: (u32, u32) = (1, 19);
-/// Newest release whose runtime gotrace was verified against.
-pub const MAX_VERIFIED: (u32, u32) = (1, 27);
 
 /// Where `propagateCancel`'s `parent` and `child` interfaces sit (Go ABI
 /// register index of each interface's first word), per version.

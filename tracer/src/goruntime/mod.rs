@@ -5,8 +5,9 @@
 //! from the target's DWARF (`gobin::layout`). This module only maps *names*
 //! (stable across versions) to meaning.
 
+pub mod gstatus;
 pub mod hooks;
-pub mod snapshot;
+pub mod version;
 pub mod wait_reason;
 
 /// Go's own definition (runtime.isSystemGoroutine, simplified): goroutines

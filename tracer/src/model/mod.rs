@@ -3,6 +3,7 @@
 //! formats (those live in `report` and `export`).
 
 pub mod contexts;
+pub mod existing;
 pub mod goroutines;
 #[cfg(test)]
 mod mem_tests;
@@ -37,7 +38,7 @@ pub struct Model {
 impl Model {
     /// Seeds the goroutines with a snapshot taken at attach (before any
     /// event is applied).
-    pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
+    pub fn seed(&mut self, snap: &existing::Snapshot) {
         self.goroutines.seed(snap);
     }
 

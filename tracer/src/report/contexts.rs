@@ -11,11 +11,11 @@ use tracer_common::{
 };
 
 use super::Summary;
-use super::resolve::StackResolver;
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::{is_system_function, is_user_function};
 use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent};
 use crate::model::{GoroutineModel, State};
+use crate::resolve::StackResolver;
 
 /// Nodes listed in full in `report.json`; beyond this only counts and groups.
 const MAX_NODES: usize = 10_000;

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::resolve::StackResolver;
 use super::{GoroutineCounts, Group, Growth, Report, SCHEMA_VERSION, Summary, Target, Tool, Trace};
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::wait_reason::{self, Pattern};
 use crate::goruntime::{is_system_function, is_user_function};
 use crate::model::{GoroutineModel, Origin, SiteKey, SiteStats, State};
+use crate::resolve::StackResolver;
 
 /// Everything the report needs besides the model.
 pub struct BuildInput<'a, 'r> {

@@ -6,7 +6,7 @@
 pub mod contexts;
 mod ctx_text;
 pub mod groups;
-pub mod resolve;
+pub mod snapshot;
 pub mod text;
 pub mod timers;
 
@@ -74,7 +74,7 @@ pub struct Trace {
     pub inconsistent_events: u64,
     /// The goroutines read from the process at attach (`--pid`); null when
     /// gotrace started the program.
-    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
+    pub snapshot: Option<crate::model::existing::SnapshotInfo>,
 }
 
 #[derive(Clone, Debug, Serialize)]

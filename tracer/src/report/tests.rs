@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use tracer_common::{EventHeader, GoCreateEvent, GoIdentity, GoParkEvent};
 
-use super::resolve::StackResolver;
 use super::{BuildInput, Target, Trace, build};
 use crate::decode::Event;
 use crate::gobin::GoBinary;
 use crate::gobin::testutil::probe;
 use crate::gobin::wrappers::go_wrapper_callee;
 use crate::model::GoroutineModel;
+use crate::resolve::StackResolver;
 
 fn trace_meta() -> Trace {
     Trace {

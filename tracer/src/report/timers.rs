@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Summary;
-use super::resolve::StackResolver;
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::is_user_function;
 use crate::model::timers::TimerModel;
 use crate::model::{GoroutineModel, State};
+use crate::resolve::StackResolver;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TimerReport {

@@ -2,41 +2,24 @@
 //! (`/proc/PID/mem`, never stopping it) through `runtime.allgs`.
 //!
 //! For each goroutine that is not dead: goid, state, wait reason, blocked
-//! since (`g.waitsince`, see [`crate::goruntime::snapshot::blocked_since`]),
+//! since (`g.waitsince`, see [`crate::goruntime::gstatus::blocked_since`]),
 //! creation site (`gopc`), start function (`startpc`), parent goid (Go
 //! 1.21+) and its stack, walked by frame pointers from its saved scheduler
-//! state. `gotrace snapshot` prints them grouped ([`group`]); a `--pid`
-//! trace seeds its model with them, so goroutines created before attach are
-//! counted exactly in the leak report.
-//!
-//! Stacks get ids of their own, far below any kernel stack id, and live in
-//! [`Snapshot::stacks`] in the kernel's convention (innermost first, the
-//! first pc exact, the rest return addresses), so everything downstream
-//! symbolises them like the kernel's.
+//! state. The result is a [`Snapshot`] (defined with the model, which a
+//! `--pid` trace seeds with it so goroutines created before attach are
+//! counted exactly); `gotrace snapshot` prints it grouped
+//! (`report::snapshot`).
 
-pub mod cmd;
-pub mod group;
-pub mod mem;
 pub mod read;
 pub mod walk;
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use crate::gobin::layout::{LayoutSource, RuntimeLayout};
 use crate::gobin::{Arch, GoBinary};
-use crate::goruntime::snapshot::{GState, StatusTable, blocked_since};
-use mem::ProcMem;
-
-/// Snapshot stack ids count down from here; kernel stack ids are ≥ 0 and
-/// `NO_STACK` is -1.
-pub const FIRST_STACK_ID: i32 = i32::MIN / 2;
-
-/// Whether a stack id is one of a snapshot's.
-pub fn is_snapshot_stack(id: i32) -> bool {
-    id <= FIRST_STACK_ID
-}
+use crate::goruntime::gstatus::{StatusTable, blocked_since};
+use crate::model::existing::{FIRST_STACK_ID, SnapGoroutine, SnapStats, Snapshot};
+use crate::process::mem::ProcMem;
 
 /// `len(allgs)` beyond this is a misread, not a program.
 const MAX_ALLGS: u64 = 1 << 24;
@@ -67,91 +50,6 @@ pub enum SnapshotError {
         origin: LayoutSource,
         why: String,
     },
-}
-
-/// One goroutine as read. Addresses are the process's (load bias included).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapGoroutine {
-    pub goid: u64,
-    /// `g.parentGoid` (Go 1.21+).
-    pub parent_goid: Option<u64>,
-    pub gopc: u64,
-    pub startpc: u64,
-    pub state: GState,
-    /// Raw `g.waitreason` of a parked goroutine (the target's numbering).
-    pub wait_reason: Option<u8>,
-    /// CLOCK_MONOTONIC ns it has been blocked since at least (`waitsince`:
-    /// set by the first GC that saw it blocked); None when unknown.
-    pub blocked_since_ns: Option<u64>,
-    /// Its stack in [`Snapshot::stacks`]; None for running goroutines and
-    /// those that kept changing while read.
-    pub stack: Option<i32>,
-}
-
-/// What reading took and what it had to leave out.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapStats {
-    /// `len(allgs)`: every g ever allocated, free ones included.
-    pub allgs: u64,
-    /// Free gs (dead, idle): not goroutines.
-    pub free: u64,
-    /// Goroutines read.
-    pub live: u64,
-    /// Goroutines read again because they changed while being read.
-    pub retried: u64,
-    /// Goroutines that kept changing: kept, without a stack.
-    pub unstable: u64,
-    /// gs never read consistently (unreadable, bad status or goid): left out.
-    pub skipped: u64,
-    /// Stacks whose frame-pointer chain broke before the outermost frame.
-    pub stacks_truncated: u64,
-    /// Re-reads of the goroutine list (reallocated while read).
-    pub list_retries: u64,
-    /// pread calls.
-    pub reads: u64,
-}
-
-/// What the snapshot taken at attach gave (`trace.snapshot` in the report).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    /// Goroutines read (0 when it failed).
-    pub goroutines: u64,
-    pub took_ms: f64,
-    /// Why there is none: the trace went on without it.
-    pub error: Option<String>,
-    pub stats: SnapStats,
-}
-
-impl SnapshotInfo {
-    pub fn of(snap: &Snapshot) -> SnapshotInfo {
-        SnapshotInfo {
-            goroutines: snap.goroutines.len() as u64,
-            took_ms: (snap.took_ns as f64 / 1e3).round() / 1e3,
-            error: None,
-            stats: snap.stats.clone(),
-        }
-    }
-
-    pub fn failed(why: String) -> SnapshotInfo {
-        SnapshotInfo {
-            goroutines: 0,
-            took_ms: 0.0,
-            error: Some(why),
-            stats: SnapStats::default(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// CLOCK_MONOTONIC ns when reading began, and how long it took.
-    pub taken_ns: u64,
-    pub took_ns: u64,
-    /// Sorted by goid.
-    pub goroutines: Vec<SnapGoroutine>,
-    /// Raw stacks by id (see the module doc).
-    pub stacks: BTreeMap<i32, Vec<u64>>,
-    pub stats: SnapStats,
 }
 
 /// Reads `allglen` then `allgptr` (the runtime publishes the pointer
@@ -205,8 +103,12 @@ pub fn take(
         ))
     })?;
     let statuses = StatusTable::new(&layout.g_statuses).map_err(SnapshotError::Unsupported)?;
-    let mem = ProcMem::open(pid)?;
-    let taken_ns = crate::target::monotonic_ns();
+    let mem = ProcMem::open(pid).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
+        std::io::ErrorKind::PermissionDenied => SnapshotError::Permission(pid),
+        _ => SnapshotError::Io { pid, source: e },
+    })?;
+    let taken_ns = crate::process::monotonic_ns();
     let clock = std::time::Instant::now();
     let mut stats = SnapStats::default();
     let bad = |why: String| SnapshotError::BadList {

@@ -8,10 +8,10 @@
 //! bounded number of times.
 
 use super::SnapStats;
-use super::mem::{ProcMem, STACK_GAP_MAX, le_u32, le_u64};
 use super::walk::{Resume, Walked, walk};
 use crate::gobin::layout::GOffsets;
-use crate::goruntime::snapshot::{AMD64_SYSCALL_BP_BELOW_SP, GState, Status, StatusTable};
+use crate::goruntime::gstatus::{AMD64_SYSCALL_BP_BELOW_SP, GState, Status, StatusTable};
+use crate::process::mem::{ProcMem, STACK_GAP_MAX, le_u32, le_u64};
 
 /// Individual re-reads of a g that keeps changing, and the pause before
 /// the n-th one (n times this).

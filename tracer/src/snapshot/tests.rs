@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::gobin::testutil::{BuildOpts, build_testdata, probe};
+use crate::goruntime::gstatus::GState;
 use crate::model::StackRef;
-use crate::report::resolve::StackResolver;
+use crate::model::existing::is_snapshot_stack;
+use crate::resolve::StackResolver;
 
 const ALL_VERSIONS: [&str; 6] = ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"];
 
@@ -47,7 +49,7 @@ fn seen(path: &std::path::Path) -> (Snapshot, HashMap<u64, Seen>) {
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let bias = if bin.is_pie() {
-            match crate::target::load_bias(pid, path) {
+            match crate::process::load_bias(pid, path) {
                 Some(b) => b,
                 None => continue,
             }

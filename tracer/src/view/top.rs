@@ -11,7 +11,7 @@ use crate::gobin::GoBinary;
 use crate::gobin::symbolize::Symbolizer;
 use crate::goruntime::{is_system_function, wait_reason};
 use crate::model::{SiteKey, State};
-use crate::report::resolve::StackResolver;
+use crate::resolve::StackResolver;
 
 /// Seconds of history the growth column looks back over.
 const GROWTH_WINDOW_S: f64 = 10.0;

@@ -189,7 +189,7 @@ impl GoroutineModel {
     /// creation event for one of them (it was created after attach, then
     /// read) makes it a traced creation, and parks, wakeups and exits
     /// update it like any goroutine.
-    pub fn seed(&mut self, snap: &crate::snapshot::Snapshot) {
+    pub fn seed(&mut self, snap: &crate::model::existing::Snapshot) {
         self.observed_from = self.observed_from.max(snap.taken_ns);
         for s in &snap.goroutines {
             if s.goid == 0 || self.live.contains(s.goid) {

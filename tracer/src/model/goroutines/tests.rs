@@ -128,8 +128,8 @@ fn goroutine_seen_first_parking_existed_before_attach() {
 
 #[test]
 fn snapshot_seeds_goroutines_and_events_win() {
-    use crate::goruntime::snapshot::GState;
-    use crate::snapshot::{SnapGoroutine, Snapshot};
+    use crate::goruntime::gstatus::GState;
+    use crate::model::existing::{SnapGoroutine, Snapshot};
     let g = |goid, state, reason, since| SnapGoroutine {
         goid,
         parent_goid: Some(1),
@@ -138,7 +138,7 @@ fn snapshot_seeds_goroutines_and_events_win() {
         state,
         wait_reason: reason,
         blocked_since_ns: since,
-        stack: Some(crate::snapshot::FIRST_STACK_ID),
+        stack: Some(crate::model::existing::FIRST_STACK_ID),
     };
     let snap = Snapshot {
         taken_ns: 1_000,

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{SnapStats, Snapshot};
+use super::Summary;
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::snapshot::GState;
+use crate::goruntime::gstatus::GState;
 use crate::goruntime::{is_system_function, is_user_function, wait_reason};
 use crate::model::StackRef;
-use crate::report::Summary;
-use crate::report::resolve::StackResolver;
+use crate::model::existing::{SnapGoroutine, SnapStats, Snapshot};
+use crate::resolve::StackResolver;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SnapGroup {
@@ -79,7 +79,7 @@ pub fn build(
     wait_reasons: &BTreeMap<u8, String>,
     all: bool,
 ) -> (Vec<SnapGroup>, usize) {
-    let mut by_key: HashMap<Key, Vec<&super::SnapGoroutine>> = HashMap::new();
+    let mut by_key: HashMap<Key, Vec<&SnapGoroutine>> = HashMap::new();
     for g in &snap.goroutines {
         let key = Key {
             state: g.state,

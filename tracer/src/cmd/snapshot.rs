@@ -5,26 +5,26 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 
-use super::group::{self, SnapReport};
-use crate::cli::SnapshotArgs;
-use crate::report::resolve::StackResolver;
-use crate::target;
+use crate::cmd::cli::SnapshotArgs;
+use crate::process;
+use crate::report::snapshot::{self as group, SnapReport};
+use crate::resolve::StackResolver;
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<()> {
     let pid = args.pid;
     let shown = format!("PID {pid}");
-    let exe = target::exe_of(pid)?;
-    let bin = crate::trace::inspect(&exe, &shown)?;
+    let exe = process::exe_of(pid)?;
+    let bin = super::trace::inspect(&exe, &shown)?;
     let layout = bin
         .layout()
         .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
     let bias = if bin.is_pie() {
-        target::load_bias(pid, &exe)
+        process::load_bias(pid, &exe)
             .with_context(|| format!("cannot find where {shown} loaded its executable"))?
     } else {
         0
     };
-    let snap = super::take(pid, &bin, &layout, bias)?;
+    let snap = crate::snapshot::take(pid, &bin, &layout, bias)?;
     let symbolizer = bin.symbolizer().context("cannot load symbols")?;
     let raw: HashMap<i32, Vec<u64>> = snap.stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
     let mut resolver = StackResolver::new(&bin, &symbolizer, raw, bias);

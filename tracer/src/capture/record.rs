@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{Capture, End, Meta};
 use crate::decode::decode;
 use crate::model::Model;
-use crate::snapshot::Snapshot;
+use crate::model::existing::Snapshot;
 
 const MAGIC: &[u8; 8] = b"GOTRACE\0";
 const VERSION: u32 = 2;
@@ -99,12 +99,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn create(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
+    /// Starts a recording in `f`, a new file at `path` (the caller creates
+    /// it, refusing symlinks).
+    pub fn create(f: File, path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
         let err = |source| RecordError::Write {
             path: path.to_path_buf(),
             source,
         };
-        let f = crate::outfile::create(path).map_err(err)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         let mut head = MAGIC.to_vec();
         head.extend(VERSION.to_le_bytes());

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use crate::capture::record::Recorder;
+use crate::capture::session::{EndReason, Session};
 use crate::capture::{Capture, End, Meta};
-use crate::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TraceArgs};
+use crate::cmd::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TraceArgs};
 use crate::gobin::GoBinary;
-use crate::goruntime::hooks::{MAX_VERIFIED, MIN_SUPPORTED};
+use crate::goruntime::version::{MAX_VERIFIED, MIN_SUPPORTED};
 use crate::model::Model;
+use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
 use crate::probe::{Probes, goroutine};
-use crate::record::Recorder;
+use crate::process::{self, ExitWatcher, HeldChild};
 use crate::report::Report;
-use crate::session::{EndReason, Session};
-use crate::snapshot::{Snapshot, SnapshotInfo, is_snapshot_stack};
-use crate::target::{self, ExitWatcher, HeldChild};
 
 pub struct TraceOutcome {
     /// None for commands that do not build a report.
@@ -86,7 +86,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<TraceOutcome> {
 }
 
 /// `gotrace top`: the live view, then the summary (and the outputs with -o).
-pub fn run_top(args: crate::cli::TopArgs) -> anyhow::Result<TraceOutcome> {
+pub fn run_top(args: crate::cmd::cli::TopArgs) -> anyhow::Result<TraceOutcome> {
     use std::io::IsTerminal as _;
     let leak_threshold = args.report.leak_threshold.unwrap_or(DEFAULT_LEAK_THRESHOLD);
     let tty = std::io::stdout().is_terminal();
@@ -153,9 +153,9 @@ pub fn trace(
         _ => bail!("nothing to trace: give --pid PID or -- CMD [ARGS...]"),
     };
     let (exe_path, shown) = match &mode {
-        Mode::Pid(pid) => (target::exe_of(*pid)?, format!("PID {pid}")),
+        Mode::Pid(pid) => (process::exe_of(*pid)?, format!("PID {pid}")),
         Mode::Command(argv) => {
-            let p = target::resolve_command(&argv[0])?;
+            let p = process::resolve_command(&argv[0])?;
             let shown = p.display().to_string();
             (p, shown)
         }
@@ -196,7 +196,7 @@ pub fn trace(
 
     // Start a command held before exec (still single-threaded here).
     let mut child: Option<HeldChild> = match &mode {
-        Mode::Command(argv) => Some(target::spawn_held(&exe_path, argv)?),
+        Mode::Command(argv) => Some(process::spawn_held(&exe_path, argv)?),
         Mode::Pid(_) => None,
     };
     let pid = match (&mode, &child) {
@@ -205,7 +205,7 @@ pub fn trace(
         _ => unreachable!("command mode always has a child"),
     };
     let is_child = child.is_some();
-    let _lock = match crate::lock::lock(pid) {
+    let _lock = match crate::process::lock::lock(pid) {
         Ok(l) => l,
         Err(e) => {
             if let Some(c) = child.take() {
@@ -221,7 +221,7 @@ pub fn trace(
         }
         if let Ok(p) = &ctx_plan {
             let bias = if bin.is_pie() {
-                target::load_bias(pid, &exe_path).unwrap_or(0)
+                process::load_bias(pid, &exe_path).unwrap_or(0)
             } else {
                 0
             };
@@ -279,7 +279,13 @@ pub fn trace(
         }),
     };
     let mut recorder = match record {
-        Some(path) => match Recorder::create(path, &meta) {
+        Some(path) => match crate::outputs::file::create(path)
+            .map_err(|source| crate::capture::record::RecordError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+            .and_then(|f| Recorder::create(f, path, &meta))
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 drop(probes);
@@ -339,10 +345,10 @@ pub fn trace(
             exit: &exit,
             duration: args.duration,
             pie_pid: bin.is_pie().then(|| (pid, exe_path.clone())),
-            validator: crate::validate::Validator::new(
+            validator: crate::capture::validate::Validator::new(
                 bin.symbols().iter().map(|f| f.addr).collect(),
                 if bin.is_pie() {
-                    target::load_bias(pid, &exe_path)
+                    process::load_bias(pid, &exe_path)
                 } else {
                     Some(0)
                 },
@@ -353,7 +359,7 @@ pub fn trace(
                 .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
             recorder: recorder.as_mut(),
             view: view.as_mut(),
-            exec_watch: target::ExecWatch::new(pid, &exe_path),
+            exec_watch: process::ExecWatch::new(pid, &exe_path),
         }
         .run(),
     );
@@ -380,7 +386,7 @@ pub fn trace(
     let load_bias = if bin.is_pie() {
         outcome
             .load_bias
-            .or_else(|| target::load_bias(pid, &exe_path))
+            .or_else(|| process::load_bias(pid, &exe_path))
             .unwrap_or(0)
     } else {
         0
@@ -427,7 +433,7 @@ fn read_existing(
     exe: &Path,
 ) -> Result<Snapshot, String> {
     let bias = if bin.is_pie() {
-        target::load_bias(pid, exe).ok_or("cannot find the executable's load address")?
+        process::load_bias(pid, exe).ok_or("cannot find the executable's load address")?
     } else {
         0
     };
@@ -437,7 +443,7 @@ fn read_existing(
 /// `gotrace probes BINARY`: where gotrace would attach, one line per uprobe
 /// (`symbol+offset program vaddr=.. file_offset=..`), for comparisons with
 /// other tools.
-pub fn run_probes(args: crate::cli::ProbesArgs) -> anyhow::Result<TraceOutcome> {
+pub fn run_probes(args: crate::cmd::cli::ProbesArgs) -> anyhow::Result<TraceOutcome> {
     let shown = args.binary.display().to_string();
     let bin = inspect(&args.binary, &shown)?;
     let layout = bin

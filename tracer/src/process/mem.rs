@@ -6,8 +6,6 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 
-use super::SnapshotError;
-
 /// Largest single read when batching neighbouring objects.
 const CHUNK_MAX: u64 = 256 << 10;
 /// g structs further apart than this are read separately.
@@ -24,18 +22,13 @@ pub struct ProcMem {
 }
 
 impl ProcMem {
-    pub fn open(pid: u32) -> Result<ProcMem, SnapshotError> {
-        match File::open(format!("/proc/{pid}/mem")) {
-            Ok(file) => Ok(ProcMem {
-                file,
-                reads: Default::default(),
-            }),
-            Err(e) => Err(match e.kind() {
-                io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
-                io::ErrorKind::PermissionDenied => SnapshotError::Permission(pid),
-                _ => SnapshotError::Io { pid, source: e },
-            }),
-        }
+    /// Opens `/proc/PID/mem`; the caller says what a failure means.
+    pub fn open(pid: u32) -> io::Result<ProcMem> {
+        let file = File::open(format!("/proc/{pid}/mem"))?;
+        Ok(ProcMem {
+            file,
+            reads: Default::default(),
+        })
     }
 
     pub fn reads(&self) -> u64 {
@@ -164,7 +157,7 @@ mod tests {
         assert!(got[2].is_none());
         assert!(matches!(
             ProcMem::open(u32::MAX),
-            Err(SnapshotError::NoSuchProcess(_))
+            Err(e) if e.kind() == io::ErrorKind::NotFound
         ));
     }
 }

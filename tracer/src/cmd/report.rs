@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::ReportArgs;
-use crate::record;
-use crate::trace::{TraceOutcome, Traced, finish, inspect};
+use super::trace::{TraceOutcome, Traced, finish, inspect};
+use crate::capture::record;
+use crate::cmd::cli::ReportArgs;
 
 /// CPU time of the calling thread, in seconds.
 fn thread_cpu_s() -> f64 {

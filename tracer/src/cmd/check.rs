@@ -15,10 +15,10 @@ use tracer_common::{
     CONFIG_FLAG_SUDOG_WINDOW, CONFIG_FLAG_WAIT_CHANS, Config,
 };
 
-use crate::cli::CheckArgs;
+use super::trace::TraceOutcome;
+use crate::cmd::cli::CheckArgs;
 use crate::probe::compat;
 use crate::probe::{ProgramCheck, load_every_program};
-use crate::trace::TraceOutcome;
 
 /// The verifier's complexity limit (`BPF_COMPLEXITY_LIMIT_INSNS`, Linux 5.2+):
 /// a program whose verification processes more instructions is refused.

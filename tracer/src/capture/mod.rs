@@ -4,6 +4,10 @@
 //! `outputs` turns it into the report and the exports, so the two paths
 //! cannot drift apart.
 
+pub mod record;
+pub mod session;
+pub mod validate;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +35,7 @@ pub struct Meta {
     /// The goroutines read at attach (`--pid` only; the snapshot itself is
     /// the recording's SNAPSHOT frame).
     #[serde(default)]
-    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
+    pub snapshot: Option<crate::model::existing::SnapshotInfo>,
 }
 
 /// Known when the trace ends.

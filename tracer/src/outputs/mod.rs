@@ -1,6 +1,8 @@
 //! A [`Capture`] → the report and every export. The live trace and
 //! `gotrace report FILE` both end here, so an offline report is the live one.
 
+pub mod file;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +13,8 @@ use crate::capture::Capture;
 use crate::gobin::GoBinary;
 use crate::gobin::layout::RuntimeLayout;
 use crate::gobin::symbolize::Symbolizer;
-use crate::report::{self, BuildInput, Report, resolve::StackResolver};
+use crate::report::{self, BuildInput, Report};
+use crate::resolve::StackResolver;
 
 pub struct Options<'a> {
     /// Where to write report.json, flame graphs and profiles; None: build
@@ -125,26 +128,54 @@ pub fn produce(
         "PID {} {} ({}), {:.1}s",
         meta.pid, meta.exe, meta.go_version, report.trace.duration_s
     );
-    let mut notes = crate::export::flamegraph::write_all(dir, &folded, &subtitle)?;
+    let mut notes = write_flamegraphs(dir, &folded, &subtitle)?;
     for (name, bytes) in [
         ("goroutines.pb.gz", goroutines_pb),
         ("blocked.pb.gz", blocked_pb),
     ] {
         let path = dir.join(name);
-        crate::outfile::write(&path, &bytes)
+        crate::outputs::file::write(&path, &bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
         notes.push(format!("pprof profile (go tool pprof): {}", path.display()));
     }
     notes.extend(write_timeline(dir, capture, layout, &mut resolver)?);
     let report_path = dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
-    crate::outfile::write(&report_path, (json + "\n").as_bytes())
+    crate::outputs::file::write(&report_path, (json + "\n").as_bytes())
         .with_context(|| format!("cannot write {}", report_path.display()))?;
     Ok(Produced {
         report,
         report_path: Some(report_path),
         notes,
     })
+}
+
+/// The flame graphs and their folded stacks; the note lines.
+fn write_flamegraphs(
+    dir: &Path,
+    folded: &crate::export::folded::Stacks,
+    subtitle: &str,
+) -> anyhow::Result<Vec<String>> {
+    let rendered = crate::export::flamegraph::render_all(folded, subtitle)?;
+    for f in &rendered.files {
+        let path = dir.join(&f.name);
+        file::write(&path, &f.bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    for name in &rendered.absent {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    Ok(rendered
+        .graphs
+        .iter()
+        .map(|g| match &g.svg {
+            Some(svg) => format!("{}: {}", g.title, dir.join(svg).display()),
+            None => format!(
+                "{}: nothing to draw ({} is empty)",
+                g.title,
+                dir.join(&g.folded).display()
+            ),
+        })
+        .collect())
 }
 
 /// timeline.json (Perfetto / Chrome trace events); the note lines.
@@ -179,7 +210,7 @@ fn write_timeline(
         ],
     };
     let path = dir.join("timeline.json");
-    let file = crate::outfile::create(&path)
+    let file = crate::outputs::file::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     perfetto::write(file, &input, resolver)
         .with_context(|| format!("cannot write {}", path.display()))?;

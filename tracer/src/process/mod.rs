@@ -1,6 +1,9 @@
 //! The traced process: find it, or start it held before exec so no goroutine
 //! is missed, and notice when it exits.
 
+pub mod lock;
+pub mod mem;
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

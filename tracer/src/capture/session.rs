@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::decode::decode;
 use crate::model::Model;
 use crate::probe::Probes;
-use crate::target::{ExitWatcher, monotonic_ns};
+use crate::process::{ExitWatcher, monotonic_ns};
 
 /// How often the ring buffer is drained when the probes do not wake us.
 const POLL_PERIOD: Duration = Duration::from_millis(5);
@@ -59,13 +59,13 @@ pub struct Session<'a> {
     /// Read this PIE target's load bias (pid, binary) as soon as it runs it.
     pub pie_pid: Option<(u32, std::path::PathBuf)>,
     /// Checks the first events against the binary (wrong offsets abort).
-    pub validator: crate::validate::Validator,
+    pub validator: crate::capture::validate::Validator,
     /// Writes every record and growth sample to a recording (`--record`).
-    pub recorder: Option<&'a mut crate::record::Recorder>,
+    pub recorder: Option<&'a mut crate::capture::record::Recorder>,
     /// Refreshed once a second.
     pub view: &'a mut dyn crate::view::View,
     /// Ends the trace when the target execs another program.
-    pub exec_watch: Option<crate::target::ExecWatch>,
+    pub exec_watch: Option<crate::process::ExecWatch>,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
@@ -73,7 +73,7 @@ pub struct Session<'a> {
 fn poll_bias(pid: u32, binary: &std::path::Path, wait: Duration) -> Option<u64> {
     let start = std::time::Instant::now();
     loop {
-        if let Some(b) = crate::target::load_bias(pid, binary) {
+        if let Some(b) = crate::process::load_bias(pid, binary) {
             return Some(b);
         }
         if start.elapsed() >= wait {
@@ -92,9 +92,9 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     model: &mut Model,
     counts: &mut Counts,
-    validator: &mut crate::validate::Validator,
-    mut recorder: Option<&mut crate::record::Recorder>,
-) -> Result<(), crate::validate::ValidationError> {
+    validator: &mut crate::capture::validate::Validator,
+    mut recorder: Option<&mut crate::capture::record::Recorder>,
+) -> Result<(), crate::capture::validate::ValidationError> {
     while let Some(item) = ring.next() {
         counts.events += 1;
         if let Some(r) = recorder.as_deref_mut() {
@@ -116,7 +116,7 @@ fn drain(
 
 /// Growth sample of every creation site, `t_s` seconds into the trace
 /// (recorded, so a replay samples at the same points).
-fn sample(model: &mut Model, recorder: Option<&mut crate::record::Recorder>, t_s: f64) {
+fn sample(model: &mut Model, recorder: Option<&mut crate::capture::record::Recorder>, t_s: f64) {
     if let Some(r) = recorder {
         r.tick(t_s);
     }
@@ -189,7 +189,7 @@ impl Session<'_> {
                         load_bias = self
                             .pie_pid
                             .as_ref()
-                            .and_then(|(pid, bin)| crate::target::load_bias(*pid, bin));
+                            .and_then(|(pid, bin)| crate::process::load_bias(*pid, bin));
                     }
                     let now = monotonic_ns();
                     let t = now.saturating_sub(start_ns) as f64 / 1e9;
