@@ -8,6 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::End;
 use crate::decode::decode;
 use crate::model::Model;
 use crate::probe::Probes;
@@ -34,18 +35,6 @@ impl EndReason {
             EndReason::TargetExec(_) => "target-exec",
         }
     }
-}
-
-pub struct Outcome {
-    pub end: EndReason,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// Wall clock (unix ns) at `end_ns`.
-    pub end_unix_ns: i128,
-    pub events: u64,
-    pub undecodable: u64,
-    /// Load bias of a PIE target, read while it ran.
-    pub load_bias: Option<u64>,
 }
 
 pub struct Session<'a> {
@@ -88,6 +77,16 @@ struct Counts {
     undecodable: u64,
 }
 
+/// What the loop keeps between wakeups.
+struct Progress {
+    counts: Counts,
+    start_ns: u64,
+    last_events: u64,
+    last_tick_ns: u64,
+    /// Load bias of a PIE target, once read while it ran.
+    load_bias: Option<u64>,
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     model: &mut Model,
@@ -124,7 +123,9 @@ fn sample(model: &mut Model, recorder: Option<&mut crate::capture::record::Recor
 }
 
 impl Session<'_> {
-    pub async fn run(mut self) -> anyhow::Result<Outcome> {
+    /// Runs until the trace ends; returns how and when it ended, with the
+    /// kernel's counters as they stand then.
+    pub async fn run(mut self) -> anyhow::Result<End> {
         let ring = self.probes.take_events()?;
         // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged
         // until the AsyncFd (which owns the ring buffer) is dropped.
@@ -134,14 +135,16 @@ impl Session<'_> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let start_ns = monotonic_ns();
-        let deadline = async {
-            match self.duration {
+        let duration = self.duration;
+        let deadline = async move {
+            match duration {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending().await,
             }
         };
         tokio::pin!(deadline);
-        let exited = self.exit.exited();
+        let exit = self.exit;
+        let exited = exit.exited();
         tokio::pin!(exited);
         // The probes wake us only when a quarter of the ring is in use
         // (batched wakeups); otherwise we drain it on this period.
@@ -149,16 +152,20 @@ impl Session<'_> {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut counts = Counts {
-            events: 0,
-            undecodable: 0,
+        let mut progress = Progress {
+            counts: Counts {
+                events: 0,
+                undecodable: 0,
+            },
+            start_ns,
+            last_events: 0,
+            last_tick_ns: start_ns,
+            load_bias: None,
         };
-        let mut last_events = 0;
-        let mut last_tick_ns = start_ns;
         if let Some(ready) = self.on_ready.take() {
             ready()?;
         }
-        let mut load_bias = self
+        progress.load_bias = self
             .pie_pid
             .as_ref()
             .and_then(|(pid, bin)| poll_bias(*pid, bin, Duration::from_millis(200)));
@@ -166,48 +173,13 @@ impl Session<'_> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain(
-                        guard.get_inner_mut(),
-                        self.model,
-                        &mut counts,
-                        &mut self.validator,
-                        self.recorder.as_deref_mut(),
-                    )?;
+                    self.drain(guard.get_inner_mut(), &mut progress.counts)?;
                     guard.clear_ready();
                 }
-                _ = poll.tick() => {
-                    drain(
-                        ring.get_mut(),
-                        self.model,
-                        &mut counts,
-                        &mut self.validator,
-                        self.recorder.as_deref_mut(),
-                    )?;
-                }
+                _ = poll.tick() => self.drain(ring.get_mut(), &mut progress.counts)?,
                 _ = tick.tick() => {
-                    if load_bias.is_none() {
-                        load_bias = self
-                            .pie_pid
-                            .as_ref()
-                            .and_then(|(pid, bin)| crate::process::load_bias(*pid, bin));
-                    }
-                    let now = monotonic_ns();
-                    let t = now.saturating_sub(start_ns) as f64 / 1e9;
-                    sample(self.model, self.recorder.as_deref_mut(), t);
-                    let kernel = self.probes.counters().unwrap_or_default();
-                    let secs = now.saturating_sub(last_tick_ns).max(1) as f64 / 1e9;
-                    self.view.tick(&crate::view::Tick {
-                        t_s: t,
-                        model: self.model,
-                        events_total: counts.events,
-                        events_per_s: (counts.events - last_events) as f64 / secs,
-                        kernel: &kernel,
-                        load_bias: load_bias.unwrap_or(0),
-                    });
-                    last_tick_ns = now;
-                    last_events = counts.events;
-                    if let Some(new) = self.exec_watch.as_mut().and_then(|w| w.check()) {
-                        break EndReason::TargetExec(new);
+                    if let Some(end) = self.tick(&mut progress) {
+                        break end;
                     }
                 }
                 _ = sigint.recv() => break EndReason::Signal,
@@ -216,33 +188,95 @@ impl Session<'_> {
                 status = &mut exited => break EndReason::TargetExit(status),
             }
         };
+        self.finish(ring.get_mut(), end, progress)
+    }
+
+    /// Drains the ring into the model (and the recording).
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        counts: &mut Counts,
+    ) -> Result<(), crate::capture::validate::ValidationError> {
+        drain(
+            ring,
+            self.model,
+            counts,
+            &mut self.validator,
+            self.recorder.as_deref_mut(),
+        )
+    }
+
+    /// Once a second: growth samples, the view, exec detection.
+    fn tick(&mut self, p: &mut Progress) -> Option<EndReason> {
+        if p.load_bias.is_none() {
+            p.load_bias = self
+                .pie_pid
+                .as_ref()
+                .and_then(|(pid, bin)| crate::process::load_bias(*pid, bin));
+        }
+        let now = monotonic_ns();
+        let t = now.saturating_sub(p.start_ns) as f64 / 1e9;
+        sample(self.model, self.recorder.as_deref_mut(), t);
+        let kernel = self.probes.counters().unwrap_or_default();
+        let secs = now.saturating_sub(p.last_tick_ns).max(1) as f64 / 1e9;
+        self.view.tick(&crate::view::Tick {
+            t_s: t,
+            model: self.model,
+            events_total: p.counts.events,
+            events_per_s: (p.counts.events - p.last_events) as f64 / secs,
+            kernel: &kernel,
+            load_bias: p.load_bias.unwrap_or(0),
+        });
+        p.last_tick_ns = now;
+        p.last_events = p.counts.events;
+        self.exec_watch
+            .as_mut()
+            .and_then(|w| w.check())
+            .map(EndReason::TargetExec)
+    }
+
+    /// The last drain and sample, then how the trace ended.
+    fn finish(
+        mut self,
+        ring: &mut RingBuf<MapData>,
+        end: EndReason,
+        mut p: Progress,
+    ) -> anyhow::Result<End> {
         let end_ns = monotonic_ns();
         let end_unix_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
-        drain(
-            ring.get_mut(),
-            self.model,
-            &mut counts,
-            &mut self.validator,
-            self.recorder.as_deref_mut(),
-        )?;
+        self.drain(ring, &mut p.counts)?;
         sample(
             self.model,
             self.recorder.as_deref_mut(),
-            end_ns.saturating_sub(start_ns) as f64 / 1e9,
+            end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
         );
         self.view.close();
-        Ok(Outcome {
-            end,
-            start_ns,
+        let kernel = self.probes.counters()?;
+        let load_bias = match &self.pie_pid {
+            Some((pid, bin)) => p
+                .load_bias
+                .or_else(|| crate::process::load_bias(*pid, bin))
+                .unwrap_or(0),
+            None => 0,
+        };
+        Ok(End {
+            ended_by: end.name().to_string(),
+            exit: match &end {
+                EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+                EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
+                _ => None,
+            },
+            start_ns: p.start_ns,
             end_ns,
-            end_unix_ns,
-            events: counts.events,
-            undecodable: counts.undecodable,
+            end_unix_ns: end_unix_ns as i64,
+            events: p.counts.events,
+            undecodable: p.counts.undecodable,
             load_bias,
+            kernel,
         })
     }
 }

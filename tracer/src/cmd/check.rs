@@ -15,8 +15,8 @@ use tracer_common::{
     CONFIG_FLAG_SUDOG_WINDOW, CONFIG_FLAG_WAIT_CHANS, Config,
 };
 
-use super::trace::TraceOutcome;
-use crate::cmd::cli::CheckArgs;
+use super::Outcome;
+use super::cli::CheckArgs;
 use crate::probe::compat;
 use crate::probe::{ProgramCheck, load_every_program};
 
@@ -66,7 +66,7 @@ pub fn worst_case_config() -> Config {
     }
 }
 
-pub fn run(args: CheckArgs) -> anyhow::Result<TraceOutcome> {
+pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -113,7 +113,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<TraceOutcome> {
             programs.len()
         );
     }
-    Ok(TraceOutcome::listing())
+    Ok(Outcome::listing())
 }
 
 fn program_json(p: &ProgramCheck) -> serde_json::Value {

@@ -1,8 +1,48 @@
-//! The commands: each parses nothing itself (that is [`cli`]), opens what it
-//! needs, drives the pipeline and prints. Only this folder prints to stdout.
+//! The commands. Each one opens what it needs ([`open`]), drives the
+//! pipeline and prints; argument parsing is [`cli`]. Only this folder
+//! prints to stdout, and nothing outside it imports it.
 
 pub mod check;
 pub mod cli;
+pub mod open;
+pub mod probes;
 pub mod report;
 pub mod snapshot;
 pub mod trace;
+
+use crate::report::Report;
+use cli::{Cli, Command};
+
+/// What a command leaves for the exit status.
+pub struct Outcome {
+    /// None for commands that do not build a leak report.
+    pub report: Option<Report>,
+}
+
+impl Outcome {
+    /// Outcome of a command that lists things rather than tracing.
+    pub fn listing() -> Self {
+        Self { report: None }
+    }
+
+    /// 0 when no leak suspects, 3 when there are some.
+    pub fn exit_code(&self) -> u8 {
+        match &self.report {
+            Some(r) if r.suspect_count > 0 => 3,
+            _ => 0,
+        }
+    }
+}
+
+/// Runs the command `cli` names; returns the exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let outcome = match cli.cmd {
+        None => trace::run(cli.trace)?,
+        Some(Command::Report(args)) => report::run(args)?,
+        Some(Command::Top(args)) => trace::run_top(args)?,
+        Some(Command::Probes(args)) => probes::run(args)?,
+        Some(Command::Snapshot(args)) => snapshot::run(args)?,
+        Some(Command::Check(args)) => check::run(args)?,
+    };
+    Ok(outcome.exit_code())
+}

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::trace::{TraceOutcome, Traced, finish, inspect};
+use super::Outcome;
+use super::cli::ReportArgs;
+use super::open::{Opened, inspect};
+use super::trace::finish;
 use crate::capture::record;
-use crate::cmd::cli::ReportArgs;
 
 /// CPU time of the calling thread, in seconds.
 fn thread_cpu_s() -> f64 {
@@ -22,7 +24,7 @@ fn thread_cpu_s() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-pub fn run(args: ReportArgs) -> anyhow::Result<TraceOutcome> {
+pub fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
     let (wall0, cpu0) = (std::time::Instant::now(), thread_cpu_s());
     let capture = record::replay(&args.file)?;
     let (wall, cpu) = (wall0.elapsed().as_secs_f64(), thread_cpu_s() - cpu0);
@@ -59,22 +61,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<TraceOutcome> {
         capture.end.events,
         capture.end.events as f64 / cpu.max(1e-9) / 1e6
     );
-    let layout = bin
-        .layout()
-        .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
-    let symbolizer = bin.symbolizer().context("cannot load symbols")?;
+    let opened = Opened::load(bin, &exe, &shown)?;
     let leak_threshold = args
         .report
         .leak_threshold
         .unwrap_or(Duration::from_nanos(meta.leak_threshold_ns));
-    let traced = Traced {
-        capture,
-        bin,
-        layout,
-        symbolizer,
-    };
     finish(
-        &traced,
+        &capture,
+        &opened,
         Some(&args.output),
         leak_threshold,
         args.report.contexts,

@@ -5,29 +5,30 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 
-use crate::cmd::cli::SnapshotArgs;
+use super::Outcome;
+use super::cli::SnapshotArgs;
+use super::open::Opened;
 use crate::process;
 use crate::report::snapshot::{self as group, SnapReport};
 use crate::resolve::StackResolver;
 
-pub fn run(args: SnapshotArgs) -> anyhow::Result<()> {
+pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
     let pid = args.pid;
     let shown = format!("PID {pid}");
     let exe = process::exe_of(pid)?;
-    let bin = super::trace::inspect(&exe, &shown)?;
-    let layout = bin
-        .layout()
-        .with_context(|| format!("cannot read the Go runtime layout of {shown}"))?;
-    let bias = if bin.is_pie() {
-        process::load_bias(pid, &exe)
-            .with_context(|| format!("cannot find where {shown} loaded its executable"))?
-    } else {
-        0
-    };
-    let snap = crate::snapshot::take(pid, &bin, &layout, bias)?;
-    let symbolizer = bin.symbolizer().context("cannot load symbols")?;
+    let opened = Opened::open(&exe, &shown)?;
+    let bias = opened
+        .load_bias(pid)
+        .with_context(|| format!("cannot find where {shown} loaded its executable"))?;
+    let Opened {
+        bin,
+        layout,
+        symbolizer,
+        ..
+    } = &opened;
+    let snap = crate::snapshot::take(pid, bin, layout, bias)?;
     let raw: HashMap<i32, Vec<u64>> = snap.stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
-    let mut resolver = StackResolver::new(&bin, &symbolizer, raw, bias);
+    let mut resolver = StackResolver::new(bin, symbolizer, raw, bias);
     let (groups, system) = group::build(&snap, &mut resolver, &layout.wait_reasons, args.all);
     let report = SnapReport {
         pid,
@@ -49,5 +50,5 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<()> {
         print!("{}", group::render(&report));
     }
     eprintln!("gotrace: {}", group::summary(&report, args.all));
-    Ok(())
+    Ok(Outcome::listing())
 }

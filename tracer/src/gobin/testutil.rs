@@ -145,6 +145,9 @@ pub fn build_testdata(program: &str, minor: &str, opts: BuildOpts<'_>) -> Result
     let src = testdata_dir().join(program);
     let mut hasher = DefaultHasher::new();
     hash_dir(&src, &mut hasher).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    // The source path is in the binary's DWARF: checkouts in different
+    // places must not share a build.
+    src.hash(&mut hasher);
     opts.args.hash(&mut hasher);
     opts.env.hash(&mut hasher);
     let version = toolchain_version(&go);

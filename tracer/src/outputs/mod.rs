@@ -23,7 +23,8 @@ pub struct Options<'a> {
     pub leak_threshold: Duration,
 }
 
-pub struct Produced {
+/// What `produce` made: the report, and where its files went.
+pub struct Written {
     pub report: Report,
     pub report_path: Option<PathBuf>,
     /// One line per file written ("Blocked goroutines…: out/blocked.svg").
@@ -36,7 +37,7 @@ pub fn produce(
     layout: &RuntimeLayout,
     symbolizer: &Symbolizer,
     opts: &Options<'_>,
-) -> anyhow::Result<Produced> {
+) -> anyhow::Result<Written> {
     let Capture {
         meta,
         model,
@@ -112,7 +113,7 @@ pub fn produce(
         },
     };
     let Some(dir) = opts.dir else {
-        return Ok(Produced {
+        return Ok(Written {
             report,
             report_path: None,
             notes: Vec::new(),
@@ -143,7 +144,7 @@ pub fn produce(
     let json = serde_json::to_string_pretty(&report)?;
     crate::outputs::file::write(&report_path, (json + "\n").as_bytes())
         .with_context(|| format!("cannot write {}", report_path.display()))?;
-    Ok(Produced {
+    Ok(Written {
         report,
         report_path: Some(report_path),
         notes,
