@@ -13,7 +13,7 @@ use crate::capture::Capture;
 use crate::gobin::GoBinary;
 use crate::gobin::layout::RuntimeLayout;
 use crate::gobin::symbolize::Symbolizer;
-use crate::report::{self, BuildInput, Report};
+use crate::report::{self, Report};
 use crate::resolve::StackResolver;
 
 pub struct Options<'a> {
@@ -39,79 +39,19 @@ pub fn produce(
     opts: &Options<'_>,
 ) -> anyhow::Result<Written> {
     let Capture {
-        meta,
-        model,
-        stacks,
-        end,
+        meta, stacks, end, ..
     } = capture;
     let raw: HashMap<i32, Vec<u64>> = stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
     let mut resolver = StackResolver::new(bin, symbolizer, raw, end.load_bias);
-    let leak_threshold_s = opts.leak_threshold.as_secs_f64();
-    let mut report = report::build(BuildInput {
-        model: &model.goroutines,
-        resolver: &mut resolver,
-        wait_reasons: &layout.wait_reasons,
-        start_ns: end.start_ns,
-        end_ns: end.end_ns,
-        leak_threshold: opts.leak_threshold,
-        target: report::Target {
-            pid: meta.pid,
-            exe: meta.exe.clone(),
-            go_version: meta.go_version.clone(),
-            arch: meta.arch.clone(),
-            exit: end.exit.clone(),
+    let report = report::assemble(
+        report::Input {
+            capture,
+            bin,
+            wait_reasons: &layout.wait_reasons,
+            leak_threshold: opts.leak_threshold,
         },
-        trace: report::Trace {
-            duration_s: 0.0,
-            ended_by: end.ended_by.clone(),
-            leak_threshold_s: 0.0,
-            probes_attached: meta.probes_attached,
-            events_received: end.events,
-            events_undecodable: end.undecodable,
-            kernel: end.kernel.clone(),
-            duplicates_ignored: 0,
-            inconsistent_events: 0,
-            snapshot: meta.snapshot.clone(),
-        },
-    });
-    report.contexts = match &meta.contexts_not_traced {
-        None => {
-            let itabs = bin.itabs().context("cannot read the binary's itabs")?;
-            report::contexts::build(
-                &model.contexts,
-                &model.goroutines,
-                &mut resolver,
-                &report::contexts::ContextInput {
-                    itabs: &itabs,
-                    end_ns: end.end_ns,
-                    end_unix_ns: end.end_unix_ns as i128,
-                    leak_threshold_s,
-                },
-            )
-        }
-        Some(why) => report::contexts::ContextReport {
-            not_traced: Some(why.clone()),
-            ..Default::default()
-        },
-    };
-    report.timers = match &meta.timers_not_traced {
-        None => report::timers::build(
-            &model.timers,
-            &model.goroutines,
-            &mut resolver,
-            &report::timers::TimerInput {
-                end_ns: end.end_ns,
-                leak_threshold_s,
-                collects_unreferenced: crate::goruntime::hooks::unreferenced_timers_collected(
-                    bin.version(),
-                ),
-            },
-        ),
-        Some(why) => report::timers::TimerReport {
-            not_traced: Some(why.clone()),
-            ..Default::default()
-        },
-    };
+        &mut resolver,
+    )?;
     let Some(dir) = opts.dir else {
         return Ok(Written {
             report,

@@ -1,19 +1,19 @@
-//! Builds the report from the model: live goroutines grouped by (start
+//! The goroutine half of the report: live goroutines grouped by (start
 //! function, creation site, blocked site, wait reason), classified into the
-//! leak patterns of `shared/leak-patterns.md`, plus per-site growth.
+//! leak patterns of the catalogue (README), plus per-site growth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::{GoroutineCounts, Group, Growth, Report, SCHEMA_VERSION, Summary, Target, Tool, Trace};
+use super::{GoroutineCounts, Group, Growth, Summary};
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::wait_reason::{self, Pattern};
 use crate::goruntime::{is_system_function, is_user_function};
 use crate::model::{GoroutineModel, Origin, SiteKey, SiteStats, State};
 use crate::resolve::StackResolver;
 
-/// Everything the report needs besides the model.
-pub struct BuildInput<'a, 'r> {
+/// What grouping needs besides the model.
+pub struct GroupInput<'a, 'r> {
     pub model: &'a GoroutineModel,
     pub resolver: &'a mut StackResolver<'r>,
     /// Wait-reason value → runtime constant name (from DWARF).
@@ -21,9 +21,16 @@ pub struct BuildInput<'a, 'r> {
     pub start_ns: u64,
     pub end_ns: u64,
     pub leak_threshold: Duration,
-    pub target: Target,
-    /// Trace metadata; its duration and threshold are filled in here.
-    pub trace: Trace,
+}
+
+/// The goroutine half of the report.
+pub struct Groups {
+    pub counts: GoroutineCounts,
+    pub verdict: String,
+    pub suspect_count: usize,
+    pub suspects: Vec<Group>,
+    pub live: Vec<Group>,
+    pub growth: Vec<Growth>,
 }
 
 const SAMPLE_GOIDS: usize = 5;
@@ -40,8 +47,9 @@ struct GroupKey {
     idle: Option<&'static str>,
 }
 
+/// The goroutines of one group, as they are found.
 #[derive(Default)]
-struct Acc {
+struct Members {
     goids: Vec<u64>,
     parents: Vec<u64>,
     ages: Vec<f64>,
@@ -105,31 +113,70 @@ fn unbounded(site: &SiteStats) -> bool {
     rising && site.monotonic_fraction() >= 0.7 && site.live_slope().is_some_and(|k| k >= 1.0)
 }
 
-pub fn build(input: BuildInput<'_, '_>) -> Report {
-    let BuildInput {
+pub fn build(input: GroupInput<'_, '_>) -> Groups {
+    let GroupInput {
         model,
         resolver,
         wait_reasons,
         start_ns,
         end_ns,
         leak_threshold,
-        target,
-        mut trace,
     } = input;
     let duration_s = secs(end_ns.saturating_sub(start_ns)).max(1e-9);
-    let threshold_s = leak_threshold.as_secs_f64();
-    let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
-    let (mut live_user, mut live_system) = (0, 0);
+    let found = collect(model, resolver, wait_reasons, end_ns, leak_threshold);
+    let (suspects, live) = into_groups(found.groups, model, duration_s);
+    let growth = growth(model, resolver, duration_s);
+    let suspect_count: usize = suspects.iter().map(|g| g.count).sum();
+    let stats = model.stats();
+    Groups {
+        counts: GoroutineCounts {
+            created: stats.created,
+            exited: stats.exited,
+            live_at_end: model.live_count(),
+            live_user: found.live_user,
+            live_system: found.live_system,
+            seen_before_attach: stats.seen_before_attach,
+            read_at_attach: stats.from_snapshot,
+            unseen_exits: stats.unseen_exits,
+        },
+        verdict: verdict(suspect_count, suspects.len()),
+        suspect_count,
+        suspects,
+        live,
+        growth,
+    }
+}
 
+/// Live goroutines by group key, and how many are the program's.
+struct Found {
+    groups: HashMap<GroupKey, Members>,
+    live_user: usize,
+    live_system: usize,
+}
+
+/// Sorts every live goroutine into its group.
+fn collect(
+    model: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    wait_reasons: &BTreeMap<u8, String>,
+    end_ns: u64,
+    leak_threshold: Duration,
+) -> Found {
+    let threshold_s = leak_threshold.as_secs_f64();
+    let mut found = Found {
+        groups: HashMap::new(),
+        live_user: 0,
+        live_system: 0,
+    };
     let mut live: Vec<_> = model.live().collect();
     live.sort_by_key(|g| g.goid());
     for g in live {
         let start_function = resolver.start_function(g.startpc());
         if is_system_function(&start_function) {
-            live_system += 1;
+            found.live_system += 1;
             continue;
         }
-        live_user += 1;
+        found.live_user += 1;
         let created_at = resolver.pc(g.gopc(), true);
         let state = g.state();
         let parked_before_attach = matches!(state, State::Parked(p) if p.before_attach);
@@ -160,94 +207,119 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             pattern,
             idle,
         };
-        let acc = groups.entry(key).or_default();
-        if acc.goids.is_empty() {
-            acc.creation_stack = g
+        let m = found.groups.entry(key).or_default();
+        if m.goids.is_empty() {
+            m.creation_stack = g
                 .create_stack()
                 .map(|s| resolver.frames(s))
                 .unwrap_or_default()
                 .into_iter()
                 .skip_while(|f| f.function.starts_with("runtime."))
                 .collect();
-            acc.blocked_stack = blocked_stack;
-            acc.site = Some(g.site());
+            m.blocked_stack = blocked_stack;
+            m.site = Some(g.site());
         }
-        acc.goids.push(g.goid());
+        m.goids.push(g.goid());
         if let Some(p) = g.parent_goid()
-            && acc.parents.len() < SAMPLE_GOIDS
-            && !acc.parents.contains(&p)
+            && m.parents.len() < SAMPLE_GOIDS
+            && !m.parents.contains(&p)
         {
-            acc.parents.push(p);
+            m.parents.push(p);
         }
-        acc.blocked_for.extend(blocked_for);
-        acc.blocked_before_attach += usize::from(parked_before_attach);
+        m.blocked_for.extend(blocked_for);
+        m.blocked_before_attach += usize::from(parked_before_attach);
         match (g.origin(), g.created_ns()) {
-            (Origin::Created, Some(t)) => acc.ages.push(secs(end_ns.saturating_sub(t))),
-            _ => acc.before_attach += 1,
+            (Origin::Created, Some(t)) => m.ages.push(secs(end_ns.saturating_sub(t))),
+            _ => m.before_attach += 1,
         }
     }
+    found
+}
 
+/// The groups, suspects apart, each list in a fixed order.
+fn into_groups(
+    groups: HashMap<GroupKey, Members>,
+    model: &GoroutineModel,
+    duration_s: f64,
+) -> (Vec<Group>, Vec<Group>) {
     let site_growth = |site: Option<SiteKey>| -> Option<f64> {
         let s = model.sites().get(&site?)?;
         (s.created > 0).then(|| (s.created as f64 - s.exited as f64) / duration_s)
     };
     let (mut suspects, mut others) = (Vec::new(), Vec::new());
-    for (key, acc) in groups {
-        let group = Group {
-            pattern: key.pattern,
-            description: if let Some(what) = key.idle {
-                format!("{what} (idle by design)")
-            } else if key.wait_reason.is_some() {
-                key.pattern.describe().to_string()
-            } else {
-                "runnable or running".to_string()
-            },
-            leak_pattern: key
-                .pattern
-                .leak_pattern_number()
-                .filter(|_| key.wait_reason.is_some()),
-            state: if key.wait_reason.is_some() {
-                "blocked"
-            } else {
-                "runnable"
-            }
-            .to_string(),
-            wait_reason: key.wait_reason,
-            count: acc.goids.len(),
-            sample_goids: acc.goids.iter().copied().take(SAMPLE_GOIDS).collect(),
-            parent_goids: acc.parents,
-            start_function: key.start_function,
-            created_at: key.created_at,
-            blocked_at: key.blocked_at,
-            age_s: Summary::of(acc.ages),
-            before_attach: acc.before_attach,
-            blocked_for_s: Summary::of(acc.blocked_for),
-            blocked_before_attach: acc.blocked_before_attach,
-            creation_stack: acc.creation_stack,
-            blocked_stack: acc.blocked_stack,
-            growth_per_s: site_growth(acc.site),
-        };
-        if key.suspect {
+    for (key, m) in groups {
+        let suspect = key.suspect;
+        let growth_per_s = site_growth(m.site);
+        let group = group(key, m, growth_per_s);
+        if suspect {
             suspects.push(group)
         } else {
             others.push(group)
         }
     }
-    let order = |a: &Group, b: &Group| {
-        let age = |g: &Group| g.blocked_for_s.as_ref().map(|s| s.max).unwrap_or(0.0);
-        b.count
-            .cmp(&a.count)
-            .then(age(b).total_cmp(&age(a)))
-            .then(a.start_function.cmp(&b.start_function))
-            // Ties in a fixed order: outputs must not depend on hash order.
-            .then_with(|| a.created_at.cmp(&b.created_at))
-            .then_with(|| a.blocked_at.cmp(&b.blocked_at))
-            .then_with(|| a.wait_reason.cmp(&b.wait_reason))
-            .then_with(|| a.sample_goids.cmp(&b.sample_goids))
-    };
     suspects.sort_by(order);
     others.sort_by(order);
+    (suspects, others)
+}
 
+fn group(key: GroupKey, m: Members, growth_per_s: Option<f64>) -> Group {
+    Group {
+        pattern: key.pattern,
+        description: if let Some(what) = key.idle {
+            format!("{what} (idle by design)")
+        } else if key.wait_reason.is_some() {
+            key.pattern.describe().to_string()
+        } else {
+            "runnable or running".to_string()
+        },
+        leak_pattern: key
+            .pattern
+            .leak_pattern_number()
+            .filter(|_| key.wait_reason.is_some()),
+        state: if key.wait_reason.is_some() {
+            "blocked"
+        } else {
+            "runnable"
+        }
+        .to_string(),
+        wait_reason: key.wait_reason,
+        count: m.goids.len(),
+        sample_goids: m.goids.iter().copied().take(SAMPLE_GOIDS).collect(),
+        parent_goids: m.parents,
+        start_function: key.start_function,
+        created_at: key.created_at,
+        blocked_at: key.blocked_at,
+        age_s: Summary::of(m.ages),
+        before_attach: m.before_attach,
+        blocked_for_s: Summary::of(m.blocked_for),
+        blocked_before_attach: m.blocked_before_attach,
+        creation_stack: m.creation_stack,
+        blocked_stack: m.blocked_stack,
+        growth_per_s,
+    }
+}
+
+/// Biggest first, then longest blocked; ties in a fixed order, so outputs
+/// never depend on hash order.
+fn order(a: &Group, b: &Group) -> std::cmp::Ordering {
+    let age = |g: &Group| g.blocked_for_s.as_ref().map(|s| s.max).unwrap_or(0.0);
+    b.count
+        .cmp(&a.count)
+        .then(age(b).total_cmp(&age(a)))
+        .then(a.start_function.cmp(&b.start_function))
+        .then_with(|| a.created_at.cmp(&b.created_at))
+        .then_with(|| a.blocked_at.cmp(&b.blocked_at))
+        .then_with(|| a.wait_reason.cmp(&b.wait_reason))
+        .then_with(|| a.sample_goids.cmp(&b.sample_goids))
+}
+
+/// Per creation site of the program: created, exited, and whether the live
+/// count grew without bound.
+fn growth(
+    model: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    duration_s: f64,
+) -> Vec<Growth> {
     let mut growth: Vec<Growth> = model
         .sites()
         .iter()
@@ -280,50 +352,19 @@ pub fn build(input: BuildInput<'_, '_>) -> Report {
             .then_with(|| a.start_function.cmp(&b.start_function))
             .then_with(|| a.created_at.cmp(&b.created_at))
     });
+    growth
+}
 
-    let suspect_count: usize = suspects.iter().map(|g| g.count).sum();
-    let verdict = if suspect_count == 0 {
-        "no leak suspects".to_string()
-    } else {
-        let plural = |n: usize| if n == 1 { "" } else { "s" };
-        format!(
-            "{suspect_count} leak suspect{} in {} group{}",
-            plural(suspect_count),
-            suspects.len(),
-            plural(suspects.len())
-        )
-    };
-    let stats = model.stats();
-    trace.duration_s = duration_s;
-    trace.leak_threshold_s = threshold_s;
-    trace.duplicates_ignored = stats.duplicates;
-    trace.inconsistent_events = stats.inconsistent;
-    Report {
-        schema_version: SCHEMA_VERSION,
-        tool: Tool {
-            name: "gotrace",
-            version: env!("CARGO_PKG_VERSION"),
-        },
-        target,
-        trace,
-        goroutines: GoroutineCounts {
-            created: stats.created,
-            exited: stats.exited,
-            live_at_end: model.live_count(),
-            live_user,
-            live_system,
-            seen_before_attach: stats.seen_before_attach,
-            read_at_attach: stats.from_snapshot,
-            unseen_exits: stats.unseen_exits,
-        },
-        verdict,
-        suspect_count,
-        suspects,
-        live: others,
-        growth,
-        contexts: Default::default(),
-        timers: Default::default(),
+fn verdict(suspect_count: usize, groups: usize) -> String {
+    if suspect_count == 0 {
+        return "no leak suspects".to_string();
     }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    format!(
+        "{suspect_count} leak suspect{} in {groups} group{}",
+        plural(suspect_count),
+        plural(groups)
+    )
 }
 
 #[cfg(test)]

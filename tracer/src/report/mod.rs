@@ -1,8 +1,10 @@
 //! The leak report: a serialisable view built from the model. `report.json`
 //! is this struct through serde_json; the text summary renders the same data.
 //!
-//! Schema changes bump [`SCHEMA_VERSION`] and are documented in README.md.
+//! [`assemble`] builds it, once, from a capture. Schema changes bump
+//! [`SCHEMA_VERSION`] and are documented in docs/report-schema.md.
 
+pub mod assemble;
 pub mod contexts;
 mod ctx_text;
 pub mod groups;
@@ -16,7 +18,7 @@ use crate::gobin::symbolize::Frame;
 use crate::goruntime::wait_reason::Pattern;
 use crate::probe::counters::KernelCounters;
 
-pub use groups::{BuildInput, build};
+pub use assemble::{Input, assemble};
 
 pub const SCHEMA_VERSION: u32 = 1;
 

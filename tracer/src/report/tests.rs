@@ -6,28 +6,13 @@ use std::time::Duration;
 
 use tracer_common::{EventHeader, GoCreateEvent, GoIdentity, GoParkEvent};
 
-use super::{BuildInput, Target, Trace, build};
+use super::groups::{GroupInput, build};
 use crate::decode::Event;
 use crate::gobin::GoBinary;
 use crate::gobin::testutil::probe;
 use crate::gobin::wrappers::go_wrapper_callee;
 use crate::model::GoroutineModel;
 use crate::resolve::StackResolver;
-
-fn trace_meta() -> Trace {
-    Trace {
-        duration_s: 0.0,
-        ended_by: "duration".into(),
-        leak_threshold_s: 0.0,
-        probes_attached: 6,
-        events_received: 0,
-        events_undecodable: 0,
-        kernel: Default::default(),
-        duplicates_ignored: 0,
-        inconsistent_events: 0,
-        snapshot: None,
-    }
-}
 
 #[test]
 fn blocked_goroutines_grouped_with_real_names() {
@@ -105,21 +90,13 @@ fn blocked_goroutines_grouped_with_real_names() {
             ),
         ]);
         let mut resolver = StackResolver::new(&bin, &symbolizer, raw, 0);
-        let report = build(BuildInput {
+        let report = build(GroupInput {
             model: &model,
             resolver: &mut resolver,
             wait_reasons: &layout.wait_reasons,
             start_ns: 0,
             end_ns: 10_000_000_000,
             leak_threshold: Duration::from_secs(5),
-            target: Target {
-                pid: 1,
-                exe: "probe".into(),
-                go_version: minor.into(),
-                arch: "x86_64".into(),
-                exit: None,
-            },
-            trace: trace_meta(),
         });
         assert_eq!(report.suspect_count, 3, "Go {minor}");
         let grp = &report.suspects[0];
