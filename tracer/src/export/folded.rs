@@ -30,13 +30,6 @@ pub struct Stacks {
     pub suspects: Vec<Weighted>,
 }
 
-fn wait_text(names: &std::collections::BTreeMap<u8, String>, reason: u8) -> String {
-    match names.get(&reason) {
-        Some(n) => wait_reason::from_constant(n).text,
-        None => format!("wait reason {reason}"),
-    }
-}
-
 pub fn collect(
     gs: &GoroutineModel,
     resolver: &mut StackResolver<'_>,
@@ -54,7 +47,7 @@ pub fn collect(
             continue;
         }
         let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
-        let root = Some(wait_text(wait_reasons, p.reason));
+        let root = Some(wait_reason::text(wait_reasons, p.reason));
         if end_ns.saturating_sub(p.since_ns) >= leak_threshold_ns {
             suspects.push(Weighted {
                 frames: frames.clone(),
@@ -86,7 +79,7 @@ pub fn collect(
         .filter(|(_, ns)| *ns >= 1_000)
         .map(|((stack, reason), ns)| Weighted {
             frames: stack.map(|s| resolver.frames(s)).unwrap_or_default(),
-            root: Some(wait_text(wait_reasons, reason)),
+            root: Some(wait_reason::text(wait_reasons, reason)),
             leaf: None,
             weight: ns / 1_000,
         })

@@ -42,7 +42,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
 use serde_json::{Value, json};
-use tracer_common::{CANCEL_CAUSE_IS_ERR, CANCEL_ERR_CANCELED, CANCEL_ERR_DEADLINE};
+use tracer_common::CANCEL_CAUSE_IS_ERR;
+
+use crate::model::contexts::cancel_error_name;
 
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::{is_system_function, is_user_function, wait_reason};
@@ -201,13 +203,6 @@ fn where_text(frames: &[Frame]) -> Option<String> {
         .map(frame_text)
 }
 
-fn wait_text(names: &BTreeMap<u8, String>, reason: u8) -> String {
-    match names.get(&reason) {
-        Some(n) => wait_reason::from_constant(n).text,
-        None => format!("wait reason {reason}"),
-    }
-}
-
 /// Writes the timeline. Deterministic: the same model gives the same bytes.
 pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Result<Summary> {
     let tl = input.timeline;
@@ -296,13 +291,7 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
         };
         let mut args = serde_json::Map::new();
         args.insert("context".into(), json!(pos.get(&(c.node as usize))));
-        let err = if c.flags & CANCEL_ERR_CANCELED != 0 {
-            "context.Canceled"
-        } else if c.flags & CANCEL_ERR_DEADLINE != 0 {
-            "context.DeadlineExceeded"
-        } else {
-            "unknown"
-        };
+        let err = cancel_error_name(c.flags);
         args.insert("err".into(), json!(err));
         if let Some(cancel) = &node.cancel {
             if c.flags & CANCEL_CAUSE_IS_ERR == 0
@@ -442,7 +431,11 @@ fn write_slices<W: Write>(
                 if let Some(at) = at {
                     args.insert("blocked_at".into(), json!(at));
                 }
-                (wait_text(input.wait_reasons, reason), "blocked", args)
+                (
+                    wait_reason::text(input.wait_reasons, reason),
+                    "blocked",
+                    args,
+                )
             }
         };
         if k == 0

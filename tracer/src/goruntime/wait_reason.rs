@@ -242,6 +242,24 @@ pub struct WaitReason {
     pub pattern: Pattern,
 }
 
+/// What a raw `g.waitreason` value means in a binary whose constants are
+/// `names` (value → constant name, from DWARF): Go's text and the pattern,
+/// or "wait reason N" when the binary does not say.
+pub fn of_value(names: &std::collections::BTreeMap<u8, String>, value: u8) -> WaitReason {
+    match names.get(&value) {
+        Some(name) => from_constant(name),
+        None => WaitReason {
+            text: format!("wait reason {value}"),
+            pattern: Pattern::Other,
+        },
+    }
+}
+
+/// Go's text for a raw `g.waitreason` value (see [`of_value`]).
+pub fn text(names: &std::collections::BTreeMap<u8, String>, value: u8) -> String {
+    of_value(names, value).text
+}
+
 /// Looks up a wait-reason constant name (without the `runtime.` prefix).
 pub fn from_constant(name: &str) -> WaitReason {
     match TABLE.iter().find(|(n, _, _)| *n == name) {

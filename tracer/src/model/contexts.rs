@@ -49,6 +49,18 @@ pub struct Cancel {
     pub caller_pc: u64,
 }
 
+/// The error a cancel set, by its Go name: "context.Canceled",
+/// "context.DeadlineExceeded", or "unknown" when the probe could not tell.
+pub fn cancel_error_name(flags: u32) -> &'static str {
+    if flags & tracer_common::CANCEL_ERR_CANCELED != 0 {
+        "context.Canceled"
+    } else if flags & tracer_common::CANCEL_ERR_DEADLINE != 0 {
+        "context.DeadlineExceeded"
+    } else {
+        "unknown"
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CtxNode {
     pub id: usize,

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use tracer_common::{
-    CANCEL_CAUSE_IS_ERR, CANCEL_ERR_CANCELED, CANCEL_ERR_DEADLINE, CANCEL_METHOD_AFTER_FUNC_CTX,
-    CANCEL_METHOD_TIMER_CTX,
+    CANCEL_CAUSE_IS_ERR, CANCEL_ERR_DEADLINE, CANCEL_METHOD_AFTER_FUNC_CTX, CANCEL_METHOD_TIMER_CTX,
 };
 
 use super::Summary;
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::{is_system_function, is_user_function};
-use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent};
+use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent, cancel_error_name};
 use crate::model::{GoroutineModel, State};
 use crate::resolve::StackResolver;
 
@@ -296,13 +295,7 @@ pub fn build(
             let o = origin(&caller, c);
             origins[i] = Some(o);
             let stack = c.stack.map(|s| resolver.frames(s)).unwrap_or_default();
-            let err = if c.flags & CANCEL_ERR_CANCELED != 0 {
-                "context.Canceled"
-            } else if c.flags & CANCEL_ERR_DEADLINE != 0 {
-                "context.DeadlineExceeded"
-            } else {
-                "unknown"
-            };
+            let err = cancel_error_name(c.flags);
             let cause = (c.flags & CANCEL_CAUSE_IS_ERR == 0).then(|| {
                 let ty = itab_type(itabs, c.cause_itab).unwrap_or("error");
                 match &c.cause_msg {

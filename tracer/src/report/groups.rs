@@ -72,13 +72,7 @@ fn classify(
     names: &BTreeMap<u8, String>,
     frames: &[Frame],
 ) -> (String, Pattern, Option<&'static str>) {
-    let (text, pattern) = match names.get(&raw_reason) {
-        Some(name) => {
-            let r = wait_reason::from_constant(name);
-            (r.text, r.pattern)
-        }
-        None => (format!("wait reason {raw_reason}"), Pattern::Other),
-    };
+    let wait_reason::WaitReason { text, pattern } = wait_reason::of_value(names, raw_reason);
     let functions = frames.iter().map(|f| f.function.as_str());
     let user_code = frames.iter().any(|f| is_program_frame(&f.function));
     let (pattern, idle) = wait_reason::classify_stack(pattern, functions, user_code);

@@ -108,10 +108,7 @@ pub fn build(
         while stack.last().is_some_and(|f| f.function == "runtime.goexit") {
             stack.pop();
         }
-        let wait_reason = key.reason.map(|r| match wait_reasons.get(&r) {
-            Some(name) => wait_reason::from_constant(name).text,
-            None => format!("wait reason {r}"),
-        });
+        let wait_reason = key.reason.map(|r| wait_reason::text(wait_reasons, r));
         let mut parents = Vec::new();
         for p in gs.iter().filter_map(|g| g.parent_goid) {
             if parents.len() < PARENTS && !parents.contains(&p) {

@@ -121,13 +121,7 @@ impl<'a> Top<'a> {
         }
         let mut by_reason: Vec<(String, usize)> = reasons
             .into_iter()
-            .map(|(r, n)| {
-                let text = match wait_reasons.get(&r) {
-                    Some(c) => wait_reason::from_constant(c).text,
-                    None => format!("wait reason {r}"),
-                };
-                (text, n)
-            })
+            .map(|(r, n)| (wait_reason::text(wait_reasons, r), n))
             .collect();
         by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
