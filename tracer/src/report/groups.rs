@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use super::grouping::{SAMPLE, add_parent, blocked_site, first_program_frame};
 use super::{GoroutineCounts, Group, Growth, Summary};
 use crate::gobin::symbolize::Frame;
+use crate::goruntime::is_system_function;
 use crate::goruntime::wait_reason::{self, Pattern};
-use crate::goruntime::{is_system_function, is_user_function};
 use crate::model::{GoroutineModel, Origin, SiteKey, SiteStats, State};
 use crate::resolve::StackResolver;
 
@@ -32,8 +33,6 @@ pub struct Groups {
     pub live: Vec<Group>,
     pub growth: Vec<Growth>,
 }
-
-const SAMPLE_GOIDS: usize = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct GroupKey {
@@ -74,23 +73,9 @@ fn classify(
 ) -> (String, Pattern, Option<&'static str>) {
     let wait_reason::WaitReason { text, pattern } = wait_reason::of_value(names, raw_reason);
     let functions = frames.iter().map(|f| f.function.as_str());
-    let user_code = frames.iter().any(|f| is_program_frame(&f.function));
+    let user_code = first_program_frame(frames).is_some();
     let (pattern, idle) = wait_reason::classify_stack(pattern, functions, user_code);
     (text, pattern, idle)
-}
-
-/// The program's own code (`go` statement wrappers are already hidden by the
-/// resolver).
-fn is_program_frame(function: &str) -> bool {
-    is_user_function(function)
-}
-
-fn blocked_site(frames: &[Frame]) -> Option<Frame> {
-    frames
-        .iter()
-        .find(|f| is_program_frame(&f.function))
-        .or_else(|| frames.iter().find(|f| !f.function.starts_with("runtime.")))
-        .cloned()
 }
 
 /// Live count rose across the whole trace, not just once: the first third,
@@ -214,11 +199,8 @@ fn collect(
             m.site = Some(g.site());
         }
         m.goids.push(g.goid());
-        if let Some(p) = g.parent_goid()
-            && m.parents.len() < SAMPLE_GOIDS
-            && !m.parents.contains(&p)
-        {
-            m.parents.push(p);
+        if let Some(p) = g.parent_goid() {
+            add_parent(&mut m.parents, p);
         }
         m.blocked_for.extend(blocked_for);
         m.blocked_before_attach += usize::from(parked_before_attach);
@@ -278,7 +260,7 @@ fn group(key: GroupKey, m: Members, growth_per_s: Option<f64>) -> Group {
         .to_string(),
         wait_reason: key.wait_reason,
         count: m.goids.len(),
-        sample_goids: m.goids.iter().copied().take(SAMPLE_GOIDS).collect(),
+        sample_goids: m.goids.iter().copied().take(SAMPLE).collect(),
         parent_goids: m.parents,
         start_function: key.start_function,
         created_at: key.created_at,
@@ -379,25 +361,5 @@ mod tests {
             ..Default::default()
         };
         assert!(!unbounded(&burst));
-    }
-
-    #[test]
-    fn blocked_site_prefers_program_code() {
-        let f = |name: &str| Frame {
-            function: name.into(),
-            file: None,
-            line: 0,
-        };
-        let frames = vec![
-            f("runtime.gopark"),
-            f("sync.(*WaitGroup).Wait"),
-            f("main.waiter"),
-        ];
-        assert_eq!(blocked_site(&frames).unwrap().function, "main.waiter");
-        let std_only = vec![f("runtime.gopark"), f("net/http.(*conn).serve")];
-        assert_eq!(
-            blocked_site(&std_only).unwrap().function,
-            "net/http.(*conn).serve"
-        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod assemble;
 pub mod contexts;
 mod ctx_text;
+pub mod grouping;
 pub mod groups;
 pub mod snapshot;
 pub mod text;

@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Summary;
+use super::grouping::{add_parent, first_program_frame};
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::gstatus::GState;
-use crate::goruntime::{is_system_function, is_user_function, wait_reason};
+use crate::goruntime::{is_system_function, wait_reason};
 use crate::model::StackRef;
 use crate::model::existing::{SnapGoroutine, SnapStats, Snapshot};
 use crate::resolve::StackResolver;
@@ -61,8 +62,6 @@ pub struct SnapReport {
     pub stats: SnapStats,
 }
 
-const PARENTS: usize = 5;
-
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     state: GState,
@@ -111,9 +110,7 @@ pub fn build(
         let wait_reason = key.reason.map(|r| wait_reason::text(wait_reasons, r));
         let mut parents = Vec::new();
         for p in gs.iter().filter_map(|g| g.parent_goid) {
-            if parents.len() < PARENTS && !parents.contains(&p) {
-                parents.push(p);
-            }
+            add_parent(&mut parents, p);
         }
         let since: Vec<f64> = gs
             .iter()
@@ -132,10 +129,7 @@ pub fn build(
             system,
             start_function,
             created_at: resolver.pc(key.gopc, true),
-            blocked_at: stack
-                .iter()
-                .find(|f| is_user_function(&f.function))
-                .cloned(),
+            blocked_at: first_program_frame(&stack).cloned(),
             parent_goids: parents,
             blocked_for_s: Summary::of(since),
             no_stack: match (key.stack, key.state) {
