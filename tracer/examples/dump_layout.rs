@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use tracer::gobin::GoBinary;
-use tracer::gobin::layouts::LayoutTable;
+use tracer::gobin::layout_table::LayoutTable;
 
 fn main() -> ExitCode {
     let paths: Vec<String> = std::env::args().skip(1).collect();

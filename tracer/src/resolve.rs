@@ -1,5 +1,7 @@
-//! Raw stacks (kernel stack-map ids + the entry return address) → symbolised
-//! frames.
+//! The symbol service: raw stacks (stack ids + the entry return address)
+//! and single pcs of one target binary → symbolised frames. The report,
+//! the exports, the snapshot report and the live view all resolve through
+//! it, so a frame reads the same everywhere.
 
 use std::collections::HashMap;
 
@@ -12,7 +14,7 @@ use crate::model::StackRef;
 pub struct StackResolver<'a> {
     bin: &'a GoBinary,
     symbolizer: &'a Symbolizer,
-    /// Raw stacks by kernel stack id, innermost first.
+    /// Raw stacks by stack id, innermost first.
     raw: HashMap<i32, Vec<u64>>,
     /// Runtime address minus binary vaddr (non-zero for PIE).
     bias: u64,

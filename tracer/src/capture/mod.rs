@@ -60,7 +60,8 @@ pub struct End {
 pub struct Capture {
     pub meta: Meta,
     pub model: Model,
-    /// Raw user stacks (innermost first) by kernel stack id.
+    /// Raw user stacks (innermost first) by stack id: the eBPF walk's and
+    /// the attach snapshot's.
     pub stacks: BTreeMap<i32, Vec<u64>>,
     pub end: End,
 }

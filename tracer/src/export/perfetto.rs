@@ -106,7 +106,7 @@ pub const CANCEL_NAME: &str = "context cancel";
 pub const TRUNCATED_NAME: &str = "timeline truncated";
 
 /// One trace event, written with its keys in a fixed order.
-struct Ev<'a> {
+struct TraceEvent<'a> {
     ph: char,
     name: &'a str,
     cat: &'a str,
@@ -120,7 +120,7 @@ struct Ev<'a> {
     args: Option<Value>,
 }
 
-impl<'a> Ev<'a> {
+impl<'a> TraceEvent<'a> {
     fn new(ph: char, name: &'a str, cat: &'a str, tid: u64, ts: u64) -> Self {
         Self {
             ph,
@@ -149,7 +149,7 @@ struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
-    fn event(&mut self, e: &Ev<'_>) -> io::Result<()> {
+    fn event(&mut self, e: &TraceEvent<'_>) -> io::Result<()> {
         let w = &mut self.w;
         w.write_all(if self.first { b"\n" } else { b",\n" })?;
         self.first = false;
@@ -246,9 +246,9 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
     };
     out.w
         .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
-    let meta = |name: &'static str, tid: u64, args: Value| Ev {
+    let meta = |name: &'static str, tid: u64, args: Value| TraceEvent {
         args: Some(args),
-        ..Ev::new('M', name, "", tid, 0)
+        ..TraceEvent::new('M', name, "", tid, 0)
     };
     out.event(&meta(
         "process_name",
@@ -306,24 +306,24 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
         if let Some(from) = tl.cancels().get(c.from as usize) {
             args.insert("propagated_from".into(), json!(from.node));
         }
-        let e = Ev {
+        let e = TraceEvent {
             scope: Some('t'),
             args: Some(Value::Object(args)),
-            ..Ev::new('i', CANCEL_NAME, "context", c.goid, rel(c.ts_ns))
+            ..TraceEvent::new('i', CANCEL_NAME, "context", c.goid, rel(c.ts_ns))
         };
         out.event(&e)?;
         sum.cancels += 1;
     }
     if let Some(at) = tl.full_at_ns() {
         let o = tl.omitted();
-        let e = Ev {
+        let e = TraceEvent {
             scope: Some('g'),
             args: Some(json!({
                 "omitted_events": o.events,
                 "omitted_goroutines": o.goroutines,
                 "omitted_cancels": o.cancels,
             })),
-            ..Ev::new('i', TRUNCATED_NAME, "gotrace", 0, rel(at))
+            ..TraceEvent::new('i', TRUNCATED_NAME, "gotrace", 0, rel(at))
         };
         out.event(&e)?;
     }
@@ -358,14 +358,14 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
     }
     for (n, (name, (g0, t0), (g1, t1))) in flows.into_iter().enumerate() {
         let id = Some(n as u64 + 1);
-        out.event(&Ev {
+        out.event(&TraceEvent {
             id,
-            ..Ev::new('s', name, "flow", g0, rel(t0))
+            ..TraceEvent::new('s', name, "flow", g0, rel(t0))
         })?;
-        out.event(&Ev {
+        out.event(&TraceEvent {
             id,
             bind_enclosing: true,
-            ..Ev::new('f', name, "flow", g1, rel(t1))
+            ..TraceEvent::new('f', name, "flow", g1, rel(t1))
         })?;
         sum.flows += 1;
     }
@@ -451,10 +451,10 @@ fn write_slices<W: Write>(
             None => close_ns,
         }
         .max(x.ts_ns);
-        out.event(&Ev {
+        out.event(&TraceEvent {
             dur: Some(end - x.ts_ns),
             args: (!args.is_empty()).then_some(Value::Object(args)),
-            ..Ev::new('X', &name, cat, t.goid, rel(x.ts_ns))
+            ..TraceEvent::new('X', &name, cat, t.goid, rel(x.ts_ns))
         })?;
         n += 1;
     }

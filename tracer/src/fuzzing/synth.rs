@@ -15,7 +15,7 @@ use gimli::{DW_AT_name, constants};
 use crate::gobin::Arch;
 use crate::gobin::buildinfo::GoVersion;
 use crate::gobin::layout::RuntimeLayout;
-use crate::gobin::{layouts, pclntab::moduledata_gofunc_offset};
+use crate::gobin::{layout_table, pclntab::moduledata_gofunc_offset};
 
 /// What to build.
 #[derive(Clone, Copy, Debug)]
@@ -290,8 +290,8 @@ fn version_of(spec: &Spec) -> GoVersion {
 }
 
 fn layout_of(spec: &Spec) -> RuntimeLayout {
-    layouts::for_version(&version_of(spec))
-        .or_else(|_| layouts::for_version(&GoVersion::parse("go1.26.0")))
+    layout_table::for_version(&version_of(spec))
+        .or_else(|_| layout_table::for_version(&GoVersion::parse("go1.26.0")))
         .expect("the layout table has Go 1.26")
 }
 

@@ -9,7 +9,7 @@ mod dwarf;
 pub mod globals;
 mod itabs;
 pub mod layout;
-pub mod layouts;
+pub mod layout_table;
 pub mod pclntab;
 pub mod rets;
 pub mod symbolize;
@@ -278,13 +278,13 @@ impl GoBinary {
     pub fn layout(&self) -> Result<layout::RuntimeLayout, BinaryError> {
         match self.dwarf_layout() {
             Err(BinaryError::NoDwarf { .. }) => {
-                let mut l = layouts::for_version(&self.version)?;
+                let mut l = layout_table::for_version(&self.version)?;
                 l.allg = self.allg_from_code(&l);
                 Ok(l)
             }
             Ok(mut l) => {
                 if l.allg.is_none() {
-                    let table = layouts::for_version(&self.version).ok();
+                    let table = layout_table::for_version(&self.version).ok();
                     l.allg = table.and_then(|t| self.allg_from_code(&t));
                 }
                 Ok(l)

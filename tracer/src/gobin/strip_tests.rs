@@ -234,7 +234,7 @@ fn layout_table_equals_dwarf_layout() {
         let normal = open(&probe(minor));
         let dwarf = normal.dwarf_layout().unwrap();
         assert_eq!(dwarf.source, LayoutSource::Dwarf);
-        let mut table = layouts::for_version(normal.version()).unwrap();
+        let mut table = layout_table::for_version(normal.version()).unwrap();
         assert_eq!(table.source, LayoutSource::Table);
         table.source = LayoutSource::Dwarf;
         // The addresses of runtime.allglen/allgptr are per binary, not in
@@ -304,7 +304,7 @@ fn stripped_binary_degrades_gracefully() {
 
 #[test]
 fn unknown_version_without_dwarf_is_a_clear_error() {
-    let t = layouts::table().unwrap();
+    let t = layout_table::table().unwrap();
     let mut v = buildinfo::GoVersion::parse("go1.99.1");
     v.minor = t.versions().last().unwrap().1 + 1;
     v.raw = format!("go1.{}.1", v.minor);

@@ -1,7 +1,6 @@
 //! Runtime functions gotrace hooks, and why these ones.
 //!
-//! See `shared/go-runtime-notes.md`: `goready` is inlined since Go 1.21 (do not
-//! hook it); `ready` is out of line in every version; `goexit1` runs on the
+//! `goready` is inlined since Go 1.21 (do not hook it); `ready` is out of line in every version; `goexit1` runs on the
 //! dying goroutine; `newproc1` runs on g0 and returns the new g.
 
 use super::version::GoVersion;

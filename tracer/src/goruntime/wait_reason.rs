@@ -56,7 +56,7 @@ impl Pattern {
         }
     }
 
-    /// Number in `shared/leak-patterns.md` ("Goroutine leaks"), where one fits.
+    /// Number in the leak-pattern catalogue (README), where one fits.
     pub fn leak_pattern_number(self) -> Option<u8> {
         match self {
             Pattern::ChanReceive | Pattern::NilChanReceive => Some(1),

@@ -31,7 +31,7 @@ pub struct Model {
     pub timers: timers::TimerModel,
     /// Bounded history for the timeline export.
     pub timeline: timeline::Timeline,
-    /// Stacks the kernel's stack map refused, sent as events.
+    /// Stacks the eBPF stack walk sent as `StackDump` events, by id.
     pub dumped: stacks::DumpedStacks,
 }
 
@@ -48,7 +48,8 @@ impl Model {
             self.dumped.add(d);
             return;
         }
-        // A stack dumped twice (kernel LRU eviction) goes by its first id.
+        // A stack dumped twice (evicted from the eBPF fingerprint LRU) goes
+        // by its first id.
         let mut remapped;
         let mut event = event;
         if let Some(id) = event.stack_id()
@@ -77,10 +78,10 @@ impl Model {
         self.timeline.apply(event, woken_from, &self.contexts);
     }
 
-    /// Every kernel stack id the model still refers to: live goroutines'
-    /// creation and blocked stacks, creation sites, parked-time totals,
-    /// unstopped timers, contexts and the timeline's history. These are what
-    /// must be read out of the stack map before it goes away.
+    /// Every stack id the model still refers to: live goroutines' creation
+    /// and blocked stacks, creation sites, parked-time totals, unstopped
+    /// timers, contexts and the timeline's history. These are the stacks a
+    /// capture (and a recording) keeps; the others are not needed.
     pub fn stack_ids(&self) -> std::collections::BTreeSet<i32> {
         let mut ids = std::collections::BTreeSet::new();
         for g in self.goroutines.live() {

@@ -1,8 +1,10 @@
-//! Stacks the kernel's stack map refused (bucket collisions), received as
-//! `StackDump` events under synthetic ids (below -1). The same stack can be
-//! dumped again under a new id (the kernel's dedup map is an LRU); the
-//! first id seen for a content is canonical and later ones are aliased to
-//! it, so goroutines blocked on the same stack stay in one group.
+//! User stacks as the eBPF stack walk sends them: each distinct stack once,
+//! as a `StackDump` event under a synthetic id (below -1). The same stack
+//! can be sent again under a new id (the eBPF fingerprint map is an LRU);
+//! the first id seen for a content is canonical and later ones are aliased
+//! to it, so goroutines blocked on the same stack stay in one group.
+//!
+//! eBPF half: `tracer-ebpf/src/stacks.rs`.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! The context part of the report: the cancel-propagation tree(s) and the
-//! context failure patterns of `shared/leak-patterns.md` (5, 6, 7 and nested
-//! deadlines).
+//! context failure patterns of the leak-pattern catalogue (README: 5, 6, 7
+//! and nested deadlines).
 
 use std::collections::{BTreeMap, HashMap};
 

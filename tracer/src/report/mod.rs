@@ -6,7 +6,6 @@
 
 pub mod assemble;
 pub mod contexts;
-mod ctx_text;
 pub mod grouping;
 pub mod groups;
 pub mod snapshot;

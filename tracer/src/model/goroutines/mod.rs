@@ -22,8 +22,9 @@ use crate::decode::Event;
 pub use slab::{Goroutine, GoroutineRef};
 use slab::{Slab, Tables};
 
-/// A user stack captured in the kernel: a stack-map id plus the return
-/// address the frame-pointer walk misses at function entry.
+/// A user stack: its id (a `StackDump` id from the eBPF walk, or a snapshot
+/// stack id) plus, where a probe read one, the return address a
+/// frame-pointer walk from a function's entry misses (0 when none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackRef {
     pub id: i32,

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::contexts::{ContextReport, CtxOut};
 use crate::gobin::symbolize::Frame;
+use crate::report::contexts::{ContextReport, CtxOut};
 
 const MAX_TREE_LINES: usize = 400;
 
@@ -73,7 +73,7 @@ fn tree(
 
 pub fn render_timers(
     out: &mut String,
-    t: &super::timers::TimerReport,
+    t: &crate::report::timers::TimerReport,
     frame: &dyn Fn(&Frame) -> String,
 ) {
     if let Some(why) = &t.not_traced {

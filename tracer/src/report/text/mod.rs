@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+mod contexts;
+
 use super::{Group, Report, Summary};
 use crate::gobin::symbolize::Frame;
 
@@ -223,7 +225,7 @@ pub fn render(r: &Report, context_trees: bool) -> String {
             group(&mut out, &paths, i + 1, grp, false);
         }
     }
-    super::ctx_text::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
-    super::ctx_text::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
+    contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
+    contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
     out
 }
