@@ -217,7 +217,64 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
     let close_ns = tl.full_at_ns().unwrap_or(input.end_ns);
     let rel = |ns: u64| ns.saturating_sub(base);
 
-    // Track names and order.
+    let (functions, order) = track_order(tracks, sym);
+    let mut out = Writer {
+        w: io::BufWriter::new(w),
+        pid: input.pid,
+        first: true,
+    };
+    let mut sum = Summary {
+        tracks: tracks.len(),
+        ..Default::default()
+    };
+    out.w
+        .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
+    write_track_names(&mut out, input, tracks, &functions, &order)?;
+
+    // Slices, track by track.
+    let mut blocked_at: HashMap<u32, Option<String>> = HashMap::new();
+    for &i in &order {
+        let t = &tracks[i];
+        sum.slices += write_slices(&mut out, t, input, sym, &mut blocked_at, close_ns, &rel)?;
+    }
+    sum.cancels += write_cancels(&mut out, input, sym, &rel)?;
+    if let Some(at) = tl.full_at_ns() {
+        let o = tl.omitted();
+        let e = TraceEvent {
+            scope: Some('g'),
+            args: Some(json!({
+                "omitted_events": o.events,
+                "omitted_goroutines": o.goroutines,
+                "omitted_cancels": o.cancels,
+            })),
+            ..TraceEvent::new('i', TRUNCATED_NAME, "gotrace", 0, rel(at))
+        };
+        out.event(&e)?;
+    }
+    for (n, (name, (g0, t0), (g1, t1))) in flows(tl).into_iter().enumerate() {
+        let id = Some(n as u64 + 1);
+        out.event(&TraceEvent {
+            id,
+            ..TraceEvent::new('s', name, "flow", g0, rel(t0))
+        })?;
+        out.event(&TraceEvent {
+            id,
+            bind_enclosing: true,
+            ..TraceEvent::new('f', name, "flow", g1, rel(t1))
+        })?;
+        sum.flows += 1;
+    }
+    out.w.write_all(b"\n],\n\"otherData\":")?;
+    serde_json::to_writer_pretty(&mut out.w, &other_data(input, &sum, base))?;
+    out.w.write_all(b"}\n")?;
+    out.w.flush()?;
+    Ok(sum)
+}
+
+/// Each track's start function, and the order tracks are shown in: the
+/// program's goroutines before the runtime's, grouped by start function
+/// (groups in order of their first goid), then by goid.
+fn track_order(tracks: &[Track], sym: &mut dyn Symbols) -> (Vec<Option<String>>, Vec<usize>) {
     let functions: Vec<Option<String>> = tracks
         .iter()
         .map(|t| (t.startpc != 0).then(|| sym.start_function(t.startpc)))
@@ -234,18 +291,17 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
         let f = functions[i].as_deref().unwrap_or("");
         (is_system_function(f), group_rank[f], tracks[i].goid)
     });
+    (functions, order)
+}
 
-    let mut out = Writer {
-        w: io::BufWriter::new(w),
-        pid: input.pid,
-        first: true,
-    };
-    let mut sum = Summary {
-        tracks: tracks.len(),
-        ..Default::default()
-    };
-    out.w
-        .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
+/// The process name, then each track's name and rank.
+fn write_track_names<W: Write>(
+    out: &mut Writer<W>,
+    input: &Input<'_>,
+    tracks: &[Track],
+    functions: &[Option<String>],
+    order: &[usize],
+) -> io::Result<()> {
     let meta = |name: &'static str, tid: u64, args: Value| TraceEvent {
         args: Some(args),
         ..TraceEvent::new('M', name, "", tid, 0)
@@ -268,15 +324,17 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
             json!({ "sort_index": rank }),
         ))?;
     }
+    Ok(())
+}
 
-    // Slices, track by track.
-    let mut blocked_at: HashMap<u32, Option<String>> = HashMap::new();
-    for &i in &order {
-        let t = &tracks[i];
-        sum.slices += write_slices(&mut out, t, input, sym, &mut blocked_at, close_ns, &rel)?;
-    }
-
-    // Cancels.
+/// One instant event per context cancel; returns how many.
+fn write_cancels<W: Write>(
+    out: &mut Writer<W>,
+    input: &Input<'_>,
+    sym: &mut dyn Symbols,
+    rel: &dyn Fn(u64) -> u64,
+) -> io::Result<usize> {
+    let tl = input.timeline;
     // report.json numbers contexts by position among the nodes the model
     // still holds (old finished ones are retired on long traces).
     let pos: HashMap<usize, usize> = input
@@ -285,6 +343,7 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
         .enumerate()
         .map(|(i, n)| (n.id, i))
         .collect();
+    let mut n = 0;
     for c in tl.cancels() {
         let Some(node) = input.contexts.get(c.node as usize) else {
             continue;
@@ -312,23 +371,15 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
             ..TraceEvent::new('i', CANCEL_NAME, "context", c.goid, rel(c.ts_ns))
         };
         out.event(&e)?;
-        sum.cancels += 1;
+        n += 1;
     }
-    if let Some(at) = tl.full_at_ns() {
-        let o = tl.omitted();
-        let e = TraceEvent {
-            scope: Some('g'),
-            args: Some(json!({
-                "omitted_events": o.events,
-                "omitted_goroutines": o.goroutines,
-                "omitted_cancels": o.cancels,
-            })),
-            ..TraceEvent::new('i', TRUNCATED_NAME, "gotrace", 0, rel(at))
-        };
-        out.event(&e)?;
-    }
+    Ok(n)
+}
 
-    // Flows: (name, from, to).
+/// Flow arrows (name, from, to): `go` statements, cancel propagation, and
+/// wakeups by a cancel.
+fn flows(tl: &Timeline) -> Vec<(&'static str, At, At)> {
+    let tracks = tl.tracks();
     let mut flows: Vec<(&str, At, At)> = Vec::new();
     for t in tracks {
         let (Some(created), Some(parent)) = (t.created_ns, tl.track_of(t.parent_goid)) else {
@@ -356,21 +407,13 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
         };
         flows.push(("wake", (c.goid, c.ts_ns), (t.goid, wk.ts_ns)));
     }
-    for (n, (name, (g0, t0), (g1, t1))) in flows.into_iter().enumerate() {
-        let id = Some(n as u64 + 1);
-        out.event(&TraceEvent {
-            id,
-            ..TraceEvent::new('s', name, "flow", g0, rel(t0))
-        })?;
-        out.event(&TraceEvent {
-            id,
-            bind_enclosing: true,
-            ..TraceEvent::new('f', name, "flow", g1, rel(t1))
-        })?;
-        sum.flows += 1;
-    }
+    flows
+}
 
-    // What the trace was, and what the memory cap left out.
+/// `otherData`: what the trace was, and what the memory cap left out.
+fn other_data(input: &Input<'_>, sum: &Summary, base: u64) -> Value {
+    let tl = input.timeline;
+    let rel = |ns: u64| ns.saturating_sub(base);
     let o = tl.omitted();
     let mut other = serde_json::Map::new();
     other.insert("generator".into(), json!("gotrace"));
@@ -400,11 +443,7 @@ pub fn write(w: impl Write, input: &Input<'_>, sym: &mut dyn Symbols) -> io::Res
     other.insert("omitted_events".into(), json!(o.events));
     other.insert("omitted_goroutines".into(), json!(o.goroutines));
     other.insert("omitted_cancels".into(), json!(o.cancels));
-    out.w.write_all(b"\n],\n\"otherData\":")?;
-    serde_json::to_writer_pretty(&mut out.w, &Value::Object(other))?;
-    out.w.write_all(b"}\n")?;
-    out.w.flush()?;
-    Ok(sum)
+    Value::Object(other)
 }
 
 /// One track's `X` events; returns how many.
