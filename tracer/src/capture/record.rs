@@ -192,72 +192,17 @@ pub fn replay(path: &Path) -> Result<Capture, RecordError> {
 
 /// [`replay`] of a recording read from `r`; `path` names it in errors.
 pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError> {
-    let rd = |source| RecordError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
     let corrupt = |why: String| RecordError::Corrupt {
         path: path.to_path_buf(),
         why,
     };
-    let mut head = [0u8; 13];
-    if let Err(e) = r.read_exact(&mut head) {
-        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-            RecordError::NotARecording {
-                path: path.to_path_buf(),
-            }
-        } else {
-            rd(e)
-        });
-    }
-    if &head[..8] != MAGIC {
-        return Err(RecordError::NotARecording {
-            path: path.to_path_buf(),
-        });
-    }
-    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-    if !(OLDEST_VERSION..=VERSION).contains(&version) {
-        return Err(RecordError::Version {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
-    if head[12] != endian_tag() {
-        return Err(RecordError::ByteOrder {
-            path: path.to_path_buf(),
-        });
-    }
+    read_head(&mut r, path)?;
     let mut meta: Option<Meta> = None;
     let mut model = Model::default();
     let mut buf = Vec::new();
     loop {
-        let mut fh = [0u8; 5];
-        match r.read_exact(&mut fh) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(RecordError::Truncated {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(e) => return Err(rd(e)),
-        }
-        let len = u32::from_le_bytes(fh[1..5].try_into().expect("4 bytes"));
-        if len > MAX_FRAME {
-            return Err(corrupt(format!("frame of {len} bytes")));
-        }
-        // Read what is there rather than allocate the announced length
-        // first: a corrupt length in a small file costs no memory.
-        buf.clear();
-        (&mut r)
-            .take(u64::from(len))
-            .read_to_end(&mut buf)
-            .map_err(rd)?;
-        if buf.len() != len as usize {
-            return Err(RecordError::Truncated {
-                path: path.to_path_buf(),
-            });
-        }
-        match fh[0] {
+        let tag = read_frame(&mut r, path, &mut buf)?;
+        match tag {
             TAG_META => {
                 meta = Some(
                     serde_json::from_slice(&buf).map_err(|e| corrupt(format!("header: {e}")))?,
@@ -278,7 +223,7 @@ pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError
                 let bits = u64::from_le_bytes(
                     buf.as_slice()
                         .try_into()
-                        .map_err(|_| corrupt(format!("tick of {len} bytes")))?,
+                        .map_err(|_| corrupt(format!("tick of {} bytes", buf.len())))?,
                 );
                 model.goroutines.sample_sites(f64::from_bits(bits));
             }
@@ -296,6 +241,73 @@ pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError
             other => return Err(corrupt(format!("unknown frame tag {other}"))),
         }
     }
+}
+
+/// Checks the file header: magic, a version this build reads, byte order.
+fn read_head(r: &mut impl Read, path: &Path) -> Result<(), RecordError> {
+    let mut head = [0u8; 13];
+    if let Err(e) = r.read_exact(&mut head) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            RecordError::NotARecording {
+                path: path.to_path_buf(),
+            }
+        } else {
+            RecordError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        });
+    }
+    if &head[..8] != MAGIC {
+        return Err(RecordError::NotARecording {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
+        return Err(RecordError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if head[12] != endian_tag() {
+        return Err(RecordError::ByteOrder {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the next frame into `buf`; returns its tag.
+fn read_frame(r: &mut impl Read, path: &Path, buf: &mut Vec<u8>) -> Result<u8, RecordError> {
+    let rd = |source| RecordError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let truncated = || RecordError::Truncated {
+        path: path.to_path_buf(),
+    };
+    let mut fh = [0u8; 5];
+    match r.read_exact(&mut fh) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(truncated()),
+        Err(e) => return Err(rd(e)),
+    }
+    let len = u32::from_le_bytes(fh[1..5].try_into().expect("4 bytes"));
+    if len > MAX_FRAME {
+        return Err(RecordError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("frame of {len} bytes"),
+        });
+    }
+    // Read what is there rather than allocate the announced length
+    // first: a corrupt length in a small file costs no memory.
+    buf.clear();
+    r.take(u64::from(len)).read_to_end(buf).map_err(rd)?;
+    if buf.len() != len as usize {
+        return Err(truncated());
+    }
+    Ok(fh[0])
 }
 
 #[cfg(test)]

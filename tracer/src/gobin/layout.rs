@@ -406,39 +406,68 @@ fn scan_unit<R: Reader>(
         let Some(name) = name else { continue };
         let name = dwarf.attr_string(unit, name)?;
         let name = name.to_slice()?;
-        match tag {
+        let entry = Entry {
+            tag,
+            name: &name,
+            depth,
+            has_children: abbrev.has_children(),
+            location,
+            const_value,
+        };
+        scan.record(entry, &mut inside);
+    }
+    Ok(())
+}
+
+/// One wanted DWARF entry, with the attributes the scan reads.
+struct Entry<'n, R: Reader> {
+    tag: gimli::DwTag,
+    name: &'n [u8],
+    depth: isize,
+    has_children: bool,
+    location: Option<AttributeValue<R>>,
+    const_value: Option<AttributeValue<R>>,
+}
+
+impl Scan {
+    /// Takes what `e` says: a wanted struct (entered), one of its members'
+    /// offsets, a wait-reason or status constant, or a global's address.
+    /// `inside`: the wanted struct being read and its members' depth.
+    fn record<R: Reader>(&mut self, e: Entry<'_, R>, inside: &mut Option<(usize, isize)>) {
+        let name = e.name;
+        match e.tag {
             gimli::DW_TAG_structure_type => {
-                let Some(k) = STRUCTS.iter().position(|s| s.as_bytes() == &*name) else {
-                    continue;
+                let Some(k) = STRUCTS.iter().position(|s| s.as_bytes() == name) else {
+                    return;
                 };
-                if scan.found[k] {
-                    continue;
+                if self.found[k] {
+                    return;
                 }
-                scan.found[k] = true;
-                if abbrev.has_children() {
-                    inside = Some((k, depth + 1));
+                self.found[k] = true;
+                if e.has_children {
+                    *inside = Some((k, e.depth + 1));
                 }
             }
             gimli::DW_TAG_member => {
-                let Some((k, _)) = inside else { continue };
+                let Some((k, _)) = *inside else { return };
                 let Some(i) = FIELDS
                     .iter()
-                    .position(|(st, f)| *st == STRUCTS[k] && f.as_bytes() == &*name)
+                    .position(|(st, f)| *st == STRUCTS[k] && f.as_bytes() == name)
                 else {
-                    continue;
+                    return;
                 };
-                scan.fields[i] = location.and_then(member_offset);
+                self.fields[i] = e.location.and_then(member_offset);
             }
             gimli::DW_TAG_constant if name.starts_with(WAIT_REASON_PREFIX) => {
-                let Some(value) = const_value.and_then(const_u64) else {
-                    continue;
+                let Some(value) = e.const_value.and_then(const_u64) else {
+                    return;
                 };
                 let Ok(value) = u8::try_from(value) else {
                     log::warn!("wait reason constant out of u8 range: {value}");
-                    continue;
+                    return;
                 };
                 let short = String::from_utf8_lossy(&name["runtime.".len()..]).into_owned();
-                scan.wait_reasons.entry(value).or_insert(short);
+                self.wait_reasons.entry(value).or_insert(short);
             }
             gimli::DW_TAG_constant
                 if name.len() > STATUS_PREFIX.len()
@@ -447,27 +476,26 @@ fn scan_unit<R: Reader>(
                         .iter()
                         .all(|c| c.is_ascii_lowercase() || *c == b'_') =>
             {
-                let Some(value) = const_value.and_then(const_u64) else {
-                    continue;
+                let Some(value) = e.const_value.and_then(const_u64) else {
+                    return;
                 };
                 let Ok(value) = u32::try_from(value) else {
-                    continue;
+                    return;
                 };
                 let short = String::from_utf8_lossy(&name["runtime.".len()..]).into_owned();
-                scan.statuses.entry(value).or_insert(short);
+                self.statuses.entry(value).or_insert(short);
             }
             gimli::DW_TAG_variable => {
-                let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == &*name) else {
-                    continue;
+                let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == name) else {
+                    return;
                 };
-                if scan.variables[i].is_none() {
-                    scan.variables[i] = location.and_then(static_address);
+                if self.variables[i].is_none() {
+                    self.variables[i] = e.location.and_then(static_address);
                 }
             }
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// `DW_AT_data_member_location` as a constant, or a `DW_OP_plus_uconst` expression.

@@ -20,6 +20,8 @@ use super::HashMap;
 
 use super::contexts::{ContextModel, Parent};
 use super::goroutines::{Parked, StackRef};
+use tracer_common::{GoCreateEvent, GoParkEvent};
+
 use crate::decode::Event;
 
 /// Memory the history may take (entries counted at their element size).
@@ -256,68 +258,8 @@ impl Timeline {
             return;
         }
         match event {
-            Event::Create(e) => {
-                self.active(e.g.parent_goid, ts);
-                if e.g.goid == 0 || self.by_goid.contains_key(&e.g.goid) {
-                    return; // re-fired probe (or nonsense)
-                }
-                let stack = self.intern(StackRef::new(e.stack_id, e.caller_pc), ts);
-                if self.full_at_ns.is_some() || !self.reserve(TRACK_BYTES + TRANSITION_BYTES, ts) {
-                    self.omitted.goroutines += 1;
-                    self.omitted.events += 1;
-                    return;
-                }
-                self.push_track(Track {
-                    goid: e.g.goid,
-                    parent_goid: e.g.parent_goid,
-                    startpc: e.g.startpc,
-                    gopc: e.g.gopc,
-                    created_ns: Some(ts),
-                    create_stack: stack,
-                    transitions: vec![Transition::new(ts, Step::Runnable)],
-                });
-            }
-            Event::Park(e) => {
-                let goid = e.g.goid;
-                if goid == 0 {
-                    return;
-                }
-                let stack = self.intern(StackRef::new(e.stack_id, e.caller_pc), ts);
-                let step = Step::Parked {
-                    reason: e.reason as u8,
-                    stack,
-                };
-                match self.by_goid.get(&goid).copied() {
-                    Some(i) => {
-                        let t = &mut self.tracks[i as usize];
-                        if t.startpc == 0 {
-                            (t.startpc, t.gopc, t.parent_goid) =
-                                (e.g.startpc, e.g.gopc, e.g.parent_goid);
-                        }
-                        let last = t.transitions.last().map(|t| t.step());
-                        if last == Some(step) || last == Some(Step::Exit) {
-                            return; // re-fired entry probe, or a late event
-                        }
-                        self.push(i, ts, step);
-                    }
-                    None => {
-                        // First seen parking: it existed before the trace.
-                        if !self.reserve(TRACK_BYTES + TRANSITION_BYTES, ts) {
-                            self.omitted.events += 1;
-                            return;
-                        }
-                        self.push_track(Track {
-                            goid,
-                            parent_goid: e.g.parent_goid,
-                            startpc: e.g.startpc,
-                            gopc: e.g.gopc,
-                            created_ns: None,
-                            create_stack: NONE,
-                            transitions: vec![Transition::new(ts, step)],
-                        });
-                    }
-                }
-            }
+            Event::Create(e) => self.created(e, ts),
+            Event::Park(e) => self.parked(e, ts),
             Event::Ready(e) => {
                 let Some(i) = self.by_goid.get(&e.goid).copied() else {
                     return;
@@ -347,6 +289,71 @@ impl Timeline {
             | Event::TimerStart(_)
             | Event::TimerStop(_)
             | Event::StackDump(_) => {}
+        }
+    }
+
+    /// A new goroutine gets its track.
+    fn created(&mut self, e: &GoCreateEvent, ts: u64) {
+        self.active(e.g.parent_goid, ts);
+        if e.g.goid == 0 || self.by_goid.contains_key(&e.g.goid) {
+            return; // re-fired probe (or nonsense)
+        }
+        let stack = self.intern(StackRef::new(e.stack_id, e.caller_pc), ts);
+        if self.full_at_ns.is_some() || !self.reserve(TRACK_BYTES + TRANSITION_BYTES, ts) {
+            self.omitted.goroutines += 1;
+            self.omitted.events += 1;
+            return;
+        }
+        self.push_track(Track {
+            goid: e.g.goid,
+            parent_goid: e.g.parent_goid,
+            startpc: e.g.startpc,
+            gopc: e.g.gopc,
+            created_ns: Some(ts),
+            create_stack: stack,
+            transitions: vec![Transition::new(ts, Step::Runnable)],
+        });
+    }
+
+    /// A park: a new step on its track, or a new track for a goroutine
+    /// first seen parking (it existed before the trace).
+    fn parked(&mut self, e: &GoParkEvent, ts: u64) {
+        let goid = e.g.goid;
+        if goid == 0 {
+            return;
+        }
+        let stack = self.intern(StackRef::new(e.stack_id, e.caller_pc), ts);
+        let step = Step::Parked {
+            reason: e.reason as u8,
+            stack,
+        };
+        match self.by_goid.get(&goid).copied() {
+            Some(i) => {
+                let t = &mut self.tracks[i as usize];
+                if t.startpc == 0 {
+                    (t.startpc, t.gopc, t.parent_goid) = (e.g.startpc, e.g.gopc, e.g.parent_goid);
+                }
+                let last = t.transitions.last().map(|t| t.step());
+                if last == Some(step) || last == Some(Step::Exit) {
+                    return; // re-fired probe, or a late event
+                }
+                self.push(i, ts, step);
+            }
+            None => {
+                if !self.reserve(TRACK_BYTES + TRANSITION_BYTES, ts) {
+                    self.omitted.events += 1;
+                    return;
+                }
+                self.push_track(Track {
+                    goid,
+                    parent_goid: e.g.parent_goid,
+                    startpc: e.g.startpc,
+                    gopc: e.g.gopc,
+                    created_ns: None,
+                    create_stack: NONE,
+                    transitions: vec![Transition::new(ts, step)],
+                });
+            }
         }
     }
 

@@ -147,7 +147,25 @@ pub fn take(
     }
     live.sort_by_key(|g| g.raw.goid);
     live.dedup_by_key(|g| g.raw.goid);
+    let (goroutines, stacks) = intern(live, taken_ns, &mut stats);
+    stats.live = goroutines.len() as u64;
+    stats.reads = mem.reads();
+    Ok(Snapshot {
+        taken_ns,
+        took_ns: clock.elapsed().as_nanos() as u64,
+        goroutines,
+        stacks,
+        stats,
+    })
+}
 
+/// The goroutines as the model takes them, each distinct stack once under
+/// its own id (counting down from [`FIRST_STACK_ID`]).
+fn intern(
+    live: Vec<read::LiveG>,
+    taken_ns: u64,
+    stats: &mut SnapStats,
+) -> (Vec<SnapGoroutine>, BTreeMap<i32, Vec<u64>>) {
     let mut ids: HashMap<Vec<u64>, i32> = HashMap::new();
     let mut stacks = BTreeMap::new();
     let mut goroutines = Vec::with_capacity(live.len());
@@ -172,15 +190,7 @@ pub fn take(
             stack,
         });
     }
-    stats.live = goroutines.len() as u64;
-    stats.reads = mem.reads();
-    Ok(Snapshot {
-        taken_ns,
-        took_ns: clock.elapsed().as_nanos() as u64,
-        goroutines,
-        stacks,
-        stats,
-    })
+    (goroutines, stacks)
 }
 
 #[cfg(test)]
