@@ -18,7 +18,7 @@ use super::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TopArgs, TraceArgs};
 use super::open::Opened;
 use crate::capture::record::{RecordError, Recorder};
 use crate::capture::session::Session;
-use crate::capture::{Capture, Meta};
+use crate::capture::{Capture, End, Meta};
 use crate::model::Model;
 use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
 use crate::probe::{Plan, Probes, goroutine};
@@ -246,41 +246,15 @@ pub fn trace(
     };
     announce(pid, &opened, probes.attached(), snapshot.as_ref());
 
-    let mut model = Model::default();
-    let mut snapshot_stacks = BTreeMap::new();
-    if let Some(Ok(snap)) = snapshot {
-        if let Some(r) = recorder.as_mut() {
-            r.snapshot(&snap);
-        }
-        model.seed(&snap);
-        snapshot_stacks = snap.stacks;
-    }
-    let mut view = make_view(view, pid, &opened);
-    let end = runtime.block_on(
-        Session {
-            probes: &mut probes,
-            model: &mut model,
-            exit: &exit,
-            duration: args.duration,
-            pie_pid: opened.bin.is_pie().then(|| (pid, exe.clone())),
-            validator: crate::capture::validate::Validator::new(
-                opened.bin.symbols().iter().map(|f| f.addr).collect(),
-                opened.load_bias(pid),
-                opened.layout_origin(),
-            ),
-            on_ready: started
-                .child
-                .as_mut()
-                .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
-            recorder: recorder.as_mut(),
-            view: view.as_mut(),
-            exec_watch: process::ExecWatch::new(pid, &exe),
-        }
-        .run(),
-    );
-    drop(view);
-    let end = end?;
-    let stacks = referenced_stacks(&model, snapshot_stacks);
+    let run = Run {
+        started: &mut started,
+        opened: &opened,
+        probes: &mut probes,
+        exit: &exit,
+        duration: args.duration,
+        view,
+    };
+    let (model, end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
     if let (Some(r), Some(path)) = (recorder, record) {
         match r.finish(&end, &stacks) {
@@ -295,6 +269,62 @@ pub fn trace(
         end,
     };
     Ok((capture, opened))
+}
+
+/// The session's part of a trace: seed the model with the goroutines that
+/// already exist, run until the trace ends, keep the stacks it references.
+struct Run<'a> {
+    started: &'a mut Started,
+    opened: &'a Opened,
+    probes: &'a mut Probes,
+    exit: &'a ExitWatcher,
+    duration: Option<Duration>,
+    view: ViewChoice,
+}
+
+impl Run<'_> {
+    async fn run(
+        self,
+        snapshot: Option<Result<Snapshot, String>>,
+        mut recorder: Option<&mut Recorder>,
+    ) -> anyhow::Result<(Model, End, BTreeMap<i32, Vec<u64>>)> {
+        let (opened, pid) = (self.opened, self.started.pid);
+        let mut model = Model::default();
+        let mut snapshot_stacks = BTreeMap::new();
+        if let Some(Ok(snap)) = snapshot {
+            if let Some(r) = recorder.as_deref_mut() {
+                r.snapshot(&snap);
+            }
+            model.seed(&snap);
+            snapshot_stacks = snap.stacks;
+        }
+        let mut view = make_view(self.view, pid, opened);
+        let end =
+            Session {
+                probes: self.probes,
+                model: &mut model,
+                exit: self.exit,
+                duration: self.duration,
+                pie_pid: opened.bin.is_pie().then(|| (pid, opened.exe.clone())),
+                validator: crate::capture::validate::Validator::new(
+                    opened.bin.symbols().iter().map(|f| f.addr).collect(),
+                    opened.load_bias(pid),
+                    opened.layout_origin(),
+                ),
+                on_ready: self.started.child.as_mut().map(|c| {
+                    Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>
+                }),
+                recorder,
+                view: view.as_mut(),
+                exec_watch: process::ExecWatch::new(pid, &opened.exe),
+            }
+            .run()
+            .await;
+        drop(view);
+        let end = end?;
+        let stacks = referenced_stacks(&model, snapshot_stacks);
+        Ok((model, end, stacks))
+    }
 }
 
 /// What is known at attach, for the report and the recording.
