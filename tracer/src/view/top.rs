@@ -10,7 +10,7 @@ use super::{Tick, View};
 use crate::gobin::GoBinary;
 use crate::gobin::symbolize::Symbolizer;
 use crate::goruntime::{is_system_function, wait_reason};
-use crate::model::{SiteKey, State};
+use crate::model::{GoroutineModel, SiteKey, State};
 use crate::resolve::StackResolver;
 
 /// Seconds of history the growth column looks back over.
@@ -125,42 +125,7 @@ impl<'a> Top<'a> {
             .collect();
         by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
-        let mut groups: Vec<GroupRow> = Vec::new();
-        for (key, s) in gm.sites() {
-            if s.live == 0 && s.created == 0 {
-                continue;
-            }
-            if !is_user(key.startpc, key.gopc, resolver) {
-                continue;
-            }
-            // Growth: live now minus live about GROWTH_WINDOW_S ago.
-            let since = t.t_s - GROWTH_WINDOW_S;
-            let growth_per_s = match s.samples.iter().find(|(ts, _)| *ts >= since) {
-                Some((ts, then)) if t.t_s - ts > 0.5 => {
-                    (s.live as f64 - *then as f64) / (t.t_s - ts)
-                }
-                _ => 0.0,
-            };
-            groups.push(GroupRow {
-                function: resolver.start_function(key.startpc),
-                site: resolver.pc(key.gopc, true).and_then(|f| {
-                    let file = f.file?;
-                    let base = file.rsplit('/').next().unwrap_or(&file).to_string();
-                    Some(format!("{base}:{}", f.line))
-                }),
-                live: s.live,
-                created: s.created,
-                exited: s.exited,
-                growth_per_s,
-            });
-        }
-        groups.sort_by(|a, b| {
-            b.growth_per_s
-                .total_cmp(&a.growth_per_s)
-                .then(b.live.cmp(&a.live))
-                .then_with(|| a.function.cmp(&b.function))
-        });
-        groups.truncate(MAX_GROUPS);
+        let groups = growth_rows(gm, resolver, t.t_s, &mut is_user);
         let stats = gm.stats();
         let ctx = &t.model.contexts;
         Screen {
@@ -181,6 +146,51 @@ impl<'a> Top<'a> {
             dropped: t.kernel.dropped_total,
         }
     }
+}
+
+/// The program's creation sites, fastest-growing first (at most
+/// [`MAX_GROUPS`]): growth is live now minus live about
+/// [`GROWTH_WINDOW_S`] ago.
+fn growth_rows(
+    gm: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    t_s: f64,
+    is_user: &mut dyn FnMut(u64, u64, &mut StackResolver<'_>) -> bool,
+) -> Vec<GroupRow> {
+    let mut groups: Vec<GroupRow> = Vec::new();
+    for (key, s) in gm.sites() {
+        if s.live == 0 && s.created == 0 {
+            continue;
+        }
+        if !is_user(key.startpc, key.gopc, resolver) {
+            continue;
+        }
+        let since = t_s - GROWTH_WINDOW_S;
+        let growth_per_s = match s.samples.iter().find(|(ts, _)| *ts >= since) {
+            Some((ts, then)) if t_s - ts > 0.5 => (s.live as f64 - *then as f64) / (t_s - ts),
+            _ => 0.0,
+        };
+        groups.push(GroupRow {
+            function: resolver.start_function(key.startpc),
+            site: resolver.pc(key.gopc, true).and_then(|f| {
+                let file = f.file?;
+                let base = file.rsplit('/').next().unwrap_or(&file).to_string();
+                Some(format!("{base}:{}", f.line))
+            }),
+            live: s.live,
+            created: s.created,
+            exited: s.exited,
+            growth_per_s,
+        });
+    }
+    groups.sort_by(|a, b| {
+        b.growth_per_s
+            .total_cmp(&a.growth_per_s)
+            .then(b.live.cmp(&a.live))
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    groups.truncate(MAX_GROUPS);
+    groups
 }
 
 /// The plain line printed per refresh when stdout is not a terminal.
