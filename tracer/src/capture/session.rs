@@ -231,7 +231,7 @@ impl Session<'_> {
         p.last_events = p.counts.events;
         self.exec_watch
             .as_mut()
-            .and_then(|w| w.check())
+            .and_then(|w| w.new_exe())
             .map(EndReason::TargetExec)
     }
 

@@ -277,7 +277,7 @@ impl ExecWatch {
 
     /// The new executable's path once the process runs a binary other than
     /// the traced one, after having run it.
-    pub fn check(&mut self) -> Option<String> {
+    pub fn new_exe(&mut self) -> Option<String> {
         use std::os::unix::fs::MetadataExt as _;
         let exe = format!("/proc/{}/exe", self.pid);
         let m = std::fs::metadata(&exe).ok()?;
