@@ -32,7 +32,10 @@ impl ProcMem {
             }),
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
-                io::ErrorKind::PermissionDenied => SnapshotError::Permission(pid),
+                io::ErrorKind::PermissionDenied => SnapshotError::Permission {
+                    pid,
+                    advice: crate::target::AccessFacts::gather(pid).advice(),
+                },
                 _ => SnapshotError::Io { pid, source: e },
             }),
         }

@@ -47,10 +47,9 @@ const LIST_RETRIES: usize = 8;
 pub enum SnapshotError {
     #[error("no process with PID {0}")]
     NoSuchProcess(u32),
-    #[error(
-        "permission denied reading the memory of PID {0}: run gotrace as root (or with CAP_SYS_PTRACE)"
-    )]
-    Permission(u32),
+    /// `advice` comes from [`crate::target::AccessFacts::advice`].
+    #[error("permission denied reading the memory of PID {pid}: {advice}")]
+    Permission { pid: u32, advice: String },
     #[error("reading the memory of PID {pid}: {source}")]
     Io {
         pid: u32,
