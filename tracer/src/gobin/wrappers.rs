@@ -9,6 +9,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use super::symbolize::Symbolizer;
 use super::{Arch, GoBinary};
+use crate::goruntime::package_of;
 
 fn digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
@@ -103,7 +104,14 @@ pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> 
             return None;
         }
     }
-    callee
+    let callee = callee?;
+    // `go runtime.GC()` in program code runs a program goroutine (Go's
+    // isSystemGoroutine judges by the wrapper): naming it runtime.GC would
+    // file it with the runtime's own, so it keeps the wrapper's name.
+    if package_of(&callee) == "runtime" && package_of(&sym.name) != "runtime" {
+        return None;
+    }
+    Some(callee)
 }
 
 #[cfg(test)]

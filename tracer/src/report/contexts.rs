@@ -13,7 +13,7 @@ use tracer_common::{
 use super::Summary;
 use super::resolve::StackResolver;
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::{is_system_function, is_user_function};
+use crate::goruntime::{is_system_function, is_user_function, package_of};
 use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent};
 use crate::model::{GoroutineModel, State};
 
@@ -275,18 +275,8 @@ fn origin(caller: &str, c: &Cancel) -> &'static str {
     }
 }
 
-/// Import path of a Go function name: up to the first '.' after the last '/'.
-fn package(function: &str) -> &str {
-    let slash = function.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let end = function[slash..]
-        .find('.')
-        .map(|i| slash + i)
-        .unwrap_or(function.len());
-    &function[..end]
-}
-
 fn is_net_http(function: &str) -> bool {
-    let pkg = package(function);
+    let pkg = package_of(function);
     pkg == "net/http" || pkg.starts_with("net/http/")
 }
 
@@ -306,7 +296,7 @@ pub const NET_HTTP: &str = "net/http";
 /// context package's or the runtime's (a deadline's timer firing).
 pub fn site(frames: &[Frame]) -> (Option<Frame>, Option<&'static str>) {
     let mut outside = frames.iter().filter(|f| {
-        let pkg = package(&f.function);
+        let pkg = package_of(&f.function);
         pkg != "context" && pkg != "runtime"
     });
     let Some(first) = outside.clone().next() else {
