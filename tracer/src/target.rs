@@ -297,8 +297,94 @@ impl ExecWatch {
     }
 }
 
-/// CAP_SYS_PTRACE's bit in the capability sets of /proc/PID/status.
-const CAP_SYS_PTRACE: u32 = 19;
+/// Capability bits in the sets of /proc/PID/status.
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
+
+/// A field of /proc/self/status ("CapEff", "Seccomp"), trimmed.
+fn own_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// gotrace's user namespace maps every uid to itself (the initial one).
+fn initial_user_ns() -> Option<bool> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    Some(map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
+/// What the system says about gotrace's own privileges, gathered when the
+/// kernel refused to load eBPF programs or create uprobes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// gotrace's effective capabilities; None when unreadable.
+    pub cap_eff: Option<u64>,
+    /// `/sys/kernel/security/lockdown` ("none [integrity] confidentiality").
+    pub lockdown: Option<String>,
+    /// Seccomp mode of gotrace (0 none, 1 strict, 2 filter).
+    pub seccomp: Option<u32>,
+    pub initial_user_ns: Option<bool>,
+    pub lsms: Option<String>,
+}
+
+impl KernelFacts {
+    pub fn gather() -> KernelFacts {
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+        KernelFacts {
+            cap_eff: own_status("CapEff").and_then(|h| u64::from_str_radix(&h, 16).ok()),
+            lockdown: read("/sys/kernel/security/lockdown"),
+            seccomp: own_status("Seccomp").and_then(|v| v.parse().ok()),
+            initial_user_ns: initial_user_ns(),
+            lsms: read("/sys/kernel/security/lsm"),
+        }
+    }
+
+    /// What to do about an EPERM: `get_privilege` when gotrace lacks one of
+    /// `needed` (bit, name), else what else refuses it.
+    pub fn advice(&self, get_privilege: &str, needed: &[(u32, &str)]) -> String {
+        let Some(caps) = self.cap_eff else {
+            return get_privilege.to_string();
+        };
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|(bit, _)| caps & (1 << bit) == 0)
+            .map(|(_, name)| *name)
+            .collect();
+        if !missing.is_empty() {
+            return format!("{get_privilege} (it lacks {})", missing.join(", "));
+        }
+        let mut causes = Vec::new();
+        if let Some(mode) = self.lockdown.as_deref().and_then(|l| {
+            let active = l.split_whitespace().find(|w| w.starts_with('['))?;
+            (active != "[none]").then(|| active.trim_matches(['[', ']']).to_owned())
+        }) {
+            causes.push(format!(
+                "kernel lockdown ({mode}, /sys/kernel/security/lockdown)"
+            ));
+        }
+        if self.initial_user_ns == Some(false) {
+            causes.push("a user namespace, whose capabilities do not reach the kernel's eBPF and uprobes (see /proc/self/uid_map)".into());
+        }
+        if self.seccomp.is_some_and(|m| m != 0) {
+            causes.push("a seccomp filter on gotrace (Seccomp in /proc/self/status), as container runtimes install".into());
+        }
+        causes.push(match self.lsms.as_deref() {
+            Some(l) => format!("an LSM among \"{l}\" (denials show in dmesg or the audit log)"),
+            None => "an LSM such as SELinux, AppArmor or a BPF LSM (denials show in dmesg or the audit log)".into(),
+        });
+        let names: Vec<&str> = needed.iter().map(|(_, n)| *n).collect();
+        format!(
+            "gotrace already holds {}, so something else refuses it: {}",
+            names.join(", "),
+            causes.join("; or ")
+        )
+    }
+}
 
 /// What the system says about gotrace's right to inspect `pid`, gathered
 /// after the kernel refused it, to say why in the error.
@@ -324,14 +410,7 @@ pub struct AccessFacts {
 impl AccessFacts {
     pub fn gather(pid: u32) -> AccessFacts {
         let read = |p: &str| std::fs::read_to_string(p).ok();
-        let cap_eff = read("/proc/self/status").and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_owned();
-            u64::from_str_radix(&hex, 16).ok()
-        });
+        let cap_eff = own_status("CapEff").and_then(|h| u64::from_str_radix(&h, 16).ok());
         let ns = |p: String| std::fs::read_link(p).ok();
         let same_pid_ns = match (
             ns("/proc/self/ns/pid".into()),
@@ -349,8 +428,7 @@ impl AccessFacts {
                 .and_then(|s| s.trim().parse().ok()),
             lsms: read("/sys/kernel/security/lsm").map(|s| s.trim().to_owned()),
             same_pid_ns,
-            initial_user_ns: read("/proc/self/uid_map")
-                .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]),
+            initial_user_ns: initial_user_ns(),
         }
     }
 
@@ -423,6 +501,48 @@ mod tests {
             same_pid_ns: Some(true),
             initial_user_ns: Some(true),
         }
+    }
+
+    #[test]
+    fn kernel_refusals_name_the_missing_capability_or_what_else_refuses() {
+        let needed = [(CAP_BPF, "CAP_BPF"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")];
+        let all = (1u64 << CAP_BPF) | (1 << CAP_SYS_ADMIN);
+        let f = KernelFacts {
+            cap_eff: Some(1 << CAP_BPF),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.advice("run as root", &needed),
+            "run as root (it lacks CAP_SYS_ADMIN)"
+        );
+        assert_eq!(
+            KernelFacts::default().advice("run as root", &needed),
+            "run as root"
+        );
+        let f = KernelFacts {
+            cap_eff: Some(all),
+            lockdown: Some("none integrity [confidentiality]".into()),
+            seccomp: Some(2),
+            initial_user_ns: Some(false),
+            lsms: Some("capability,bpf".into()),
+        };
+        assert_eq!(
+            f.advice("run as root", &needed),
+            "gotrace already holds CAP_BPF, CAP_SYS_ADMIN, so something else refuses it: \
+             kernel lockdown (confidentiality, /sys/kernel/security/lockdown); or a user namespace, \
+             whose capabilities do not reach the kernel's eBPF and uprobes (see /proc/self/uid_map); \
+             or a seccomp filter on gotrace (Seccomp in /proc/self/status), as container runtimes \
+             install; or an LSM among \"capability,bpf\" (denials show in dmesg or the audit log)"
+        );
+        let f = KernelFacts {
+            cap_eff: Some(all),
+            lockdown: Some("[none] integrity confidentiality".into()),
+            seccomp: Some(0),
+            initial_user_ns: Some(true),
+            lsms: None,
+        };
+        let a = f.advice("run as root", &needed);
+        assert!(a.ends_with("refuses it: an LSM such as SELinux, AppArmor or a BPF LSM (denials show in dmesg or the audit log)"), "{a}");
     }
 
     #[test]
