@@ -23,6 +23,7 @@ fn one_line_panics() {
             .map(|l| format!(" (at {}:{})", l.file(), l.line()))
             .unwrap_or_default();
         let what = what.replace('\n', " ");
+        tracer::view::top::restore_terminal();
         eprintln!("gotrace: error: internal error: {what}{at}");
         std::process::exit(1);
     }));
