@@ -21,12 +21,11 @@ pub(crate) static EBPF_OBJECT: &[u8] =
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "permission denied loading eBPF programs: run gotrace as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)"
+        "permission denied loading eBPF programs: {}",
+        permission_advice(false)
     )]
     Permission,
-    #[error(
-        "permission denied creating uprobes: run gotrace as root (the kernel requires CAP_SYS_ADMIN for uprobes, with CAP_SYS_PTRACE for other users' processes)"
-    )]
+    #[error("permission denied creating uprobes: {}", permission_advice(true))]
     UprobePermission,
     #[error("loading the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
@@ -54,6 +53,32 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+}
+
+/// What to do about a refusal: get the capabilities when gotrace lacks
+/// one, else what else refuses (read when the error is shown).
+fn permission_advice(uprobes: bool) -> String {
+    use crate::process::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, KernelFacts};
+    let (get, needed): (&str, &[(u32, &str)]) = if uprobes {
+        (
+            "run gotrace as root (the kernel requires CAP_SYS_ADMIN for uprobes, with CAP_SYS_PTRACE for other users' processes)",
+            &[
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+            ],
+        )
+    } else {
+        (
+            "run gotrace as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)",
+            &[
+                (CAP_BPF, "CAP_BPF"),
+                (CAP_PERFMON, "CAP_PERFMON"),
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+            ],
+        )
+    };
+    KernelFacts::gather().advice(get, needed)
 }
 
 fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {

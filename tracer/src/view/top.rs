@@ -13,6 +13,20 @@ use crate::goruntime::{is_system_function, wait_reason};
 use crate::model::{GoroutineModel, SiteKey, State};
 use crate::resolve::StackResolver;
 
+/// The terminal is on the alternate screen: the panic hook, which exits
+/// without running `close`, restores it through [`restore_terminal`].
+static ALT_SCREEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves the alternate screen and shows the cursor if the view had entered
+/// it (for exits that skip `close`).
+pub fn restore_terminal() {
+    if ALT_SCREEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[?25h\x1b[?1049l");
+        let _ = out.flush();
+    }
+}
+
 /// Seconds of history the growth column looks back over.
 const GROWTH_WINDOW_S: f64 = 10.0;
 /// Rows of the group table.
@@ -309,6 +323,7 @@ impl View for Top<'_> {
                 // Alternate screen, hide the cursor.
                 s.push_str("\x1b[?1049h\x1b[?25l");
                 self.entered = true;
+                ALT_SCREEN.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             s.push_str("\x1b[H\x1b[2J");
             s.push_str(
@@ -327,6 +342,7 @@ impl View for Top<'_> {
             let _ = self.out.write_all(b"\x1b[?25h\x1b[?1049l");
             let _ = self.out.flush();
             self.entered = false;
+            ALT_SCREEN.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
