@@ -9,49 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The directory holding toolchains and Go caches.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GOTRACE_TOOLS").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".cache/gotrace")
-}
-
-/// The `go` binary of the highest installed `<minor>.*` toolchain, e.g.
-/// `find_go("1.26")` -> `$GOTRACE_TOOLS/go-1.26.6/bin/go`. An exact full
-/// version ("1.26.6") also matches.
-pub fn find_go(minor: &str) -> Option<PathBuf> {
-    let mut best: Option<(Vec<u64>, PathBuf)> = None;
-    for entry in std::fs::read_dir(tools_dir()).ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(version) = name.to_str().and_then(|n| n.strip_prefix("go-")) else {
-            continue;
-        };
-        if version != minor && !version.starts_with(&format!("{minor}.")) {
-            continue;
-        }
-        let go = entry.path().join("bin/go");
-        if !go.is_file() {
-            continue;
-        }
-        let key = version_key(version);
-        if best.as_ref().is_none_or(|(k, _)| key > *k) {
-            best = Some((key, go));
-        }
-    }
-    best.map(|(_, go)| go)
-}
-
-fn version_key(version: &str) -> Vec<u64> {
-    version
-        .split('.')
-        .map(|p| {
-            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().unwrap_or(0)
-        })
-        .collect()
-}
+pub use gotoolchains::{find_go, tools_dir};
 
 /// "1.26.6" for `$GOTRACE_TOOLS/go-1.26.6/bin/go`, else "unknown".
 fn toolchain_version(go: &Path) -> String {
@@ -78,20 +36,15 @@ pub fn build_go_env(
     extra_args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<(), String> {
-    let tools = tools_dir();
     let version = toolchain_version(go);
-    let output = Command::new(go)
+    let mut build = Command::new(go);
+    let output = gotoolchains::go_env(&mut build, &version)
         .arg("build")
         .args(extra_args)
         .arg("-o")
         .arg(out)
         .arg(".")
         .current_dir(src_dir)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOCACHE", tools.join(format!("gocache-{version}")))
-        .env("GOPATH", tools.join("gopath"))
         .envs(env.iter().copied())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
@@ -144,6 +97,9 @@ pub fn build_testdata(program: &str, minor: &str, opts: BuildOpts<'_>) -> Result
         .ok_or_else(|| format!("Go {minor} not installed: run `cargo xtask setup`"))?;
     let src = testdata_dir().join(program);
     let mut hasher = DefaultHasher::new();
+    // The path too: binaries embed it, and worktrees of this repository
+    // share the cache directory.
+    src.hash(&mut hasher);
     hash_dir(&src, &mut hasher).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
     // The source path is in the binary's DWARF: checkouts in different
     // places must not share a build.
