@@ -1,6 +1,7 @@
 //! Project automation for gotrace: `cargo xtask <command>`.
 
 mod bench;
+mod build;
 mod check;
 mod demo;
 mod fuzz;
@@ -9,6 +10,7 @@ mod oldkernel;
 mod setup;
 mod soak;
 mod util;
+mod verifier;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ commands:
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
   layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  check-table        write docs/verifier.md (each eBPF program's size and
+                     verifier instruction count) from `gotrace check --json`
+                     (needs root; oldkernel and test write it too)
   bench [--runs 5] [--quick]
                      overhead vs untraced, empty probes, bpftrace and
                      runtime/trace; replay rate, memory, attach time; writes
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
 
     let result = match command {
         Some("setup") if rest.is_empty() => setup::setup(),
-        Some("build") if rest.is_empty() => check::build().map(|bin| {
+        Some("build") if rest.is_empty() => build::build().map(|bin| {
             println!("built {}", bin.display());
         }),
         Some("lint") if rest.is_empty() => check::lint(),
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         }
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
+        Some("check-table") if rest.is_empty() => verifier::check_table(),
         Some("bench") => bench::bench(
             &rest
                 .iter()

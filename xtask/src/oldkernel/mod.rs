@@ -35,7 +35,7 @@ use guest::*;
 use initramfs::*;
 use kernel::*;
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_go, ensure_nightly, ensure_tools_dir, go_env};
 use crate::util::{
     capture, cmd, installing, probe, require_root, run, skipped, target_dir, workspace_root,
@@ -209,7 +209,11 @@ pub fn run_suite(accel: Accel) -> Result<Outcome> {
         .env("FIXTURES", &fixtures)
         .env("OUT", &host_dir))?;
     let host_elapsed = host_start.elapsed();
-    let host_check = capture(cmd(&gotrace).args(["check", "--json"]))?;
+    let host_check = crate::verifier::host_check(&gotrace)?;
+    let guest_check: Option<Value> = guest
+        .file("check.json")
+        .and_then(|j| serde_json::from_slice(j).ok());
+    crate::verifier::write(&host_check, guest_check.as_ref())?;
 
     let mut results: Vec<(String, Result<String>)> = Vec::new();
     results.push((
@@ -222,7 +226,14 @@ pub fn run_suite(accel: Accel) -> Result<Outcome> {
     }
 
     let total = start.elapsed();
-    let summary = summary_markdown(&guest, &results, &host_check, total, prepared, host_elapsed);
+    let summary = summary_markdown(
+        &guest,
+        &results,
+        &crate::verifier::table(&host_check, guest_check.as_ref()),
+        total,
+        prepared,
+        host_elapsed,
+    );
     std::fs::write(work.join("result.md"), &summary)?;
     println!("\n{summary}");
     let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
