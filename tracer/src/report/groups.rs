@@ -66,7 +66,7 @@ fn secs(ns: u64) -> f64 {
 
 /// Pattern from the wait reason, refined (or, without DWARF constants,
 /// derived) from the blocked stack.
-fn classify(
+pub(crate) fn classify(
     raw_reason: u8,
     names: &BTreeMap<u8, String>,
     frames: &[Frame],
@@ -164,8 +164,7 @@ fn collect(
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
                 let (text, pattern, idle) = classify(p.reason, wait_reasons, &frames);
                 let blocked_for = secs(end_ns.saturating_sub(p.since_ns));
-                let suspect = blocked_for >= threshold_s
-                    && !matches!(pattern, Pattern::Runtime | Pattern::Idle);
+                let suspect = blocked_for >= threshold_s && pattern.can_leak();
                 (
                     suspect,
                     Some(text),
