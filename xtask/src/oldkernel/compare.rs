@@ -117,7 +117,94 @@ pub(super) fn digest(r: &Value) -> Vec<String> {
     d
 }
 
-pub(super) fn compare(name: &str, guest_dir: &Path, host_dir: &Path) -> Result<String> {
+/// The fixture's `planted <what> <N>` count, from its output (`stdout`
+/// in command mode, shared with gotrace; `fixture` in --pid mode).
+fn planted(out: &str, what: &str) -> Result<u64> {
+    let prefix = format!("planted {what} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .with_context(|| format!("the fixture printed no `{prefix}N` line"))
+}
+
+/// The exact findings `expect` lists, in `r` (one kernel's report); the
+/// problems found.
+pub(super) fn absolute(expect: &[Expect], r: &Value, fixture_out: &str) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let want = |what: String, got: &Value, n: u64| {
+        (*got != n).then(|| format!("{what}: {got}, planted {n}"))
+    };
+    let find = |list: &Value, key: &str, value: &str, pointer: &str| -> Value {
+        let items = list.as_array().into_iter().flatten();
+        items
+            .filter(|g| g.pointer(key).is_some_and(|v| v == value))
+            .map(|g| g.pointer(pointer).cloned().unwrap_or(Value::Null))
+            .next()
+            .unwrap_or(Value::Null)
+    };
+    if r["trace"]["kernel"]["dropped_total"] != 0 {
+        problems.push(format!("dropped {}", r["trace"]["kernel"]["dropped_total"]));
+    }
+    for e in expect {
+        let found: Vec<Option<String>> = match *e {
+            Expect::Suspects { start, planted: p } => vec![want(
+                format!("suspects running {start}"),
+                &find(&r["suspects"], "/start_function", start, "/count"),
+                planted(fixture_out, p)?,
+            )],
+            Expect::SuspectCount(names) => {
+                let n = names
+                    .iter()
+                    .map(|p| planted(fixture_out, p))
+                    .sum::<Result<u64>>()?;
+                vec![want("suspect_count".into(), &r["suspect_count"], n)]
+            }
+            Expect::ContextLeak {
+                created_at,
+                kind,
+                planted: p,
+            } => {
+                let leaks = &r["contexts"]["leaks"];
+                let at = "/created_at/function";
+                let k = find(leaks, at, created_at, "/kind");
+                vec![
+                    want(
+                        format!("{kind} context leak from {created_at}"),
+                        &find(leaks, at, created_at, "/count"),
+                        planted(fixture_out, p)?,
+                    ),
+                    (k != kind).then(|| format!("context leak from {created_at}: kind {k}")),
+                ]
+            }
+            Expect::Tickers {
+                created_at,
+                planted: p,
+            } => vec![want(
+                format!("tickers never stopped from {created_at}"),
+                &find(
+                    &r["timers"]["tickers_never_stopped"],
+                    "/created_at/function",
+                    created_at,
+                    "/count",
+                ),
+                planted(fixture_out, p)?,
+            )],
+            Expect::TimersStopped(p) => vec![want(
+                "timers stopped".into(),
+                &r["timers"]["stopped"],
+                planted(fixture_out, p)?,
+            )],
+        };
+        problems.extend(found.into_iter().flatten());
+    }
+    Ok(problems)
+}
+
+pub(super) fn compare(
+    name: &str,
+    expect: &[Expect],
+    guest_dir: &Path,
+    host_dir: &Path,
+) -> Result<String> {
     let load = |dir: &Path, side: &str| -> Result<(Value, String)> {
         let d = dir.join(name);
         let exit = std::fs::read_to_string(d.join("exit")).unwrap_or_default();
@@ -149,8 +236,14 @@ pub(super) fn compare(name: &str, guest_dir: &Path, host_dir: &Path) -> Result<S
             problems.push(format!("host only:  {line}"));
         }
     }
-    if guest["trace"]["kernel"]["dropped_total"] != 0 {
-        problems.push("the guest dropped events".into());
+    for (side, dir, report) in [("guest", guest_dir, &guest), ("host", host_dir, &host)] {
+        let d = dir.join(name);
+        let out = ["stdout", "fixture"]
+            .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
+            .join("\n");
+        for p in absolute(expect, report, &out)? {
+            problems.push(format!("{side}: {p}"));
+        }
     }
     if guest["suspect_count"] == 0
         && guest["timers"]["tickers_never_stopped"] == Value::Array(vec![])

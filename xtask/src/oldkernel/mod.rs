@@ -64,6 +64,35 @@ struct Scenario {
     go: &'static str,
     mode: Mode,
     args: &'static [&'static str],
+    /// What the report must say on either kernel (see `compare::absolute`).
+    expect: &'static [Expect],
+}
+
+/// One finding a scenario's report must hold exactly, its count read from
+/// the fixture's `planted <what> <N>` line: a bug on both kernels fails
+/// here although the two reports agree.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// A suspect group running `start` with `planted` goroutines.
+    Suspects {
+        start: &'static str,
+        planted: &'static str,
+    },
+    /// `suspect_count` is the sum of these `planted` counts.
+    SuspectCount(&'static [&'static str]),
+    /// A context leak of `kind` created in `created_at`, `planted` strong.
+    ContextLeak {
+        created_at: &'static str,
+        kind: &'static str,
+        planted: &'static str,
+    },
+    /// Tickers never stopped, created in `created_at`, `planted` strong.
+    Tickers {
+        created_at: &'static str,
+        planted: &'static str,
+    },
+    /// `timers.stopped` equals `planted`.
+    TimersStopped(&'static str),
 }
 
 /// Together these load every program kind gotrace attaches: goroutine life
@@ -76,24 +105,65 @@ const SCENARIOS: &[Scenario] = &[
         go: "1.26.6",
         mode: Mode::Command,
         args: &["--leak-threshold", "1s"],
+        expect: &[
+            Expect::Suspects {
+                start: "main.receiveForever",
+                planted: "chanrecv",
+            },
+            Expect::SuspectCount(&["chanrecv"]),
+        ],
     },
     Scenario {
         fixture: "ctxleak",
         go: "1.26.6",
         mode: Mode::Command,
         args: &["--leak-threshold", "1s"],
+        expect: &[
+            Expect::ContextLeak {
+                created_at: "main.startJob",
+                kind: "timer",
+                planted: "timeout-leak",
+            },
+            Expect::ContextLeak {
+                created_at: "main.makeIdleContexts",
+                kind: "cancel",
+                planted: "cancel-leak",
+            },
+        ],
     },
     Scenario {
         fixture: "tickers",
         go: "1.21.13",
         mode: Mode::Command,
         args: &["--leak-threshold", "1s"],
+        expect: &[
+            Expect::Tickers {
+                created_at: "main.startPoller",
+                planted: "tickers",
+            },
+            Expect::TimersStopped("stopped"),
+        ],
     },
     Scenario {
         fixture: "locks",
         go: "1.19.8",
         mode: Mode::Pid,
         args: &["--leak-threshold", "1s", "--duration", "3s"],
+        expect: &[
+            Expect::Suspects {
+                start: "main.lockWaiter",
+                planted: "mutex",
+            },
+            Expect::Suspects {
+                start: "main.waitGroupWaiter",
+                planted: "waitgroup",
+            },
+            Expect::Suspects {
+                start: "main.rlockWaiter",
+                planted: "rwmutex",
+            },
+            Expect::SuspectCount(&["mutex", "waitgroup", "rwmutex", "abba"]),
+        ],
     },
 ];
 
@@ -222,7 +292,10 @@ pub fn run_suite(accel: Accel) -> Result<Outcome> {
     ));
     for s in SCENARIOS {
         let name = s.name();
-        results.push((name.clone(), compare(&name, &guest_dir, &host_dir)));
+        results.push((
+            name.clone(),
+            compare(&name, s.expect, &guest_dir, &host_dir),
+        ));
     }
 
     let total = start.elapsed();
@@ -292,6 +365,45 @@ mod tests {
         let text = String::from_utf8_lossy(&data);
         assert!(text.contains("bin/x\0"));
         assert!(text.contains("TRAILER!!!\0"));
+    }
+
+    #[test]
+    fn absolute_checks_count_what_was_planted() {
+        let locks = SCENARIOS.iter().find(|s| s.fixture == "locks").unwrap();
+        let out = "planted mutex 5\nplanted waitgroup 3\nplanted rwmutex 2\nplanted abba 2\n";
+        let group = |start: &str, n: u64| serde_json::json!({"start_function": start, "count": n});
+        let mut r = serde_json::json!({
+            "trace": {"kernel": {"dropped_total": 0}},
+            "suspect_count": 12,
+            "suspects": [
+                group("main.lockWaiter", 5),
+                group("main.waitGroupWaiter", 3),
+                group("main.rlockWaiter", 2),
+            ],
+        });
+        assert_eq!(
+            absolute(locks.expect, &r, out).unwrap(),
+            Vec::<String>::new()
+        );
+        r["suspects"][0]["count"] = 4.into();
+        r["suspect_count"] = 11.into();
+        r["trace"]["kernel"]["dropped_total"] = 1.into();
+        let problems = absolute(locks.expect, &r, out).unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(absolute(locks.expect, &r, "").is_err(), "no planted lines");
+
+        let tickers = SCENARIOS.iter().find(|s| s.fixture == "tickers").unwrap();
+        let r = serde_json::json!({
+            "trace": {"kernel": {"dropped_total": 0}},
+            "timers": {"stopped": 1, "tickers_never_stopped": [
+                {"created_at": {"function": "main.startPoller"}, "count": 3}
+            ]},
+        });
+        let out = "planted tickers 3\nplanted stopped 1\n";
+        assert_eq!(
+            absolute(tickers.expect, &r, out).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
