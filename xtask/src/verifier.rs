@@ -78,12 +78,17 @@ pub fn table(host: &Value, guest: Option<&Value>) -> String {
     let guest_programs = guest.map(by_name);
     let mut s = format!(
         "Host: Linux {host_release}{}. Verified instructions are what the \
-         verifier processed (reported by Linux 5.16+), the measure its {limit}-instruction \
+         verifier processed (reported by Linux 5.16+), the measure its {}-instruction \
          limit applies to.\n\n",
         guest.map_or(String::new(), |g| format!(
             "; guest: Linux {} (`cargo xtask oldkernel`)",
             release(g)
         )),
+        if limit % 1_000_000 == 0 {
+            format!("{} M", limit / 1_000_000)
+        } else {
+            limit.to_string()
+        },
     );
     s.push_str("| program |");
     if let Some(g) = guest {
