@@ -17,7 +17,16 @@ pub fn lint() -> Result<()> {
         ("rustfmt", &["fmt", "--all", "--check"]),
         (
             "clippy (host crates)",
-            &["clippy", "--all-targets", "--", "-D", "warnings"],
+            // With the fuzz-only code (and the fuzz_seeds example it gates).
+            &[
+                "clippy",
+                "--all-targets",
+                "--features",
+                "tracer/fuzzing",
+                "--",
+                "-D",
+                "warnings",
+            ],
         ),
         (
             "clippy (eBPF crate)",

@@ -84,7 +84,7 @@ pub fn table(host: &Value, guest: Option<&Value>) -> String {
             "; guest: Linux {} (`cargo xtask oldkernel`)",
             release(g)
         )),
-        if limit % 1_000_000 == 0 {
+        if limit.is_multiple_of(1_000_000) {
             format!("{} M", limit / 1_000_000)
         } else {
             limit.to_string()

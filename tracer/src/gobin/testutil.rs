@@ -1,8 +1,7 @@
-//! Locating the Go toolchains installed by `cargo xtask setup` and building
-//! the Go programs of `tracer/testdata` (shared by unit and e2e tests).
-//!
-//! Toolchains live at `$GOTRACE_TOOLS/go-<version>/bin/go`, with
-//! `GOTRACE_TOOLS` defaulting to `$HOME/.cache/gotrace`.
+//! Building the Go programs of `tracer/testdata` with the toolchains
+//! `cargo xtask setup` installs (see the `gotoolchains` crate), for the unit
+//! tests and the `fuzz_seeds` example. Test-only: compiled under `cfg(test)`
+//! or the `fuzzing` feature.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
