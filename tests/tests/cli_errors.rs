@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use gotrace_e2e::{assert_one_line_error, gotrace, gotrace_bin};
+use gotrace_e2e::{CommandExt as _, RUN_TIMEOUT, assert_one_line_error, gotrace, gotrace_bin};
 
 /// Exit status 2 (usage) and exactly one line on stderr, containing `needle`.
 fn assert_usage_error(out: &Output, needle: &str) {
@@ -80,7 +80,7 @@ fn a_panic_is_one_line_and_status_1() {
         .arg("--version")
         .env("GOTRACE_TEST_PANIC", "1")
         .stdin(Stdio::null())
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("run gotrace");
     assert_one_line_error(
         &out,

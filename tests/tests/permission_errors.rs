@@ -4,7 +4,9 @@
 
 use std::process::{Command, Stdio};
 
-use gotrace_e2e::{assert_one_line_error, gotrace, gotrace_bin, root_guard};
+use gotrace_e2e::{
+    CommandExt as _, RUN_TIMEOUT, assert_one_line_error, gotrace, gotrace_bin, root_guard,
+};
 
 /// As user nobody with no capabilities, inspecting a root process.
 #[test]
@@ -13,7 +15,7 @@ fn without_privilege_the_error_says_get_it() {
     let mut target = Command::new("sleep")
         .arg("60")
         .stdout(Stdio::null())
-        .spawn()
+        .spawn_within(RUN_TIMEOUT)
         .unwrap();
     let pid = target.id();
     for sub in ["", "snapshot "] {
@@ -21,7 +23,7 @@ fn without_privilege_the_error_says_get_it() {
             .args(["--user=nobody", "--", "-c"])
             .arg(format!("exec {} {sub}--pid {pid}", gotrace_bin().display()))
             .stdin(Stdio::null())
-            .output()
+            .output_within(RUN_TIMEOUT)
             .unwrap();
         assert_one_line_error(
             &out,
