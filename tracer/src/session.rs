@@ -176,6 +176,7 @@ impl Session<'_> {
                     guard.clear_ready();
                 }
                 _ = poll.tick() => {
+                    self.probes.flush_logs();
                     drain(
                         ring.get_mut(),
                         self.model,
@@ -194,7 +195,7 @@ impl Session<'_> {
                     let now = monotonic_ns();
                     let t = now.saturating_sub(start_ns) as f64 / 1e9;
                     sample(self.model, self.recorder.as_deref_mut(), t);
-                    let kernel = self.probes.counters().unwrap_or_default();
+                    let kernel = self.probes.counters();
                     let secs = now.saturating_sub(last_tick_ns).max(1) as f64 / 1e9;
                     self.view.tick(&crate::view::Tick {
                         t_s: t,
@@ -222,6 +223,7 @@ impl Session<'_> {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
+        self.probes.flush_logs();
         drain(
             ring.get_mut(),
             self.model,

@@ -235,6 +235,8 @@ pub fn trace(
             crate::probe::AttachOptions {
                 ring_bytes: args.ring_buffer,
                 empty_programs: args.bench_empty_probes,
+                debug_probes: args.debug_probes
+                    || log::log_enabled!(target: "tracer_ebpf", log::Level::Debug),
             },
         )?;
         let exit = ExitWatcher::new(pid, is_child)?;
@@ -374,7 +376,7 @@ pub fn trace(
             Some((id, pcs))
         })
         .collect();
-    let kernel = probes.counters()?;
+    let kernel = probes.counters();
     drop(probes); // detach every uprobe before the slow part
 
     let load_bias = if bin.is_pie() {
