@@ -59,6 +59,9 @@ fn ctxselect(go: &str) {
         "{k:#}"
     );
     assert_eq!(k["stacks_truncated"], planted(&t, "deep-stack"), "{k:#}");
+    // Every read the probes make here succeeds (a fresh cancelCtx is not
+    // read for a deadline it does not have).
+    assert_eq!(k["read_errors_total"], 0, "{k:#}");
     let out = &t.gotrace_stdout;
     assert!(
         out.contains("warning: 1 event stacks were cut at 127 frames"),
