@@ -160,6 +160,17 @@ mod tests {
             goid: 7,
         };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
+        let mut more = GoParkChansEvent {
+            header: header(EventKind::GoParkChans),
+            goid: 42,
+            nr: 2,
+            ..Default::default()
+        };
+        more.chans[..2].copy_from_slice(&[0xa, 0xb]);
+        assert_eq!(
+            decode(&bytes_of(&more)),
+            Ok(Event::ParkChans(Box::new(more)))
+        );
     }
 
     #[test]
