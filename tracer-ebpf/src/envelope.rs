@@ -15,9 +15,10 @@ use crate::{
     probe::Probe,
 };
 
-/// Sends one `T`: `fill` writes every field but the header, straight into
-/// the reserved record (events larger than the 512-byte BPF stack never
-/// pass through it). False when the ring was full (counted).
+/// Sends one `T`: `emit` stamps the header, then `fill` writes every other
+/// field straight into the reserved record (events larger than the
+/// 512-byte BPF stack never pass through it). False when the ring was full
+/// (counted).
 #[inline(always)]
 pub fn emit<T: Event>(p: &Probe, fill: impl FnOnce(&mut T)) -> bool {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
@@ -36,8 +37,10 @@ pub fn emit<T: Event>(p: &Probe, fill: impl FnOnce(&mut T)) -> bool {
     // SAFETY: the record is ours until submitted; its memory comes from the
     // kernel (initialised as far as Rust can tell) and T is plain old data
     // valid for any bits, starting with its header (the `Event` contract).
+    // The header (its timestamp) first: the model compares timestamps
+    // across CPUs (a cancel after a park), so the clock is read before the
+    // body's reads, not after them.
     unsafe {
-        fill(&mut *ev);
         ev.cast::<EventHeader>().write(EventHeader {
             kind: T::KIND as u32,
             tid: p.tid,
@@ -45,6 +48,7 @@ pub fn emit<T: Event>(p: &Probe, fill: impl FnOnce(&mut T)) -> bool {
             cpu: bpf_get_smp_processor_id(),
             ts_ns: bpf_ktime_get_ns(),
         });
+        fill(&mut *ev);
     }
     entry.submit(wakeup_flags());
     true

@@ -286,15 +286,15 @@ pub fn go_park(ctx: ProbeContext) -> u32 {
         // The stack walk first: verified once, not once per path below.
         let stack_id = user_stack(p);
         let g = read_g(p, cfg, current_g(&ctx), 0);
-        let (chans, rest) = waiting_chans(p, cfg, g.waiting);
         let reason = (arg(&ctx, 2) & 0xff) as u32;
         let caller_pc = return_address(p);
+        let mut rest = 0;
         let sent = emit(p, |ev: &mut GoParkEvent| {
             ev.g = g.id;
             ev.stack_id = stack_id;
             ev.reason = reason;
             ev.caller_pc = caller_pc;
-            ev.chans = chans;
+            (ev.chans, rest) = waiting_chans(p, cfg, g.waiting);
         });
         if sent && rest != 0 {
             more_chans(p, cfg, g.id.goid, rest);

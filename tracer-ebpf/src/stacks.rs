@@ -14,8 +14,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    COUNTER_STACK_ERRORS, COUNTER_STACKS_TRUNCATED, NO_STACK, Program, STACK_DUMP_DEPTH,
-    STACK_DUMP_ID_SPAN, StackDumpEvent,
+    COUNTER_STACK_ERRORS, COUNTER_STACKS_TRUNCATED, EventHeader, NO_STACK, Program,
+    STACK_DUMP_DEPTH, STACK_DUMP_ID_SPAN, StackDumpEvent,
 };
 
 use crate::{
@@ -117,17 +117,18 @@ fn walk(ctx: &ProbeContext, prog: Program, tgid: u32, tid: u32) -> Option<i32> {
     ev.id = id;
     ev.nr = nr as u32;
     let sent = emit(&p, |out: &mut StackDumpEvent| {
-        // One helper call copies the ~1 KiB record (an inline copy would
-        // unroll into hundreds of instructions); `emit` stamps the header.
-        // SAFETY: `out` is a whole StackDumpEvent; kernel-to-kernel copy
-        // from the scratch this run owns.
+        // One helper call copies the ~1 KiB body (an inline copy would
+        // unroll into hundreds of instructions); `emit` wrote the header.
+        const HEADER: usize = size_of::<EventHeader>();
+        // SAFETY: `out` is a whole StackDumpEvent; a kernel-to-kernel copy
+        // of everything after the header, from the scratch this run owns.
         let dst = unsafe {
             core::slice::from_raw_parts_mut(
-                (out as *mut StackDumpEvent).cast::<u8>(),
-                size_of::<StackDumpEvent>(),
+                (out as *mut StackDumpEvent).cast::<u8>().add(HEADER),
+                size_of::<StackDumpEvent>() - HEADER,
             )
         };
-        let _ = unsafe { bpf_probe_read_kernel_buf(buf.cast::<u8>(), dst) };
+        let _ = unsafe { bpf_probe_read_kernel_buf(buf.cast::<u8>().add(HEADER), dst) };
     });
     if !sent {
         return None;
