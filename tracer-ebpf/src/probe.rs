@@ -29,13 +29,13 @@ static RUN_FAILS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub fn run(ctx: &ProbeContext, prog: Program, body: impl FnOnce(&Probe, &Config)) -> u32 {
     let cfg = config();
-    let Some(p) = Probe::start(ctx, prog, &cfg) else {
+    let Some(p) = Probe::start(ctx, prog, cfg) else {
         return 0;
     };
     if debug_probes() {
         set_fails([0, 0]);
     }
-    body(&p, &cfg);
+    body(&p, cfg);
     if debug_probes()
         && let Some(f) = RUN_FAILS.get_ptr(0)
     {
