@@ -66,6 +66,12 @@ pub struct TargetArgs {
     #[arg(long, hide = true)]
     pub bench_empty_probes: bool,
 
+    /// Print the probes' own diagnostics on stderr (a read of the target's
+    /// memory failed, a path skipped, the ring buffer full). Also on with
+    /// RUST_LOG=tracer_ebpf=debug. Costs nothing when off.
+    #[arg(long)]
+    pub debug_probes: bool,
+
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -132,6 +138,11 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Load the programs with their diagnostics on (as `--debug-probes`
+    /// runs them).
+    #[arg(long)]
+    pub debug_probes: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -47,6 +47,8 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    #[error("reading the probes' diagnostics: {0}")]
+    Log(String),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -116,12 +118,16 @@ pub struct AttachOptions {
     pub ring_bytes: u32,
     /// Attach the empty program at every point instead of the real ones.
     pub empty_programs: bool,
+    /// Turn on the probes' diagnostics (aya-log), printed on stderr.
+    pub debug_probes: bool,
 }
 
 /// Loaded and attached probes. Dropping this detaches every uprobe.
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
+    /// Reads the probes' diagnostics (`--debug-probes`).
+    logs: Option<aya_log::EbpfLogger<ProbeLog>>,
 }
 
 impl Probes {
@@ -140,8 +146,20 @@ impl Probes {
             ring_bytes: u64::from(ring_bytes),
             ..config
         };
-        let ebpf = load_object(&config, Some(ring_bytes))?;
-        let mut probes = Probes { ebpf, attached: 0 };
+        let mut ebpf = load_object(&config, Some(ring_bytes), opts.debug_probes)?;
+        let logs = if opts.debug_probes {
+            Some(
+                aya_log::EbpfLogger::init_with_logger(&mut ebpf, ProbeLog)
+                    .map_err(|e| ProbeError::Log(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let mut probes = Probes {
+            ebpf,
+            attached: 0,
+            logs,
+        };
         let scope = match NonZeroU32::new(pid) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -221,18 +239,42 @@ impl Probes {
         })
     }
 
-    pub fn counters(&self) -> Result<counters::KernelCounters, ProbeError> {
-        let map = self
-            .ebpf
-            .map("COUNTERS")
-            .ok_or(ProbeError::MissingMap("COUNTERS"))?;
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
-                name: "COUNTERS",
-                source,
-            })?;
-        Ok(counters::read(&arr))
+    /// The kernel-side counters; every count unknown (`None`) when the map
+    /// cannot be read.
+    pub fn counters(&self) -> counters::KernelCounters {
+        let arr = self.ebpf.map("COUNTERS").and_then(|map| {
+            PerCpuArray::<&MapData, u64>::try_from(map)
+                .inspect_err(|e| log::warn!("counters map: {e}"))
+                .ok()
+        });
+        match arr {
+            Some(arr) => counters::read(&arr),
+            None => counters::KernelCounters::default(),
+        }
     }
+
+    /// Prints the probes' diagnostics waiting in their buffer (nothing
+    /// without `--debug-probes`).
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logs.as_mut() {
+            l.flush();
+        }
+    }
+}
+
+/// Prints each diagnostic of the probes as one stderr line.
+struct ProbeLog;
+
+impl log::Log for ProbeLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("gotrace: probe: {}", record.args());
+    }
+
+    fn flush(&self) {}
 }
 
 /// What the kernel says about one loaded program.
@@ -258,11 +300,21 @@ pub struct ProgramCheck {
 }
 
 /// Loads the embedded object with `config` (and a ring buffer of
-/// `ring_bytes`, else the object's default): maps created, programs not yet.
-fn load_object(config: &Config, ring_bytes: Option<u32>) -> Result<Ebpf, ProbeError> {
+/// `ring_bytes`, else the object's default; the probes' diagnostics on with
+/// `debug`): maps created, programs not yet.
+fn load_object(config: &Config, ring_bytes: Option<u32>, debug: bool) -> Result<Ebpf, ProbeError> {
     let _ = bump_memlock_rlimit();
     let mut loader = EbpfLoader::new();
     loader.override_global("CONFIG", config, true);
+    // Both in .rodata: with 0 the verifier prunes every diagnostic path.
+    let debug_flag = u8::from(debug);
+    loader.override_global("DEBUG_PROBES", &debug_flag, true);
+    let level = if debug {
+        aya_log::Level::Trace as u8
+    } else {
+        0
+    };
+    loader.override_global(aya_log::LEVEL, &level, true);
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }
@@ -276,10 +328,10 @@ fn load_object(config: &Config, ring_bytes: Option<u32>) -> Result<Ebpf, ProbeEr
 }
 
 /// Loads every program of the embedded object into the running kernel with
-/// `config`, attaching nothing. Fails only when the object's maps cannot be
+/// `config` (and the diagnostics on with `debug`), attaching nothing. Fails only when the object's maps cannot be
 /// created; each program's outcome is in its [`ProgramCheck`].
-pub fn load_every_program(config: Config) -> Result<Vec<ProgramCheck>, ProbeError> {
-    let mut ebpf = load_object(&config, None)?;
+pub fn load_every_program(config: Config, debug: bool) -> Result<Vec<ProgramCheck>, ProbeError> {
+    let mut ebpf = load_object(&config, None, debug)?;
     let mut checks = Vec::new();
     for (name, program) in ebpf.programs_mut() {
         let result = (|| -> Result<ProgramStats, ProgramError> {

@@ -158,7 +158,7 @@ fn collect(
         found.live_user += 1;
         let created_at = resolver.pc(g.gopc(), true);
         let state = g.state();
-        let parked_before_attach = matches!(state, State::Parked(p) if p.before_attach);
+        let parked_before_attach = matches!(&state, State::Parked(p) if p.before_attach);
         let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();

@@ -64,7 +64,8 @@ pub struct Screen {
     pub timers_running: usize,
     pub events_per_s: f64,
     pub events_total: u64,
-    pub dropped: u64,
+    /// `None`: the counters could not be read.
+    pub dropped: Option<u64>,
 }
 
 pub struct Top<'a> {
@@ -222,7 +223,7 @@ pub fn render_line(s: &Screen) -> String {
         s.contexts_cancelled,
         s.timers_running,
         s.events_per_s,
-        s.dropped
+        crate::probe::counters::shown(s.dropped)
     );
     if let Some(g) = s.groups.first() {
         line.push_str(&format!(
@@ -263,7 +264,7 @@ pub fn render_screen(title: &str, s: &Screen, width: usize) -> String {
         s.timers_running,
         s.events_per_s,
         s.events_total,
-        s.dropped
+        crate::probe::counters::shown(s.dropped)
     ));
     line(String::new());
     line(format!(
@@ -380,7 +381,7 @@ mod tests {
             timers_running: 1,
             events_per_s: 250.0,
             events_total: 3000,
-            dropped: 0,
+            dropped: Some(0),
         }
     }
 

@@ -154,37 +154,7 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         }
         None => {}
     }
-    let k = &r.trace.kernel;
-    let _ = writeln!(
-        out,
-        "events: {} received, {} dropped{}, {} stacks lost{}",
-        r.trace.events_received,
-        k.dropped_total,
-        if k.dropped_total > 0 {
-            let parts: Vec<String> = k
-                .dropped
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            format!(" ({})", parts.join(", "))
-        } else {
-            String::new()
-        },
-        k.stack_errors,
-        if k.parents_lost > 0 {
-            format!(", {} creators unknown", k.parents_lost)
-        } else {
-            String::new()
-        }
-    );
-    if k.dropped_total > 0 {
-        let _ = writeln!(
-            out,
-            "warning: the ring buffer was full {} times: counts below are lower bounds and some goroutines may look older than they are (raise --ring-buffer)",
-            k.dropped_total
-        );
-    }
+    kernel_lines(&mut out, r);
     let _ = writeln!(out);
     if r.suspects.is_empty() {
         let _ = writeln!(
@@ -228,4 +198,71 @@ pub fn render(r: &Report, context_trees: bool) -> String {
     contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
     contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
     out
+}
+
+/// The events line and what the probes lost, cut or could not read: drops
+/// always, the rest when non-zero, every count "unknown" when the counters
+/// could not be read.
+fn kernel_lines(out: &mut String, r: &Report) {
+    use crate::probe::counters::shown;
+    let k = &r.trace.kernel;
+    let parts = |m: &std::collections::BTreeMap<String, u64>| -> String {
+        let v: Vec<String> = m
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        v.join(", ")
+    };
+    let dropped = k.dropped_total.unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "events: {} received, {} dropped{}, {} stacks lost{}",
+        r.trace.events_received,
+        shown(k.dropped_total),
+        if dropped > 0 {
+            format!(" ({})", parts(&k.dropped))
+        } else {
+            String::new()
+        },
+        shown(k.stack_errors),
+        match k.parents_lost {
+            Some(n) if n > 0 => format!(", {n} creators unknown"),
+            _ => String::new(),
+        }
+    );
+    if dropped > 0 {
+        let _ = writeln!(
+            out,
+            "warning: the ring buffer was full {dropped} times: counts below are lower bounds and some goroutines may look older than they are (raise --ring-buffer)",
+        );
+    }
+    if k.dropped_total.is_none() {
+        let _ = writeln!(
+            out,
+            "warning: the probes' counters could not be read: drops, lost or cut stacks and failed reads are unknown"
+        );
+    }
+    if let Some(n) = k.stacks_truncated.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} event stacks were cut at {} frames: their outermost frames are missing",
+            tracer_common::STACK_DUMP_DEPTH
+        );
+    }
+    if let Some(n) = k.wait_chans_truncated.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} parks waited on more than {} channels: only the first {} were read (a goroutine may not be tied to its context)",
+            tracer_common::MAX_WAIT_CHANS,
+            tracer_common::MAX_WAIT_CHANS
+        );
+    }
+    if let Some(n) = k.read_errors_total.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} reads of the target's memory failed in the probes ({}): the fields they fill read as 0 (--debug-probes tells more)",
+            parts(&k.read_errors)
+        );
+    }
 }
