@@ -116,6 +116,24 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
 pub fn render(r: &Report, context_trees: bool) -> String {
     let mut out = String::new();
     let paths = Paths(goroot(r));
+    header(&mut out, r);
+    kernel_lines(&mut out, r);
+    let _ = writeln!(out);
+    suspects(&mut out, r, &paths);
+    unbounded_growth(&mut out, r, &paths);
+    if !r.live.is_empty() {
+        let _ = writeln!(out, "\nother live goroutines:");
+        for (i, grp) in r.live.iter().enumerate() {
+            group(&mut out, &paths, i + 1, grp, false);
+        }
+    }
+    contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
+    contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
+    out
+}
+
+/// What was traced, the goroutine counts, the snapshot at attach.
+fn header(out: &mut String, r: &Report) {
     let t = &r.target;
     let _ = writeln!(
         out,
@@ -154,50 +172,46 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         }
         None => {}
     }
-    kernel_lines(&mut out, r);
-    let _ = writeln!(out);
+}
+
+fn suspects(out: &mut String, r: &Report, paths: &Paths) {
     if r.suspects.is_empty() {
         let _ = writeln!(
             out,
             "no leak suspects (no user goroutine blocked ≥ {:.1}s)",
             r.trace.leak_threshold_s
         );
-    } else {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "LEAK SUSPECTS: {} (blocked ≥ {:.1}s)\n",
+        r.verdict, r.trace.leak_threshold_s
+    );
+    for (i, grp) in r.suspects.iter().enumerate() {
+        group(out, paths, i + 1, grp, true);
+        let _ = writeln!(out);
+    }
+}
+
+fn unbounded_growth(out: &mut String, r: &Report, paths: &Paths) {
+    let unbounded: Vec<_> = r.growth.iter().filter(|g| g.unbounded).collect();
+    if unbounded.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
+    for gr in unbounded {
+        let site = gr
+            .created_at
+            .as_ref()
+            .map(|f| paths.frame(f))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "LEAK SUSPECTS: {} (blocked ≥ {:.1}s)\n",
-            r.verdict, r.trace.leak_threshold_s
+            "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
+            gr.start_function, site, gr.net_per_s, gr.created, gr.exited, gr.live_at_end
         );
-        for (i, grp) in r.suspects.iter().enumerate() {
-            group(&mut out, &paths, i + 1, grp, true);
-            let _ = writeln!(out);
-        }
     }
-    let unbounded: Vec<_> = r.growth.iter().filter(|g| g.unbounded).collect();
-    if !unbounded.is_empty() {
-        let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
-        for gr in unbounded {
-            let site = gr
-                .created_at
-                .as_ref()
-                .map(|f| paths.frame(f))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
-                gr.start_function, site, gr.net_per_s, gr.created, gr.exited, gr.live_at_end
-            );
-        }
-    }
-    if !r.live.is_empty() {
-        let _ = writeln!(out, "\nother live goroutines:");
-        for (i, grp) in r.live.iter().enumerate() {
-            group(&mut out, &paths, i + 1, grp, false);
-        }
-    }
-    contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
-    contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
-    out
 }
 
 /// The events line and what the probes lost, cut or could not read: drops
