@@ -1,4 +1,4 @@
-//! Goroutine leak patterns 1, 2, 3, 9 and 10 (shared/leak-patterns.md) and a
+//! Goroutine leak patterns 1, 2, 3, 9 and 10 (the catalogue in README.md) and a
 //! clean control, each built with every Go in `GO_VERSIONS`, traced by the
 //! real gotrace binary from the program's first goroutine (`-- CMD`).
 

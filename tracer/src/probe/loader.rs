@@ -174,52 +174,65 @@ impl Probes {
                 },
                 ..point.clone()
             };
-            let program: &mut UProbe = probes
-                .ebpf
-                .program_mut(point.program)
-                .ok_or(ProbeError::MissingProgram(point.program))?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
-                    program: point.program,
-                    source,
-                })?;
-            if !loaded.contains(&point.program) {
-                program.load().map_err(|source| {
-                    if is_eperm(&source) {
-                        ProbeError::Permission
-                    } else {
-                        ProbeError::Program {
-                            program: point.program,
-                            source,
-                        }
-                    }
-                })?;
-                loaded.push(point.program);
-            }
-            program
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                    binary,
-                    scope,
-                )
-                .map_err(|source| {
-                    // perf_event_open of a uprobe: EACCES without
-                    // CAP_SYS_ADMIN (perfmon_capable() is not enough since the
-                    // 2024 kernel fix), EPERM without ptrace rights.
-                    if is_eperm(&source) || has_errno(&source, libc::EACCES) {
-                        ProbeError::UprobePermission
-                    } else {
-                        ProbeError::Attach {
-                            program: point.program,
-                            symbol: point.symbol,
-                            vaddr: point.vaddr,
-                            source,
-                        }
-                    }
-                })?;
+            probes.attach_point(point, binary, scope, &mut loaded)?;
             probes.attached += 1;
         }
         Ok(probes)
+    }
+
+    /// Loads `point`'s program (once: `loaded` lists those already loaded)
+    /// and attaches it at `point` in `binary`.
+    fn attach_point(
+        &mut self,
+        point: &AttachPoint,
+        binary: &Path,
+        scope: UProbeScope,
+        loaded: &mut Vec<&'static str>,
+    ) -> Result<(), ProbeError> {
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(point.program)
+            .ok_or(ProbeError::MissingProgram(point.program))?
+            .try_into()
+            .map_err(|source| ProbeError::Program {
+                program: point.program,
+                source,
+            })?;
+        if !loaded.contains(&point.program) {
+            program.load().map_err(|source| {
+                if is_eperm(&source) {
+                    ProbeError::Permission
+                } else {
+                    ProbeError::Program {
+                        program: point.program,
+                        source,
+                    }
+                }
+            })?;
+            loaded.push(point.program);
+        }
+        program
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                binary,
+                scope,
+            )
+            .map_err(|source| {
+                // perf_event_open of a uprobe: EACCES without
+                // CAP_SYS_ADMIN (perfmon_capable() is not enough since the
+                // 2024 kernel fix), EPERM without ptrace rights.
+                if is_eperm(&source) || has_errno(&source, libc::EACCES) {
+                    ProbeError::UprobePermission
+                } else {
+                    ProbeError::Attach {
+                        program: point.program,
+                        symbol: point.symbol,
+                        vaddr: point.vaddr,
+                        source,
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// Number of uprobes attached.
