@@ -1,12 +1,13 @@
 //! `go f(x)` compiles to a wrapper closure that calls `f`: `caller.gowrapN`
 //! (Go 1.22+) or `caller.funcN` (Go ≤ 1.21, the same name scheme as real
 //! closures). The goroutine's start pc is the wrapper; a Go developer wants
-//! `f`. This finds `f` from the machine code.
+//! `f`. This finds `f` from the machine code (amd64 and arm64).
 
 use std::collections::HashSet;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
+use super::rets::aarch64_bl_target;
 use super::symbolize::Symbolizer;
 use super::{Arch, GoBinary};
 
@@ -29,38 +30,27 @@ fn is_closure(name: &str) -> bool {
 /// only when all its code sits on a single source line (the `go` statement),
 /// which a real closure body does not.
 pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> Option<String> {
-    if bin.arch() != Arch::X86_64 {
-        return None;
-    }
     let sym = bin.symbols().containing(addr)?;
     let (gowrap, closure) = (is_gowrap(&sym.name), is_closure(&sym.name));
     if !gowrap && !closure {
         return None;
     }
     let code = bin.code(sym).ok()?;
-    let mut decoder = Decoder::with_ip(64, code, sym.addr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
     let mut callees: Vec<String> = Vec::new();
     let mut lines = HashSet::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if instr.is_invalid() {
-            break;
-        }
+    for (pc, call) in instructions(bin.arch(), sym.addr, code) {
         if closure
-            && let Some(f) = symbolizer.symbolize(instr.ip(), false).last()
+            && let Some(f) = symbolizer.symbolize(pc, false).last()
             && f.line != 0
         {
             lines.insert((f.file.clone(), f.line));
         }
-        if instr.flow_control() == FlowControl::Call && instr.is_call_near() {
-            let target = instr.near_branch_target();
-            if let Some(t) = bin.symbols().containing(target)
-                && !t.name.starts_with("runtime.")
-                && !callees.contains(&t.name)
-            {
-                callees.push(t.name.clone());
-            }
+        if let Some(target) = call
+            && let Some(t) = bin.symbols().containing(target)
+            && !t.name.starts_with("runtime.")
+            && !callees.contains(&t.name)
+        {
+            callees.push(t.name.clone());
         }
     }
     if callees.len() != 1 || (closure && lines.len() > 1) {
@@ -69,16 +59,58 @@ pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> 
     callees.pop()
 }
 
+/// Each instruction's address in `code` (a function's body at `addr`), with
+/// the target of a direct call if it is one.
+fn instructions(arch: Arch, addr: u64, code: &[u8]) -> Vec<(u64, Option<u64>)> {
+    match arch {
+        Arch::X86_64 => {
+            let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+            let mut instr = Instruction::default();
+            let mut out = Vec::new();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instr);
+                if instr.is_invalid() {
+                    break;
+                }
+                let call = (instr.flow_control() == FlowControl::Call && instr.is_call_near())
+                    .then(|| instr.near_branch_target());
+                out.push((instr.ip(), call));
+            }
+            out
+        }
+        Arch::Aarch64 => code
+            .chunks_exact(4)
+            .enumerate()
+            .map_while(|(i, w)| {
+                let pc = addr.checked_add(4 * i as u64)?;
+                let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                Some((pc, aarch64_bl_target(pc, word)))
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use crate::gobin::testutil::probe;
+    use crate::gobin::testutil::{BuildOpts, build_testdata};
 
     #[test]
     fn wrappers_resolve_to_the_called_function_and_closures_do_not() {
-        for minor in ["1.21", "1.26"] {
-            let bin = GoBinary::open(&probe(minor)).unwrap();
+        let arm64 = BuildOpts {
+            args: &[],
+            env: &[("GOARCH", "arm64"), ("CGO_ENABLED", "0")],
+        };
+        for (minor, opts) in [
+            ("1.21", BuildOpts::default()),
+            ("1.26", BuildOpts::default()),
+            ("1.21", arm64),
+            ("1.26", arm64),
+        ] {
+            let path = build_testdata("probe", minor, opts).unwrap_or_else(|e| panic!("{e}"));
+            let bin = GoBinary::open(&path).unwrap();
+            let minor = format!("{minor} {}", bin.arch());
             let sym = bin.symbolizer().unwrap();
             let mut callees = Vec::new();
             let mut closures = 0;
