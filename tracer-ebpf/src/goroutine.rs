@@ -11,7 +11,9 @@
 //! into the creating goroutine's stack: the creation stack needs no probe on
 //! the creator. The creator's goid is `g.parentGoid` (Go 1.21+); before 1.21
 //! a `runtime.newproc` entry probe stashes it per thread for the RET probe
-//! (the same thread runs both).
+//! (the same thread runs both). On arm64 before Go 1.25 `systemstack` breaks
+//! the frame-pointer chain, and that entry probe stashes the creation stack
+//! too.
 //!
 //! Each program reads the `g` fields it needs with one copy of a window that
 //! covers them (`Config::g_window_*`): on some hosts a user-memory read costs
@@ -26,7 +28,7 @@ use aya_ebpf::{
 use tracer_common::{
     CONFIG_FLAG_G_WINDOW, CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_SUDOG_WINDOW,
     CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, G_WINDOW_MAX, GoCreateEvent,
-    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, SUDOG_WINDOW_MAX, WAIT_CHANS,
+    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, NO_STACK, SUDOG_WINDOW_MAX, WAIT_CHANS,
 };
 
 use crate::{
@@ -35,9 +37,9 @@ use crate::{
     stacks::user_stack,
 };
 
-/// Stashed at `newproc` entry (Go < 1.21) for the RET probes of `newproc1`,
-/// in the slot of the thread (`tid % NEWPROC_SLOTS`); `tid` tells a slot's
-/// owner.
+/// Stashed at `newproc` entry (Go < 1.21, and arm64 before Go 1.25) for
+/// the RET probes of `newproc1`, in the slot of the thread
+/// (`tid % NEWPROC_SLOTS`); `tid` tells a slot's owner.
 #[derive(Clone, Copy)]
 struct NewprocStash {
     tid: u32,
@@ -45,7 +47,18 @@ struct NewprocStash {
     armed: u32,
     /// The creator's goid.
     goid: u64,
+    /// arm64: the creation stack, walked here on the creating goroutine
+    /// (see [`CREATION_STACK_AT_NEWPROC`]), and the return address the walk
+    /// from an entry misses; `NO_STACK` and 0 elsewhere.
+    stack_id: i32,
+    _pad: u32,
+    caller_pc: u64,
 }
+
+/// arm64's `systemstack` before Go 1.25 loads g0's frame pointer, so the
+/// walk from `newproc1` (on g0) never reaches the creator's frames; the
+/// `newproc` entry probe (attached there only on such binaries) walks them.
+const CREATION_STACK_AT_NEWPROC: bool = cfg!(bpf_target_arch = "aarch64");
 
 const NEWPROC_SLOTS: u32 = 4096;
 
@@ -165,13 +178,21 @@ fn copy_g_window(cfg: &Config, g: u64) -> Option<&'static [u64; G_WORDS]> {
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let cfg = config();
-    let Some((_, tid)) = target_thread(&cfg) else {
+    let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
+    };
+    let (stack_id, caller_pc) = if CREATION_STACK_AT_NEWPROC {
+        (user_stack(&ctx, tgid, tid), return_address(&ctx))
+    } else {
+        (NO_STACK, 0)
     };
     let stash = NewprocStash {
         tid,
         armed: 1,
         goid: read_u64(current_g(&ctx) + cfg.g_goid),
+        stack_id,
+        _pad: 0,
+        caller_pc,
     };
     // An entry probe can fire twice for one call (the prologue re-enters
     // after stack growth): overwriting the thread's slot deduplicates.
@@ -182,25 +203,25 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The creator's goid stashed by `go_newproc` on this thread, if any.
+/// What `go_newproc` stashed on this thread, taken (disarmed), if any. A
+/// slot another thread armed since leaves this creation's parent unknown
+/// (counted when the parent comes from the stash).
 #[inline(always)]
-fn take_stashed_parent(tid: u32) -> u64 {
-    let Some(slot) = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS) else {
-        return 0;
-    };
+fn take_stash(tid: u32, parent_from_stash: bool) -> Option<NewprocStash> {
+    let slot = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS)?;
     // SAFETY: an array slot, read and disarmed at once.
     let s = unsafe { &mut *slot };
     if s.armed != 1 {
-        return 0;
+        return None;
     }
     if s.tid != tid {
-        // Another thread of the target shares the slot and armed it since:
-        // this creation's parent is unknown (counted).
-        bump(COUNTER_PARENTS_LOST);
-        return 0;
+        if parent_from_stash {
+            bump(COUNTER_PARENTS_LOST);
+        }
+        return None;
     }
     s.armed = 0;
-    s.goid
+    Some(*s)
 }
 
 /// Attached to every RET instruction of `runtime.newproc1`.
@@ -210,12 +231,16 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     let Some((tgid, tid)) = target_thread(&cfg) else {
         return 0;
     };
-    // The stack walk first: verified once, not once per path below.
-    let stack_id = user_stack(&ctx, tgid, tid);
-    let parent = if cfg.flags & CONFIG_FLAG_PARENT_GOID == 0 {
-        take_stashed_parent(tid)
-    } else {
-        0
+    let parent_from_stash = cfg.flags & CONFIG_FLAG_PARENT_GOID == 0;
+    let stash = take_stash(tid, parent_from_stash);
+    let parent = match stash {
+        Some(s) if parent_from_stash => s.goid,
+        _ => 0,
+    };
+    // The stack walk before the paths below: verified once, not per path.
+    let (stack_id, caller_pc) = match stash {
+        Some(s) if s.stack_id != NO_STACK => (s.stack_id, s.caller_pc),
+        _ => (user_stack(&ctx, tgid, tid), 0),
     };
     let newg = arg(&ctx, 0);
     if newg == 0 {
@@ -229,7 +254,7 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
             stack_id,
             _pad: 0,
             // The walk from newproc1 includes newproc's return address.
-            caller_pc: 0,
+            caller_pc,
         },
     );
     0
