@@ -227,3 +227,22 @@ pub fn goroutine_hooks(version: &GoVersion, arm64: bool) -> Vec<Hook> {
     ]);
     hooks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newproc_entry_probe_where_the_creator_is_not_reachable_otherwise() {
+        let has = |v: &str, arm64| {
+            goroutine_hooks(&GoVersion::parse(v), arm64)
+                .iter()
+                .any(|h| h.program == "go_newproc")
+        };
+        assert!(has("go1.19.8", false));
+        assert!(!has("go1.21.13", false));
+        assert!(has("go1.21.13", true));
+        assert!(has("go1.24.11", true));
+        assert!(!has("go1.25.5", true));
+    }
+}
