@@ -150,9 +150,9 @@ fn test_steps(
         Ok(())
     };
 
-    // The same fixtures under Debian 11's Linux 5.10 in qemu (about a
-    // minute under TCG once the kernel is cached), then on arm64 (Debian
-    // 12's arm64 kernel, emulated): each check counts as a test. Like lint,
+    // The same fixtures under Debian 11's Linux 5.10 in qemu, then on arm64
+    // (Debian 12's arm64 kernel, emulated), about a minute each under TCG
+    // once cached: each check counts as a test. Like lint,
     // they run even when cargo test failed, so one run shows everything;
     // not when the run was narrowed to some tests.
     let guests: [(&str, GuestRun); 2] = [

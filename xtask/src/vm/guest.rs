@@ -166,6 +166,17 @@ pub fn boot_with(
         kernel_package: kernel.package.clone(),
         files: BTreeMap::new(),
     };
+    let done = read_results(&text, &mut guest)?;
+    echo_console(&console);
+    if !done {
+        bail!("the guest stopped before it sent every result");
+    }
+    Ok(guest)
+}
+
+/// Fills `guest` from the `@@` lines of the data port; true if the guest
+/// said it was done.
+fn read_results(text: &str, guest: &mut Guest) -> Result<bool> {
     let mut current: Option<(String, String)> = None;
     let mut done = false;
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
@@ -190,10 +201,14 @@ pub fn boot_with(
             done = true;
         }
     }
-    let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+    Ok(done)
+}
+
+/// Prints the guest's console; results sharing it are not echoed.
+fn echo_console(console: &Path) {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
     let mut in_file = false;
-    for line in console_text.lines().map(|l| l.trim_end_matches('\r')) {
-        // Results sharing the console are not echoed.
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if line.starts_with("@@ ") {
             in_file = line.starts_with("@@ file ");
             continue;
@@ -202,10 +217,6 @@ pub fn boot_with(
             println!("guest| {line}");
         }
     }
-    if !done {
-        bail!("the guest stopped before it sent every result");
-    }
-    Ok(guest)
 }
 
 pub fn console_tail(console: &Path) -> String {

@@ -220,39 +220,38 @@ pub fn run_guest(
         "gotrace check (every program loads)".into(),
         check_result(guest.file("check.json")),
     ));
-    let same_arch = !m.foreign;
     for s in scenarios {
-        let name = s.name();
-        results.push((name.clone(), compare(s, &guest_dir, &host_dir, same_arch)));
+        let same_arch = !m.foreign;
+        results.push((s.name(), compare(s, &guest_dir, &host_dir, same_arch)));
     }
-
-    let total = start.elapsed();
     let times = Times {
-        total,
+        total: start.elapsed(),
         prepared,
         host: host_elapsed,
     };
     let summary = summary_markdown(&guest, &results, &host_check, &times);
     std::fs::write(work.join("result.md"), &summary)?;
     println!("\n{summary}");
+    Ok(tally(m, &results, &times, &work))
+}
+
+/// Prints each check's result and the totals.
+fn tally(m: &Machine, results: &[(String, Result<String>)], t: &Times, work: &Path) -> Outcome {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
-    for (name, r) in &results {
+    for (name, r) in results {
         match r {
             Ok(_) => println!("{}: ok: {name}", m.name),
             Err(e) => println!("{}: FAILED: {name}: {e:#}", m.name),
         }
     }
+    let passed = results.len() as u64 - failed;
     println!(
-        "{}: {} passed, {failed} failed [{:.0}s; result in {}]",
+        "{}: {passed} passed, {failed} failed [{:.0}s; result in {}]",
         m.name,
-        results.len() as u64 - failed,
-        total.as_secs_f64(),
+        t.total.as_secs_f64(),
         work.join("result.md").display()
     );
-    Ok(Outcome {
-        passed: results.len() as u64 - failed,
-        failed,
-    })
+    Outcome { passed, failed }
 }
 
 #[cfg(test)]
