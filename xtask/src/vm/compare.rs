@@ -267,3 +267,31 @@ pub fn summary_markdown(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_match_whole_lines_or_up_to_a_space() {
+        let report = serde_json::json!({
+            "trace": {"probes_attached": 4, "kernel": {"dropped_total": 0, "stack_errors": 0},
+                      "events_undecodable": 0},
+            "suspect_count": 13,
+            "suspects": [{"start_function": "main.f", "count": 5, "pattern": "mutex",
+                          "wait_reason": "semacquire", "created_at": {"function": "main.main"},
+                          "blocked_at": {"function": "main.f"}}],
+        });
+        let scenario = |expect| Scenario {
+            expect,
+            ..scenarios::CHANRECV
+        };
+        let ok = scenario(&[
+            "suspect_count 13",
+            "suspect main.f x5 \"mutex\" \"semacquire\" created_at=\"main.main\"",
+        ]);
+        assert_eq!(absolute(&ok, &report, "3", "guest"), Vec::<String>::new());
+        let wrong = scenario(&["suspect_count 1", "suspect main.f x50"]);
+        assert_eq!(absolute(&wrong, &report, "0", "guest").len(), 3);
+    }
+}
