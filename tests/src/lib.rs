@@ -2,15 +2,23 @@
 //! real Go toolchains, runs them under the real `gotrace` binary (uprobes,
 //! ring buffer and all) and hands back the parsed `report.json`.
 //!
-//! These tests need root (CAP_BPF, CAP_PERFMON): without it they skip with a
-//! message, except under `CI=true` where they fail. They are serialised: one
-//! traced program at a time keeps timings honest on a 2-core machine.
+//! These tests need root (CAP_BPF, CAP_PERFMON). Without it they fail with a
+//! one-line message, unless `GOTRACE_SKIP_E2E=1` asks to skip them: then
+//! each says it skipped and is listed in `$GOTRACE_SKIP_LOG` (which `cargo
+//! xtask test` counts as skipped, libtest having no runtime skip). Under
+//! `CI=true` they always fail without root. They are serialised: one traced
+//! program at a time keeps timings honest on a 2-core machine.
+//!
+//! Every process a test starts runs under a deadline ([`CommandExt`]): a hung
+//! gotrace, fixture or `go build` fails its test with its stderr instead of
+//! hanging the run.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -29,19 +37,222 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Root gate + serialisation. Returns None (test should return) when not
-/// root outside CI.
+/// Root gate + serialisation. Without root: panics with one line, or, when
+/// `GOTRACE_SKIP_E2E=1` (and not `CI=true`), records the skip (see
+/// [`record_skip`]) and returns None: the test must return at once.
 pub fn root_guard() -> Option<MutexGuard<'static, ()>> {
     static LOCK: Mutex<()> = Mutex::new(());
     // SAFETY: trivial libc call.
     if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("end-to-end tests must run as root in CI (they attach real uprobes)");
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let skip = std::env::var("GOTRACE_SKIP_E2E").is_ok_and(|v| v == "1");
+        if ci || !skip {
+            panic!(
+                "end-to-end test needs root (it attaches real uprobes): run it as root \
+                 (`sudo -E cargo xtask test`){}",
+                if ci {
+                    " (CI=true: no skipping)"
+                } else {
+                    ", or set GOTRACE_SKIP_E2E=1 to skip it"
+                }
+            );
         }
-        eprintln!("skipping: end-to-end tests need root (run `sudo cargo xtask test`)");
+        record_skip("needs root");
         return None;
     }
     Some(LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Says that the current test skipped (on stderr, and as a line
+/// `<test> <why>` appended to `$GOTRACE_SKIP_LOG` when set), so a skip is
+/// never counted as a pass.
+pub fn record_skip(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    eprintln!("SKIPPED {test}: {why}");
+    if let Some(log) = std::env::var_os("GOTRACE_SKIP_LOG") {
+        let line = format!("{test} {why}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
+}
+
+/// How long a traced run (gotrace and its target, or any helper command)
+/// may take before it is killed and its test fails.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a `go build` may take (cold caches, cgo, a busy 2-core machine).
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Deadlines for the processes tests start. The child runs in a process
+/// group of its own, so that what it started (gotrace's target) is killed
+/// with it.
+pub trait CommandExt {
+    /// Like [`Command::output`] (stdin null, stdout and stderr captured),
+    /// but the command is killed after `timeout`, failing the test with its
+    /// stderr.
+    fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output>;
+    /// Like [`Command::spawn`], with a watchdog killing the process group
+    /// after `timeout`; the [`Spawned`] kills it when dropped, too.
+    fn spawn_within(&mut self, timeout: Duration) -> std::io::Result<Spawned>;
+}
+
+impl CommandExt for Command {
+    fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_within(timeout)?;
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let status = child.reap()?;
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        child.fail_if_timed_out(&String::from_utf8_lossy(&stderr));
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn spawn_within(&mut self, timeout: Duration) -> std::io::Result<Spawned> {
+        use std::os::unix::process::CommandExt as _;
+        self.process_group(0);
+        let what = format!("{:?}", self);
+        let child = self.spawn()?;
+        let watch = Arc::new(Watch::default());
+        let (pid, w, killed) = (child.id() as i32, watch.clone(), what.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if w.done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !w.done.load(Ordering::Acquire) {
+                w.timed_out.store(true, Ordering::Release);
+                eprintln!("gotrace-e2e: killing {killed}: still running after {timeout:?}");
+                kill_group(pid);
+            }
+        });
+        Ok(Spawned {
+            child: Some(child),
+            watch,
+            timeout,
+            what,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Watch {
+    done: AtomicBool,
+    timed_out: AtomicBool,
+}
+
+/// SIGKILL to the process group `pid` leads (or to `pid` alone when it
+/// leads none).
+fn kill_group(pid: i32) {
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        if libc::kill(-pid, libc::SIGKILL) != 0 {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A child with a deadline (see [`CommandExt::spawn_within`]); it derefs to
+/// the [`Child`] and kills its process group when dropped.
+pub struct Spawned {
+    /// None once [`Spawned::wait_with_output`] took it.
+    child: Option<Child>,
+    watch: Arc<Watch>,
+    timeout: Duration,
+    /// The command, for the timeout message.
+    what: String,
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.child.as_ref().expect("child already waited for")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child already waited for")
+    }
+}
+
+impl Spawned {
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        let status = std::ops::DerefMut::deref_mut(self).wait();
+        self.watch.done.store(true, Ordering::Release);
+        status
+    }
+
+    fn fail_if_timed_out(&self, stderr: &str) {
+        if self.watch.timed_out.load(Ordering::Acquire) {
+            panic!(
+                "timed out: {} killed after {:?}; its stderr:\n{stderr}",
+                self.what, self.timeout
+            );
+        }
+    }
+
+    /// Waits for the exit; fails the test (with the stderr, when piped and
+    /// not taken) if the watchdog killed it.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.reap()?;
+        let mut stderr = String::new();
+        if let Some(e) = std::ops::DerefMut::deref_mut(self).stderr.as_mut() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        self.fail_if_timed_out(&stderr);
+        Ok(status)
+    }
+
+    /// Like [`Child::wait_with_output`]; fails the test (with the stderr) if
+    /// the watchdog killed it.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let child = self.child.take().expect("child already waited for");
+        let out = child.wait_with_output();
+        self.watch.done.store(true, Ordering::Release);
+        let out = out?;
+        self.fail_if_timed_out(&String::from_utf8_lossy(&out.stderr));
+        Ok(out)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && !self.watch.done.swap(true, Ordering::AcqRel)
+        {
+            kill_group(child.id() as i32);
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The `gotrace` binary: `$GOTRACE_BIN`, or built once with cargo.
@@ -64,54 +275,32 @@ pub fn gotrace_bin() -> PathBuf {
     .clone()
 }
 
-/// Tools directory (`$GOTRACE_TOOLS`, default `~/.cache/gotrace`), where
-/// `cargo xtask setup` installs Go toolchains as `go-<version>/`.
-pub fn tools_dir() -> PathBuf {
-    std::env::var_os("GOTRACE_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/gotrace")
-        })
-}
+pub use gotoolchains::tools_dir;
 
 /// `go` of the newest installed toolchain for `minor` ("1.26").
 pub fn go_for(minor: &str) -> PathBuf {
-    let prefix = format!("go-{minor}.");
-    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(tools_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rest = name.strip_prefix(&prefix)?;
-            let go = e.path().join("bin/go");
-            go.exists()
-                .then(|| (rest.split('.').filter_map(|p| p.parse().ok()).collect(), go))
-        })
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, go)) => go,
-        None => panic!(
+    gotoolchains::find_go(minor).unwrap_or_else(|| {
+        panic!(
             "Go {minor} not installed in {}: run `cargo xtask setup`",
             tools_dir().display()
-        ),
-    }
+        )
+    })
 }
 
 /// `go build` with Go `minor`, run in `tests/fixtures`, with the environment
 /// `cargo xtask setup` warmed the caches for (offline, per-version GOCACHE).
 pub fn go_build(minor: &str) -> Command {
-    let tools = tools_dir();
     let mut c = Command::new(go_for(minor));
-    c.arg("build")
-        .current_dir(workspace_root().join("tests/fixtures"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOCACHE", tools.join(format!("gocache-{minor}")))
-        .env("GOPATH", tools.join("gopath"));
+    gotoolchains::go_env(&mut c, minor)
+        .arg("build")
+        .current_dir(workspace_root().join("tests/fixtures"));
+    c
+}
+
+/// `go` of Go `minor` with the tests' environment (for `go tool ...`).
+pub fn go_tool(minor: &str) -> Command {
+    let mut c = Command::new(go_for(minor));
+    gotoolchains::go_env(&mut c, minor);
     c
 }
 
@@ -143,7 +332,7 @@ pub fn fixture_variant(name: &str, minor: &str, variant: &str, args: &[&str]) ->
         .arg("-o")
         .arg(&out)
         .arg(format!("./{name}"))
-        .output()
+        .output_within(BUILD_TIMEOUT)
         .expect("run go build");
     assert!(
         output.status.success(),
@@ -239,7 +428,7 @@ pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Tr
         .arg(bin)
         .env("GOTRACE_HOLD", hold)
         .stdin(Stdio::null())
-        .output()?;
+        .output_within(RUN_TIMEOUT)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     Ok(Traced {
         report: read_report(&dir, &out)?,
@@ -272,14 +461,6 @@ fn wait_for_line(
     bail!("timed out waiting for {needle:?}; got:\n{seen}")
 }
 
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the fixture first (held at its trigger), attaches `gotrace --pid`,
 /// then pulls the trigger so the leaks are planted while traced.
 pub fn trace_pid(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
@@ -299,26 +480,23 @@ pub fn trace_pid_with_siblings(
         bin.file_name().unwrap().to_string_lossy()
     ));
     let trigger = dir.join("trigger");
-    let mut fixture = KillOnDrop(
-        Command::new(bin)
-            .env("GOTRACE_TRIGGER", &trigger)
-            .env("GOTRACE_HOLD", hold)
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()?,
-    );
-    let _siblings: Vec<KillOnDrop> = (0..siblings)
+    let mut fixture = Command::new(bin)
+        .env("GOTRACE_TRIGGER", &trigger)
+        .env("GOTRACE_HOLD", hold)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn_within(RUN_TIMEOUT)?;
+    let _siblings: Vec<Spawned> = (0..siblings)
         .map(|_| {
             Command::new(bin)
                 .env("GOTRACE_TRIGGER", &trigger)
                 .env("GOTRACE_HOLD", hold)
                 .stdout(Stdio::null())
                 .stdin(Stdio::null())
-                .spawn()
-                .map(KillOnDrop)
+                .spawn_within(RUN_TIMEOUT)
         })
         .collect::<Result<_, _>>()?;
-    let mut fixture_out = BufReader::new(fixture.0.stdout.take().expect("stdout"));
+    let mut fixture_out = BufReader::new(fixture.stdout.take().expect("stdout"));
     let mut fixture_stdout = String::new();
     wait_for_line(
         &mut fixture_out,
@@ -332,11 +510,11 @@ pub fn trace_pid_with_siblings(
         .arg("-o")
         .arg(&dir)
         .arg("--pid")
-        .arg(fixture.0.id().to_string())
+        .arg(fixture.id().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())
-        .spawn()?;
+        .spawn_within(RUN_TIMEOUT)?;
     let mut err = BufReader::new(gotrace.stderr.take().expect("stderr"));
     let mut gotrace_stderr = String::new();
     wait_for_line(
@@ -369,12 +547,12 @@ pub fn trace_pid_with_siblings(
     })
 }
 
-/// `gotrace ARGS` with no stdin, to completion.
+/// `gotrace ARGS` with no stdin, to completion (within [`RUN_TIMEOUT`]).
 pub fn gotrace(args: &[&str]) -> Output {
     Command::new(gotrace_bin())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("run gotrace")
 }
 
@@ -391,7 +569,7 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
 /// A fixture started with a trigger that is never pulled: it planted what
 /// it plants before the trigger and waits. Killed when dropped.
 pub struct Held {
-    child: KillOnDrop,
+    child: Spawned,
     pub pid: u32,
     /// Its stdout up to and including "waiting for trigger".
     pub stdout: String,
@@ -409,7 +587,7 @@ impl Held {
 
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
-        self.child.0.try_wait().is_ok_and(|s| s.is_none())
+        self.child.try_wait().is_ok_and(|s| s.is_none())
     }
 }
 
@@ -420,37 +598,47 @@ pub fn hold_fixture(bin: &Path, env: &[(&str, &str)], timeout: Duration) -> anyh
         "held-{}",
         bin.file_name().unwrap().to_string_lossy()
     ));
-    let mut child = KillOnDrop(
-        Command::new(bin)
-            .env("GOTRACE_TRIGGER", dir.join("never"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()?,
-    );
-    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut child = Command::new(bin)
+        .env("GOTRACE_TRIGGER", dir.join("never"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn_within(RUN_TIMEOUT)?;
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut stdout = String::new();
     wait_for_line(&mut out, "waiting for trigger", timeout, &mut stdout)?;
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let pid = child.0.id();
+    let pid = child.id();
     Ok(Held { child, pid, stdout })
 }
 
-/// Go toolchains every end-to-end fixture test runs against (`cargo xtask
-/// setup` installs them).
-pub const GO_VERSIONS: [&str; 6] = ["1.19", "1.21", "1.23", "1.25", "1.26", "1.27"];
+/// The Go minors every end-to-end fixture test runs against, oldest first:
+/// those of `gotoolchains::GO_VERSIONS`, which `cargo xtask setup` installs.
+pub fn go_minors() -> Vec<&'static str> {
+    gotoolchains::minors()
+}
 
 /// One test module per Go version (`go1_19::name`, ... `go1_27::name`), each
-/// test calling `name("1.xx")` under the root guard.
+/// test calling `name("1.xx")` under the root guard. `per_go_version!(@list)`
+/// is the array of versions (a unit test checks it against [`go_minors`]; a
+/// macro cannot read that list).
 #[macro_export]
 macro_rules! per_go_version {
-    ($($name:ident),* $(,)?) => {
-        $crate::per_go_version!(@versions [$($name),*]
-            go1_19 "1.19", go1_21 "1.21", go1_23 "1.23", go1_25 "1.25", go1_26 "1.26", go1_27 "1.27");
+    (@all $what:tt) => {
+        $crate::per_go_version! { @expand $what
+            go1_19 "1.19", go1_21 "1.21", go1_22 "1.22", go1_23 "1.23", go1_24 "1.24",
+            go1_25 "1.25", go1_26 "1.26", go1_27 "1.27"
+        }
     };
-    (@versions $names:tt $($module:ident $version:literal),*) => {
-        $( $crate::per_go_version!(@one $module $version $names); )*
+    (@list) => {
+        $crate::per_go_version! { @all [list] }
+    };
+    (@expand [list] $($module:ident $version:literal),*) => {
+        [$($version),*]
+    };
+    (@expand [tests $names:tt] $($module:ident $version:literal),*) => {
+        $( $crate::per_go_version! { @one $module $version $names } )*
     };
     (@one $module:ident $version:literal [$($name:ident),*]) => {
         mod $module {
@@ -464,4 +652,56 @@ macro_rules! per_go_version {
             )*
         }
     };
+    ($($name:ident),* $(,)?) => {
+        $crate::per_go_version! { @all [tests [$($name),*]] }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_within_returns_the_output() {
+        let out = Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .output_within(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "killed after 300ms; its stderr:\nstarted")]
+    fn a_hung_command_fails_with_its_stderr() {
+        let _ = Command::new("sh")
+            .args(["-c", "echo started >&2; sleep 30"])
+            .output_within(Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_spawned_group_is_killed_when_dropped() {
+        let child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn_within(Duration::from_secs(60))
+            .unwrap();
+        let pgid = child.id() as i32;
+        drop(child);
+        // SAFETY: probing a process group this test started.
+        let alive = || unsafe { libc::kill(-pgid, 0) } == 0;
+        // The orphaned `sleep` is reaped by init a moment later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "process group {pgid} survived");
+    }
+
+    #[test]
+    fn per_go_version_runs_every_installed_version() {
+        assert_eq!(per_go_version!(@list).to_vec(), go_minors());
+    }
 }

@@ -2,7 +2,7 @@
 //! stripped (`-s -w`: pclntab and the per-version layout table), `-trimpath`,
 //! `-gcflags=all=-N -l`, each traced end to end.
 
-use gotrace_e2e::{Traced, fixture_variant, root_guard, trace_command, trace_pid};
+use gotrace_e2e::{Traced, fixture_variant, go_minors, root_guard, trace_command, trace_pid};
 use serde_json::Value;
 
 const ARGS: &[&str] = &["--leak-threshold", "1s"];
@@ -98,12 +98,13 @@ fn pie_pid() {
 
 /// Stripped (`-ldflags=-s -w`): no DWARF, no .symtab. Symbols and source
 /// lines from pclntab, offsets from the per-version table, itabs from the
-/// module data. Go 1.19 (old pclntab header), 1.21, 1.26 (no textStart) and
-/// 1.27 (no itab symbols to begin with).
+/// module data. Every tested Go, among them 1.19 (old pclntab header), 1.26
+/// (no textStart) and 1.27 (no itab symbols to begin with); each has its
+/// entry in the table (`leaks::tested_versions_are_the_layout_table`).
 #[test]
 fn stripped() {
     let Some(_g) = root_guard() else { return };
-    for go in ["1.19", "1.21", "1.26", "1.27"] {
+    for go in go_minors() {
         let bin = fixture_variant("cgoleak", go, "stripped", &["-ldflags=-s -w"]);
         let t = trace_command(&bin, "2s", ARGS).unwrap_or_else(|e| panic!("Go {go}: {e:#}"));
         assert!(

@@ -216,7 +216,11 @@ fn ctxcontrol(go: &str) {
     let t = run("ctxcontrol", go, "2s");
     let c = ctx(&t);
     clean_patterns(c, &[]);
-    assert!(c["created"].as_u64().unwrap() >= 20);
+    assert_eq!(
+        c["created"],
+        t.fixture_count("created", "contexts"),
+        "{c:#}"
+    );
     assert_eq!(c["created"], c["cancelled"], "{c:#}");
     assert_eq!(c["live_at_end"], 0);
     assert_eq!(t.report["suspect_count"], 0);
@@ -255,9 +259,10 @@ fn tickers(go: &str) {
     assert_eq!(g["verdict"], "leak");
     assert_eq!(list(g, "waiting_goroutines").len(), 3, "{g:#}");
     assert_eq!(g["looping_functions"], serde_json::json!(["main.pollLoop"]));
-    assert!(
-        timers["stopped"].as_u64().unwrap() >= 1,
-        "properTicker's Stop seen"
+    assert_eq!(
+        timers["stopped"],
+        t.fixture_count("planted", "stopped"),
+        "properTicker's Stop seen: {timers:#}"
     );
     assert!(
         t.gotrace_stdout.contains("TICKER NEVER STOPPED"),

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use gotrace_e2e::{Traced, fixture, root_guard, trace_command};
+use gotrace_e2e::{CommandExt as _, RUN_TIMEOUT, Traced, fixture, root_guard, trace_command};
 
 fn out_dir(t: &Traced) -> PathBuf {
     let line = t
@@ -36,9 +36,35 @@ fn flame_graphs_of_the_demo_service() {
         line.ends_with(&format!("runtime.gopark {search}")),
         "{line}"
     );
+    // Suspects: exactly the report's (the accept loop, idle by design, is
+    // blocked but no suspect).
     let suspects = read(&dir, "suspects.folded");
-    assert!(suspects.contains("main.subscriberLoop"), "{suspects}");
-    assert!(!suspects.contains("net/http.(*Server).Serve;") || blocked.contains("IO wait"));
+    let subscribe = t.fixture_count("planted", "subscribe");
+    assert_eq!(
+        weight_of(&suspects, "main.queryBackend"),
+        search,
+        "{suspects}"
+    );
+    assert_eq!(
+        weight_of(&suspects, "main.subscriberLoop"),
+        subscribe,
+        "{suspects}"
+    );
+    assert_eq!(weight_of(&suspects, "main.cacheRefresher"), 1, "{suspects}");
+    assert_eq!(
+        weight_of(&suspects, ""),
+        t.report["suspect_count"],
+        "{suspects}"
+    );
+    assert!(
+        !suspects.contains("net/http.(*Server).Serve;"),
+        "{suspects}"
+    );
+    assert_eq!(
+        weight_of(&blocked, "net/http.(*Server).Serve;"),
+        1,
+        "{blocked}"
+    );
     let created = read(&dir, "created.folded");
     assert!(
         created
@@ -70,15 +96,25 @@ fn flame_graphs_of_the_demo_service() {
     }
 }
 
+/// The summed counts of the folded lines containing `needle`.
+fn weight_of(folded: &str, needle: &str) -> u64 {
+    folded
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| {
+            let (_, n) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+            n.parse::<u64>().unwrap_or_else(|_| panic!("{l}"))
+        })
+        .sum()
+}
+
 /// `go tool pprof` (the real one) on gotrace's profiles.
 fn pprof(args: &[&str], file: &std::path::Path) -> String {
-    let out = std::process::Command::new(gotrace_e2e::go_for("1.26"))
+    let out = gotrace_e2e::go_tool("1.26")
         .args(["tool", "pprof"])
         .args(args)
         .arg(file)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", gotrace_e2e::tools_dir().join("gocache-1.26"))
-        .output()
+        .output_within(RUN_TIMEOUT)
         .unwrap();
     assert!(
         out.status.success(),
@@ -302,13 +338,24 @@ fn timeline_of_the_demo_service() {
         assert_eq!(tl.function_of(tid(s)), "net/http.(*conn).serve");
     }
     // Each /search gives up on its context's deadline: the cancel wakes the
-    // handler (in its connection's goroutine) from its select.
-    let cancels = tl
+    // handler (in its connection's goroutine) from its select. Every other
+    // cancel (net/http's own request contexts) is a cancel func's; the
+    // timeline has each cancel the report counts.
+    let cancels: Vec<&serde_json::Value> = tl
         .events
         .iter()
         .filter(|e| e["ph"] == "i" && e["name"] == "context cancel")
+        .collect();
+    let deadlines = cancels
+        .iter()
+        .filter(|e| e["args"]["err"] == "context.DeadlineExceeded")
         .count();
-    assert!(cancels >= search / 3, "{cancels} cancels");
+    assert_eq!(deadlines, search / 3, "{deadlines} deadline cancels");
+    assert_eq!(
+        cancels.len() as u64,
+        t.report["contexts"]["cancelled"],
+        "cancels"
+    );
     let woken_handlers = tl
         .flows("wake")
         .iter()

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard};
+use gotrace_e2e::{CommandExt as _, RUN_TIMEOUT, fixture, gotrace_bin, root_guard};
 
 const NEEDED: &str = "cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace";
 
@@ -43,7 +43,7 @@ fn exactly_the_documented_capabilities() {
         .env("GOTRACE_TRIGGER", &trigger)
         .env("GOTRACE_HOLD", "30s")
         .stdout(Stdio::null())
-        .spawn()
+        .spawn_within(RUN_TIMEOUT)
         .unwrap();
     let pid = target.id();
 
@@ -53,7 +53,7 @@ fn exactly_the_documented_capabilities() {
         "cap_bpf,cap_perfmon,cap_sys_ptrace",
         &format!("--pid {pid} --duration 1s -o {}", short.display()),
     )
-    .output()
+    .output_within(RUN_TIMEOUT)
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -71,7 +71,7 @@ fn exactly_the_documented_capabilities() {
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
-    .spawn()
+    .spawn_within(RUN_TIMEOUT)
     .unwrap();
     let mut err = BufReader::new(gotrace.stderr.take().unwrap());
     let mut seen = String::new();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard, trace_pid};
+use gotrace_e2e::{CommandExt as _, RUN_TIMEOUT, fixture, gotrace_bin, root_guard, trace_pid};
 
 fn out_dir(stderr: &str) -> PathBuf {
     let line = stderr
@@ -41,7 +41,7 @@ fn gotrace_as_nobody(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(gotrace_bin())
         .args(args)
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("setpriv");
     (
         out.status.code(),
@@ -125,7 +125,7 @@ fn offline_report_equals_the_live_one() {
                 .arg("-u")
                 .arg(live_dir.join(name))
                 .arg(off_dir.join(name))
-                .output()
+                .output_within(RUN_TIMEOUT)
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             let head: String = diff.lines().take(60).collect::<Vec<_>>().join("\n");

@@ -7,7 +7,10 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use gotrace_e2e::{fixture, fixture_variant, gotrace_bin, hold_fixture, root_guard, trace_pid};
+use gotrace_e2e::{
+    CommandExt as _, RUN_TIMEOUT, fixture, fixture_variant, gotrace_bin, hold_fixture, root_guard,
+    trace_pid,
+};
 use serde_json::Value;
 
 /// One `stacks` line of the fixture: its own goroutine dump, grouped.
@@ -74,7 +77,7 @@ fn snapshot(pid: u32, json: bool) -> Output {
         c.arg("--json");
     }
     c.stdin(Stdio::null())
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("run gotrace snapshot")
 }
 
@@ -191,7 +194,7 @@ fn check_trace(bin: &std::path::Path, record: bool) {
             .arg(&rec_file)
             .arg("-o")
             .arg(&dir)
-            .output()
+            .output_within(RUN_TIMEOUT)
             .unwrap();
         assert_eq!(
             out.status.code(),
@@ -295,7 +298,10 @@ fn snapshot_errors() {
     );
     // Not a Go program.
     let Some(_g) = root_guard() else { return };
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .spawn_within(RUN_TIMEOUT)
+        .unwrap();
     let out = snapshot(sleeper.id(), false);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -334,7 +340,7 @@ fn snapshot_needs_privileges() {
         .arg(&gt)
         .args(["snapshot", "--pid", &held.pid.to_string()])
         .stdin(Stdio::null())
-        .output()
+        .output_within(RUN_TIMEOUT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

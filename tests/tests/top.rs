@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gotrace_e2e::{fixture, gotrace_bin, root_guard, trace_pid};
+use gotrace_e2e::{CommandExt as _, RUN_TIMEOUT, fixture, gotrace_bin, root_guard, trace_pid};
 
 /// `growth` starts one leaking main.handleRequest every 10 ms: top must show
 /// it as the fastest-growing group, at about 100 goroutines a second.
@@ -52,7 +52,7 @@ fn tmux(socket: &str, args: &[&str]) -> String {
         .arg("-L")
         .arg(socket)
         .args(args)
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("tmux");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

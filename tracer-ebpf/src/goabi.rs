@@ -6,12 +6,11 @@
 //! R28, link register R30.
 
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user},
-    macros::map,
-    maps::PerCpuArray,
+    bindings::pt_regs, helpers::bpf_probe_read_kernel_buf, macros::map, maps::PerCpuArray,
     programs::ProbeContext,
 };
+
+use crate::probe::Probe;
 
 /// Scratch space for a copy of the registers (arm64's are too large for the
 /// 512-byte BPF stack).
@@ -87,14 +86,14 @@ pub fn current_g(ctx: &ProbeContext) -> u64 {
 /// BP == SP) has the frame set up and the walk finds it. arm64 keeps it in
 /// the link register.
 #[inline(always)]
-pub fn return_address(ctx: &ProbeContext) -> u64 {
-    let regs = unsafe { &*ctx.regs };
+pub fn return_address(p: &Probe) -> u64 {
+    let regs = unsafe { &*p.ctx.regs };
     #[cfg(bpf_target_arch = "x86_64")]
     {
         if regs.rbp == regs.rsp {
             return 0;
         }
-        read_u64(regs.rsp)
+        p.read_u64(regs.rsp)
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
@@ -115,14 +114,4 @@ pub fn pc_and_fp(ctx: &ProbeContext) -> (u64, u64) {
     {
         (regs.pc, regs.regs[29])
     }
-}
-
-/// Reads a u64 from the target's memory; 0 if the read faults.
-#[inline(always)]
-pub fn read_u64(addr: u64) -> u64 {
-    if addr == 0 {
-        return 0;
-    }
-    // SAFETY: bpf_probe_read_user validates the address and fails cleanly.
-    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
 }

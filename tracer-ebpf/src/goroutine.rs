@@ -15,25 +15,32 @@
 //! the frame-pointer chain, and that entry probe stashes the creation stack
 //! too.
 //!
+//! A park is seen after `runtime.gopark`'s prologue (once per call, with
+//! the frame set up, so the walk includes gopark's caller). Its channels
+//! are those of the `g.waiting` sudog list: the first `WAIT_CHANS` in the
+//! park event, the rest of a large `select` in a `GoParkChans` event.
+//!
 //! Each program reads the `g` fields it needs with one copy of a window that
 //! covers them (`Config::g_window_*`): on some hosts a user-memory read costs
 //! as much as the rest of a program.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, uprobe},
     maps::{Array, PerCpuArray},
     programs::ProbeContext,
 };
 use tracer_common::{
     CONFIG_FLAG_G_WINDOW, CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_SUDOG_WINDOW,
-    CONFIG_FLAG_WAIT_CHANS, Config, EventHeader, EventKind, G_WINDOW_MAX, GoCreateEvent,
-    GoExitEvent, GoIdentity, GoParkEvent, GoReadyEvent, NO_STACK, SUDOG_WINDOW_MAX, WAIT_CHANS,
+    CONFIG_FLAG_WAIT_CHANS, COUNTER_PARENTS_LOST, COUNTER_WAIT_CHANS_TRUNCATED, Config,
+    G_WINDOW_MAX, GoCreateEvent, GoExitEvent, GoIdentity, GoParkChansEvent, GoParkEvent,
+    GoReadyEvent, MORE_WAIT_CHANS, NO_STACK, Program, SUDOG_WINDOW_MAX, WAIT_CHANS,
 };
 
 use crate::{
-    goabi::{arg, current_g, read_u64, return_address},
-    maps::{COUNTER_PARENTS_LOST, EVENTS, bump, config, target_thread},
+    envelope::emit,
+    goabi::{arg, current_g, return_address},
+    maps::bump,
+    probe::{Probe, run},
     stacks::user_stack,
 };
 
@@ -73,30 +80,6 @@ const SUDOG_WORDS: usize = (SUDOG_WINDOW_MAX / 8) as usize;
 #[map]
 static G_COPY: PerCpuArray<[u64; G_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-pub fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        tid,
-        tgid,
-        // SAFETY: plain helpers with no arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    }
-}
-
-/// Writes `ev` to the ring buffer, or counts it as dropped for `kind`.
-#[inline(always)]
-fn emit<T: 'static>(kind: EventKind, ev: T) {
-    match EVENTS.reserve::<T>(0) {
-        Some(mut entry) => {
-            entry.write(ev);
-            entry.submit(crate::maps::wakeup_flags());
-        }
-        None => bump(kind.index()),
-    }
-}
-
 /// The `g` fields the lifecycle programs use.
 struct GFields {
     id: GoIdentity,
@@ -110,11 +93,11 @@ fn word<const N: usize>(w: &[u64; N], base: u32, off: u64) -> u64 {
 }
 
 #[inline(always)]
-fn read_g(cfg: &Config, g: u64, parent_fallback: u64) -> GFields {
+fn read_g(p: &Probe, cfg: &Config, g: u64, parent_fallback: u64) -> GFields {
     let has_parent = cfg.flags & CONFIG_FLAG_PARENT_GOID != 0;
     let has_waiting = cfg.flags & CONFIG_FLAG_WAIT_CHANS != 0;
     if cfg.flags & CONFIG_FLAG_G_WINDOW != 0
-        && let Some(w) = copy_g_window(cfg, g)
+        && let Some(w) = copy_g_window(p, cfg, g)
     {
         let base = cfg.g_window_base;
         return GFields {
@@ -137,17 +120,17 @@ fn read_g(cfg: &Config, g: u64, parent_fallback: u64) -> GFields {
     }
     GFields {
         id: GoIdentity {
-            goid: read_u64(g + cfg.g_goid),
+            goid: p.read_u64(g + cfg.g_goid),
             parent_goid: if has_parent {
-                read_u64(g + cfg.g_parent_goid)
+                p.read_u64(g + cfg.g_parent_goid)
             } else {
                 parent_fallback
             },
-            gopc: read_u64(g + cfg.g_gopc),
-            startpc: read_u64(g + cfg.g_startpc),
+            gopc: p.read_u64(g + cfg.g_gopc),
+            startpc: p.read_u64(g + cfg.g_startpc),
         },
         waiting: if has_waiting {
-            read_u64(g + cfg.g_waiting)
+            p.read_u64(g + cfg.g_waiting)
         } else {
             0
         },
@@ -155,68 +138,65 @@ fn read_g(cfg: &Config, g: u64, parent_fallback: u64) -> GFields {
 }
 
 #[inline(always)]
-fn copy_g_window(cfg: &Config, g: u64) -> Option<&'static [u64; G_WORDS]> {
+fn copy_g_window(p: &Probe, cfg: &Config, g: u64) -> Option<&'static [u64; G_WORDS]> {
     let len = cfg.g_window_len;
     if g == 0 || len == 0 || len > G_WINDOW_MAX {
         return None;
     }
     let buf = G_COPY.get_ptr_mut(0)?;
     // SAFETY: the per-CPU slot holds G_WINDOW_MAX bytes and len is at most
-    // that; the helper validates the user address and fails cleanly.
-    let r = unsafe {
-        bpf_probe_read_user(
-            buf.cast(),
-            len,
-            (g + cfg.g_window_base as u64) as *const core::ffi::c_void,
-        )
-    };
-    // SAFETY: initialised by the copy (the helper zeroes it on failure).
-    (r == 0).then(|| unsafe { &*buf })
+    // that. On failure the helper zeroes it and the caller falls back to
+    // field reads.
+    let ok = unsafe { p.read_into(buf.cast(), len, g + cfg.g_window_base as u64) };
+    // SAFETY: initialised by the copy.
+    ok.then(|| unsafe { &*buf })
 }
 
-/// `runtime.newproc` entry, on the creating goroutine (Go < 1.21 only).
+/// `runtime.newproc` entry, on the creating goroutine (Go < 1.21, and
+/// arm64 before Go 1.25).
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
-        return 0;
-    };
-    let (stack_id, caller_pc) = if CREATION_STACK_AT_NEWPROC {
-        (user_stack(&ctx, tgid, tid), return_address(&ctx))
-    } else {
-        (NO_STACK, 0)
-    };
-    let stash = NewprocStash {
-        tid,
-        armed: 1,
-        goid: read_u64(current_g(&ctx) + cfg.g_goid),
-        stack_id,
-        _pad: 0,
-        caller_pc,
-    };
-    // An entry probe can fire twice for one call (the prologue re-enters
-    // after stack growth): overwriting the thread's slot deduplicates.
-    if let Some(slot) = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS) {
-        // SAFETY: an array slot; only this thread's newproc1 reads it back.
-        unsafe { *slot = stash };
-    }
-    0
+    run(&ctx, Program::GoNewproc, |p, cfg| {
+        let (stack_id, caller_pc) = if CREATION_STACK_AT_NEWPROC {
+            (user_stack(p), return_address(p))
+        } else {
+            (NO_STACK, 0)
+        };
+        let stash = NewprocStash {
+            tid: p.tid,
+            armed: 1,
+            goid: p.read_u64(current_g(&ctx) + cfg.g_goid),
+            stack_id,
+            _pad: 0,
+            caller_pc,
+        };
+        // An entry probe can fire twice for one call (the prologue re-enters
+        // after stack growth): overwriting the thread's slot deduplicates.
+        if let Some(slot) = NEWPROC.get_ptr_mut(p.tid % NEWPROC_SLOTS) {
+            // SAFETY: an array slot; only this thread's newproc1 reads it back.
+            unsafe { *slot = stash };
+        }
+    })
 }
 
 /// What `go_newproc` stashed on this thread, taken (disarmed), if any. A
 /// slot another thread armed since leaves this creation's parent unknown
 /// (counted when the parent comes from the stash).
 #[inline(always)]
-fn take_stash(tid: u32, parent_from_stash: bool) -> Option<NewprocStash> {
-    let slot = NEWPROC.get_ptr_mut(tid % NEWPROC_SLOTS)?;
+fn take_stash(p: &Probe, parent_from_stash: bool) -> Option<NewprocStash> {
+    let slot = NEWPROC.get_ptr_mut(p.tid % NEWPROC_SLOTS)?;
     // SAFETY: an array slot, read and disarmed at once.
     let s = unsafe { &mut *slot };
     if s.armed != 1 {
+        if parent_from_stash {
+            p.skipped("no newproc entry stashed the creator");
+        }
         return None;
     }
-    if s.tid != tid {
+    if s.tid != p.tid {
         if parent_from_stash {
             bump(COUNTER_PARENTS_LOST);
+            p.skipped("creator slot taken by another thread");
         }
         return None;
     }
@@ -227,136 +207,154 @@ fn take_stash(tid: u32, parent_from_stash: bool) -> Option<NewprocStash> {
 /// Attached to every RET instruction of `runtime.newproc1`.
 #[uprobe]
 pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
-        return 0;
-    };
-    let parent_from_stash = cfg.flags & CONFIG_FLAG_PARENT_GOID == 0;
-    let stash = take_stash(tid, parent_from_stash);
-    let parent = match stash {
-        Some(s) if parent_from_stash => s.goid,
-        _ => 0,
-    };
-    // The stack walk before the paths below: verified once, not per path.
-    let (stack_id, caller_pc) = match stash {
-        Some(s) if s.stack_id != NO_STACK => (s.stack_id, s.caller_pc),
-        _ => (user_stack(&ctx, tgid, tid), 0),
-    };
-    let newg = arg(&ctx, 0);
-    if newg == 0 {
-        return 0;
-    }
-    emit(
-        EventKind::GoCreate,
-        GoCreateEvent {
-            header: header(EventKind::GoCreate, tgid, tid),
-            g: read_g(&cfg, newg, parent).id,
-            stack_id,
-            _pad: 0,
-            // The walk from newproc1 includes newproc's return address.
-            caller_pc,
-        },
-    );
-    0
+    run(&ctx, Program::GoNewproc1Ret, |p, cfg| {
+        let parent_from_stash = cfg.flags & CONFIG_FLAG_PARENT_GOID == 0;
+        let stash = take_stash(p, parent_from_stash);
+        let parent = match stash {
+            Some(s) if parent_from_stash => s.goid,
+            _ => 0,
+        };
+        // The stack walk before the paths below: verified once, not per path.
+        let (stack_id, caller_pc) = match stash {
+            Some(s) if s.stack_id != NO_STACK => (s.stack_id, s.caller_pc),
+            _ => (user_stack(p), 0),
+        };
+        let newg = arg(&ctx, 0);
+        if newg == 0 {
+            p.skipped("newproc1 returned no g");
+            return;
+        }
+        let g = read_g(p, cfg, newg, parent).id;
+        emit(p, |ev: &mut GoCreateEvent| {
+            ev.g = g;
+            ev.stack_id = stack_id;
+            ev._pad = 0;
+            // From newproc1 the walk includes newproc's return address;
+            // from newproc's entry it does not (stashed with the stack).
+            ev.caller_pc = caller_pc;
+        });
+    })
 }
 
-/// Channels in the goroutine's `g.waiting` sudog list (set by chanrecv,
-/// chansend and selectgo before they park).
+/// A sudog's channel (`c`) and the next sudog of the wait list (`waitlink`).
 #[inline(always)]
-fn waiting_chans(cfg: &Config, waiting: u64) -> [u64; WAIT_CHANS] {
-    let mut chans = [0u64; WAIT_CHANS];
-    if cfg.flags & CONFIG_FLAG_WAIT_CHANS == 0 {
-        return chans;
-    }
+fn sudog(p: &Probe, cfg: &Config, sg: u64) -> (u64, u64) {
     let windowed = cfg.flags & CONFIG_FLAG_SUDOG_WINDOW != 0
         && cfg.sudog_window_len > 0
         && cfg.sudog_window_len <= SUDOG_WINDOW_MAX;
+    if windowed {
+        let mut w = [0u64; SUDOG_WORDS];
+        // SAFETY: w holds SUDOG_WINDOW_MAX bytes, the length is at most
+        // that; a failed read leaves zeroes (ends the walk).
+        unsafe {
+            p.read_into(
+                w.as_mut_ptr().cast(),
+                cfg.sudog_window_len,
+                sg + cfg.sudog_window_base as u64,
+            )
+        };
+        let base = cfg.sudog_window_base;
+        (
+            word(&w, base, cfg.sudog_c),
+            word(&w, base, cfg.sudog_waitlink),
+        )
+    } else {
+        (
+            p.read_u64(sg + cfg.sudog_c),
+            p.read_u64(sg + cfg.sudog_waitlink),
+        )
+    }
+}
+
+/// The first channels of the goroutine's `g.waiting` sudog list (set by
+/// chanrecv, chansend and selectgo before they park), and the sudog the
+/// list goes on with (0 at its end).
+#[inline(always)]
+fn waiting_chans(p: &Probe, cfg: &Config, waiting: u64) -> ([u64; WAIT_CHANS], u64) {
+    let mut chans = [0u64; WAIT_CHANS];
+    if cfg.flags & CONFIG_FLAG_WAIT_CHANS == 0 {
+        return (chans, 0);
+    }
     let mut sg = waiting;
     for slot in chans.iter_mut() {
         if sg == 0 {
             break;
         }
-        if windowed {
-            let mut w = [0u64; SUDOG_WORDS];
-            // SAFETY: w holds SUDOG_WINDOW_MAX bytes, the length is at most
-            // that; a failed read leaves zeroes (ends the walk).
-            unsafe {
-                bpf_probe_read_user(
-                    w.as_mut_ptr().cast(),
-                    cfg.sudog_window_len,
-                    (sg + cfg.sudog_window_base as u64) as *const core::ffi::c_void,
-                )
-            };
-            *slot = word(&w, cfg.sudog_window_base, cfg.sudog_c);
-            sg = word(&w, cfg.sudog_window_base, cfg.sudog_waitlink);
-        } else {
-            *slot = read_u64(sg + cfg.sudog_c);
-            sg = read_u64(sg + cfg.sudog_waitlink);
-        }
+        (*slot, sg) = sudog(p, cfg, sg);
     }
-    chans
+    (chans, sg)
 }
 
-/// `runtime.gopark(unlockf, lock, reason, traceReason, traceskip)` entry, on
-/// the parking goroutine.
+/// The rest of a long wait list, from sudog `sg` on, as a `GoParkChans`
+/// event; a list longer than `MAX_WAIT_CHANS` is cut (counted).
+#[inline(always)]
+fn more_chans(p: &Probe, cfg: &Config, goid: u64, mut sg: u64) {
+    emit(p, |ev: &mut GoParkChansEvent| {
+        ev.goid = goid;
+        let mut nr = 0;
+        for i in 0..MORE_WAIT_CHANS {
+            if sg == 0 {
+                break;
+            }
+            (ev.chans[i], sg) = sudog(p, cfg, sg);
+            nr = i + 1;
+        }
+        ev.nr = nr as u32;
+        ev.truncated = (sg != 0) as u32;
+        if sg != 0 {
+            bump(COUNTER_WAIT_CHANS_TRUNCATED);
+            p.skipped("wait list longer than MAX_WAIT_CHANS");
+        }
+    });
+}
+
+/// `runtime.gopark(unlockf, lock, reason, traceReason, traceskip)`, after
+/// its prologue, on the parking goroutine.
 #[uprobe]
 pub fn go_park(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
-        return 0;
-    };
-    // The stack walk first: verified once, not once per path below.
-    let stack_id = user_stack(&ctx, tgid, tid);
-    let g = read_g(&cfg, current_g(&ctx), 0);
-    emit(
-        EventKind::GoPark,
-        GoParkEvent {
-            header: header(EventKind::GoPark, tgid, tid),
-            g: g.id,
-            stack_id,
-            reason: (arg(&ctx, 2) & 0xff) as u32,
-            caller_pc: return_address(&ctx),
-            chans: waiting_chans(&cfg, g.waiting),
-        },
-    );
-    0
+    run(&ctx, Program::GoPark, |p, cfg| {
+        // The stack walk first: verified once, not once per path below.
+        let stack_id = user_stack(p);
+        let g = read_g(p, cfg, current_g(&ctx), 0);
+        let reason = (arg(&ctx, 2) & 0xff) as u32;
+        let caller_pc = return_address(p);
+        let mut rest = 0;
+        let sent = emit(p, |ev: &mut GoParkEvent| {
+            ev.g = g.id;
+            ev.stack_id = stack_id;
+            ev.reason = reason;
+            ev.caller_pc = caller_pc;
+            (ev.chans, rest) = waiting_chans(p, cfg, g.waiting);
+        });
+        if sent && rest != 0 {
+            more_chans(p, cfg, g.id.goid, rest);
+        }
+    })
 }
 
 /// `runtime.ready(gp, traceskip, next)` entry: gp becomes runnable.
 #[uprobe]
 pub fn go_ready(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
-        return 0;
-    };
-    let gp = arg(&ctx, 0);
-    if gp == 0 {
-        return 0;
-    }
-    emit(
-        EventKind::GoReady,
-        GoReadyEvent {
-            header: header(EventKind::GoReady, tgid, tid),
-            goid: read_u64(gp + cfg.g_goid),
-            waker_goid: read_u64(current_g(&ctx) + cfg.g_goid),
-        },
-    );
-    0
+    run(&ctx, Program::GoReady, |p, cfg| {
+        let gp = arg(&ctx, 0);
+        if gp == 0 {
+            p.skipped("ready of a null g");
+            return;
+        }
+        let goid = p.read_u64(gp + cfg.g_goid);
+        let waker_goid = p.read_u64(current_g(&ctx) + cfg.g_goid);
+        emit(p, |ev: &mut GoReadyEvent| {
+            ev.goid = goid;
+            ev.waker_goid = waker_goid;
+        });
+    })
 }
 
 /// `runtime.goexit1` entry, on the exiting goroutine.
 #[uprobe]
 pub fn go_exit(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = target_thread(&cfg) else {
-        return 0;
-    };
-    emit(
-        EventKind::GoExit,
-        GoExitEvent {
-            header: header(EventKind::GoExit, tgid, tid),
-            goid: read_u64(current_g(&ctx) + cfg.g_goid),
-        },
-    );
-    0
+    run(&ctx, Program::GoExit, |p, cfg| {
+        let goid = p.read_u64(current_g(&ctx) + cfg.g_goid);
+        emit(p, |ev: &mut GoExitEvent| ev.goid = goid);
+    })
 }

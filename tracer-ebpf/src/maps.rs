@@ -1,14 +1,15 @@
-//! Maps shared by every probe, and the attach-time configuration.
+//! The bottom layer: the attach-time configuration, the ring buffer and the
+//! counters every probe shares. Imports nothing from this crate.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::Config;
+use tracer_common::{COUNTER_SLOTS, Config};
 
-/// Attach-time configuration, set by userspace (`EbpfLoader::set_global`).
+/// Attach-time configuration, set by userspace (`EbpfLoader::override_global`).
+/// In `.rodata`: the verifier sees its values as constants and prunes the
+/// paths they rule out.
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     target_tgid: 0,
@@ -37,30 +38,47 @@ static CONFIG: Config = Config {
     sudog_window_base: 0,
     sudog_window_len: 0,
     ring_bytes: 0,
+    itab_timer_ctx: 0,
 };
 
+/// The configuration, read in place (a copy would take 232 of the 512
+/// stack bytes Linux 5.10 allows a program and the subprograms it calls).
 #[inline(always)]
-pub fn config() -> Config {
-    // SAFETY: read through a volatile pointer so the compiler keeps the load
-    // (userspace rewrites the value before load).
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+pub fn config() -> &'static Config {
+    let p: *const Config = &raw const CONFIG;
+    // SAFETY: CONFIG is a valid static. The address passes through a
+    // volatile read so the compiler cannot tie the loads below to CONFIG's
+    // initializer and fold them (userspace rewrites the value before load).
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
-/// Events to userspace. 8 MiB: ~100 k events of slack at 80 bytes each.
+/// Size of the ring buffer in bytes (`CONFIG.ring_bytes`), read alone: the
+/// whole struct is not copied again on every event.
+#[inline(always)]
+pub fn ring_bytes() -> u64 {
+    // SAFETY: one field read through a volatile pointer (see `config`).
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.ring_bytes) }
+}
+
+/// Non-zero when userspace asked for the probes' diagnostics
+/// (`--debug-probes`). In `.rodata` like `CONFIG`: with 0 the verifier
+/// prunes every diagnostic path, which then costs nothing.
+#[unsafe(no_mangle)]
+static DEBUG_PROBES: u8 = 0;
+
+#[inline(always)]
+pub fn debug_probes() -> bool {
+    // SAFETY: volatile read of a global userspace sets before load.
+    unsafe { core::ptr::read_volatile(&DEBUG_PROBES) != 0 }
+}
+
+/// Events to userspace. 8 MiB by default (`--ring-buffer` resizes it).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// Per-CPU counters, indexed by [`Counter`] or by event kind for drops.
+/// Per-CPU counters; the slot layout is `tracer_common::counters`.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
-
-/// Slot layout of `COUNTERS` (mirrored in userspace `probe::counters`):
-/// `[0, MAX_KINDS)` ring-buffer drops per event kind, then the named counters.
-pub const COUNTER_SLOTS: u32 = tracer_common::COUNTER_SLOTS;
-/// User stacks that could not be captured.
-pub const COUNTER_STACK_ERRORS: u32 = tracer_common::COUNTER_STACK_ERRORS;
-/// Creations whose creator goid was lost.
-pub const COUNTER_PARENTS_LOST: u32 = tracer_common::COUNTER_PARENTS_LOST;
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 #[inline(always)]
 pub fn bump(slot: u32) {
@@ -68,44 +86,4 @@ pub fn bump(slot: u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
-}
-
-/// Submit flags for the next event. Wakeups are batched: userspace drains
-/// the ring every few milliseconds on its own and is woken early only when
-/// a quarter of the ring is in use. A wakeup per event would cost a
-/// consumer wakeup (and often a context switch) per goroutine transition.
-#[inline(always)]
-pub fn wakeup_flags() -> u64 {
-    let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    // SAFETY: one field read through a volatile pointer (see `config`); the
-    // whole struct is not copied again on every event.
-    let ring_bytes = unsafe { core::ptr::read_volatile(&raw const CONFIG.ring_bytes) };
-    if used >= ring_bytes / 4 {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
-}
-
-/// Reserves an event in the ring buffer, or counts a drop for `kind`.
-#[inline(always)]
-pub fn reserve<T: 'static>(
-    kind: tracer_common::EventKind,
-) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
-    let entry = EVENTS.reserve::<T>(0);
-    if entry.is_none() {
-        bump(kind.index());
-    }
-    entry
-}
-
-/// The calling thread's (tgid, tid) if it belongs to the target process.
-#[inline(always)]
-pub fn target_thread(cfg: &Config) -> Option<(u32, u32)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid != cfg.target_tgid {
-        return None;
-    }
-    Some((tgid, pid_tgid as u32))
 }

@@ -7,18 +7,25 @@
 //! Userspace half: `tracer/src/model/stacks.rs`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_probe_read_user},
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel_buf, bpf_probe_read_user},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
-use tracer_common::{EventKind, NO_STACK, STACK_DUMP_DEPTH, STACK_DUMP_ID_SPAN, StackDumpEvent};
+use aya_log_ebpf::debug;
+use tracer_common::{
+    COUNTER_STACK_ERRORS, COUNTER_STACKS_TRUNCATED, EventHeader, NO_STACK, Program,
+    STACK_DUMP_DEPTH, STACK_DUMP_ID_SPAN, StackDumpEvent,
+};
 
-use crate::goabi::pc_and_fp;
-use crate::goroutine::header;
-use crate::maps::{COUNTER_STACK_ERRORS, EVENTS, bump};
+use crate::{
+    envelope::emit,
+    goabi::pc_and_fp,
+    maps::{bump, debug_probes},
+    probe::Probe,
+};
 
-/// Where a refused stack is copied before it is fingerprinted and sent.
+/// Where a stack is walked before it is fingerprinted (and sent if new).
 #[map]
 static STACK_SCRATCH: PerCpuArray<StackDumpEvent> = PerCpuArray::with_max_entries(1, 0);
 
@@ -35,12 +42,11 @@ static DUMP_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 ///
 /// The frame-pointer walk is done here rather than by `bpf_get_stackid`:
 /// on the hosts measured the kernel's walk cost about 1.3 µs for a
-/// five-frame Go stack, this one about half. Each distinct stack is sent
-/// once as a `StackDump` event under a synthetic id; a fingerprint map
-/// gives later hits the same id.
+/// five-frame Go stack, this one about half. A stack deeper than
+/// `STACK_DUMP_DEPTH` frames keeps its innermost ones (counted).
 #[inline(always)]
-pub fn user_stack(ctx: &ProbeContext, tgid: u32, tid: u32) -> i32 {
-    walk(ctx, tgid, tid).unwrap_or_else(|| {
+pub fn user_stack(p: &Probe) -> i32 {
+    walk(p.ctx, p.prog, p.tgid, p.tid).unwrap_or_else(|| {
         bump(COUNTER_STACK_ERRORS);
         NO_STACK
     })
@@ -52,8 +58,16 @@ fn fnv(h: u64, v: u64) -> u64 {
     (h ^ v).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
+/// Walked once per program (a subprogram: verified once per call site, not
+/// once per path of the caller).
 #[inline(never)]
-fn walk(ctx: &ProbeContext, tgid: u32, tid: u32) -> Option<i32> {
+fn walk(ctx: &ProbeContext, prog: Program, tgid: u32, tid: u32) -> Option<i32> {
+    let p = Probe {
+        ctx,
+        prog,
+        tgid,
+        tid,
+    };
     let buf = STACK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *buf };
@@ -69,12 +83,21 @@ fn walk(ctx: &ProbeContext, tgid: u32, tid: u32) -> Option<i32> {
         }
         // SAFETY: bpf_probe_read_user validates the address.
         let Ok(frame) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            p.read_failed(fp);
+            fp = 0;
             break;
         };
         ev.ips[i] = frame[1];
         h = fnv(h, frame[1]);
         nr = i + 1;
         fp = frame[0];
+    }
+    if fp != 0 {
+        // Frames remain past the last slot: the stack is cut.
+        bump(COUNTER_STACKS_TRUNCATED);
+        if debug_probes() {
+            debug!(ctx, "stack cut at {} frames", STACK_DUMP_DEPTH as u32);
+        }
     }
     let h = fnv(h, nr as u64);
     // SAFETY: LRU map value read; a concurrent update only replaces it.
@@ -91,14 +114,23 @@ fn walk(ctx: &ProbeContext, tgid: u32, tid: u32) -> Option<i32> {
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let span = (STACK_DUMP_ID_SPAN as u32) >> 8;
     let id = -(2 + (((s % span) << 8) | (cpu & 0xff)) as i32);
-    ev.header = header(EventKind::StackDump, tgid, tid);
     ev.id = id;
     ev.nr = nr as u32;
-    if EVENTS
-        .output::<StackDumpEvent>(&*ev, crate::maps::wakeup_flags())
-        .is_err()
-    {
-        bump(EventKind::StackDump.index());
+    let sent = emit(&p, |out: &mut StackDumpEvent| {
+        // One helper call copies the ~1 KiB body (an inline copy would
+        // unroll into hundreds of instructions); `emit` wrote the header.
+        const HEADER: usize = size_of::<EventHeader>();
+        // SAFETY: `out` is a whole StackDumpEvent; a kernel-to-kernel copy
+        // of everything after the header, from the scratch this run owns.
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(
+                (out as *mut StackDumpEvent).cast::<u8>().add(HEADER),
+                size_of::<StackDumpEvent>() - HEADER,
+            )
+        };
+        let _ = unsafe { bpf_probe_read_kernel_buf(buf.cast::<u8>().add(HEADER), dst) };
+    });
+    if !sent {
         return None;
     }
     let _ = DUMPED.insert(h, id, 0);

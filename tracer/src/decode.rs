@@ -2,7 +2,8 @@
 
 use tracer_common::{
     CtxCancelEvent, CtxCreateEvent, CtxDoneEvent, EventHeader, EventKind, GoCreateEvent,
-    GoExitEvent, GoParkEvent, GoReadyEvent, StackDumpEvent, TimerStartEvent, TimerStopEvent,
+    GoExitEvent, GoParkChansEvent, GoParkEvent, GoReadyEvent, StackDumpEvent, TimerStartEvent,
+    TimerStopEvent,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum Event {
     TimerStart(TimerStartEvent),
     TimerStop(TimerStopEvent),
     StackDump(Box<StackDumpEvent>),
+    /// The channels of the park before it past its first `WAIT_CHANS`.
+    ParkChans(Box<GoParkChansEvent>),
 }
 
 impl Event {
@@ -32,6 +35,7 @@ impl Event {
             Event::TimerStart(e) => &e.header,
             Event::TimerStop(e) => &e.header,
             Event::StackDump(e) => &e.header,
+            Event::ParkChans(e) => &e.header,
         }
     }
 
@@ -47,6 +51,7 @@ impl Event {
             Event::TimerStart(_) => EventKind::TimerStart,
             Event::TimerStop(_) => EventKind::TimerStop,
             Event::StackDump(_) => EventKind::StackDump,
+            Event::ParkChans(_) => EventKind::GoParkChans,
         }
     }
 
@@ -121,6 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::TimerStart => Event::TimerStart(read(bytes, kind)?),
         EventKind::TimerStop => Event::TimerStop(read(bytes, kind)?),
         EventKind::StackDump => Event::StackDump(Box::new(read(bytes, kind)?)),
+        EventKind::GoParkChans => Event::ParkChans(Box::new(read(bytes, kind)?)),
     })
 }
 
@@ -154,6 +160,17 @@ mod tests {
             goid: 7,
         };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
+        let mut more = GoParkChansEvent {
+            header: header(EventKind::GoParkChans),
+            goid: 42,
+            nr: 2,
+            ..Default::default()
+        };
+        more.chans[..2].copy_from_slice(&[0xa, 0xb]);
+        assert_eq!(
+            decode(&bytes_of(&more)),
+            Ok(Event::ParkChans(Box::new(more)))
+        );
     }
 
     #[test]

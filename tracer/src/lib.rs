@@ -13,6 +13,7 @@ pub mod capture;
 pub mod cmd;
 pub mod decode;
 pub mod export;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gobin;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_nightly};
 use crate::util::{cargo, cmd, installing, probe, require_root, run, skipped, target_dir};
 use crate::vm::{
@@ -42,6 +42,7 @@ const MACHINE: Machine = Machine {
     data_port: None,
     append: "",
     foreign: true,
+    verifier_doc: false,
 };
 
 /// Every program kind (goroutine life, contexts, `time.newTimer` on Go

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_go, ensure_nightly, go_env, newest_go};
 use crate::util::{cmd, require_root, run, run_status, target_dir, workspace_root};
 

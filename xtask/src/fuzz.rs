@@ -91,6 +91,8 @@ fn seed() -> Result<PathBuf> {
             "--release",
             "-p",
             "tracer",
+            "--features",
+            "fuzzing",
             "--example",
             "fuzz_seeds",
             "--",

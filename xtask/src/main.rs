@@ -2,6 +2,7 @@
 
 mod arm64;
 mod bench;
+mod build;
 mod check;
 mod demo;
 mod fuzz;
@@ -10,6 +11,7 @@ mod oldkernel;
 mod setup;
 mod soak;
 mod util;
+mod verifier;
 mod vm;
 
 use std::ffi::OsString;
@@ -27,6 +29,9 @@ commands:
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
   layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  check-table        write docs/verifier.md (each eBPF program's size and
+                     verifier instruction count) from `gotrace check --json`
+                     (needs root; oldkernel and test write it too)
   bench [--runs 5] [--quick]
                      overhead vs untraced, empty probes, bpftrace and
                      runtime/trace; replay rate, memory, attach time; writes
@@ -48,7 +53,9 @@ commands:
                      seeded from freshly built Go binaries; fails on a crash
 
 environment:
-  GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)";
+  GOTRACE_TOOLS      tools directory (default ~/.cache/gotrace)
+  GOTRACE_SKIP_E2E   =1: without root, the end-to-end tests skip (and are
+                     counted as skipped) instead of failing (never under CI=true)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -58,7 +65,7 @@ fn main() -> ExitCode {
 
     let result = match command {
         Some("setup") if rest.is_empty() => setup::setup(),
-        Some("build") if rest.is_empty() => check::build().map(|bin| {
+        Some("build") if rest.is_empty() => build::build().map(|bin| {
             println!("built {}", bin.display());
         }),
         Some("lint") if rest.is_empty() => check::lint(),
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
         }
         Some("demo") if rest.is_empty() => demo::demo(),
         Some("layouts") if rest.is_empty() => layouts::layouts(),
+        Some("check-table") if rest.is_empty() => verifier::check_table(),
         Some("bench") => bench::bench(
             &rest
                 .iter()

@@ -19,9 +19,8 @@ use crate::util::{
 /// The nightly the eBPF build was tested with.
 pub const TESTED_NIGHTLY: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
 
-/// Go toolchains for the test fixtures, newest first. `tests/src/lib.rs`
-/// picks the newest installed patch release of each minor it tests.
-pub const GO_VERSIONS: &[&str] = &["1.26.6", "1.21.13", "1.19.8", "1.23.9", "1.25.5", "1.27.3"];
+/// Go toolchains for the test fixtures (one list for xtask and the tests).
+pub use gotoolchains::GO_VERSIONS;
 
 /// The bpf-linker release we build (pinned so a fresh machine gets what was
 /// tested; it must support the nightly's LLVM through `llvm-<major>`).
@@ -188,21 +187,13 @@ pub fn ensure_bpf_linker() -> Result<()> {
 
 /// "1.26.6" → "1.26"
 pub fn go_minor(version: &str) -> String {
-    version.split('.').take(2).collect::<Vec<_>>().join(".")
+    gotoolchains::minor(version).to_string()
 }
 
 /// The Go environment the tests use: no toolchain switching, no module
 /// proxy, and per-minor build caches in the tools directory.
 pub fn go_env(c: &mut Command, version: &str) {
-    let tools = tools_dir();
-    c.env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env(
-            "GOCACHE",
-            tools.join(format!("gocache-{}", go_minor(version))),
-        )
-        .env("GOPATH", tools.join("gopath"));
+    gotoolchains::go_env(c, version);
 }
 
 fn go_is(go: &Path, version: &str) -> bool {
@@ -296,19 +287,13 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
 
 /// The newest Go in [`GO_VERSIONS`].
 pub fn newest_go() -> &'static str {
-    let key = |v: &&str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
-    GO_VERSIONS
-        .iter()
-        .copied()
-        .max_by_key(key)
-        .expect("GO_VERSIONS is not empty")
+    gotoolchains::newest()
 }
 
 /// Builds every fixture once so the tests find the standard library cached.
 fn warm_go_cache(version: &str) -> Result<()> {
     println!("warming the Go {version} build cache for tests/fixtures");
-    let go = tools_dir().join(format!("go-{version}/bin/go"));
-    let mut c = cmd(go);
+    let mut c = cmd(gotoolchains::go_path(version));
     c.args(["build", "-o", "/dev/null", "./..."])
         .current_dir(workspace_root().join("tests/fixtures"));
     go_env(&mut c, version);

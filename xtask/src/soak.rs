@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_go, ensure_nightly, go_env, newest_go};
 use crate::util::{cmd, require_root, run, target_dir, workspace_root};
 

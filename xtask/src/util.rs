@@ -33,14 +33,8 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-/// Where setup installs Go toolchains, caches and the LLVM links:
-/// `$GOTRACE_TOOLS`, default `~/.cache/gotrace`.
-pub fn tools_dir() -> PathBuf {
-    match std::env::var_os("GOTRACE_TOOLS") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => home().join(".cache/gotrace"),
-    }
-}
+/// Where setup installs Go toolchains, caches and the LLVM links.
+pub use gotoolchains::tools_dir;
 
 /// Where `cargo install` puts binaries: `$CARGO_INSTALL_ROOT/bin`, else
 /// `$CARGO_HOME/bin`, else `~/.cargo/bin`.

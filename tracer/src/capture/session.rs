@@ -176,7 +176,10 @@ impl Session<'_> {
                     self.drain(guard.get_inner_mut(), &mut progress.counts)?;
                     guard.clear_ready();
                 }
-                _ = poll.tick() => self.drain(ring.get_mut(), &mut progress.counts)?,
+                _ = poll.tick() => {
+                    self.probes.flush_logs();
+                    self.drain(ring.get_mut(), &mut progress.counts)?;
+                }
                 _ = tick.tick() => {
                     if let Some(end) = self.tick(&mut progress) {
                         break end;
@@ -217,7 +220,7 @@ impl Session<'_> {
         let now = monotonic_ns();
         let t = now.saturating_sub(p.start_ns) as f64 / 1e9;
         sample(self.model, self.recorder.as_deref_mut(), t);
-        let kernel = self.probes.counters().unwrap_or_default();
+        let kernel = self.probes.counters();
         let secs = now.saturating_sub(p.last_tick_ns).max(1) as f64 / 1e9;
         self.view.tick(&crate::view::Tick {
             t_s: t,
@@ -231,7 +234,7 @@ impl Session<'_> {
         p.last_events = p.counts.events;
         self.exec_watch
             .as_mut()
-            .and_then(|w| w.check())
+            .and_then(|w| w.new_exe())
             .map(EndReason::TargetExec)
     }
 
@@ -248,6 +251,7 @@ impl Session<'_> {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         // Whatever the kernel wrote before we stopped still belongs to the trace.
+        self.probes.flush_logs();
         self.drain(ring, &mut p.counts)?;
         sample(
             self.model,
@@ -255,7 +259,7 @@ impl Session<'_> {
             end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
         );
         self.view.close();
-        let kernel = self.probes.counters()?;
+        let kernel = self.probes.counters();
         let load_bias = match &self.pie_pid {
             Some((pid, bin)) => p
                 .load_bias

@@ -63,6 +63,7 @@ pub fn worst_case_config() -> Config {
         sudog_window_base: 64,
         sudog_window_len: tracer_common::SUDOG_WINDOW_MAX,
         ring_bytes: 8 << 20,
+        itab_timer_ctx: 0x0100_0500,
     }
 }
 
@@ -75,7 +76,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     let req = compat::requirements(crate::probe::loader::EBPF_OBJECT)?;
-    let programs = load_every_program(worst_case_config())?;
+    let programs = load_every_program(worst_case_config(), args.debug_probes)?;
     let rejected = programs.iter().filter(|p| p.result.is_err()).count();
 
     if args.json {

@@ -66,6 +66,12 @@ pub struct TargetArgs {
     #[arg(long, hide = true)]
     pub bench_empty_probes: bool,
 
+    /// Print the probes' own diagnostics on stderr (a read of the target's
+    /// memory failed, a path skipped, the ring buffer full). Also on with
+    /// RUST_LOG=tracer_ebpf=debug. Costs nothing when off.
+    #[arg(long)]
+    pub debug_probes: bool,
+
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -132,6 +138,11 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Load the programs with their diagnostics on (as `--debug-probes`
+    /// runs them).
+    #[arg(long)]
+    pub debug_probes: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -189,7 +200,13 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
-/// "30s", "500ms", "2m", "1h", "1.5s" or a bare number of seconds.
+/// The longest duration or threshold accepted: a year. Longer values are
+/// typing mistakes, and they would overflow the clock arithmetic
+/// (`Instant + Duration`, nanosecond counts in u64) further on.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// "30s", "500ms", "2m", "1h", "1.5s" or a bare number of seconds, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -214,6 +231,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "duration {s:?} is too long (at most {}h, one year)",
+            MAX_DURATION.as_secs() / 3600
+        ));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -229,6 +252,14 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e9").is_err());
+        assert!(parse_duration("1.2.3s").is_err());
+        assert!(parse_duration("100000000000000000000000s").is_err());
+        assert!(parse_duration("1000000000000000000000000000000000000000h").is_err());
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert!(parse_duration("8761h").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     }
 
     #[test]

@@ -189,6 +189,8 @@ impl Started {
             crate::probe::AttachOptions {
                 ring_bytes: args.ring_buffer,
                 empty_programs: args.bench_empty_probes,
+                debug_probes: args.debug_probes
+                    || log::log_enabled!(target: "tracer_ebpf", log::Level::Debug),
             },
         )?;
         let exit = ExitWatcher::new(self.pid, self.child.is_some())?;

@@ -3,7 +3,7 @@
 //! stack resolver.
 
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::{is_system_function, wait_reason};
+use crate::goruntime::{is_system_function, is_user_function, wait_reason};
 use crate::model::{GoroutineModel, State};
 use crate::resolve::StackResolver;
 
@@ -26,7 +26,8 @@ pub struct Stacks {
     pub created: Vec<Weighted>,
     /// Time parked (µs) by blocked stack, under the wait reason.
     pub off_cpu: Vec<Weighted>,
-    /// Leak suspects only (parked at least the threshold), by blocked stack.
+    /// Leak suspects only (parked at least the threshold, in a wait that can
+    /// leak: the report's suspects), by blocked stack.
     pub suspects: Vec<Weighted>,
 }
 
@@ -48,7 +49,13 @@ pub fn collect(
         }
         let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
         let root = Some(wait_reason::text(wait_reasons, p.reason));
-        if end_ns.saturating_sub(p.since_ns) >= leak_threshold_ns {
+        // The report's rule for suspects (`report::groups`), not the
+        // threshold alone: an accept loop idle by design is no suspect.
+        let functions = frames.iter().map(|f| f.function.as_str());
+        let user_code = frames.iter().any(|f| is_user_function(&f.function));
+        let reason = wait_reason::of_value(wait_reasons, p.reason).pattern;
+        let (pattern, _) = wait_reason::classify_stack(reason, functions, user_code);
+        if end_ns.saturating_sub(p.since_ns) >= leak_threshold_ns && pattern.can_leak() {
             suspects.push(Weighted {
                 frames: frames.clone(),
                 root: root.clone(),

@@ -2,6 +2,8 @@
 //! fuzz finding (`tracer/testdata/fuzz/<target>/`) stays fixed.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::seeds::{SYNTHETIC, synthetic};
 use super::*;
@@ -175,26 +177,159 @@ fn run(target: &str, data: &[u8], recorded: Option<&Target>) {
         other => panic!("unknown fuzz target {other}"),
     }
 }
+/// Longest one committed input may take (a debug build, a busy machine):
+/// the fuzzer's own timeout is far shorter, so this only catches a hang.
+const INPUT_TIME_LIMIT: Duration = Duration::from_secs(20);
+/// Most memory one committed input may hold live at once. The inputs are a
+/// few KiB and the recording target is a small Go binary: a regression to
+/// allocating by an untrusted length goes far past this.
+const INPUT_MEMORY_LIMIT: usize = 64 << 20;
+
 /// Every input under `tracer/testdata/fuzz/<target>/` (crashes, hangs and
-/// huge allocations the fuzzer found, minimised) runs cleanly.
+/// huge allocations the fuzzer found, minimised) runs cleanly: no panic,
+/// within [`INPUT_TIME_LIMIT`], holding at most [`INPUT_MEMORY_LIMIT`].
 #[test]
 fn fuzz_regressions() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
-    let recorded = Target::open(&crate::gobin::testutil::probe("1.26")).unwrap();
+    let recorded = Arc::new(Target::open(&crate::gobin::testutil::probe("1.26")).unwrap());
     let (mut ran, mut failed) = (0, Vec::new());
     for dir in std::fs::read_dir(&root).unwrap().flatten() {
         let target = dir.file_name().to_string_lossy().into_owned();
         for input in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = format!("{target}/{}", input.file_name().to_string_lossy());
             let data = std::fs::read(input.path()).unwrap();
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&target, &data, Some(&recorded))
-            }));
-            if ok.is_err() {
-                failed.push(format!("{target}/{}", input.file_name().to_string_lossy()));
+            if let Err(why) = run_limited(&name, &target, data, recorded.clone()) {
+                failed.push(format!("{name}: {why}"));
             }
             ran += 1;
         }
     }
     assert!(ran > 0, "no inputs under {}", root.display());
-    assert!(failed.is_empty(), "panicked: {failed:?}");
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+}
+
+/// Runs one input on a thread of its own, under the time and memory limits.
+fn run_limited(
+    name: &str,
+    target: &str,
+    data: Vec<u8>,
+    recorded: Arc<Target>,
+) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (name, target) = (name.to_string(), target.to_string());
+    std::thread::spawn(move || {
+        limits::watch(&name);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&target, &data, Some(&recorded))
+        }));
+        let peak = limits::unwatch();
+        let _ = tx.send((outcome.is_ok(), peak));
+    });
+    match rx.recv_timeout(INPUT_TIME_LIMIT) {
+        Ok((false, _)) => Err("panicked".into()),
+        Ok((true, peak)) => {
+            eprintln!("fuzz_regressions: peak {} KiB", peak >> 10);
+            Ok(())
+        }
+        Err(_) => Err(format!("still running after {INPUT_TIME_LIMIT:?}")),
+    }
+}
+
+/// A global allocator counting, for the thread running an input, the bytes
+/// it holds live, and refusing (with a message, then the abort of a failed
+/// allocation) anything past [`INPUT_MEMORY_LIMIT`]: an allocation blow-up
+/// fails the test instead of exhausting the machine.
+mod limits {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static WATCHED: Cell<Option<&'static str>> = const { Cell::new(None) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// Starts counting on this thread, for the input `name`.
+    pub fn watch(name: &str) {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        LIVE.set(0);
+        PEAK.set(0);
+        WATCHED.set(Some(name));
+    }
+
+    /// Stops counting; the peak of live bytes since [`watch`].
+    pub fn unwatch() -> usize {
+        WATCHED.set(None);
+        PEAK.get().max(0) as usize
+    }
+
+    /// Whether `grow` more bytes keep the watched thread within the limit.
+    fn admit(grow: isize) -> bool {
+        let Ok(Some(name)) = WATCHED.try_with(Cell::get) else {
+            return true;
+        };
+        let live = LIVE.get() + grow;
+        if live > super::INPUT_MEMORY_LIMIT as isize {
+            let msg = [
+                "fuzz_regressions: ",
+                name,
+                " holds more than the memory limit\n",
+            ];
+            for part in msg {
+                // SAFETY: writing a valid buffer to stderr; no allocation here.
+                unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+            }
+            // The failed allocation's report allocates too: let it.
+            WATCHED.set(None);
+            return false;
+        }
+        LIVE.set(live);
+        PEAK.set(PEAK.get().max(live));
+        true
+    }
+
+    fn released(bytes: usize) {
+        if let Ok(Some(_)) = WATCHED.try_with(Cell::get) {
+            LIVE.set(LIVE.get() - bytes as isize);
+        }
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged;
+    // only the accounting is added (thread-locals without destructors).
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if !admit(layout.size() as isize) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: the caller's layout, as GlobalAlloc requires.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if !admit(layout.size() as isize) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: as for alloc.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            released(layout.size());
+            // SAFETY: ptr came from System with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if !admit(new_size as isize - layout.size() as isize) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: as for dealloc; new_size is the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
 }

@@ -14,6 +14,7 @@ pub mod pclntab;
 pub mod rets;
 pub mod symbolize;
 pub mod symbols;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod testutil;
 pub mod wrappers;
 

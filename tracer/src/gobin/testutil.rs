@@ -1,57 +1,14 @@
-//! Locating the Go toolchains installed by `cargo xtask setup` and building
-//! the Go programs of `tracer/testdata` (shared by unit and e2e tests).
-//!
-//! Toolchains live at `$GOTRACE_TOOLS/go-<version>/bin/go`, with
-//! `GOTRACE_TOOLS` defaulting to `$HOME/.cache/gotrace`.
+//! Building the Go programs of `tracer/testdata` with the toolchains
+//! `cargo xtask setup` installs (see the `gotoolchains` crate), for the unit
+//! tests and the `fuzz_seeds` example. Test-only: compiled under `cfg(test)`
+//! or the `fuzzing` feature.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The directory holding toolchains and Go caches.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GOTRACE_TOOLS").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".cache/gotrace")
-}
-
-/// The `go` binary of the highest installed `<minor>.*` toolchain, e.g.
-/// `find_go("1.26")` -> `$GOTRACE_TOOLS/go-1.26.6/bin/go`. An exact full
-/// version ("1.26.6") also matches.
-pub fn find_go(minor: &str) -> Option<PathBuf> {
-    let mut best: Option<(Vec<u64>, PathBuf)> = None;
-    for entry in std::fs::read_dir(tools_dir()).ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(version) = name.to_str().and_then(|n| n.strip_prefix("go-")) else {
-            continue;
-        };
-        if version != minor && !version.starts_with(&format!("{minor}.")) {
-            continue;
-        }
-        let go = entry.path().join("bin/go");
-        if !go.is_file() {
-            continue;
-        }
-        let key = version_key(version);
-        if best.as_ref().is_none_or(|(k, _)| key > *k) {
-            best = Some((key, go));
-        }
-    }
-    best.map(|(_, go)| go)
-}
-
-fn version_key(version: &str) -> Vec<u64> {
-    version
-        .split('.')
-        .map(|p| {
-            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().unwrap_or(0)
-        })
-        .collect()
-}
+pub use gotoolchains::{find_go, tools_dir};
 
 /// "1.26.6" for `$GOTRACE_TOOLS/go-1.26.6/bin/go`, else "unknown".
 fn toolchain_version(go: &Path) -> String {
@@ -78,20 +35,15 @@ pub fn build_go_env(
     extra_args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<(), String> {
-    let tools = tools_dir();
     let version = toolchain_version(go);
-    let output = Command::new(go)
+    let mut build = Command::new(go);
+    let output = gotoolchains::go_env(&mut build, &version)
         .arg("build")
         .args(extra_args)
         .arg("-o")
         .arg(out)
         .arg(".")
         .current_dir(src_dir)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOCACHE", tools.join(format!("gocache-{version}")))
-        .env("GOPATH", tools.join("gopath"))
         .envs(env.iter().copied())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", go.display()))?;

@@ -16,17 +16,21 @@ pub fn is_system_function(start_function: &str) -> bool {
     start_function.starts_with("runtime.") && start_function != "runtime.main"
 }
 
+/// The import path of a Go function name (`net/http.(*conn).serve` →
+/// `net/http`): it ends at the first '.' after the last '/'.
+pub fn package_of(function: &str) -> &str {
+    let slash = function.rfind('/').map_or(0, |i| i + 1);
+    let end = function[slash..]
+        .find('.')
+        .map_or(function.len(), |i| slash + i);
+    &function[..end]
+}
+
 /// Whether a function belongs to the program rather than the standard
 /// library: package `main`, or an import path whose first element has a dot
 /// (`github.com/...`, `example.com/...`).
 pub fn is_user_function(function: &str) -> bool {
-    // Package path ends at the first '.' after the last '/'.
-    let slash = function.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let pkg_end = function[slash..]
-        .find('.')
-        .map(|i| slash + i)
-        .unwrap_or(function.len());
-    let pkg = &function[..pkg_end];
+    let pkg = package_of(function);
     if pkg == "main" {
         return true;
     }
@@ -38,6 +42,19 @@ pub fn is_user_function(function: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packages() {
+        assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
+        assert_eq!(
+            package_of("context.(*cancelCtx).propagateCancel"),
+            "context"
+        );
+        assert_eq!(package_of("github.com/a/b.v2.F"), "github.com/a/b");
+        assert_eq!(package_of("main.main.func1"), "main");
+        assert_eq!(package_of("runtime.morestack.abi0"), "runtime");
+        assert_eq!(package_of("noDots"), "noDots");
+    }
 
     #[test]
     fn user_vs_std_functions() {

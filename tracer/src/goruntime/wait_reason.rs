@@ -31,6 +31,16 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Whether a goroutine parked past the leak threshold in this pattern is
+    /// a suspect: the runtime's own waits and waits idle by design (an
+    /// accept loop) are not. The report and the suspects flame graph both
+    /// ask here.
+    pub fn can_leak(self) -> bool {
+        !matches!(self, Pattern::Runtime | Pattern::Idle)
+    }
+}
+
+impl Pattern {
     /// The words a Go developer recognises.
     pub fn describe(self) -> &'static str {
         match self {

@@ -288,7 +288,8 @@ impl Timeline {
             Event::CtxDone(_)
             | Event::TimerStart(_)
             | Event::TimerStop(_)
-            | Event::StackDump(_) => {}
+            | Event::StackDump(_)
+            | Event::ParkChans(_) => {}
         }
     }
 

@@ -308,7 +308,8 @@ mod tests {
         let has = |what: &str| req.features.iter().any(|f| f.what == what);
         for what in [
             "helper bpf_ringbuf_reserve",
-            "helper bpf_ringbuf_output",
+            "helper bpf_ringbuf_submit",
+            "helper bpf_probe_read_kernel",
             "helper bpf_probe_read_user",
             "map type ringbuf",
             "map type array",

@@ -95,6 +95,7 @@ impl ContextPlan {
         cfg.ctx_done = layout.cancel_ctx_done.unwrap_or(0);
         cfg.timer_deadline = layout.timer_ctx_deadline.unwrap_or(0);
         cfg.itab_value_ctx = at(itab(&self.itabs, "*context.valueCtx,context.Context"));
+        cfg.itab_timer_ctx = at(itab(&self.itabs, "*context.timerCtx,context.canceler"));
         cfg.itab_deadline_exceeded = at(itab(&self.itabs, "context.deadlineExceededError,error"));
         cfg.itab_error_string = at(itab(&self.itabs, "*errors.errorString,error"));
         cfg.itab_wrap_error = at(itab(&self.itabs, "*fmt.wrapError,error"));

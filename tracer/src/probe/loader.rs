@@ -21,12 +21,11 @@ pub(crate) static EBPF_OBJECT: &[u8] =
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "permission denied loading eBPF programs: run gotrace as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)"
+        "permission denied loading eBPF programs: {}",
+        permission_advice(false)
     )]
     Permission,
-    #[error(
-        "permission denied creating uprobes: run gotrace as root (the kernel requires CAP_SYS_ADMIN for uprobes, with CAP_SYS_PTRACE for other users' processes)"
-    )]
+    #[error("permission denied creating uprobes: {}", permission_advice(true))]
     UprobePermission,
     #[error("loading the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
@@ -48,12 +47,40 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    #[error("reading the probes' diagnostics: {0}")]
+    Log(String),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
+}
+
+/// What to do about a refusal: get the capabilities when gotrace lacks
+/// one, else what else refuses (read when the error is shown).
+fn permission_advice(uprobes: bool) -> String {
+    use crate::process::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, KernelFacts};
+    let (get, needed): (&str, &[(u32, &str)]) = if uprobes {
+        (
+            "run gotrace as root (the kernel requires CAP_SYS_ADMIN for uprobes, with CAP_SYS_PTRACE for other users' processes)",
+            &[
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+            ],
+        )
+    } else {
+        (
+            "run gotrace as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)",
+            &[
+                (CAP_BPF, "CAP_BPF"),
+                (CAP_PERFMON, "CAP_PERFMON"),
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+            ],
+        )
+    };
+    KernelFacts::gather().advice(get, needed)
 }
 
 fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -91,12 +118,16 @@ pub struct AttachOptions {
     pub ring_bytes: u32,
     /// Attach the empty program at every point instead of the real ones.
     pub empty_programs: bool,
+    /// Turn on the probes' diagnostics (aya-log), printed on stderr.
+    pub debug_probes: bool,
 }
 
 /// Loaded and attached probes. Dropping this detaches every uprobe.
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
+    /// Reads the probes' diagnostics (`--debug-probes`).
+    logs: Option<aya_log::EbpfLogger<ProbeLog>>,
 }
 
 impl Probes {
@@ -115,8 +146,20 @@ impl Probes {
             ring_bytes: u64::from(ring_bytes),
             ..config
         };
-        let ebpf = load_object(&config, Some(ring_bytes))?;
-        let mut probes = Probes { ebpf, attached: 0 };
+        let mut ebpf = load_object(&config, Some(ring_bytes), opts.debug_probes)?;
+        let logs = if opts.debug_probes {
+            Some(
+                aya_log::EbpfLogger::init_with_logger(&mut ebpf, ProbeLog)
+                    .map_err(|e| ProbeError::Log(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let mut probes = Probes {
+            ebpf,
+            attached: 0,
+            logs,
+        };
         let scope = match NonZeroU32::new(pid) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -131,52 +174,65 @@ impl Probes {
                 },
                 ..point.clone()
             };
-            let program: &mut UProbe = probes
-                .ebpf
-                .program_mut(point.program)
-                .ok_or(ProbeError::MissingProgram(point.program))?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
-                    program: point.program,
-                    source,
-                })?;
-            if !loaded.contains(&point.program) {
-                program.load().map_err(|source| {
-                    if is_eperm(&source) {
-                        ProbeError::Permission
-                    } else {
-                        ProbeError::Program {
-                            program: point.program,
-                            source,
-                        }
-                    }
-                })?;
-                loaded.push(point.program);
-            }
-            program
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                    binary,
-                    scope,
-                )
-                .map_err(|source| {
-                    // perf_event_open of a uprobe: EACCES without
-                    // CAP_SYS_ADMIN (perfmon_capable() is not enough since the
-                    // 2024 kernel fix), EPERM without ptrace rights.
-                    if is_eperm(&source) || has_errno(&source, libc::EACCES) {
-                        ProbeError::UprobePermission
-                    } else {
-                        ProbeError::Attach {
-                            program: point.program,
-                            symbol: point.symbol,
-                            vaddr: point.vaddr,
-                            source,
-                        }
-                    }
-                })?;
+            probes.attach_point(point, binary, scope, &mut loaded)?;
             probes.attached += 1;
         }
         Ok(probes)
+    }
+
+    /// Loads `point`'s program (once: `loaded` lists those already loaded)
+    /// and attaches it at `point` in `binary`.
+    fn attach_point(
+        &mut self,
+        point: &AttachPoint,
+        binary: &Path,
+        scope: UProbeScope,
+        loaded: &mut Vec<&'static str>,
+    ) -> Result<(), ProbeError> {
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(point.program)
+            .ok_or(ProbeError::MissingProgram(point.program))?
+            .try_into()
+            .map_err(|source| ProbeError::Program {
+                program: point.program,
+                source,
+            })?;
+        if !loaded.contains(&point.program) {
+            program.load().map_err(|source| {
+                if is_eperm(&source) {
+                    ProbeError::Permission
+                } else {
+                    ProbeError::Program {
+                        program: point.program,
+                        source,
+                    }
+                }
+            })?;
+            loaded.push(point.program);
+        }
+        program
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                binary,
+                scope,
+            )
+            .map_err(|source| {
+                // perf_event_open of a uprobe: EACCES without
+                // CAP_SYS_ADMIN (perfmon_capable() is not enough since the
+                // 2024 kernel fix), EPERM without ptrace rights.
+                if is_eperm(&source) || has_errno(&source, libc::EACCES) {
+                    ProbeError::UprobePermission
+                } else {
+                    ProbeError::Attach {
+                        program: point.program,
+                        symbol: point.symbol,
+                        vaddr: point.vaddr,
+                        source,
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// Number of uprobes attached.
@@ -196,18 +252,42 @@ impl Probes {
         })
     }
 
-    pub fn counters(&self) -> Result<counters::KernelCounters, ProbeError> {
-        let map = self
-            .ebpf
-            .map("COUNTERS")
-            .ok_or(ProbeError::MissingMap("COUNTERS"))?;
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
-                name: "COUNTERS",
-                source,
-            })?;
-        Ok(counters::read(&arr))
+    /// The kernel-side counters; every count unknown (`None`) when the map
+    /// cannot be read.
+    pub fn counters(&self) -> counters::KernelCounters {
+        let arr = self.ebpf.map("COUNTERS").and_then(|map| {
+            PerCpuArray::<&MapData, u64>::try_from(map)
+                .inspect_err(|e| log::warn!("counters map: {e}"))
+                .ok()
+        });
+        match arr {
+            Some(arr) => counters::read(&arr),
+            None => counters::KernelCounters::default(),
+        }
     }
+
+    /// Prints the probes' diagnostics waiting in their buffer (nothing
+    /// without `--debug-probes`).
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logs.as_mut() {
+            l.flush();
+        }
+    }
+}
+
+/// Prints each diagnostic of the probes as one stderr line.
+struct ProbeLog;
+
+impl log::Log for ProbeLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("gotrace: probe: {}", record.args());
+    }
+
+    fn flush(&self) {}
 }
 
 /// What the kernel says about one loaded program.
@@ -233,11 +313,21 @@ pub struct ProgramCheck {
 }
 
 /// Loads the embedded object with `config` (and a ring buffer of
-/// `ring_bytes`, else the object's default): maps created, programs not yet.
-fn load_object(config: &Config, ring_bytes: Option<u32>) -> Result<Ebpf, ProbeError> {
+/// `ring_bytes`, else the object's default; the probes' diagnostics on with
+/// `debug`): maps created, programs not yet.
+fn load_object(config: &Config, ring_bytes: Option<u32>, debug: bool) -> Result<Ebpf, ProbeError> {
     let _ = bump_memlock_rlimit();
     let mut loader = EbpfLoader::new();
     loader.override_global("CONFIG", config, true);
+    // Both in .rodata: with 0 the verifier prunes every diagnostic path.
+    let debug_flag = u8::from(debug);
+    loader.override_global("DEBUG_PROBES", &debug_flag, true);
+    let level = if debug {
+        aya_log::Level::Trace as u8
+    } else {
+        0
+    };
+    loader.override_global(aya_log::LEVEL, &level, true);
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }
@@ -251,10 +341,10 @@ fn load_object(config: &Config, ring_bytes: Option<u32>) -> Result<Ebpf, ProbeEr
 }
 
 /// Loads every program of the embedded object into the running kernel with
-/// `config`, attaching nothing. Fails only when the object's maps cannot be
+/// `config` (and the diagnostics on with `debug`), attaching nothing. Fails only when the object's maps cannot be
 /// created; each program's outcome is in its [`ProgramCheck`].
-pub fn load_every_program(config: Config) -> Result<Vec<ProgramCheck>, ProbeError> {
-    let mut ebpf = load_object(&config, None)?;
+pub fn load_every_program(config: Config, debug: bool) -> Result<Vec<ProgramCheck>, ProbeError> {
+    let mut ebpf = load_object(&config, None, debug)?;
     let mut checks = Vec::new();
     for (name, program) in ebpf.programs_mut() {
         let result = (|| -> Result<ProgramStats, ProgramError> {

@@ -16,8 +16,9 @@ use tokio::io::unix::AsyncFd;
 pub enum TargetError {
     #[error("no process with PID {0}")]
     NoSuchProcess(u32),
-    #[error("permission denied inspecting PID {0}: run gotrace as root (or with CAP_SYS_PTRACE)")]
-    Permission(u32),
+    /// `advice` comes from [`AccessFacts::advice`].
+    #[error("permission denied inspecting PID {pid}: {advice}")]
+    Permission { pid: u32, advice: String },
     #[error("PID {pid}: {source}")]
     Proc {
         pid: u32,
@@ -46,7 +47,10 @@ pub fn exe_of(pid: u32) -> Result<PathBuf, TargetError> {
     match std::fs::read_link(&link) {
         Ok(_) => Ok(link),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TargetError::NoSuchProcess(pid)),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(TargetError::Permission(pid)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(TargetError::Permission {
+            pid,
+            advice: AccessFacts::gather(pid).advice(),
+        }),
         Err(source) => Err(TargetError::Proc { pid, source }),
     }
 }
@@ -277,7 +281,7 @@ impl ExecWatch {
 
     /// The new executable's path once the process runs a binary other than
     /// the traced one, after having run it.
-    pub fn check(&mut self) -> Option<String> {
+    pub fn new_exe(&mut self) -> Option<String> {
         use std::os::unix::fs::MetadataExt as _;
         let exe = format!("/proc/{}/exe", self.pid);
         let m = std::fs::metadata(&exe).ok()?;
@@ -293,5 +297,326 @@ impl ExecWatch {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| "another program".into()),
         )
+    }
+}
+
+/// Capability bits in the sets of /proc/PID/status.
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
+
+/// A field of /proc/self/status ("CapEff", "Seccomp"), trimmed.
+fn own_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// gotrace's user namespace maps every uid to itself (the initial one).
+fn initial_user_ns() -> Option<bool> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    Some(map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
+/// What the system says about gotrace's own privileges, gathered when the
+/// kernel refused to load eBPF programs or create uprobes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// gotrace's effective capabilities; None when unreadable.
+    pub cap_eff: Option<u64>,
+    /// `/sys/kernel/security/lockdown` ("none [integrity] confidentiality").
+    pub lockdown: Option<String>,
+    /// Seccomp mode of gotrace (0 none, 1 strict, 2 filter).
+    pub seccomp: Option<u32>,
+    pub initial_user_ns: Option<bool>,
+    pub lsms: Option<String>,
+}
+
+impl KernelFacts {
+    pub fn gather() -> KernelFacts {
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+        KernelFacts {
+            cap_eff: own_status("CapEff").and_then(|h| u64::from_str_radix(&h, 16).ok()),
+            lockdown: read("/sys/kernel/security/lockdown"),
+            seccomp: own_status("Seccomp").and_then(|v| v.parse().ok()),
+            initial_user_ns: initial_user_ns(),
+            lsms: read("/sys/kernel/security/lsm"),
+        }
+    }
+
+    /// What to do about an EPERM: `get_privilege` when gotrace lacks one of
+    /// `needed` (bit, name), else what else refuses it.
+    pub fn advice(&self, get_privilege: &str, needed: &[(u32, &str)]) -> String {
+        let Some(caps) = self.cap_eff else {
+            return get_privilege.to_string();
+        };
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|(bit, _)| caps & (1 << bit) == 0)
+            .map(|(_, name)| *name)
+            .collect();
+        if !missing.is_empty() {
+            return format!("{get_privilege} (it lacks {})", missing.join(", "));
+        }
+        let mut causes = Vec::new();
+        if let Some(mode) = self.lockdown.as_deref().and_then(|l| {
+            let active = l.split_whitespace().find(|w| w.starts_with('['))?;
+            (active != "[none]").then(|| active.trim_matches(['[', ']']).to_owned())
+        }) {
+            causes.push(format!(
+                "kernel lockdown ({mode}, /sys/kernel/security/lockdown)"
+            ));
+        }
+        if self.initial_user_ns == Some(false) {
+            causes.push("a user namespace, whose capabilities do not reach the kernel's eBPF and uprobes (see /proc/self/uid_map)".into());
+        }
+        if self.seccomp.is_some_and(|m| m != 0) {
+            causes.push("a seccomp filter on gotrace (Seccomp in /proc/self/status), as container runtimes install".into());
+        }
+        causes.push(match self.lsms.as_deref() {
+            Some(l) => format!("an LSM among \"{l}\" (denials show in dmesg or the audit log)"),
+            None => "an LSM such as SELinux, AppArmor or a BPF LSM (denials show in dmesg or the audit log)".into(),
+        });
+        let names: Vec<&str> = needed.iter().map(|(_, n)| *n).collect();
+        format!(
+            "gotrace already holds {}, so something else refuses it: {}",
+            names.join(", "),
+            causes.join("; or ")
+        )
+    }
+}
+
+/// What the system says about gotrace's right to inspect `pid`, gathered
+/// after the kernel refused it, to say why in the error.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessFacts {
+    pub pid: u32,
+    /// gotrace's effective uid is 0.
+    pub root: bool,
+    /// CAP_SYS_PTRACE is in gotrace's effective set.
+    pub cap_sys_ptrace: bool,
+    /// `kernel.yama.ptrace_scope`; None when Yama is not active.
+    pub yama_scope: Option<u32>,
+    /// The active LSMs (`/sys/kernel/security/lsm`); None when unreadable.
+    pub lsms: Option<String>,
+    /// gotrace and `pid` share a PID namespace; None when either link
+    /// cannot be read.
+    pub same_pid_ns: Option<bool>,
+    /// gotrace's user namespace maps every uid to itself (the initial one);
+    /// None when `/proc/self/uid_map` is unreadable.
+    pub initial_user_ns: Option<bool>,
+}
+
+impl AccessFacts {
+    pub fn gather(pid: u32) -> AccessFacts {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        let cap_eff = own_status("CapEff").and_then(|h| u64::from_str_radix(&h, 16).ok());
+        let ns = |p: String| std::fs::read_link(p).ok();
+        let same_pid_ns = match (
+            ns("/proc/self/ns/pid".into()),
+            ns(format!("/proc/{pid}/ns/pid")),
+        ) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        };
+        AccessFacts {
+            pid,
+            // SAFETY: geteuid cannot fail.
+            root: unsafe { libc::geteuid() } == 0,
+            cap_sys_ptrace: cap_eff.is_some_and(|c| c & (1 << CAP_SYS_PTRACE) != 0),
+            yama_scope: read("/proc/sys/kernel/yama/ptrace_scope")
+                .and_then(|s| s.trim().parse().ok()),
+            lsms: read("/sys/kernel/security/lsm").map(|s| s.trim().to_owned()),
+            same_pid_ns,
+            initial_user_ns: initial_user_ns(),
+        }
+    }
+
+    /// What to do about the refusal, on one line. Without root or
+    /// CAP_SYS_PTRACE that is the answer; with them, what else can refuse
+    /// (Yama, a user or PID namespace boundary, an LSM), from the facts.
+    pub fn advice(&self) -> String {
+        if !self.root && !self.cap_sys_ptrace {
+            return "run gotrace as root (or with CAP_SYS_PTRACE)".into();
+        }
+        let pid = self.pid;
+        let mut causes = Vec::new();
+        match self.yama_scope {
+            Some(3) => causes.push(
+                "Yama kernel.yama.ptrace_scope is 3 (no process may inspect another, not even root, until a reboot)".to_string(),
+            ),
+            Some(2) => causes.push(format!(
+                "Yama kernel.yama.ptrace_scope is 2 (only with CAP_SYS_PTRACE in the user namespace of PID {pid})"
+            )),
+            _ => {}
+        }
+        if self.initial_user_ns == Some(false) {
+            causes.push(
+                "gotrace runs in a user namespace, whose root is not the host's (see /proc/self/uid_map)".into(),
+            );
+        }
+        match self.same_pid_ns {
+            Some(false) => causes.push(format!(
+                "PID {pid} is in another PID namespace (a container boundary)"
+            )),
+            None => causes.push(format!(
+                "the namespaces of PID {pid} cannot be read either, the mark of a container or sandbox boundary (compare `readlink /proc/self/ns/pid /proc/{pid}/ns/pid`)"
+            )),
+            Some(true) => {}
+        }
+        causes.push(match self.lsms.as_deref() {
+            Some(l) => format!(
+                "an LSM among \"{l}\" (denials show in dmesg or the audit log: ausearch -m avc)"
+            ),
+            None => "an LSM such as AppArmor, SELinux or Landlock (cat /sys/kernel/security/lsm; denials show in dmesg or the audit log)".into(),
+        });
+        let who = match (self.root, self.cap_sys_ptrace) {
+            (true, true) => "as root with CAP_SYS_PTRACE",
+            (true, false) => "as root",
+            _ => "with CAP_SYS_PTRACE",
+        };
+        let yama = match self.yama_scope {
+            Some(s @ (0 | 1)) => format!(" (Yama ptrace_scope is {s}: not the cause)"),
+            Some(_) => String::new(),
+            None => " (Yama is not active)".into(),
+        };
+        format!(
+            "gotrace already runs {who}, so something else refuses it{yama}: {}; run gotrace where PID {pid} is an ordinary process (on the host, or inside its container)",
+            causes.join("; or ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> AccessFacts {
+        AccessFacts {
+            pid: 1,
+            root: true,
+            cap_sys_ptrace: true,
+            yama_scope: Some(1),
+            lsms: Some("lockdown,capability,landlock,yama,apparmor".into()),
+            same_pid_ns: Some(true),
+            initial_user_ns: Some(true),
+        }
+    }
+
+    #[test]
+    fn kernel_refusals_name_the_missing_capability_or_what_else_refuses() {
+        let needed = [(CAP_BPF, "CAP_BPF"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")];
+        let all = (1u64 << CAP_BPF) | (1 << CAP_SYS_ADMIN);
+        let f = KernelFacts {
+            cap_eff: Some(1 << CAP_BPF),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.advice("run as root", &needed),
+            "run as root (it lacks CAP_SYS_ADMIN)"
+        );
+        assert_eq!(
+            KernelFacts::default().advice("run as root", &needed),
+            "run as root"
+        );
+        let f = KernelFacts {
+            cap_eff: Some(all),
+            lockdown: Some("none integrity [confidentiality]".into()),
+            seccomp: Some(2),
+            initial_user_ns: Some(false),
+            lsms: Some("capability,bpf".into()),
+        };
+        assert_eq!(
+            f.advice("run as root", &needed),
+            "gotrace already holds CAP_BPF, CAP_SYS_ADMIN, so something else refuses it: \
+             kernel lockdown (confidentiality, /sys/kernel/security/lockdown); or a user namespace, \
+             whose capabilities do not reach the kernel's eBPF and uprobes (see /proc/self/uid_map); \
+             or a seccomp filter on gotrace (Seccomp in /proc/self/status), as container runtimes \
+             install; or an LSM among \"capability,bpf\" (denials show in dmesg or the audit log)"
+        );
+        let f = KernelFacts {
+            cap_eff: Some(all),
+            lockdown: Some("[none] integrity confidentiality".into()),
+            seccomp: Some(0),
+            initial_user_ns: Some(true),
+            lsms: None,
+        };
+        let a = f.advice("run as root", &needed);
+        assert!(a.ends_with("refuses it: an LSM such as SELinux, AppArmor or a BPF LSM (denials show in dmesg or the audit log)"), "{a}");
+    }
+
+    #[test]
+    fn without_privilege_the_advice_is_to_get_it() {
+        let f = AccessFacts {
+            root: false,
+            cap_sys_ptrace: false,
+            ..root()
+        };
+        assert_eq!(f.advice(), "run gotrace as root (or with CAP_SYS_PTRACE)");
+    }
+
+    #[test]
+    fn as_root_the_advice_names_what_else_refuses() {
+        let a = root().advice();
+        assert!(!a.contains("run gotrace as root"), "{a}");
+        assert!(a.starts_with("gotrace already runs as root with CAP_SYS_PTRACE, so something else refuses it (Yama ptrace_scope is 1: not the cause): an LSM among \"lockdown,capability,landlock,yama,apparmor\""), "{a}");
+        assert!(!a.contains("namespace"), "{a}");
+        assert!(!a.contains('\n'), "{a}");
+
+        let a = AccessFacts {
+            yama_scope: Some(3),
+            ..root()
+        }
+        .advice();
+        assert!(
+            a.contains("ptrace_scope is 3 (no process may inspect another, not even root"),
+            "{a}"
+        );
+        assert!(!a.contains("not the cause"), "{a}");
+        let a = AccessFacts {
+            yama_scope: Some(2),
+            ..root()
+        }
+        .advice();
+        assert!(
+            a.contains(
+                "ptrace_scope is 2 (only with CAP_SYS_PTRACE in the user namespace of PID 1)"
+            ),
+            "{a}"
+        );
+
+        let a = AccessFacts {
+            yama_scope: None,
+            lsms: None,
+            same_pid_ns: None,
+            initial_user_ns: Some(false),
+            ..root()
+        }
+        .advice();
+        assert!(a.contains("(Yama is not active)"), "{a}");
+        assert!(a.contains("gotrace runs in a user namespace"), "{a}");
+        assert!(
+            a.contains("the namespaces of PID 1 cannot be read either"),
+            "{a}"
+        );
+        assert!(
+            a.contains("an LSM such as AppArmor, SELinux or Landlock"),
+            "{a}"
+        );
+
+        let a = AccessFacts {
+            same_pid_ns: Some(false),
+            root: false,
+            ..root()
+        }
+        .advice();
+        assert!(
+            a.starts_with("gotrace already runs with CAP_SYS_PTRACE, so"),
+            "{a}"
+        );
+        assert!(a.contains("PID 1 is in another PID namespace"), "{a}");
     }
 }

@@ -11,7 +11,7 @@ use tracer_common::{
 
 use super::Summary;
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::{is_system_function, is_user_function};
+use crate::goruntime::{is_system_function, is_user_function, package_of};
 use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent, cancel_error_name};
 use crate::model::{GoroutineModel, State};
 use crate::resolve::StackResolver;
@@ -40,7 +40,11 @@ pub struct ContextReport {
     pub retired: u64,
     /// Pattern 5: contexts never cancelled, grouped by creation site.
     pub leaks: Vec<CtxLeak>,
-    /// Pattern 6: cancelled contexts whose goroutines are still alive.
+    /// Pattern 6 grouped by creation site, cancel site and origin: what the
+    /// summary prints.
+    pub ignored_cancel_groups: Vec<IgnoredCancelGroup>,
+    /// Pattern 6, one entry per context (cancelled, with goroutines started
+    /// under it still alive); `group` indexes `ignored_cancel_groups`.
     pub ignored_cancels: Vec<IgnoredCancel>,
     /// Pattern 7: Background/TODO-rooted contexts made under a cancelable one.
     pub broken_chains: Vec<BrokenChain>,
@@ -60,7 +64,10 @@ pub struct CtxOut {
     pub parent_kind: String,
     /// `WithValue` layers between this context and its parent.
     pub value_hops: u32,
+    /// The first frame outside package context (see [`site`]).
     pub created_at: Option<Frame>,
+    /// "net/http" when net/http's own plumbing made the context.
+    pub created_by: Option<&'static str>,
     /// The creating goroutine's stack at creation (innermost first); only
     /// for contexts still live at the end.
     pub creation_stack: Vec<Frame>,
@@ -89,8 +96,11 @@ pub struct CancelOut {
     /// "parent (already done at creation)", "afterfunc" or the caller.
     pub origin: String,
     pub by_goid: u64,
-    /// Where the cancel was called (first frame of program code).
+    /// Where the cancel was called, like `created_at` (see [`site`]); None
+    /// when no frame is outside package context (a deadline's timer).
     pub at: Option<Frame>,
+    /// "net/http" when net/http's own plumbing cancelled it.
+    pub at_by: Option<&'static str>,
     pub stack: Vec<Frame>,
     /// Seconds after creation.
     pub after_s: Option<f64>,
@@ -104,6 +114,7 @@ pub struct CancelOut {
 pub struct CtxLeak {
     pub kind: &'static str,
     pub created_at: Option<Frame>,
+    pub created_by: Option<&'static str>,
     pub creation_stack: Vec<Frame>,
     pub count: usize,
     pub sample_ids: Vec<usize>,
@@ -118,11 +129,36 @@ pub struct CtxLeak {
 #[derive(Clone, Debug, Serialize)]
 pub struct IgnoredCancel {
     pub context: usize,
+    /// Index in `ignored_cancel_groups`.
+    pub group: usize,
     pub created_at: Option<Frame>,
+    pub created_by: Option<&'static str>,
     pub cancelled_at: Option<Frame>,
+    pub cancelled_by: Option<&'static str>,
+    /// The cancel's origin ("cancel func", "deadline", "parent", ...).
+    pub origin: String,
     pub cancelled_for_s: f64,
     /// Goroutines started under the context, alive after its cancel.
     pub goroutines: Vec<u64>,
+    pub start_functions: Vec<String>,
+}
+
+/// Ignored cancels with the same creation site, cancel site and origin.
+#[derive(Clone, Debug, Serialize)]
+pub struct IgnoredCancelGroup {
+    pub created_at: Option<Frame>,
+    pub created_by: Option<&'static str>,
+    pub cancelled_at: Option<Frame>,
+    pub cancelled_by: Option<&'static str>,
+    pub origin: String,
+    /// Contexts in the group.
+    pub count: usize,
+    pub sample_ids: Vec<usize>,
+    /// Seconds since each context's cancel.
+    pub cancelled_for_s: Option<Summary>,
+    /// Goroutines still alive, over all the group's contexts.
+    pub goroutines: usize,
+    pub sample_goids: Vec<u64>,
     pub start_functions: Vec<String>,
 }
 
@@ -238,23 +274,45 @@ fn origin(caller: &str, c: &Cancel) -> &'static str {
     }
 }
 
-fn first_user(frames: &[Frame]) -> Option<Frame> {
-    frames
-        .iter()
-        .find(|f| is_user_function(&f.function))
-        .or(frames.first())
-        .cloned()
+fn is_net_http(function: &str) -> bool {
+    let pkg = package_of(function);
+    pkg == "net/http" || pkg.starts_with("net/http/")
 }
 
-pub fn build(
-    ctxs: &ContextModel,
-    gs: &GoroutineModel,
-    resolver: &mut StackResolver<'_>,
-    input: &ContextInput<'_>,
-) -> ContextReport {
-    let itabs = input.itabs;
-    let secs = |ns: u64| ns as f64 / 1e9;
-    // Live goroutines parked on each context's Done channel.
+/// The library named as a context's maker or canceller when its own plumbing
+/// did it rather than the program.
+pub const NET_HTTP: &str = "net/http";
+
+/// Where a context was made or cancelled, from that stack (innermost
+/// first): never a frame of package context (its internals such as
+/// `(*cancelCtx).propagateCancel` are how, not where) nor of the runtime.
+/// Program code is preferred over the standard-library code it called
+/// (`signal.NotifyContext` and `http.Client.Do` name their caller). When
+/// net/http's own per-connection and per-request plumbing made the context
+/// (the first frame outside package context is net/http's) that is said
+/// with `NET_HTTP`, and its frame is the site when no program code is on
+/// the stack (the server's request contexts). None when every frame is the
+/// context package's or the runtime's (a deadline's timer firing).
+pub fn site(frames: &[Frame]) -> (Option<Frame>, Option<&'static str>) {
+    let mut outside = frames.iter().filter(|f| {
+        let pkg = package_of(&f.function);
+        pkg != "context" && pkg != "runtime"
+    });
+    let Some(first) = outside.clone().next() else {
+        return (None, None);
+    };
+    let by_http = is_net_http(&first.function).then_some(NET_HTTP);
+    if let Some(user) = outside.clone().find(|f| is_user_function(&f.function)) {
+        return (Some(user.clone()), by_http);
+    }
+    match outside.find(|f| is_net_http(&f.function)) {
+        Some(h) => (Some(h.clone()), Some(NET_HTTP)),
+        None => (Some(first.clone()), None),
+    }
+}
+
+/// Live goroutines parked on each context's Done channel, by model id.
+fn waiting_by_context(ctxs: &ContextModel, gs: &GoroutineModel) -> HashMap<usize, Vec<u64>> {
     let mut waiting: HashMap<usize, Vec<u64>> = HashMap::new();
     for g in gs.live() {
         if let State::Parked(p) = g.state() {
@@ -269,94 +327,133 @@ pub fn build(
         v.sort_unstable();
         v.dedup();
     }
-    // Report ids are positions among the nodes still held (the model retires
-    // old finished contexts, so its own ids have gaps).
-    let nodes: Vec<&CtxNode> = ctxs.nodes().collect();
-    let pos: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
-    let mut origins: Vec<Option<&'static str>> = vec![None; nodes.len()];
-    // Made by WithDeadline*/WithTimeout* (even when Go made it a cancelCtx).
-    let mut asked_deadline = vec![false; nodes.len()];
-    let mut out: Vec<CtxOut> = Vec::with_capacity(nodes.len().min(MAX_NODES));
-    for (i, n) in nodes.iter().enumerate() {
-        let parent = match n.parent {
-            Parent::Node(p) => pos.get(&p).copied(),
-            Parent::Other { .. } => None,
-        };
-        let create_frames = n
-            .create_stack
-            .map(|s| resolver.frames(s))
-            .unwrap_or_default();
-        asked_deadline[i] = create_frames.iter().any(|f| {
-            f.function.starts_with("context.WithDeadline")
-                || f.function.starts_with("context.WithTimeout")
-        });
-        let cancel = n.cancel.as_ref().map(|c| {
-            let caller = resolver.caller_function(c.caller_pc);
-            let o = origin(&caller, c);
-            origins[i] = Some(o);
-            let stack = c.stack.map(|s| resolver.frames(s)).unwrap_or_default();
-            let err = cancel_error_name(c.flags);
-            let cause = (c.flags & CANCEL_CAUSE_IS_ERR == 0).then(|| {
-                let ty = itab_type(itabs, c.cause_itab).unwrap_or("error");
-                match &c.cause_msg {
-                    Some(m) => m.clone(),
-                    None => format!("({ty})"),
-                }
-            });
-            CancelOut {
-                err,
-                cause,
-                origin: if o == "other" { caller } else { o.to_string() },
-                by_goid: c.goid,
-                at: first_user(&stack),
-                stack,
-                after_s: n.created_ns.map(|t| secs(c.ts_ns.saturating_sub(t))),
-                propagated_from: if o == "parent" { parent } else { None },
-                root: None,
-            }
-        });
-        let started_alive: Vec<u64> = n
+    waiting
+}
+
+/// The cancel of node `n` (parent: its report id), with its origin.
+fn cancel_out(
+    n: &CtxNode,
+    c: &Cancel,
+    parent: Option<usize>,
+    resolver: &mut StackResolver<'_>,
+    itabs: &HashMap<u64, String>,
+) -> (CancelOut, &'static str) {
+    let caller = resolver.caller_function(c.caller_pc);
+    let o = origin(&caller, c);
+    let stack = c.stack.map(|s| resolver.frames(s)).unwrap_or_default();
+    let cause = (c.flags & CANCEL_CAUSE_IS_ERR == 0).then(|| {
+        let ty = itab_type(itabs, c.cause_itab).unwrap_or("error");
+        match &c.cause_msg {
+            Some(m) => m.clone(),
+            None => format!("({ty})"),
+        }
+    });
+    let (at, at_by) = site(&stack);
+    let out = CancelOut {
+        err: cancel_error_name(c.flags),
+        cause,
+        origin: if o == "other" { caller } else { o.to_string() },
+        by_goid: c.goid,
+        at,
+        at_by,
+        stack,
+        after_s: n.created_ns.map(|t| c.ts_ns.saturating_sub(t) as f64 / 1e9),
+        propagated_from: if o == "parent" { parent } else { None },
+        root: None,
+    };
+    (out, o)
+}
+
+/// Node `n` at report position `i`, with its cancel origin and whether a
+/// WithDeadline*/WithTimeout* made it (even when Go made it a cancelCtx).
+fn node_out(
+    i: usize,
+    n: &CtxNode,
+    pos: &HashMap<usize, usize>,
+    waiting: &mut HashMap<usize, Vec<u64>>,
+    ctx: &mut NodeContext<'_, '_>,
+) -> (CtxOut, Option<&'static str>, bool) {
+    let (itabs, input) = (ctx.input.itabs, ctx.input);
+    let parent = match n.parent {
+        Parent::Node(p) => pos.get(&p).copied(),
+        Parent::Other { .. } => None,
+    };
+    let create_frames = n
+        .create_stack
+        .map(|s| ctx.resolver.frames(s))
+        .unwrap_or_default();
+    let asked_deadline = create_frames.iter().any(|f| {
+        f.function.starts_with("context.WithDeadline")
+            || f.function.starts_with("context.WithTimeout")
+    });
+    let cancel = n
+        .cancel
+        .as_ref()
+        .map(|c| cancel_out(n, c, parent, ctx.resolver, itabs));
+    let origin = cancel.as_ref().map(|(_, o)| *o);
+    let kind = kind(itabs, n);
+    let (created_at, created_by) = site(&create_frames);
+    let out = CtxOut {
+        id: i,
+        kind,
+        parent,
+        parent_kind: parent_kind(itabs, n),
+        value_hops: n.value_hops,
+        created_at,
+        created_by,
+        // Full stacks for live contexts (the leak candidates) keep the
+        // JSON small on services that make a context per request.
+        creation_stack: if n.cancel.is_none() {
+            create_frames
+        } else {
+            Vec::new()
+        },
+        creator_goid: n.created_ns.map(|_| n.creator_goid),
+        age_s: n
+            .created_ns
+            .map(|t| input.end_ns.saturating_sub(t) as f64 / 1e9),
+        deadline_in_s: (kind == "timer" && n.created_ns.is_some()).then(|| {
+            (go_time_unix_ns(n.deadline.0, n.deadline.1) - input.end_unix_ns) as f64 / 1e9
+        }),
+        state: if n.cancel.is_some() {
+            "cancelled"
+        } else {
+            "live"
+        },
+        cancel: cancel.map(|(c, _)| c),
+        children: n
+            .children
+            .iter()
+            .filter_map(|c| pos.get(c).copied())
+            .collect(),
+        waiting_goroutines: waiting.remove(&n.id).unwrap_or_default(),
+        started_goroutines_alive: n
             .started
             .iter()
             .copied()
-            .filter(|g| gs.get(*g).is_some())
-            .collect();
-        let is_timer = kind(itabs, n) == "timer";
-        out.push(CtxOut {
-            id: i,
-            kind: kind(itabs, n),
-            parent,
-            parent_kind: parent_kind(itabs, n),
-            value_hops: n.value_hops,
-            created_at: first_user(&create_frames),
-            // Full stacks for live contexts (the leak candidates) keep the
-            // JSON small on services that make a context per request.
-            creation_stack: if n.cancel.is_none() {
-                create_frames
-            } else {
-                Vec::new()
-            },
-            creator_goid: n.created_ns.map(|_| n.creator_goid),
-            age_s: n.created_ns.map(|t| secs(input.end_ns.saturating_sub(t))),
-            deadline_in_s: (is_timer && n.created_ns.is_some()).then(|| {
-                (go_time_unix_ns(n.deadline.0, n.deadline.1) - input.end_unix_ns) as f64 / 1e9
-            }),
-            state: if n.cancel.is_some() {
-                "cancelled"
-            } else {
-                "live"
-            },
-            cancel,
-            children: n
-                .children
-                .iter()
-                .filter_map(|c| pos.get(c).copied())
-                .collect(),
-            waiting_goroutines: waiting.remove(&n.id).unwrap_or_default(),
-            started_goroutines_alive: started_alive,
-        });
-    }
-    // Where each propagated cancel started, and nested deadlines.
+            .filter(|g| ctx.gs.get(*g).is_some())
+            .collect(),
+    };
+    (out, origin, asked_deadline)
+}
+
+/// What building one node needs besides the node.
+struct NodeContext<'r, 'a> {
+    gs: &'r GoroutineModel,
+    resolver: &'r mut StackResolver<'a>,
+    input: &'r ContextInput<'r>,
+}
+
+/// Follows each propagated cancel to the context where it started (setting
+/// `root`, and "parent's deadline" as the origin when that one timed out)
+/// and lists the contexts a parent's deadline cancelled before their own.
+fn propagation_roots(
+    out: &mut [CtxOut],
+    nodes: &[&CtxNode],
+    origins: &[Option<&'static str>],
+    asked_deadline: &[bool],
+    input: &ContextInput<'_>,
+) -> Vec<NestedDeadline> {
     let mut nested = Vec::new();
     for i in 0..out.len() {
         let Some(mut cur) = out[i].cancel.as_ref().and_then(|c| c.propagated_from) else {
@@ -377,25 +474,56 @@ pub fn build(
                 c.origin = "parent's deadline".into();
             }
         }
-        if root_deadline && asked_deadline[i] {
-            let n = nodes[i];
-            let cancel_ts = n.cancel.as_ref().map(|c| c.ts_ns).unwrap_or(0);
-            let cancel_unix = input.end_unix_ns - input.end_ns.saturating_sub(cancel_ts) as i128;
-            let own = (out[i].kind == "timer")
-                .then(|| (go_time_unix_ns(n.deadline.0, n.deadline.1) - cancel_unix) as f64 / 1e9);
-            if own.is_none_or(|s| s > 0.0) {
-                nested.push(NestedDeadline {
-                    context: i,
-                    created_at: out[i].created_at.clone(),
-                    own_deadline_after_cancel_s: own,
-                    cancelled_by: cur,
-                    cancelled_by_created_at: out[cur].created_at.clone(),
-                });
-            }
+        if !(root_deadline && asked_deadline[i]) {
+            continue;
+        }
+        let n = nodes[i];
+        let cancel_ts = n.cancel.as_ref().map(|c| c.ts_ns).unwrap_or(0);
+        let cancel_unix = input.end_unix_ns - input.end_ns.saturating_sub(cancel_ts) as i128;
+        let own = (out[i].kind == "timer")
+            .then(|| (go_time_unix_ns(n.deadline.0, n.deadline.1) - cancel_unix) as f64 / 1e9);
+        if own.is_none_or(|s| s > 0.0) {
+            nested.push(NestedDeadline {
+                context: i,
+                created_at: out[i].created_at.clone(),
+                own_deadline_after_cancel_s: own,
+                cancelled_by: cur,
+                cancelled_by_created_at: out[cur].created_at.clone(),
+            });
         }
     }
+    nested
+}
+
+pub fn build(
+    ctxs: &ContextModel,
+    gs: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    input: &ContextInput<'_>,
+) -> ContextReport {
+    let mut waiting = waiting_by_context(ctxs, gs);
+    // Report ids are positions among the nodes still held (the model retires
+    // old finished contexts, so its own ids have gaps).
+    let nodes: Vec<&CtxNode> = ctxs.nodes().collect();
+    let pos: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+    let mut origins = Vec::with_capacity(nodes.len());
+    let mut asked_deadline = Vec::with_capacity(nodes.len());
+    let mut out: Vec<CtxOut> = Vec::with_capacity(nodes.len().min(MAX_NODES));
+    let mut nc = NodeContext {
+        gs,
+        resolver,
+        input,
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        let (o, origin, asked) = node_out(i, n, &pos, &mut waiting, &mut nc);
+        out.push(o);
+        origins.push(origin);
+        asked_deadline.push(asked);
+    }
+    let nested = propagation_roots(&mut out, &nodes, &origins, &asked_deadline, input);
     let leaks = leaks(&out, input);
-    let ignored = ignored_cancels(&nodes, gs, resolver, &out, input);
+    let ignored = ignored_cancels(&nodes, gs, nc.resolver, &out, input);
+    let (ignored_groups, ignored) = group_ignored_cancels(ignored);
     let broken = broken_chains(&nodes, &pos, &out);
     let stats = ctxs.stats();
     let live_at_end = out.iter().filter(|n| n.state == "live").count();
@@ -412,6 +540,7 @@ pub fn build(
         nodes_truncated: truncated,
         retired: stats.retired,
         leaks,
+        ignored_cancel_groups: ignored_groups,
         ignored_cancels: ignored,
         broken_chains: broken,
         nested_deadlines: nested,
@@ -425,19 +554,10 @@ fn leaks(out: &[CtxOut], input: &ContextInput<'_>) -> Vec<CtxLeak> {
         if age < input.leak_threshold_s {
             continue;
         }
-        let site = n
-            .created_at
-            .as_ref()
-            .map(|f| {
-                format!(
-                    "{}:{}:{}",
-                    f.function,
-                    f.file.as_deref().unwrap_or(""),
-                    f.line
-                )
-            })
-            .unwrap_or_default();
-        groups.entry((site, n.kind)).or_default().push(n);
+        groups
+            .entry((site_key(&n.created_at), n.kind))
+            .or_default()
+            .push(n);
     }
     let mut leaks: Vec<CtxLeak> = groups
         .into_values()
@@ -449,6 +569,7 @@ fn leaks(out: &[CtxOut], input: &ContextInput<'_>) -> Vec<CtxLeak> {
             CtxLeak {
                 kind: ns[0].kind,
                 created_at: ns[0].created_at.clone(),
+                created_by: ns[0].created_by,
                 creation_stack: Vec::new(),
                 count: ns.len(),
                 sample_ids: ns.iter().take(SAMPLES).map(|n| n.id).collect(),
@@ -500,16 +621,89 @@ fn ignored_cancels(
         if goroutines.is_empty() {
             continue;
         }
+        let cancel = out[i].cancel.as_ref();
         res.push(IgnoredCancel {
             context: i,
+            group: 0,
             created_at: out[i].created_at.clone(),
-            cancelled_at: out[i].cancel.as_ref().and_then(|c| c.at.clone()),
+            created_by: out[i].created_by,
+            cancelled_at: cancel.and_then(|c| c.at.clone()),
+            cancelled_by: cancel.and_then(|c| c.at_by),
+            origin: cancel.map(|c| c.origin.clone()).unwrap_or_default(),
             cancelled_for_s: cancelled_for,
             goroutines,
             start_functions,
         });
     }
     res
+}
+
+/// A grouping key for a site: function, file and line.
+fn site_key(f: &Option<Frame>) -> String {
+    f.as_ref()
+        .map(|f| {
+            format!(
+                "{}:{}:{}",
+                f.function,
+                f.file.as_deref().unwrap_or(""),
+                f.line
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Groups ignored cancels by creation site, cancel site and origin, largest
+/// group first, and points each entry at its group.
+fn group_ignored_cancels(
+    mut each: Vec<IgnoredCancel>,
+) -> (Vec<IgnoredCancelGroup>, Vec<IgnoredCancel>) {
+    let mut by_key: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
+    for (k, i) in each.iter().enumerate() {
+        let key = (
+            site_key(&i.created_at),
+            site_key(&i.cancelled_at),
+            i.origin.clone(),
+        );
+        by_key.entry(key).or_default().push(k);
+    }
+    let mut members: Vec<Vec<usize>> = by_key.into_values().collect();
+    members.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    let groups = members
+        .iter()
+        .map(|m| {
+            let first = &each[m[0]];
+            let mut goids: Vec<u64> = Vec::new();
+            let mut start_functions: Vec<String> = Vec::new();
+            for i in m.iter().map(|&k| &each[k]) {
+                goids.extend(&i.goroutines);
+                for f in &i.start_functions {
+                    if !start_functions.contains(f) {
+                        start_functions.push(f.clone());
+                    }
+                }
+            }
+            goids.sort_unstable();
+            IgnoredCancelGroup {
+                created_at: first.created_at.clone(),
+                created_by: first.created_by,
+                cancelled_at: first.cancelled_at.clone(),
+                cancelled_by: first.cancelled_by,
+                origin: first.origin.clone(),
+                count: m.len(),
+                sample_ids: m.iter().take(SAMPLES).map(|&k| each[k].context).collect(),
+                cancelled_for_s: Summary::of(m.iter().map(|&k| each[k].cancelled_for_s).collect()),
+                goroutines: goids.len(),
+                sample_goids: goids.into_iter().take(SAMPLES).collect(),
+                start_functions,
+            }
+        })
+        .collect();
+    for (g, m) in members.iter().enumerate() {
+        for &k in m {
+            each[k].group = g;
+        }
+    }
+    (groups, each)
 }
 
 fn broken_chains(
@@ -543,6 +737,139 @@ fn broken_chains(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|n| Frame {
+                function: n.to_string(),
+                file: None,
+                line: 1,
+            })
+            .collect()
+    }
+
+    fn site_of(names: &[&str]) -> (Option<String>, Option<&'static str>) {
+        let (f, by) = site(&frames(names));
+        (f.map(|f| f.function), by)
+    }
+
+    #[test]
+    fn sites_are_never_inside_package_context() {
+        let user = |s: &str| Some(s.to_string());
+        assert_eq!(
+            site_of(&[
+                "context.(*cancelCtx).propagateCancel",
+                "context.withCancel",
+                "context.WithDeadlineCause",
+                "context.WithTimeout",
+                "main.handleSearch",
+                "net/http.HandlerFunc.ServeHTTP",
+            ]),
+            (user("main.handleSearch"), None)
+        );
+        // The server's request context: net/http made it, no program code.
+        assert_eq!(
+            site_of(&[
+                "context.(*cancelCtx).propagateCancel",
+                "context.WithCancel",
+                "net/http.(*conn).readRequest",
+                "net/http.(*conn).serve",
+                "runtime.goexit",
+            ]),
+            (user("net/http.(*conn).readRequest"), Some(NET_HTTP))
+        );
+        // The client's: made by net/http for the program's call.
+        assert_eq!(
+            site_of(&[
+                "context.(*cancelCtx).propagateCancel",
+                "context.WithCancel",
+                "net/http.(*Transport).getConn",
+                "net/http.(*Client).Do",
+                "main.loadClient",
+            ]),
+            (user("main.loadClient"), Some(NET_HTTP))
+        );
+        // A dial's AfterFunc deep under net/http's own goroutine.
+        assert_eq!(
+            site_of(&[
+                "context.AfterFunc",
+                "net.(*netFD).connect",
+                "net.(*Dialer).DialContext",
+                "net/http.(*Transport).dial",
+                "runtime.goexit",
+            ]),
+            (user("net/http.(*Transport).dial"), Some(NET_HTTP))
+        );
+        // Other standard wrappers name the program's call.
+        assert_eq!(
+            site_of(&["context.WithCancel", "os/signal.NotifyContext", "main.main"]),
+            (user("main.main"), None)
+        );
+        assert_eq!(
+            site_of(&["context.WithCancel", "os/signal.NotifyContext"]),
+            (user("os/signal.NotifyContext"), None)
+        );
+        // A deadline's timer: nothing outside package context and the runtime.
+        assert_eq!(
+            site_of(&[
+                "context.(*timerCtx).cancel",
+                "context.WithDeadlineCause.func2",
+                "runtime.goexit",
+            ]),
+            (None, None)
+        );
+        assert_eq!(site_of(&[]), (None, None));
+        // A package whose name only starts like "context" is not it.
+        assert_eq!(
+            site_of(&["context.WithCancel", "contextutil.Make", "example.com/x.F"]),
+            (user("example.com/x.F"), None)
+        );
+    }
+
+    fn ignored(context: usize, created: &str, cancelled: &str, goids: &[u64]) -> IgnoredCancel {
+        let f = |n: &str| frames(&[n]).pop();
+        IgnoredCancel {
+            context,
+            group: usize::MAX,
+            created_at: f(created),
+            created_by: None,
+            cancelled_at: f(cancelled),
+            cancelled_by: None,
+            origin: "cancel func".into(),
+            cancelled_for_s: context as f64,
+            goroutines: goids.to_vec(),
+            start_functions: vec!["main.worker".into()],
+        }
+    }
+
+    #[test]
+    fn ignored_cancels_group_by_creation_and_cancel_site() {
+        let each = vec![
+            ignored(3, "main.a", "main.stop", &[30, 31]),
+            ignored(5, "main.b", "main.stop", &[50]),
+            ignored(7, "main.a", "main.stop", &[70]),
+            ignored(9, "main.a", "main.other", &[90]),
+            ignored(11, "main.a", "main.stop", &[110, 111, 112]),
+        ];
+        let (groups, each) = group_ignored_cancels(each);
+        assert_eq!(groups.len(), 3);
+        let g = &groups[0];
+        assert_eq!(g.count, 3);
+        assert_eq!(g.sample_ids, [3, 7, 11]);
+        assert_eq!(g.goroutines, 6);
+        assert_eq!(g.sample_goids, [30, 31, 70, 110, 111]);
+        let age = g.cancelled_for_s.as_ref().unwrap();
+        assert_eq!((age.min, age.median, age.max), (3.0, 7.0, 11.0));
+        assert_eq!(g.created_at.as_ref().unwrap().function, "main.a");
+        assert_eq!(g.cancelled_at.as_ref().unwrap().function, "main.stop");
+        let group_of: Vec<(usize, usize)> = each.iter().map(|i| (i.context, i.group)).collect();
+        let other = |c| group_of.iter().find(|(x, _)| *x == c).unwrap().1;
+        assert_eq!((other(3), other(7), other(11)), (0, 0, 0));
+        assert_ne!(other(5), other(9));
+        assert!(other(5) > 0 && other(9) > 0);
+        assert_eq!(groups.iter().map(|g| g.count).sum::<usize>(), 5);
+    }
 
     #[test]
     fn go_time_conversion() {

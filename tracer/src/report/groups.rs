@@ -66,7 +66,7 @@ fn secs(ns: u64) -> f64 {
 
 /// Pattern from the wait reason, refined (or, without DWARF constants,
 /// derived) from the blocked stack.
-fn classify(
+pub(crate) fn classify(
     raw_reason: u8,
     names: &BTreeMap<u8, String>,
     frames: &[Frame],
@@ -158,14 +158,13 @@ fn collect(
         found.live_user += 1;
         let created_at = resolver.pc(g.gopc(), true);
         let state = g.state();
-        let parked_before_attach = matches!(state, State::Parked(p) if p.before_attach);
+        let parked_before_attach = matches!(&state, State::Parked(p) if p.before_attach);
         let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
                 let (text, pattern, idle) = classify(p.reason, wait_reasons, &frames);
                 let blocked_for = secs(end_ns.saturating_sub(p.since_ns));
-                let suspect = blocked_for >= threshold_s
-                    && !matches!(pattern, Pattern::Runtime | Pattern::Idle);
+                let suspect = blocked_for >= threshold_s && pattern.can_leak();
                 (
                     suspect,
                     Some(text),

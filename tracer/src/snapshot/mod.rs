@@ -30,10 +30,9 @@ const LIST_RETRIES: usize = 8;
 pub enum SnapshotError {
     #[error("no process with PID {0}")]
     NoSuchProcess(u32),
-    #[error(
-        "permission denied reading the memory of PID {0}: run gotrace as root (or with CAP_SYS_PTRACE)"
-    )]
-    Permission(u32),
+    /// `advice` comes from [`crate::process::AccessFacts::advice`].
+    #[error("permission denied reading the memory of PID {pid}: {advice}")]
+    Permission { pid: u32, advice: String },
     #[error("reading the memory of PID {pid}: {source}")]
     Io {
         pid: u32,
@@ -105,7 +104,10 @@ pub fn take(
     let statuses = StatusTable::new(&layout.g_statuses).map_err(SnapshotError::Unsupported)?;
     let mem = ProcMem::open(pid).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
-        std::io::ErrorKind::PermissionDenied => SnapshotError::Permission(pid),
+        std::io::ErrorKind::PermissionDenied => SnapshotError::Permission {
+            pid,
+            advice: crate::process::AccessFacts::gather(pid).advice(),
+        },
         _ => SnapshotError::Io { pid, source: e },
     })?;
     let taken_ns = crate::process::monotonic_ns();

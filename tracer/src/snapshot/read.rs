@@ -86,7 +86,8 @@ pub struct Reader<'a> {
     pub amd64: bool,
 }
 
-enum Check {
+/// What a g read says it is.
+enum Kind {
     Free,
     Live(GState),
     /// Moving stack, unknown status, implausible goid: read again.
@@ -94,12 +95,12 @@ enum Check {
 }
 
 impl Reader<'_> {
-    fn check(&self, g: &RawG) -> Check {
+    fn kind(&self, g: &RawG) -> Kind {
         match self.statuses.classify(g.status) {
-            Status::Free => Check::Free,
-            Status::Live(_) if g.goid == 0 || g.goid >= MAX_GOID => Check::Again,
-            Status::Live(state) => Check::Live(state),
-            Status::Moving | Status::Unknown => Check::Again,
+            Status::Free => Kind::Free,
+            Status::Live(_) if g.goid == 0 || g.goid >= MAX_GOID => Kind::Again,
+            Status::Live(state) => Kind::Live(state),
+            Status::Moving | Status::Unknown => Kind::Again,
         }
     }
 
@@ -213,13 +214,13 @@ impl Reader<'_> {
             let Some(g) = self.read_one(gp) else {
                 continue;
             };
-            let state = match self.check(&g) {
-                Check::Free => {
+            let state = match self.kind(&g) {
+                Kind::Free => {
                     stats.free += 1;
                     return None;
                 }
-                Check::Again => continue,
-                Check::Live(s) => s,
+                Kind::Again => continue,
+                Kind::Live(s) => s,
             };
             last = Some((g, state));
             let stack = self.stack(&g, state);
@@ -280,10 +281,10 @@ impl Reader<'_> {
                 continue;
             };
             let g = RawG::decode(&bytes, &self.off);
-            match self.check(&g) {
-                Check::Free => stats.free += 1,
-                Check::Again => again.push(*gp),
-                Check::Live(state) => first.push((*gp, g, state)),
+            match self.kind(&g) {
+                Kind::Free => stats.free += 1,
+                Kind::Again => again.push(*gp),
+                Kind::Live(state) => first.push((*gp, g, state)),
             }
         }
         // Every stack, neighbours in one read.

@@ -38,7 +38,7 @@ impl View for StatusLine {
             s.created,
             s.exited,
             t.events_per_s,
-            t.kernel.dropped_total
+            crate::probe::counters::shown(t.kernel.dropped_total)
         );
         let _ = std::io::stderr().flush();
         self.drawn = true;

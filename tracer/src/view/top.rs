@@ -10,8 +10,22 @@ use super::{Tick, View};
 use crate::gobin::GoBinary;
 use crate::gobin::symbolize::Symbolizer;
 use crate::goruntime::{is_system_function, wait_reason};
-use crate::model::{SiteKey, State};
+use crate::model::{GoroutineModel, SiteKey, State};
 use crate::resolve::StackResolver;
+
+/// The terminal is on the alternate screen: the panic hook, which exits
+/// without running `close`, restores it through [`restore_terminal`].
+static ALT_SCREEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves the alternate screen and shows the cursor if the view had entered
+/// it (for exits that skip `close`).
+pub fn restore_terminal() {
+    if ALT_SCREEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[?25h\x1b[?1049l");
+        let _ = out.flush();
+    }
+}
 
 /// Seconds of history the growth column looks back over.
 const GROWTH_WINDOW_S: f64 = 10.0;
@@ -50,7 +64,8 @@ pub struct Screen {
     pub timers_running: usize,
     pub events_per_s: f64,
     pub events_total: u64,
-    pub dropped: u64,
+    /// `None`: the counters could not be read.
+    pub dropped: Option<u64>,
 }
 
 pub struct Top<'a> {
@@ -125,42 +140,7 @@ impl<'a> Top<'a> {
             .collect();
         by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
-        let mut groups: Vec<GroupRow> = Vec::new();
-        for (key, s) in gm.sites() {
-            if s.live == 0 && s.created == 0 {
-                continue;
-            }
-            if !is_user(key.startpc, key.gopc, resolver) {
-                continue;
-            }
-            // Growth: live now minus live about GROWTH_WINDOW_S ago.
-            let since = t.t_s - GROWTH_WINDOW_S;
-            let growth_per_s = match s.samples.iter().find(|(ts, _)| *ts >= since) {
-                Some((ts, then)) if t.t_s - ts > 0.5 => {
-                    (s.live as f64 - *then as f64) / (t.t_s - ts)
-                }
-                _ => 0.0,
-            };
-            groups.push(GroupRow {
-                function: resolver.start_function(key.startpc),
-                site: resolver.pc(key.gopc, true).and_then(|f| {
-                    let file = f.file?;
-                    let base = file.rsplit('/').next().unwrap_or(&file).to_string();
-                    Some(format!("{base}:{}", f.line))
-                }),
-                live: s.live,
-                created: s.created,
-                exited: s.exited,
-                growth_per_s,
-            });
-        }
-        groups.sort_by(|a, b| {
-            b.growth_per_s
-                .total_cmp(&a.growth_per_s)
-                .then(b.live.cmp(&a.live))
-                .then_with(|| a.function.cmp(&b.function))
-        });
-        groups.truncate(MAX_GROUPS);
+        let groups = growth_rows(gm, resolver, t.t_s, &mut is_user);
         let stats = gm.stats();
         let ctx = &t.model.contexts;
         Screen {
@@ -183,6 +163,51 @@ impl<'a> Top<'a> {
     }
 }
 
+/// The program's creation sites, fastest-growing first (at most
+/// [`MAX_GROUPS`]): growth is live now minus live about
+/// [`GROWTH_WINDOW_S`] ago.
+fn growth_rows(
+    gm: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    t_s: f64,
+    is_user: &mut dyn FnMut(u64, u64, &mut StackResolver<'_>) -> bool,
+) -> Vec<GroupRow> {
+    let mut groups: Vec<GroupRow> = Vec::new();
+    for (key, s) in gm.sites() {
+        if s.live == 0 && s.created == 0 {
+            continue;
+        }
+        if !is_user(key.startpc, key.gopc, resolver) {
+            continue;
+        }
+        let since = t_s - GROWTH_WINDOW_S;
+        let growth_per_s = match s.samples.iter().find(|(ts, _)| *ts >= since) {
+            Some((ts, then)) if t_s - ts > 0.5 => (s.live as f64 - *then as f64) / (t_s - ts),
+            _ => 0.0,
+        };
+        groups.push(GroupRow {
+            function: resolver.start_function(key.startpc),
+            site: resolver.pc(key.gopc, true).and_then(|f| {
+                let file = f.file?;
+                let base = file.rsplit('/').next().unwrap_or(&file).to_string();
+                Some(format!("{base}:{}", f.line))
+            }),
+            live: s.live,
+            created: s.created,
+            exited: s.exited,
+            growth_per_s,
+        });
+    }
+    groups.sort_by(|a, b| {
+        b.growth_per_s
+            .total_cmp(&a.growth_per_s)
+            .then(b.live.cmp(&a.live))
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    groups.truncate(MAX_GROUPS);
+    groups
+}
+
 /// The plain line printed per refresh when stdout is not a terminal.
 pub fn render_line(s: &Screen) -> String {
     let mut line = format!(
@@ -198,7 +223,7 @@ pub fn render_line(s: &Screen) -> String {
         s.contexts_cancelled,
         s.timers_running,
         s.events_per_s,
-        s.dropped
+        crate::probe::counters::shown(s.dropped)
     );
     if let Some(g) = s.groups.first() {
         line.push_str(&format!(
@@ -239,7 +264,7 @@ pub fn render_screen(title: &str, s: &Screen, width: usize) -> String {
         s.timers_running,
         s.events_per_s,
         s.events_total,
-        s.dropped
+        crate::probe::counters::shown(s.dropped)
     ));
     line(String::new());
     line(format!(
@@ -299,6 +324,7 @@ impl View for Top<'_> {
                 // Alternate screen, hide the cursor.
                 s.push_str("\x1b[?1049h\x1b[?25l");
                 self.entered = true;
+                ALT_SCREEN.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             s.push_str("\x1b[H\x1b[2J");
             s.push_str(
@@ -317,6 +343,7 @@ impl View for Top<'_> {
             let _ = self.out.write_all(b"\x1b[?25h\x1b[?1049l");
             let _ = self.out.flush();
             self.entered = false;
+            ALT_SCREEN.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
@@ -354,7 +381,7 @@ mod tests {
             timers_running: 1,
             events_per_s: 250.0,
             events_total: 3000,
-            dropped: 0,
+            dropped: Some(0),
         }
     }
 

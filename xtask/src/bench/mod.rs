@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_go, ensure_nightly, go_env, newest_go};
 use crate::util::{capture, cmd, require_root, run as run_cmd, target_dir, workspace_root};
 use run::{Config, Env, Sample, Workload};
@@ -151,9 +151,11 @@ pub fn bench(args: &[String]) -> Result<()> {
                     s.ops_per_s,
                     w.unit(),
                     s.cpu_per_op_s * 1e6,
-                    s.dropped
-                        .map(|d| format!("  ({} events, {d} dropped)", s.events.unwrap_or(0)))
-                        .unwrap_or_default()
+                    match (s.events, s.dropped) {
+                        (Some(e), Some(d)) => format!("  ({e} events, {d} dropped)"),
+                        (Some(e), None) => format!("  ({e} hits, no drop count)"),
+                        _ => String::new(),
+                    }
                 );
                 samples.entry((w, c)).or_default().push(s);
             }
@@ -161,7 +163,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let user = userspace::measure(&gotrace, &work, o.quick)?;
     let machine = stats::machine();
-    let md = stats::markdown(&samples, &user, &machine, runs, (points, bt_points));
+    let mut md = stats::markdown(&samples, &user, &machine, runs, (points, bt_points));
+    md.push_str("\n**eBPF programs** (`gotrace check`, also in `docs/verifier.md`)\n\n");
+    md.push_str(&crate::verifier::table(
+        &crate::verifier::host_check(&gotrace)?,
+        None,
+    ));
     let json = stats::json(&samples, &user, &machine, runs);
     std::fs::write(work.join("bench.md"), &md)?;
     std::fs::write(

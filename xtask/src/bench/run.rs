@@ -155,15 +155,17 @@ impl Tracer {
             if hits.is_none() {
                 bail!("bpftrace counted nothing:\n{text}");
             }
-            return Ok((hits, Some(0)));
+            // Counting into a map loses nothing it could report: no drop
+            // figure, rather than a made-up 0.
+            return Ok((hits, None));
         }
         if !matches!(self.config, Config::Gotrace) {
             return Ok((None, None));
         }
         let r: Value = serde_json::from_slice(&std::fs::read(self.out_dir.join("report.json"))?)?;
         Ok((
-            r["trace"]["events_received"].as_u64(),
-            r["trace"]["kernel"]["dropped_total"].as_u64(),
+            Some(field_u64(&r, "/trace/events_received")?),
+            Some(field_u64(&r, "/trace/kernel/dropped_total")?),
         ))
     }
 }
@@ -175,8 +177,8 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
         Config::None | Config::RuntimeTrace => return Ok(None),
         Config::Gotrace | Config::EmptyProbes => {
             let mut c = Command::new(env.gotrace);
-            c.args(["--ring-buffer", "64M", "--pid", &pid.to_string(), "-o"])
-                .arg(&out_dir);
+            // The default ring buffer: the overhead a user gets.
+            c.args(["--pid", &pid.to_string(), "-o"]).arg(&out_dir);
             if config == Config::EmptyProbes {
                 c.arg("--bench-empty-probes");
             }
@@ -310,8 +312,8 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             };
             let v: Value = serde_json::from_str(&line)?;
             Ok(Sample {
-                ops_per_s: v["ops_per_s"].as_f64().unwrap_or(0.0),
-                cpu_per_op_s: v["cpu_s"].as_f64().unwrap_or(0.0) / n as f64,
+                ops_per_s: field_f64(&v, "/ops_per_s")?,
+                cpu_per_op_s: field_f64(&v, "/cpu_s")? / n as f64,
                 events,
                 dropped,
             })
@@ -354,13 +356,42 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
                 );
             }
             let line = String::from_utf8_lossy(&load.stdout);
-            let v: Value = serde_json::from_str(line.lines().last().unwrap_or("{}"))?;
+            let line = line
+                .lines()
+                .last()
+                .context("the load generator printed nothing")?;
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("the load generator's last line: {line}"))?;
             Ok(Sample {
-                ops_per_s: v["ops_per_s"].as_f64().unwrap_or(0.0),
+                ops_per_s: field_f64(&v, "/ops_per_s")?,
                 cpu_per_op_s: (cpu1 - cpu0) / env.http_n as f64,
                 events,
                 dropped,
             })
         }
+    }
+}
+
+/// The number at JSON `pointer` ("/trace/events_received") in `v`; an error
+/// naming it when missing, so that no figure silently becomes 0.
+pub fn field_f64(v: &Value, pointer: &str) -> Result<f64> {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .with_context(|| format!("no number at {pointer} in {}", short(v)))
+}
+
+/// Like [`field_f64`], for counts.
+pub fn field_u64(v: &Value, pointer: &str) -> Result<u64> {
+    v.pointer(pointer)
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no count at {pointer} in {}", short(v)))
+}
+
+/// `v` as JSON, cut to a length an error message can carry.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s,
     }
 }

@@ -101,7 +101,7 @@ pub fn markdown(
 ) -> String {
     let mut md = String::new();
     md.push_str(&format!(
-        "Machine: {} ({} CPUs, {}), Linux {}, Go {}. {runs} interleaved rounds; medians, with min–max. gotrace and the empty program use {points} uprobes; bpftrace counts at the {bt_points} of them that are function entries (its Debian build cannot place uprobes inside functions here). \"events\" is what gotrace received, or bpftrace's hit count.\n\n",
+        "Machine: {} ({} CPUs, {}), Linux {}, Go {}. {runs} interleaved rounds; medians, with min–max. gotrace and the empty program use {points} uprobes; bpftrace counts at the {bt_points} of them that are function entries (its Debian build cannot place uprobes inside functions here). \"events\" is what gotrace received, or bpftrace's hit count (bpftrace counts in a map and has no drop count: n/a).\n\n",
         machine["cpu"], machine["cpus"], machine["memory"], machine["kernel"], machine["go"]
     ));
     for w in Workload::ALL {
@@ -129,6 +129,7 @@ pub fn markdown(
                     .unwrap_or_default(),
                 match (s.events, s.dropped) {
                     (Some(e), Some(d)) => format!("{e} ({d})"),
+                    (Some(e), None) => format!("{e} (n/a)"),
                     _ => "–".into(),
                 }
             ));

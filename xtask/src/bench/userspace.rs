@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::go_build;
-use super::run::wait_line;
+use super::run::{field_f64, field_u64, wait_line};
 
 #[derive(Clone, Debug, Default)]
 pub struct Userspace {
@@ -110,9 +110,9 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
         "8M",
         None,
     )?;
-    u.rate_events = r["trace"]["events_received"].as_u64().unwrap_or(0);
-    u.rate_dropped = r["trace"]["kernel"]["dropped_total"].as_u64().unwrap_or(0);
-    u.rate_events_per_s = u.rate_events as f64 / r["trace"]["duration_s"].as_f64().unwrap_or(1.0);
+    u.rate_events = field_u64(&r, "/trace/events_received")?;
+    u.rate_dropped = field_u64(&r, "/trace/kernel/dropped_total")?;
+    u.rate_events_per_s = u.rate_events as f64 / field_f64(&r, "/trace/duration_s")?;
     println!(
         "  rate: {:.0} events/s, {} dropped",
         u.rate_events_per_s, u.rate_dropped
@@ -125,7 +125,7 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     let _ = std::fs::remove_dir_all(&dir);
     let secs = (want as f64 / u.rate_events_per_s.max(10_000.0) * 1.15).ceil() as u64 + 2;
     let r = trace_busy(gotrace, &busy, &dir, 16_000, secs, "256M", Some(&rec))?;
-    u.replay_events = r["trace"]["events_received"].as_u64().unwrap_or(0);
+    u.replay_events = field_u64(&r, "/trace/events_received")?;
     let out = work.join("replayed");
     let _ = std::fs::remove_dir_all(&out);
     let (cpu0, _) = children_usage();
@@ -198,7 +198,9 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     wait_line(&mut g_err, "attached", Duration::from_secs(60))?;
     std::thread::spawn(move || std::io::copy(&mut g_err, &mut std::io::sink()));
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_anon_kib(g.id()).unwrap_or(0);
+    let rss =
+        |pid| rss_anon_kib(pid).with_context(|| format!("no RssAnon for gotrace (PID {pid})"));
+    let before = rss(g.id())?;
     std::fs::write(&trigger, "go")?;
     wait_line(&mut park_out, "parked", Duration::from_secs(300))?;
     // Wait for gotrace to drain the ring buffer: RSS stable for 2 s.
@@ -206,7 +208,7 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     let mut stable = 0;
     for _ in 0..120 {
         std::thread::sleep(Duration::from_millis(500));
-        let now = rss_anon_kib(g.id()).unwrap_or(0);
+        let now = rss(g.id())?;
         stable = if now == last { stable + 1 } else { 0 };
         last = now;
         if stable >= 4 {
@@ -220,9 +222,7 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     let _ = g.wait();
     let _ = park.kill();
     let _ = park.wait();
-    u.park_live_in_report = report(&dir)
-        .map(|r| r["goroutines"]["live_user"].as_u64().unwrap_or(0))
-        .unwrap_or(0);
+    u.park_live_in_report = field_u64(&report(&dir)?, "/goroutines/live_user")?;
     println!(
         "  memory: {:.0} bytes per live goroutine ({} live in the report)",
         u.park_bytes_per_goroutine, u.park_live_in_report

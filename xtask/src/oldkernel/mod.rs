@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::check::build;
+use crate::build::build;
 use crate::setup::{ensure_bpf_linker, ensure_nightly};
 use crate::util::{require_root, target_dir};
 use crate::vm::{Accel, Machine, Outcome, Scenario, Sides, build_fixture, run_guest, scenarios};
@@ -33,6 +33,7 @@ const MACHINE: Machine = Machine {
     // check and panics.
     append: "no_timer_check",
     foreign: false,
+    verifier_doc: true,
 };
 
 /// Together these load every program kind gotrace attaches: goroutine life

@@ -119,8 +119,10 @@ pub fn digest(r: &Value) -> Vec<String> {
     d
 }
 
-/// One side's `report.json` and exit status for scenario `name`.
-fn load(dir: &Path, name: &str, side: &str) -> Result<(Value, String)> {
+/// One side's `report.json`, gotrace's exit status and the fixture's
+/// output (`stdout` in command mode, shared with gotrace; `fixture` in
+/// --pid mode) for scenario `name`.
+fn load(dir: &Path, name: &str, side: &str) -> Result<(Value, String, String)> {
     let d = dir.join(name);
     let exit = std::fs::read_to_string(d.join("exit")).unwrap_or_default();
     let stderr = std::fs::read_to_string(d.join("stderr")).unwrap_or_default();
@@ -132,22 +134,71 @@ fn load(dir: &Path, name: &str, side: &str) -> Result<(Value, String)> {
         )
     })?;
     let report = serde_json::from_str(&text).with_context(|| format!("{side} report.json"))?;
-    Ok((report, exit.trim().to_string()))
+    let out = ["stdout", "fixture"]
+        .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
+        .join("\n");
+    Ok((report, exit.trim().to_string(), out))
 }
 
-/// What one side's report lacks of the scenario's fixed expectations (the
-/// fixture's design), its exit status and nothing lost.
-fn absolute(s: &Scenario, report: &Value, exit: &str, side: &str) -> Vec<String> {
+/// The fixture's `planted <what> <N>` count, from its output.
+fn planted(out: &str, what: &str) -> Result<u64> {
+    let prefix = format!("planted {what} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .with_context(|| format!("the fixture printed no `{prefix}N` line"))
+}
+
+/// An expectation with each `{a+b+1}` replaced by the sum of its terms:
+/// a number, or the count of the fixture's `planted <term> N` line.
+pub fn expand(template: &str, fixture_out: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .with_context(|| format!("unclosed {{ in {template:?}"))?;
+        out.push_str(&rest[..open]);
+        let mut n = 0;
+        for term in rest[open + 1..open + close].split('+') {
+            n += match term.parse::<u64>() {
+                Ok(v) => v,
+                Err(_) => planted(fixture_out, term)?,
+            };
+        }
+        out.push_str(&n.to_string());
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// What one side's report lacks of the scenario's expectations (the
+/// fixture's design, counts from its `planted` lines), its exit status and
+/// nothing lost.
+fn absolute(
+    s: &Scenario,
+    report: &Value,
+    exit: &str,
+    fixture_out: &str,
+    side: &str,
+) -> Vec<String> {
     let d = digest(report);
-    let mut problems: Vec<String> = s
-        .expect
-        .iter()
-        .filter(|want| {
-            !d.iter()
-                .any(|l| l == *want || l.starts_with(&format!("{want} ")))
-        })
-        .map(|want| format!("{side} lacks: {want}"))
-        .collect();
+    let mut problems: Vec<String> = Vec::new();
+    for template in s.expect {
+        let want = match expand(template, fixture_out) {
+            Ok(w) => w,
+            Err(e) => {
+                problems.push(format!("{side}: {template}: {e:#}"));
+                continue;
+            }
+        };
+        if !d
+            .iter()
+            .any(|l| *l == want || l.starts_with(&format!("{want} ")))
+        {
+            problems.push(format!("{side} lacks: {want}"));
+        }
+    }
     if exit != s.exit.to_string() {
         problems.push(format!("{side}: exit status {exit}, not {}", s.exit));
     }
@@ -164,8 +215,8 @@ fn absolute(s: &Scenario, report: &Value, exit: &str, side: &str) -> Vec<String>
 /// scenario's expectations.
 pub fn compare(s: &Scenario, guest_dir: &Path, host_dir: &Path, same_arch: bool) -> Result<String> {
     let name = s.name();
-    let (guest, guest_exit) = load(guest_dir, &name, "guest")?;
-    let (host, host_exit) = load(host_dir, &name, "host")?;
+    let (guest, guest_exit, guest_out) = load(guest_dir, &name, "guest")?;
+    let (host, host_exit, host_out) = load(host_dir, &name, "host")?;
     let skip = usize::from(!same_arch);
     let (g, h) = (&digest(&guest)[skip..], &digest(&host)[skip..]);
     let mut problems = Vec::new();
@@ -182,8 +233,8 @@ pub fn compare(s: &Scenario, guest_dir: &Path, host_dir: &Path, same_arch: bool)
             problems.push(format!("host only:  {line}"));
         }
     }
-    problems.extend(absolute(s, &guest, &guest_exit, "guest"));
-    problems.extend(absolute(s, &host, &host_exit, "host"));
+    problems.extend(absolute(s, &guest, &guest_exit, &guest_out, "guest"));
+    problems.extend(absolute(s, &host, &host_exit, &host_out, "host"));
     if !problems.is_empty() {
         bail!("reports differ:\n  {}", problems.join("\n  "));
     }
@@ -204,10 +255,12 @@ pub struct Times {
     pub host: Duration,
 }
 
+/// The run's result page: the guest, the times, each check's result and
+/// the verifier table ([`crate::verifier::table`]).
 pub fn summary_markdown(
     guest: &Guest,
     results: &[(String, Result<String>)],
-    host_check: &str,
+    verifier_table: &str,
     times: &Times,
 ) -> String {
     let mut s = String::new();
@@ -231,40 +284,8 @@ pub fn summary_markdown(
         };
         s.push_str(&format!("| {name} | {text} |\n"));
     }
-    let guest_check: Option<Value> = guest
-        .file("check.json")
-        .and_then(|j| serde_json::from_slice(j).ok());
-    let host_check: Option<Value> = serde_json::from_str(host_check).ok();
-    let host_release = host_check
-        .as_ref()
-        .and_then(|v| v["kernel"]["release"].as_str())
-        .unwrap_or("host")
-        .to_string();
-    s.push_str(&format!(
-        "\n| program | xlated insns ({}) | xlated insns ({host_release}) | verified insns ({host_release}) | of the 1 M limit |\n|---|---:|---:|---:|---:|\n",
-        guest.release
-    ));
-    let by_name = |v: &Option<Value>| -> BTreeMap<String, Value> {
-        v.as_ref()
-            .and_then(|v| v["programs"].as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| (p["name"].as_str().unwrap_or("?").to_string(), p))
-            .collect()
-    };
-    let (g, h) = (by_name(&guest_check), by_name(&host_check));
-    for (name, hp) in &h {
-        let gx = g
-            .get(name)
-            .map_or("-".to_string(), |p| p["xlated_insns"].to_string());
-        let verified = hp["verified_insns"].as_u64();
-        s.push_str(&format!(
-            "| {name} | {gx} | {} | {} | {} |\n",
-            hp["xlated_insns"],
-            verified.map_or("n/a".into(), |v| v.to_string()),
-            verified.map_or("-".into(), |v| format!("{:.2} %", v as f64 / 10_000.0)),
-        ));
-    }
+    s.push('\n');
+    s.push_str(verifier_table);
     s
 }
 
@@ -282,16 +303,43 @@ mod tests {
                           "wait_reason": "semacquire", "created_at": {"function": "main.main"},
                           "blocked_at": {"function": "main.f"}}],
         });
+        let out = "fixture x pid 1\nplanted mutex 5\nplanted other 7\ndone\n";
         let scenario = |expect| Scenario {
             expect,
             ..scenarios::CHANRECV
         };
         let ok = scenario(&[
-            "suspect_count 13",
-            "suspect main.f x5 \"mutex\" \"semacquire\" created_at=\"main.main\"",
+            "suspect_count {mutex+other+1}",
+            "suspect main.f x{mutex} \"mutex\" \"semacquire\" created_at=\"main.main\"",
         ]);
-        assert_eq!(absolute(&ok, &report, "3", "guest"), Vec::<String>::new());
-        let wrong = scenario(&["suspect_count 1", "suspect main.f x50"]);
-        assert_eq!(absolute(&wrong, &report, "0", "guest").len(), 3);
+        assert_eq!(
+            absolute(&ok, &report, "3", out, "guest"),
+            Vec::<String>::new()
+        );
+        let wrong = scenario(&["suspect_count {mutex}", "suspect main.f x50"]);
+        assert_eq!(absolute(&wrong, &report, "0", out, "guest").len(), 3);
+        // A count the fixture did not print fails the check.
+        let missing = absolute(&ok, &report, "3", "planted mutex 5\n", "guest");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].contains("no `planted other N` line"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn expand_sums_planted_counts_and_numbers() {
+        let out = "planted timeout-leak 7\nplanted cancel-leak 4\n";
+        assert_eq!(
+            expand(
+                "created={timeout-leak+cancel-leak} x{cancel-leak} n={timeout-leak+1}",
+                out
+            )
+            .unwrap(),
+            "created=11 x4 n=8"
+        );
+        assert_eq!(expand("no braces", "").unwrap(), "no braces");
+        assert!(expand("x{absent}", out).is_err());
+        assert!(expand("x{cancel-leak", out).is_err());
     }
 }

@@ -71,6 +71,9 @@ pub struct Machine {
     /// Whether busybox comes from Debian's package for `debian_arch` (a
     /// foreign architecture) rather than the host's `busybox-static`.
     pub foreign: bool,
+    /// Whether this guest's `gotrace check` goes into docs/verifier.md
+    /// (the Linux 5.10 one: the oldest kernel, the tightest verifier).
+    pub verifier_doc: bool,
 }
 
 /// How gotrace runs a fixture.
@@ -95,7 +98,9 @@ pub struct Scenario {
     pub exit: u8,
     /// Report digest lines ([`digest`]) that must be there, exactly: the
     /// counts the fixture's design gives, checked on each side on its own
-    /// so that a bug on both sides still fails.
+    /// so that a bug on both sides still fails. `{a}` stands for the count
+    /// of the fixture's `planted a N` line, `{a+b+1}` for a sum of such
+    /// counts and numbers (see [`expand`]).
     pub expect: &'static [&'static str],
 }
 
@@ -213,7 +218,13 @@ pub fn run_guest(
         .env("FIXTURES", sides.host_fixtures)
         .env("OUT", &host_dir))?;
     let host_elapsed = host_start.elapsed();
-    let host_check = capture(cmd(sides.host_gotrace).args(["check", "--json"]))?;
+    let host_check = crate::verifier::host_check(sides.host_gotrace)?;
+    let guest_check: Option<Value> = guest
+        .file("check.json")
+        .and_then(|j| serde_json::from_slice(j).ok());
+    if m.verifier_doc {
+        crate::verifier::write(&host_check, guest_check.as_ref())?;
+    }
 
     let mut results: Vec<(String, Result<String>)> = Vec::new();
     results.push((
@@ -229,7 +240,8 @@ pub fn run_guest(
         prepared,
         host: host_elapsed,
     };
-    let summary = summary_markdown(&guest, &results, &host_check, &times);
+    let table = crate::verifier::table(&host_check, guest_check.as_ref().map(|g| (g, m.name)));
+    let summary = summary_markdown(&guest, &results, &table, &times);
     std::fs::write(work.join("result.md"), &summary)?;
     println!("\n{summary}");
     Ok(tally(m, &results, &times, &work))

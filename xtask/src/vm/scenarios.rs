@@ -1,7 +1,11 @@
 //! The scenarios the guests run, each with what its fixture's design says
 //! the report must hold (see tests/fixtures/README.md): lines of the
 //! report's [`super::digest`], each matching a digest line exactly or up to
-//! a space (a group line without its stacks).
+//! a space (a group line without its stacks). Counts the fixture prints
+//! (`planted <what> N`) are read from its output (`{what}`, see
+//! [`super::expand`]); the `+1` in `live_user` is the main goroutine. Fixed
+//! numbers are what the fixture prints nothing for (the split of its
+//! goroutines between wait reasons, the number of groups).
 
 use super::{Mode, Scenario};
 
@@ -17,9 +21,10 @@ pub const CHANRECV: Scenario = Scenario {
     args: ARGS,
     exit: 3,
     expect: &[
-        "live_user 11",
-        "verdict \"10 leak suspects in 1 group\"",
-        "suspect main.receiveForever x10 \"chan_receive\" \"chan receive\" created_at=\"main.startReceivers\" blocked_at=\"main.receiveForever\"",
+        "live_user {chanrecv+1}",
+        "verdict \"{chanrecv} leak suspects in 1 group\"",
+        "suspect_count {chanrecv}",
+        "suspect main.receiveForever x{chanrecv} \"chan_receive\" \"chan receive\" created_at=\"main.startReceivers\" blocked_at=\"main.receiveForever\"",
         "contexts ignored_cancels 0",
         "timers not_traced=\"no timer start function in this binary\" started=0 stopped=0",
     ],
@@ -42,14 +47,15 @@ pub const CTXLEAK: Scenario = Scenario {
     args: ARGS,
     exit: 3,
     expect: &[
-        "live_user 8",
-        "verdict \"7 leak suspects in 2 groups\"",
+        "live_user {waiters+1}",
+        "verdict \"{waiters} leak suspects in 2 groups\"",
+        "suspect_count {waiters}",
         "suspect main.jobWorker x4 \"chan_receive\" \"chan receive\" created_at=\"main.startJob\" blocked_at=\"main.jobWorker\"",
         "suspect main.jobWorker x3 \"select\" \"select\" created_at=\"main.startJob\" blocked_at=\"main.jobWorker\"",
-        "contexts not_traced=null created=11 cancelled=0 live_at_end=11 repeat_cancels=0",
-        "context leak \"timer\" x7 created_at=\"main.startJob\" timers_alive=7 waiting=7",
-        "context leak \"cancel\" x4 created_at=\"main.makeIdleContexts\" timers_alive=0 waiting=0",
-        "timers not_traced=null started=7 stopped=0",
+        "contexts not_traced=null created={timeout-leak+cancel-leak} cancelled=0 live_at_end={timeout-leak+cancel-leak} repeat_cancels=0",
+        "context leak \"timer\" x{timeout-leak} created_at=\"main.startJob\" timers_alive={timeout-leak} waiting={waiters}",
+        "context leak \"cancel\" x{cancel-leak} created_at=\"main.makeIdleContexts\" timers_alive=0 waiting=0",
+        "timers not_traced=null started={timeout-leak} stopped=0",
     ],
 };
 
@@ -62,11 +68,11 @@ pub const TICKERS: Scenario = Scenario {
     args: ARGS,
     exit: 0,
     expect: &[
-        "live_user 4",
+        "live_user {tickers+1}",
         "verdict \"no leak suspects\"",
-        "live main.pollLoop x3 \"chan_receive\" \"chan receive\" created_at=\"main.startPoller\" blocked_at=\"main.pollLoop\"",
-        "timers not_traced=null started=4 stopped=1",
-        "ticker created_at=\"main.startPoller\" x3 period=0.1 verdict=\"leak\" loops=[\"main.pollLoop\"]",
+        "live main.pollLoop x{tickers} \"chan_receive\" \"chan receive\" created_at=\"main.startPoller\" blocked_at=\"main.pollLoop\"",
+        "timers not_traced=null started={tickers+stopped} stopped={stopped}",
+        "ticker created_at=\"main.startPoller\" x{tickers} period=0.1 verdict=\"leak\" loops=[\"main.pollLoop\"]",
     ],
 };
 
@@ -80,11 +86,13 @@ pub const LOCKS_PID: Scenario = Scenario {
     args: &["--leak-threshold", "1s", "--duration", "3s"],
     exit: 3,
     expect: &[
-        "live_user 13",
-        "verdict \"13 leak suspects in 6 groups\"",
-        "suspect main.lockWaiter x5 \"mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.lockWaiter\"",
-        "suspect main.waitGroupWaiter x3 \"wait_group\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.waitGroupWaiter\"",
-        "suspect main.rlockWaiter x2 \"rw_mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.rlockWaiter\"",
+        "live_user {mutex+waitgroup+rwmutex+abba+1}",
+        // runtime.main, asleep in the fixture's hold, is the 6th group.
+        "verdict \"{mutex+waitgroup+rwmutex+abba+1} leak suspects in 6 groups\"",
+        "suspect_count {mutex+waitgroup+rwmutex+abba+1}",
+        "suspect main.lockWaiter x{mutex} \"mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.lockWaiter\"",
+        "suspect main.waitGroupWaiter x{waitgroup} \"wait_group\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.waitGroupWaiter\"",
+        "suspect main.rlockWaiter x{rwmutex} \"rw_mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.rlockWaiter\"",
         "suspect main.transferAB x1 \"mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.transferAB\"",
         "suspect main.transferBA x1 \"mutex\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.transferBA\"",
         "suspect runtime.main x1 \"sleep\" \"sleep\" created_at=\"runtime.newproc\" blocked_at=\"gotrace.test/fixtures/harness.Hold\"",
@@ -98,11 +106,13 @@ pub const LOCKS_PID: Scenario = Scenario {
 pub const LOCKS_PID_GO121: Scenario = Scenario {
     go: "1.21.13",
     expect: &[
-        "live_user 13",
-        "verdict \"13 leak suspects in 6 groups\"",
-        "suspect main.lockWaiter x5 \"mutex\" \"sync.Mutex.Lock\" created_at=\"main.main\" blocked_at=\"main.lockWaiter\"",
-        "suspect main.waitGroupWaiter x3 \"wait_group\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.waitGroupWaiter\"",
-        "suspect main.rlockWaiter x2 \"rw_mutex\" \"sync.RWMutex.RLock\" created_at=\"main.main\" blocked_at=\"main.rlockWaiter\"",
+        "live_user {mutex+waitgroup+rwmutex+abba+1}",
+        // runtime.main, asleep in the fixture's hold, is the 6th group.
+        "verdict \"{mutex+waitgroup+rwmutex+abba+1} leak suspects in 6 groups\"",
+        "suspect_count {mutex+waitgroup+rwmutex+abba+1}",
+        "suspect main.lockWaiter x{mutex} \"mutex\" \"sync.Mutex.Lock\" created_at=\"main.main\" blocked_at=\"main.lockWaiter\"",
+        "suspect main.waitGroupWaiter x{waitgroup} \"wait_group\" \"semacquire\" created_at=\"main.main\" blocked_at=\"main.waitGroupWaiter\"",
+        "suspect main.rlockWaiter x{rwmutex} \"rw_mutex\" \"sync.RWMutex.RLock\" created_at=\"main.main\" blocked_at=\"main.rlockWaiter\"",
         "suspect main.transferAB x1 \"mutex\" \"sync.Mutex.Lock\" created_at=\"main.main\" blocked_at=\"main.transferAB\"",
         "suspect main.transferBA x1 \"mutex\" \"sync.Mutex.Lock\" created_at=\"main.main\" blocked_at=\"main.transferBA\"",
     ],

@@ -139,6 +139,7 @@ impl Pclntab {
 
     /// A pclntab found by its magic in `data`, which is mapped whole as one
     /// writable segment at `addr` (the fuzz target's view of a memory image).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_image(data: Bytes, addr: u64, version: &GoVersion) -> Result<Self, String> {
         let segments = vec![Segment {
             addr,

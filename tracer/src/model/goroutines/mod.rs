@@ -37,22 +37,46 @@ impl StackRef {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parked {
     /// Raw `waitReason` value (the target's numbering).
     pub reason: u8,
     /// Monotonic ns when it parked.
     pub since_ns: u64,
     pub stack: Option<StackRef>,
-    /// Channels it waits on (receive, send or select cases); 0 = unused slot.
-    pub chans: [u64; WAIT_CHANS],
+    /// Channels it waits on (receive, send or select cases).
+    pub chans: WaitChans,
     /// It parked before tracing began (read by the snapshot): `since_ns`
     /// is at most the park time (`g.waitsince`, or else the attach time),
     /// so how long it has been blocked is a lower bound.
     pub before_attach: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Channels a park waits on: the first [`WAIT_CHANS`] (all that most parks
+/// have; 0 = unused) inline, the rest of a larger `select` in `more`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaitChans {
+    pub first: [u64; WAIT_CHANS],
+    pub more: Vec<u64>,
+}
+
+impl WaitChans {
+    /// Every slot, the unused ones (0) included.
+    pub fn iter(&self) -> impl Iterator<Item = &u64> {
+        self.first.iter().chain(&self.more)
+    }
+}
+
+impl From<[u64; WAIT_CHANS]> for WaitChans {
+    fn from(first: [u64; WAIT_CHANS]) -> Self {
+        Self {
+            first,
+            more: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     /// Created or woken; running or waiting for a P.
     Runnable,
@@ -201,7 +225,7 @@ impl GoroutineModel {
                     reason,
                     since_ns: s.blocked_since_ns.unwrap_or(snap.taken_ns),
                     stack: s.stack.map(|id| StackRef { id, caller_pc: 0 }),
-                    chans: [0; WAIT_CHANS],
+                    chans: WaitChans::default(),
                     before_attach: true,
                 }),
                 _ => State::Runnable,
@@ -240,12 +264,18 @@ impl GoroutineModel {
                     reason: e.reason as u8,
                     since_ns: e.header.ts_ns,
                     stack: StackRef::new(e.stack_id, e.caller_pc),
-                    chans: e.chans,
+                    chans: e.chans.into(),
                     before_attach: false,
                 },
             ),
             Event::Ready(e) => self.on_ready(e.goid),
             Event::Exit(e) => self.on_exit(e.goid),
+            Event::ParkChans(e) => {
+                let n = (e.nr as usize).min(e.chans.len());
+                if let Some(gr) = self.live.get_mut(e.goid) {
+                    gr.set_more_chans(&e.chans[..n], &mut self.tables);
+                }
+            }
             Event::CtxCreate(_)
             | Event::CtxCancel(_)
             | Event::CtxDone(_)
@@ -304,7 +334,7 @@ impl GoroutineModel {
         match self.live.get_mut(g.goid) {
             Some(gr) => {
                 let prev = gr.parked(&self.tables);
-                if let Some(p) = prev
+                if let Some(p) = &prev
                     && p.reason == parked.reason
                     && p.stack == parked.stack
                 {

@@ -7,8 +7,10 @@
 
 use tracer_common::GoIdentity;
 
-use super::tables::{INLINE_CHANS, Interner, MORE_CHANS, MoreChans, NONE};
-use super::{Origin, Parked, StackRef, State};
+use tracer_common::WAIT_CHANS;
+
+use super::tables::{INLINE_CHANS, Interner, MoreChans, NONE};
+use super::{Origin, Parked, StackRef, State, WaitChans};
 use crate::model::{HashMap, SiteKey};
 
 /// The side tables the slots index into.
@@ -151,9 +153,15 @@ impl Goroutine {
         if !self.is_parked() {
             return None;
         }
-        let mut chans = [0; INLINE_CHANS + MORE_CHANS];
-        chans[..INLINE_CHANS].copy_from_slice(&self.chans);
-        chans[INLINE_CHANS..].copy_from_slice(&t.more_chans.get(self.more_chans));
+        let more = t.more_chans.get(self.more_chans);
+        let (front, rest) = more.split_at(more.len().min(WAIT_CHANS - INLINE_CHANS));
+        let mut first = [0; WAIT_CHANS];
+        first[..INLINE_CHANS].copy_from_slice(&self.chans);
+        first[INLINE_CHANS..INLINE_CHANS + front.len()].copy_from_slice(front);
+        let chans = WaitChans {
+            first,
+            more: rest.to_vec(),
+        };
         Some(Parked {
             reason: self.reason,
             since_ns: self.since_ns,
@@ -161,6 +169,15 @@ impl Goroutine {
             chans,
             before_attach: self.flags & PARK_BEFORE_ATTACH != 0,
         })
+    }
+
+    /// Sets the channels of the current park past its first `WAIT_CHANS`
+    /// (a `GoParkChans` event); nothing if it is not parked.
+    pub fn set_more_chans(&mut self, more: &[u64], t: &mut Tables) {
+        if self.is_parked() {
+            t.more_chans
+                .set_from(&mut self.more_chans, WAIT_CHANS - INLINE_CHANS, more);
+        }
     }
 
     pub fn state(&self, t: &Tables) -> State {
@@ -180,10 +197,15 @@ impl Goroutine {
             }
             (self.reason, self.since_ns) = (p.reason, p.since_ns);
             self.park_stack = t.stack_index(p.stack);
-            self.chans.copy_from_slice(&p.chans[..INLINE_CHANS]);
-            let mut more = [0; MORE_CHANS];
-            more.copy_from_slice(&p.chans[INLINE_CHANS..]);
-            self.more_chans = t.more_chans.store(more);
+            self.chans.copy_from_slice(&p.chans.first[..INLINE_CHANS]);
+            self.more_chans = t.more_chans.store(&p.chans.first[INLINE_CHANS..]);
+            if !p.chans.more.is_empty() {
+                t.more_chans.set_from(
+                    &mut self.more_chans,
+                    WAIT_CHANS - INLINE_CHANS,
+                    &p.chans.more,
+                );
+            }
         }
     }
 }

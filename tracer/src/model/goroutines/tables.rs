@@ -8,8 +8,6 @@
 
 use std::hash::Hash;
 
-use tracer_common::WAIT_CHANS;
-
 use crate::model::HashMap;
 
 /// The index standing for "none" in every `u32` index of the store.
@@ -18,9 +16,6 @@ pub const NONE: u32 = u32::MAX;
 /// Channels a slot holds inline; most parks wait on one channel (a send or
 /// a receive), a `select` often on two (e.g. `ctx.Done()` and a channel).
 pub const INLINE_CHANS: usize = 2;
-
-/// Channels kept in the side table, for parks on more than two.
-pub const MORE_CHANS: usize = WAIT_CHANS - INLINE_CHANS;
 
 /// Distinct values, each stored once, by dense `u32` index.
 #[derive(Debug)]
@@ -64,24 +59,25 @@ impl<T: Copy + Eq + Hash> Interner<T> {
 }
 
 /// The waited channels past the inline ones, for the few parks that have
-/// them; freed slots are reused.
+/// them (a `select` with more than two cases, up to the probes'
+/// `MAX_WAIT_CHANS`); freed entries are reused with their capacity.
 #[derive(Debug, Default)]
 pub struct MoreChans {
-    entries: Vec<[u64; MORE_CHANS]>,
+    entries: Vec<Vec<u64>>,
     free: Vec<u32>,
 }
 
 impl MoreChans {
-    /// Stores `chans`; [`NONE`] when they are all unused (0), which is the
-    /// common case and takes no entry. Also [`NONE`] (the channels are
-    /// lost) if `u32::MAX` entries are in use, which cannot happen before
-    /// memory runs out.
-    pub fn store(&mut self, chans: [u64; MORE_CHANS]) -> u32 {
+    /// Stores `chans` (unused ones are 0); [`NONE`] when they are all
+    /// unused, which is the common case and takes no entry. Also [`NONE`]
+    /// (the channels are lost) if `u32::MAX` entries are in use, which
+    /// cannot happen before memory runs out.
+    pub fn store(&mut self, chans: &[u64]) -> u32 {
         if chans.iter().all(|c| *c == 0) {
             return NONE;
         }
         if let Some(i) = self.free.pop() {
-            self.entries[i as usize] = chans;
+            self.entries[i as usize].extend_from_slice(chans);
             return i;
         }
         let Some(i) = u32::try_from(self.entries.len())
@@ -90,16 +86,29 @@ impl MoreChans {
         else {
             return NONE;
         };
-        self.entries.push(chans);
+        self.entries.push(chans.to_vec());
         i
     }
 
-    /// The channels at `i`; all unused for [`NONE`].
-    pub fn get(&self, i: u32) -> [u64; MORE_CHANS] {
-        self.entries
-            .get(i as usize)
-            .copied()
-            .unwrap_or([0; MORE_CHANS])
+    /// Replaces what entry `*i` holds from position `from` on with `chans`
+    /// (a new entry, with zeroes before `from`, for [`NONE`]).
+    pub fn set_from(&mut self, i: &mut u32, from: usize, chans: &[u64]) {
+        match self.entries.get_mut(*i as usize) {
+            Some(e) => {
+                e.resize(from, 0);
+                e.extend_from_slice(chans);
+            }
+            None => {
+                let mut all = vec![0; from];
+                all.extend_from_slice(chans);
+                *i = self.store(&all);
+            }
+        }
+    }
+
+    /// The channels at `i`; none for [`NONE`].
+    pub fn get(&self, i: u32) -> &[u64] {
+        self.entries.get(i as usize).map_or(&[], |e| e.as_slice())
     }
 
     /// Frees the entry `*i` points to (nothing for [`NONE`]) and sets `*i`
@@ -107,7 +116,7 @@ impl MoreChans {
     pub fn release(&mut self, i: &mut u32) {
         let i = std::mem::replace(i, NONE);
         if let Some(e) = self.entries.get_mut(i as usize) {
-            *e = [0; MORE_CHANS];
+            e.clear();
             self.free.push(i);
         }
     }
@@ -134,16 +143,31 @@ mod tests {
     #[test]
     fn more_chans_reuses_freed_entries() {
         let mut m = MoreChans::default();
-        assert_eq!(m.store([0; MORE_CHANS]), NONE);
-        let a = m.store([7; MORE_CHANS]);
-        let b = m.store([8; MORE_CHANS]);
-        assert_eq!((a, b, m.get(a), m.get(NONE)), (0, 1, [7; 2], [0; 2]));
+        assert_eq!(m.store(&[0; 2]), NONE);
+        let a = m.store(&[7; 2]);
+        let b = m.store(&[8; 2]);
+        assert_eq!((a, b, m.get(a), m.get(NONE)), (0, 1, &[7; 2][..], &[][..]));
         let mut held = a;
         m.release(&mut held);
         assert_eq!(held, NONE);
         m.release(&mut held); // a second release frees nothing
         assert_eq!(m.in_use(), 1);
-        assert_eq!(m.store([9; MORE_CHANS]), a);
-        assert_eq!((m.get(a), m.get(b), m.in_use()), ([9; 2], [8; 2], 2));
+        assert_eq!(m.store(&[9; 2]), a);
+        assert_eq!(
+            (m.get(a), m.get(b), m.in_use()),
+            (&[9; 2][..], &[8; 2][..], 2)
+        );
+    }
+
+    #[test]
+    fn more_chans_set_from_replaces_the_tail() {
+        let mut m = MoreChans::default();
+        let mut i = m.store(&[1, 2]);
+        m.set_from(&mut i, 2, &[3, 4, 5]);
+        m.set_from(&mut i, 2, &[3, 4, 5]); // idempotent
+        assert_eq!(m.get(i), &[1, 2, 3, 4, 5][..]);
+        let mut none = NONE;
+        m.set_from(&mut none, 2, &[6]);
+        assert_eq!((m.get(none), m.in_use()), (&[0, 0, 6][..], 2));
     }
 }

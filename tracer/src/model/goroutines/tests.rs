@@ -53,7 +53,7 @@ fn lifecycle_and_duplicates() {
             reason: 14,
             since_ns: 2,
             stack: StackRef::new(5, 9),
-            chans: [0; 4],
+            chans: [0; 4].into(),
             before_attach: false,
         })
     );
@@ -256,7 +256,7 @@ fn slot_round_trips_logical_values() {
         reason: 14,
         since_ns: 2,
         stack: StackRef::new(5, 9),
-        chans: [0xa, 0xb, 0xc, 0xd],
+        chans: [0xa, 0xb, 0xc, 0xd].into(),
         before_attach: false,
     };
     assert_eq!(m.get(10).unwrap().state(), State::Parked(want));
@@ -267,13 +267,50 @@ fn slot_round_trips_logical_values() {
     let State::Parked(p) = m.get(10).unwrap().state() else {
         panic!("not parked")
     };
-    assert_eq!((p.chans, p.reason, p.since_ns), ([0xe, 0, 0, 0], 9, 3));
+    assert_eq!(
+        (p.chans.first, p.reason, p.since_ns),
+        ([0xe, 0, 0, 0], 9, 3)
+    );
     assert_eq!(m.tables.more_chans.in_use(), 0);
     m.apply(&park_on(10, 4, 14, [0, 0, 0, 0xf]));
     m.apply(&ready(10, 5));
     assert_eq!(m.get(10).unwrap().state(), State::Runnable);
     assert_eq!(m.tables.more_chans.in_use(), 0);
     assert_eq!(m.get(10).unwrap().parks(), 3);
+}
+
+/// A `select` on more channels than a park event holds: the `GoParkChans`
+/// event that follows adds the rest to the same park, once even if sent
+/// twice, and the wakeup frees them.
+#[test]
+fn park_chans_extend_the_current_park() {
+    let mut m = GoroutineModel::new();
+    m.apply(&create(10, 1));
+    m.apply(&park_on(10, 2, 14, [1, 2, 3, 4]));
+    let mut more = tracer_common::GoParkChansEvent {
+        header: EventHeader {
+            kind: tracer_common::EventKind::GoParkChans as u32,
+            ts_ns: 2,
+            ..Default::default()
+        },
+        goid: 10,
+        nr: 3,
+        ..Default::default()
+    };
+    more.chans[..3].copy_from_slice(&[5, 6, 7]);
+    m.apply(&Event::ParkChans(Box::new(more)));
+    m.apply(&Event::ParkChans(Box::new(more)));
+    let State::Parked(p) = m.get(10).unwrap().state() else {
+        panic!("not parked")
+    };
+    let all: Vec<u64> = p.chans.iter().copied().collect();
+    assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(m.tables.more_chans.in_use(), 1);
+    m.apply(&ready(10, 3));
+    assert_eq!(m.tables.more_chans.in_use(), 0);
+    // Nothing for a goroutine that is not parked.
+    m.apply(&Event::ParkChans(Box::new(more)));
+    assert_eq!(m.tables.more_chans.in_use(), 0);
 }
 
 /// A slot freed by an exit and taken by a new goroutine keeps nothing of
@@ -312,7 +349,7 @@ fn reused_slot_does_not_leak_old_state() {
             reason: 9,
             since_ns: 4,
             stack: None,
-            chans: [5, 0, 0, 0],
+            chans: [5, 0, 0, 0].into(),
             before_attach: false,
         })
     );

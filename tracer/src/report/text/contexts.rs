@@ -12,6 +12,41 @@ fn at(f: &Option<Frame>, frame: &dyn Fn(&Frame) -> String) -> String {
     f.as_ref().map(frame).unwrap_or_else(|| "?".into())
 }
 
+/// A creation or cancel site, naming net/http when its plumbing is the one.
+fn site(f: &Option<Frame>, by: Option<&str>, frame: &dyn Fn(&Frame) -> String) -> String {
+    match by {
+        // The library's own frame, or program code that called into it.
+        Some(lib) if f.as_ref().is_some_and(|f| f.function.starts_with(lib)) => {
+            format!("{} ({lib}'s own per-request plumbing)", at(f, frame))
+        }
+        Some(lib) => format!(
+            "{} (through {lib}'s own per-request plumbing)",
+            at(f, frame)
+        ),
+        None => at(f, frame),
+    }
+}
+
+/// "#3 #7 #9 ..." for a group's sample context ids out of `count`.
+fn ctx_ids(sample: &[usize], count: usize) -> String {
+    let s: Vec<String> = sample.iter().map(|i| format!("#{i}")).collect();
+    format!(
+        "{}{}",
+        s.join(" "),
+        if count > sample.len() { " ..." } else { "" }
+    )
+}
+
+/// The first five distinct ids, and how many distinct ones there are.
+fn distinct(v: impl Iterator<Item = usize>) -> (Vec<usize>, usize) {
+    let mut v: Vec<usize> = v.collect();
+    v.sort_unstable();
+    v.dedup();
+    let n = v.len();
+    v.truncate(5);
+    (v, n)
+}
+
 fn ids(v: &[u64]) -> String {
     let s: Vec<String> = v.iter().take(8).map(u64::to_string).collect();
     format!("{}{}", s.join(" "), if v.len() > 8 { " ..." } else { "" })
@@ -22,7 +57,7 @@ fn node_line(n: &CtxOut, frame: &dyn Fn(&Frame) -> String) -> String {
         "#{} {} created at {}",
         n.id,
         n.kind,
-        at(&n.created_at, frame)
+        site(&n.created_at, n.created_by, frame)
     );
     if let Some(d) = n.deadline_in_s {
         let _ = write!(s, ", deadline {d:+.1}s");
@@ -34,7 +69,10 @@ fn node_line(n: &CtxOut, frame: &dyn Fn(&Frame) -> String) -> String {
             if let Some(cause) = &c.cause {
                 let _ = write!(s, " (cause: {cause})");
             }
-            let _ = write!(s, ", goroutine {} at {}", c.by_goid, at(&c.at, frame));
+            let _ = write!(s, ", goroutine {}", c.by_goid);
+            if c.at.is_some() {
+                let _ = write!(s, " at {}", site(&c.at, c.at_by, frame));
+            }
         }
     }
     if !n.waiting_goroutines.is_empty() {
@@ -146,7 +184,7 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
              {} timer(s) still armed, {} goroutine(s) waiting on Done",
             l.count,
             l.kind,
-            at(&l.created_at, frame),
+            site(&l.created_at, l.created_by, frame),
             l.age_s
                 .as_ref()
                 .map(|a| format!("{:.1}s", a.max))
@@ -155,53 +193,11 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
             l.waiting_goroutines
         );
     }
-    for i in &c.ignored_cancels {
-        let _ = writeln!(
-            out,
-            "  IGNORED CANCEL [leak pattern 6]: context #{} (created at {}) was cancelled at {} {:.1}s ago, \
-             but {} goroutine(s) started under it still run: {} ({})",
-            i.context,
-            at(&i.created_at, frame),
-            at(&i.cancelled_at, frame),
-            i.cancelled_for_s,
-            i.goroutines.len(),
-            i.start_functions.join(", "),
-            ids(&i.goroutines)
-        );
+    for g in &c.ignored_cancel_groups {
+        ignored_cancel_line(out, g, frame);
     }
-    for b in &c.broken_chains {
-        let _ = writeln!(
-            out,
-            "  BROKEN CHAIN [leak pattern 7]: context #{} created from {} at {} by goroutine {}, which runs under \
-             context #{} (created at {}{}): cancelling that one does not reach it",
-            b.context,
-            b.root,
-            at(&b.created_at, frame),
-            b.creator_goid,
-            b.outer_context,
-            at(&b.outer_created_at, frame),
-            if b.outer_cancelled {
-                ", since cancelled"
-            } else {
-                ""
-            }
-        );
-    }
-    for d in &c.nested_deadlines {
-        let _ = writeln!(
-            out,
-            "  NESTED DEADLINE: context #{} (created at {}) did not time out: its parent's deadline \
-             (context #{}, created at {}) cancelled it{}",
-            d.context,
-            at(&d.created_at, frame),
-            d.cancelled_by,
-            at(&d.cancelled_by_created_at, frame),
-            match d.own_deadline_after_cancel_s {
-                Some(s) => format!(" {s:.1}s before its own"),
-                None => " (its own deadline was later, so Go never armed a timer for it)".into(),
-            }
-        );
-    }
+    broken_chain_lines(out, c, frame);
+    nested_deadline_lines(out, c, frame);
     if trees {
         let _ = writeln!(out, "\ncontext trees:");
         let mut lines = 0;
@@ -212,5 +208,128 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
         if lines >= MAX_TREE_LINES || c.nodes_truncated {
             let _ = writeln!(out, "  ... (truncated; every node is in report.json)");
         }
+    }
+}
+
+fn ignored_cancel_line(
+    out: &mut String,
+    g: &crate::report::contexts::IgnoredCancelGroup,
+    frame: &dyn Fn(&Frame) -> String,
+) {
+    let cancelled = match &g.cancelled_at {
+        Some(_) => format!(
+            "cancelled ({}) at {}",
+            g.origin,
+            site(&g.cancelled_at, g.cancelled_by, frame)
+        ),
+        None => format!("cancelled ({})", g.origin),
+    };
+    let ago = g
+        .cancelled_for_s
+        .as_ref()
+        .map(|a| {
+            if a.max - a.min < 0.05 {
+                format!("{:.1}s", a.max)
+            } else {
+                format!("{:.1}s..{:.1}s", a.min, a.max)
+            }
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  IGNORED CANCEL [leak pattern 6]: {} context(s) created at {}, {cancelled} {ago} ago, \
+         but {} goroutine(s) started under them still run: {} (goids {}); contexts {}",
+        g.count,
+        site(&g.created_at, g.created_by, frame),
+        g.goroutines,
+        g.start_functions.join(", "),
+        ids(&g.sample_goids)
+            + if g.goroutines > g.sample_goids.len() {
+                " ..."
+            } else {
+                ""
+            },
+        ctx_ids(&g.sample_ids, g.count),
+    );
+}
+
+/// One line per (site, root, outer site) instead of one per context: a
+/// service makes the same mistake once per request.
+fn broken_chain_lines(out: &mut String, c: &ContextReport, frame: &dyn Fn(&Frame) -> String) {
+    let mut groups: Vec<(String, Vec<&crate::report::contexts::BrokenChain>)> = Vec::new();
+    for b in &c.broken_chains {
+        let key = format!(
+            "{}|{}|{}|{}",
+            at(&b.created_at, frame),
+            b.root,
+            at(&b.outer_created_at, frame),
+            b.outer_cancelled
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(b),
+            None => groups.push((key, vec![b])),
+        }
+    }
+    for (_, bs) in groups {
+        let b = bs[0];
+        let sample: Vec<usize> = bs.iter().take(5).map(|b| b.context).collect();
+        let outer = distinct(bs.iter().map(|b| b.outer_context));
+        let _ = writeln!(
+            out,
+            "  BROKEN CHAIN [leak pattern 7]: {} context(s) {} created from {} at {} by goroutine(s) running under \
+             context(s) {} (created at {}{}): cancelling those does not reach them",
+            bs.len(),
+            ctx_ids(&sample, bs.len()),
+            b.root,
+            at(&b.created_at, frame),
+            ctx_ids(&outer.0, outer.1),
+            at(&b.outer_created_at, frame),
+            if b.outer_cancelled {
+                ", since cancelled"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// One line per (site, cancelling ancestor's site).
+fn nested_deadline_lines(out: &mut String, c: &ContextReport, frame: &dyn Fn(&Frame) -> String) {
+    let mut groups: Vec<(String, Vec<&crate::report::contexts::NestedDeadline>)> = Vec::new();
+    for d in &c.nested_deadlines {
+        let key = format!(
+            "{}|{}|{}",
+            at(&d.created_at, frame),
+            at(&d.cancelled_by_created_at, frame),
+            d.own_deadline_after_cancel_s.is_some()
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(d),
+            None => groups.push((key, vec![d])),
+        }
+    }
+    for (_, ds) in groups {
+        let d = ds[0];
+        let sample: Vec<usize> = ds.iter().take(5).map(|d| d.context).collect();
+        let by = distinct(ds.iter().map(|d| d.cancelled_by));
+        let before = ds
+            .iter()
+            .filter_map(|d| d.own_deadline_after_cancel_s)
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
+        let _ = writeln!(
+            out,
+            "  NESTED DEADLINE: {} context(s) {} (created at {}) did not time out: their parent's deadline \
+             (context(s) {}, created at {}) cancelled them{}",
+            ds.len(),
+            ctx_ids(&sample, ds.len()),
+            at(&d.created_at, frame),
+            ctx_ids(&by.0, by.1),
+            at(&d.cancelled_by_created_at, frame),
+            match before {
+                Some(s) => format!(" at least {s:.1}s before their own"),
+                None =>
+                    " (their own deadline was later, so Go never armed a timer for them)".into(),
+            }
+        );
     }
 }

@@ -116,6 +116,24 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
 pub fn render(r: &Report, context_trees: bool) -> String {
     let mut out = String::new();
     let paths = Paths(goroot(r));
+    header(&mut out, r);
+    kernel_lines(&mut out, r);
+    let _ = writeln!(out);
+    suspects(&mut out, r, &paths);
+    unbounded_growth(&mut out, r, &paths);
+    if !r.live.is_empty() {
+        let _ = writeln!(out, "\nother live goroutines:");
+        for (i, grp) in r.live.iter().enumerate() {
+            group(&mut out, &paths, i + 1, grp, false);
+        }
+    }
+    contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
+    contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
+    out
+}
+
+/// What was traced, the goroutine counts, the snapshot at attach.
+fn header(out: &mut String, r: &Report) {
     let t = &r.target;
     let _ = writeln!(
         out,
@@ -154,78 +172,111 @@ pub fn render(r: &Report, context_trees: bool) -> String {
         }
         None => {}
     }
-    let k = &r.trace.kernel;
-    let _ = writeln!(
-        out,
-        "events: {} received, {} dropped{}, {} stacks lost{}",
-        r.trace.events_received,
-        k.dropped_total,
-        if k.dropped_total > 0 {
-            let parts: Vec<String> = k
-                .dropped
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            format!(" ({})", parts.join(", "))
-        } else {
-            String::new()
-        },
-        k.stack_errors,
-        if k.parents_lost > 0 {
-            format!(", {} creators unknown", k.parents_lost)
-        } else {
-            String::new()
-        }
-    );
-    if k.dropped_total > 0 {
-        let _ = writeln!(
-            out,
-            "warning: the ring buffer was full {} times: counts below are lower bounds and some goroutines may look older than they are (raise --ring-buffer)",
-            k.dropped_total
-        );
-    }
-    let _ = writeln!(out);
+}
+
+fn suspects(out: &mut String, r: &Report, paths: &Paths) {
     if r.suspects.is_empty() {
         let _ = writeln!(
             out,
             "no leak suspects (no user goroutine blocked ≥ {:.1}s)",
             r.trace.leak_threshold_s
         );
-    } else {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "LEAK SUSPECTS: {} (blocked ≥ {:.1}s)\n",
+        r.verdict, r.trace.leak_threshold_s
+    );
+    for (i, grp) in r.suspects.iter().enumerate() {
+        group(out, paths, i + 1, grp, true);
+        let _ = writeln!(out);
+    }
+}
+
+fn unbounded_growth(out: &mut String, r: &Report, paths: &Paths) {
+    let unbounded: Vec<_> = r.growth.iter().filter(|g| g.unbounded).collect();
+    if unbounded.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
+    for gr in unbounded {
+        let site = gr
+            .created_at
+            .as_ref()
+            .map(|f| paths.frame(f))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "LEAK SUSPECTS: {} (blocked ≥ {:.1}s)\n",
-            r.verdict, r.trace.leak_threshold_s
+            "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
+            gr.start_function, site, gr.net_per_s, gr.created, gr.exited, gr.live_at_end
         );
-        for (i, grp) in r.suspects.iter().enumerate() {
-            group(&mut out, &paths, i + 1, grp, true);
-            let _ = writeln!(out);
-        }
     }
-    let unbounded: Vec<_> = r.growth.iter().filter(|g| g.unbounded).collect();
-    if !unbounded.is_empty() {
-        let _ = writeln!(out, "\nUNBOUNDED GROWTH  [leak pattern 10]");
-        for gr in unbounded {
-            let site = gr
-                .created_at
-                .as_ref()
-                .map(|f| paths.frame(f))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {} created at {}: {:+.1}/s ({} created, {} exited, {} live)",
-                gr.start_function, site, gr.net_per_s, gr.created, gr.exited, gr.live_at_end
-            );
+}
+
+/// The events line and what the probes lost, cut or could not read: drops
+/// always, the rest when non-zero, every count "unknown" when the counters
+/// could not be read.
+fn kernel_lines(out: &mut String, r: &Report) {
+    use crate::probe::counters::shown;
+    let k = &r.trace.kernel;
+    let parts = |m: &std::collections::BTreeMap<String, u64>| -> String {
+        let v: Vec<String> = m
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        v.join(", ")
+    };
+    let dropped = k.dropped_total.unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "events: {} received, {} dropped{}, {} stacks lost{}",
+        r.trace.events_received,
+        shown(k.dropped_total),
+        if dropped > 0 {
+            format!(" ({})", parts(&k.dropped))
+        } else {
+            String::new()
+        },
+        shown(k.stack_errors),
+        match k.parents_lost {
+            Some(n) if n > 0 => format!(", {n} creators unknown"),
+            _ => String::new(),
         }
+    );
+    if dropped > 0 {
+        let _ = writeln!(
+            out,
+            "warning: the ring buffer was full {dropped} times: counts below are lower bounds and some goroutines may look older than they are (raise --ring-buffer)",
+        );
     }
-    if !r.live.is_empty() {
-        let _ = writeln!(out, "\nother live goroutines:");
-        for (i, grp) in r.live.iter().enumerate() {
-            group(&mut out, &paths, i + 1, grp, false);
-        }
+    if k.dropped_total.is_none() {
+        let _ = writeln!(
+            out,
+            "warning: the probes' counters could not be read: drops, lost or cut stacks and failed reads are unknown"
+        );
     }
-    contexts::render_timers(&mut out, &r.timers, &|f| paths.frame(f));
-    contexts::render(&mut out, &r.contexts, context_trees, &|f| paths.frame(f));
-    out
+    if let Some(n) = k.stacks_truncated.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} event stacks were cut at {} frames: their outermost frames are missing",
+            tracer_common::STACK_DUMP_DEPTH
+        );
+    }
+    if let Some(n) = k.wait_chans_truncated.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} parks waited on more than {} channels: only the first {} were read (a goroutine may not be tied to its context)",
+            tracer_common::MAX_WAIT_CHANS,
+            tracer_common::MAX_WAIT_CHANS
+        );
+    }
+    if let Some(n) = k.read_errors_total.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} reads of the target's memory failed in the probes ({}): the fields they fill read as 0 (--debug-probes tells more)",
+            parts(&k.read_errors)
+        );
+    }
 }
