@@ -11,7 +11,9 @@
 //! into the creating goroutine's stack: the creation stack needs no probe on
 //! the creator. The creator's goid is `g.parentGoid` (Go 1.21+); before 1.21
 //! a `runtime.newproc` entry probe stashes it per thread for the RET probe
-//! (the same thread runs both).
+//! (the same thread runs both). On arm64 before Go 1.25 `systemstack` breaks
+//! the frame-pointer chain, and that entry probe stashes the creation stack
+//! too.
 //!
 //! A park is seen after `runtime.gopark`'s prologue (once per call, with
 //! the frame set up, so the walk includes gopark's caller). Its channels
@@ -31,7 +33,7 @@ use tracer_common::{
     CONFIG_FLAG_G_WINDOW, CONFIG_FLAG_PARENT_GOID, CONFIG_FLAG_SUDOG_WINDOW,
     CONFIG_FLAG_WAIT_CHANS, COUNTER_PARENTS_LOST, COUNTER_WAIT_CHANS_TRUNCATED, Config,
     G_WINDOW_MAX, GoCreateEvent, GoExitEvent, GoIdentity, GoParkChansEvent, GoParkEvent,
-    GoReadyEvent, MORE_WAIT_CHANS, Program, SUDOG_WINDOW_MAX, WAIT_CHANS,
+    GoReadyEvent, MORE_WAIT_CHANS, NO_STACK, Program, SUDOG_WINDOW_MAX, WAIT_CHANS,
 };
 
 use crate::{
@@ -42,9 +44,9 @@ use crate::{
     stacks::user_stack,
 };
 
-/// Stashed at `newproc` entry (Go < 1.21) for the RET probes of `newproc1`,
-/// in the slot of the thread (`tid % NEWPROC_SLOTS`); `tid` tells a slot's
-/// owner.
+/// Stashed at `newproc` entry (Go < 1.21, and arm64 before Go 1.25) for
+/// the RET probes of `newproc1`, in the slot of the thread
+/// (`tid % NEWPROC_SLOTS`); `tid` tells a slot's owner.
 #[derive(Clone, Copy)]
 struct NewprocStash {
     tid: u32,
@@ -52,7 +54,18 @@ struct NewprocStash {
     armed: u32,
     /// The creator's goid.
     goid: u64,
+    /// arm64: the creation stack, walked here on the creating goroutine
+    /// (see [`CREATION_STACK_AT_NEWPROC`]), and the return address the walk
+    /// from an entry misses; `NO_STACK` and 0 elsewhere.
+    stack_id: i32,
+    _pad: u32,
+    caller_pc: u64,
 }
+
+/// arm64's `systemstack` before Go 1.25 loads g0's frame pointer, so the
+/// walk from `newproc1` (on g0) never reaches the creator's frames; the
+/// `newproc` entry probe (attached there only on such binaries) walks them.
+const CREATION_STACK_AT_NEWPROC: bool = cfg!(bpf_target_arch = "aarch64");
 
 const NEWPROC_SLOTS: u32 = 4096;
 
@@ -139,14 +152,23 @@ fn copy_g_window(p: &Probe, cfg: &Config, g: u64) -> Option<&'static [u64; G_WOR
     ok.then(|| unsafe { &*buf })
 }
 
-/// `runtime.newproc` entry, on the creating goroutine (Go < 1.21 only).
+/// `runtime.newproc` entry, on the creating goroutine (Go < 1.21, and
+/// arm64 before Go 1.25).
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
     run(&ctx, Program::GoNewproc, |p, cfg| {
+        let (stack_id, caller_pc) = if CREATION_STACK_AT_NEWPROC {
+            (user_stack(p), return_address(p))
+        } else {
+            (NO_STACK, 0)
+        };
         let stash = NewprocStash {
             tid: p.tid,
             armed: 1,
             goid: p.read_u64(current_g(&ctx) + cfg.g_goid),
+            stack_id,
+            _pad: 0,
+            caller_pc,
         };
         // An entry probe can fire twice for one call (the prologue re-enters
         // after stack growth): overwriting the thread's slot deduplicates.
@@ -157,39 +179,45 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     })
 }
 
-/// The creator's goid stashed by `go_newproc` on this thread, if any.
+/// What `go_newproc` stashed on this thread, taken (disarmed), if any. A
+/// slot another thread armed since leaves this creation's parent unknown
+/// (counted when the parent comes from the stash).
 #[inline(always)]
-fn take_stashed_parent(p: &Probe) -> u64 {
-    let Some(slot) = NEWPROC.get_ptr_mut(p.tid % NEWPROC_SLOTS) else {
-        return 0;
-    };
+fn take_stash(p: &Probe, parent_from_stash: bool) -> Option<NewprocStash> {
+    let slot = NEWPROC.get_ptr_mut(p.tid % NEWPROC_SLOTS)?;
     // SAFETY: an array slot, read and disarmed at once.
     let s = unsafe { &mut *slot };
     if s.armed != 1 {
-        p.skipped("no newproc entry stashed the creator");
-        return 0;
+        if parent_from_stash {
+            p.skipped("no newproc entry stashed the creator");
+        }
+        return None;
     }
     if s.tid != p.tid {
-        // Another thread of the target shares the slot and armed it since:
-        // this creation's parent is unknown (counted).
-        bump(COUNTER_PARENTS_LOST);
-        p.skipped("creator slot taken by another thread");
-        return 0;
+        if parent_from_stash {
+            bump(COUNTER_PARENTS_LOST);
+            p.skipped("creator slot taken by another thread");
+        }
+        return None;
     }
     s.armed = 0;
-    s.goid
+    Some(*s)
 }
 
 /// Attached to every RET instruction of `runtime.newproc1`.
 #[uprobe]
 pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
     run(&ctx, Program::GoNewproc1Ret, |p, cfg| {
-        // The stack walk first: verified once, not once per path below.
-        let stack_id = user_stack(p);
-        let parent = if cfg.flags & CONFIG_FLAG_PARENT_GOID == 0 {
-            take_stashed_parent(p)
-        } else {
-            0
+        let parent_from_stash = cfg.flags & CONFIG_FLAG_PARENT_GOID == 0;
+        let stash = take_stash(p, parent_from_stash);
+        let parent = match stash {
+            Some(s) if parent_from_stash => s.goid,
+            _ => 0,
+        };
+        // The stack walk before the paths below: verified once, not per path.
+        let (stack_id, caller_pc) = match stash {
+            Some(s) if s.stack_id != NO_STACK => (s.stack_id, s.caller_pc),
+            _ => (user_stack(p), 0),
         };
         let newg = arg(&ctx, 0);
         if newg == 0 {
@@ -201,7 +229,9 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
             ev.g = g;
             ev.stack_id = stack_id;
             ev._pad = 0;
-            ev.caller_pc = 0;
+            // From newproc1 the walk includes newproc's return address;
+            // from newproc's entry it does not (stashed with the stack).
+            ev.caller_pc = caller_pc;
         });
     })
 }

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::build::build;
 use crate::setup::setup;
 use crate::util::{cargo, require_root, run, target_dir, tools_dir};
+use crate::vm::Outcome;
 
 /// rustfmt, clippy on the host crates, clippy on the eBPF crate. Runs all
 /// three and fails if any of them failed.
@@ -81,8 +82,10 @@ pub fn lint() -> Result<()> {
 }
 
 /// setup → lint → build → `cargo test [args]` with `GOTRACE_BIN` and
-/// `GOTRACE_TOOLS` set → `oldkernel` (the fixtures under Linux 5.10). A lint failure does not stop the tests (so one run
-/// shows everything) but still fails the command.
+/// `GOTRACE_TOOLS` set → `oldkernel` (the fixtures under Linux 5.10) →
+/// `arm64` (the fixtures on an emulated arm64 machine). A lint failure does
+/// not stop the tests (so one run shows everything) but still fails the
+/// command.
 pub fn test(args: &[OsString]) -> Result<()> {
     require_root("cargo xtask test")?;
     let start = Instant::now();
@@ -152,36 +155,66 @@ fn test_steps(
         Ok(())
     };
 
-    // The same fixtures under Debian 11's Linux 5.10 in qemu (about a
-    // minute under TCG once the kernel is cached): each check counts as a
-    // test. Like lint, it runs even when cargo test failed, so one run shows
-    // everything; not when the run was narrowed to some tests.
-    let old = if args.is_empty() {
-        let old = crate::oldkernel::run_suite(crate::oldkernel::Accel::Auto);
-        match &old {
-            Ok(o) => {
-                totals.passed += o.passed;
-                totals.failed += o.failed;
-            }
-            Err(_) => totals.failed += 1,
+    // The same fixtures under Debian 11's Linux 5.10 in qemu, then on arm64
+    // (Debian 12's arm64 kernel, emulated), about a minute each under TCG
+    // once cached: each check counts as a test. Like lint,
+    // they run even when cargo test failed, so one run shows everything;
+    // not when the run was narrowed to some tests.
+    let guests: [(&str, GuestRun); 2] = [
+        ("old kernel", || {
+            crate::oldkernel::run_suite(crate::vm::Accel::Auto)
+        }),
+        ("arm64", crate::arm64::run_suite),
+    ];
+    let mut errors: Vec<anyhow::Error> = tests.err().into_iter().collect();
+    for (name, run_suite) in guests {
+        if !args.is_empty() {
+            summary.push(format!("{name} skipped (test arguments given)"));
+            continue;
+        }
+        if let Err(e) = guest_step(name, run_suite(), summary, &mut totals) {
+            errors.push(e);
         }
         *totals_out = Some(totals);
-        match old {
-            Ok(o) if o.failed == 0 => {
-                summary.push(format!("old kernel ok ({} checks)", o.passed));
-                Ok(())
-            }
-            Ok(o) => Err(anyhow::anyhow!("old kernel: {} checks failed", o.failed)),
-            Err(e) => Err(e.context("old kernel")),
+    }
+    match errors.len() {
+        0 => lint,
+        1 => Err(errors.remove(0)),
+        _ => bail!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+/// One qemu run of the fixtures (`oldkernel`, `arm64`).
+type GuestRun = fn() -> Result<Outcome>;
+
+/// Adds one guest run's checks to the totals and the summary.
+fn guest_step(
+    name: &str,
+    outcome: Result<Outcome>,
+    summary: &mut Vec<String>,
+    totals: &mut Totals,
+) -> Result<()> {
+    match &outcome {
+        Ok(o) => {
+            totals.passed += o.passed;
+            totals.failed += o.failed;
         }
-    } else {
-        summary.push("old kernel skipped (test arguments given)".into());
-        Ok(())
-    };
-    match (tests, old) {
-        (Err(t), Err(o)) => bail!("{t:#}; {o:#}"),
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(())) => lint,
+        Err(_) => totals.failed += 1,
+    }
+    match outcome {
+        Ok(o) if o.failed == 0 => {
+            summary.push(format!("{name} ok ({} checks)", o.passed));
+            Ok(())
+        }
+        Ok(o) => Err(anyhow::anyhow!("{name}: {} checks failed", o.failed)),
+        Err(e) => Err(e.context(name.to_string())),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Project automation for gotrace: `cargo xtask <command>`.
 
+mod arm64;
 mod bench;
 mod build;
 mod check;
@@ -11,6 +12,7 @@ mod setup;
 mod soak;
 mod util;
 mod verifier;
+mod vm;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ commands:
                      boot Debian 11's Linux 5.10 under qemu, run gotrace in it
                      against Go fixtures and compare with the host's reports
                      (needs root; downloads the kernel once)
+  arm64              cross-build gotrace and the fixtures for arm64, boot
+                     Debian 12's arm64 kernel under qemu (TCG), run gotrace
+                     in it and check its reports against the fixtures' counts
+                     and the host's (needs root; downloads the kernel once)
   soak [--duration 10m] [--rate 5000] [--interval 5s]
                      trace a busy fixture for a long time; fail if gotrace's
                      memory grows (needs root)
@@ -81,6 +87,12 @@ fn main() -> ExitCode {
                 .collect::<Vec<_>>(),
         ),
         Some("oldkernel") => oldkernel::oldkernel(
+            &rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        ),
+        Some("arm64") => arm64::arm64(
             &rest
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())

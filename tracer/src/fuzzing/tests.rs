@@ -54,13 +54,11 @@ fn synthetic_binaries_parse_all_the_way() {
         assert_eq!(names, ["main.helper", "main.worker"], "{what}");
         assert_eq!(frames[1].file.as_deref(), Some("/app/main.go"), "{what}");
         let wrapper = bin.symbols().lookup("main.main.gowrap1").unwrap().addr;
-        if spec.arch == Arch::X86_64 {
-            assert_eq!(
-                wrappers::go_wrapper_callee(&bin, &s, wrapper).as_deref(),
-                Some("main.worker"),
-                "{what}"
-            );
-        }
+        assert_eq!(
+            wrappers::go_wrapper_callee(&bin, &s, wrapper).as_deref(),
+            Some("main.worker"),
+            "{what}"
+        );
     }
 }
 

@@ -116,16 +116,20 @@ pub fn call_sites(arch: Arch, func_addr: u64, code: &[u8], target: u64) -> Vec<u
                 let pc = func_addr.checked_add(4 * i as u64)?;
                 Some((pc, u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
             })
-            .filter(|&(pc, word)| {
-                // BL imm26: 100101 imm26, target = pc + sext(imm26) * 4.
-                word & 0xfc00_0000 == 0x9400_0000 && {
-                    let imm = (((word & 0x03ff_ffff) << 6) as i32 >> 6) as i64 * 4;
-                    pc.checked_add_signed(imm) == Some(target)
-                }
-            })
+            .filter(|&(pc, word)| aarch64_bl_target(pc, word) == Some(target))
             .map(|(pc, _)| pc)
             .collect(),
     }
+}
+
+/// The target of the arm64 instruction `word` at `pc` if it is a direct
+/// call: `BL imm26` (100101 imm26), target = pc + sext(imm26) * 4.
+pub fn aarch64_bl_target(pc: u64, word: u32) -> Option<u64> {
+    if word & 0xfc00_0000 != 0x9400_0000 {
+        return None;
+    }
+    let imm = (((word & 0x03ff_ffff) << 6) as i32 >> 6) as i64 * 4;
+    pc.checked_add_signed(imm)
 }
 
 /// True if the instruction at the start of `code` is a return instruction.

@@ -2,11 +2,12 @@
 //! arguments: `caller.gowrapN` (Go 1.22+), `caller.funcN` or, nested in
 //! another closure, `caller.funcN.M` (Go ≤ 1.21, the same name scheme as real
 //! closures). The goroutine's start pc is the wrapper; a Go developer wants
-//! `f`. This finds `f` from the machine code, so it does not depend on how a
-//! version names the wrapper.
+//! `f`. This finds `f` from the machine code (amd64 and arm64), so it does
+//! not depend on how a version names the wrapper.
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
+use super::rets::aarch64_bl_target;
 use super::symbolize::Symbolizer;
 use super::{Arch, GoBinary};
 use crate::goruntime::package_of;
@@ -59,25 +60,16 @@ fn is_plumbing(name: &str) -> bool {
 /// forwards to one function is indistinguishable from a wrapper and is
 /// treated as one, which names the same function a reader would.
 pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> Option<String> {
-    if bin.arch() != Arch::X86_64 {
-        return None;
-    }
     let sym = bin.symbols().containing(addr)?;
     if !is_function_literal(&sym.name) {
         return None;
     }
     let one_line = !is_gowrap(&sym.name);
     let code = bin.code(sym).ok()?;
-    let mut decoder = Decoder::with_ip(64, code, sym.addr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
     let mut callee: Option<String> = None;
     let mut line: Option<(Option<String>, u32)> = None;
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if instr.is_invalid() {
-            break;
-        }
-        let frames = symbolizer.symbolize(instr.ip(), false);
+    for (pc, flow) in instructions(bin.arch(), sym.addr, code) {
+        let frames = symbolizer.symbolize(pc, false);
         let own = frames.last()?;
         if one_line && own.line != 0 {
             let here = (own.file.clone(), own.line);
@@ -90,13 +82,15 @@ pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> 
             // wrapper is the function the `go` statement named; its own
             // calls are its business.
             Some(frames[frames.len() - 2].function.clone())
-        } else if instr.flow_control() == FlowControl::IndirectCall {
-            return None;
-        } else if instr.flow_control() == FlowControl::Call && instr.is_call_near() {
-            let target = bin.symbols().containing(instr.near_branch_target())?;
-            (!is_plumbing(&target.name)).then(|| target.name.clone())
         } else {
-            None
+            match flow {
+                Flow::IndirectCall => return None,
+                Flow::Call(target) => {
+                    let target = bin.symbols().containing(target)?;
+                    (!is_plumbing(&target.name)).then(|| target.name.clone())
+                }
+                Flow::Other => None,
+            }
         };
         if let Some(c) = called
             && callee.get_or_insert_with(|| c.clone()) != &c
@@ -114,16 +108,86 @@ pub fn go_wrapper_callee(bin: &GoBinary, symbolizer: &Symbolizer, addr: u64) -> 
     Some(callee)
 }
 
+/// What an instruction does to control flow, as far as finding a wrapper's
+/// callee goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// A direct call to this address.
+    Call(u64),
+    /// A call through a register or memory.
+    IndirectCall,
+    Other,
+}
+
+/// Each instruction's address in `code` (a function's body at `addr`) and
+/// its [`Flow`]; decoding stops at the first invalid instruction.
+fn instructions(arch: Arch, addr: u64, code: &[u8]) -> Vec<(u64, Flow)> {
+    match arch {
+        Arch::X86_64 => {
+            let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+            let mut instr = Instruction::default();
+            let mut out = Vec::new();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instr);
+                if instr.is_invalid() {
+                    break;
+                }
+                let flow = match instr.flow_control() {
+                    FlowControl::IndirectCall => Flow::IndirectCall,
+                    FlowControl::Call if instr.is_call_near() => {
+                        Flow::Call(instr.near_branch_target())
+                    }
+                    _ => Flow::Other,
+                };
+                out.push((instr.ip(), flow));
+            }
+            out
+        }
+        Arch::Aarch64 => code
+            .chunks_exact(4)
+            .enumerate()
+            .map_while(|(i, w)| {
+                let pc = addr.checked_add(4 * i as u64)?;
+                let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                Some((pc, aarch64_flow(pc, word)))
+            })
+            .collect(),
+    }
+}
+
+/// `BL imm26` is a direct call; `BLR Xn` (1101011 0001 11111 000000 Rn
+/// 00000) an indirect one.
+fn aarch64_flow(pc: u64, word: u32) -> Flow {
+    if let Some(target) = aarch64_bl_target(pc, word) {
+        Flow::Call(target)
+    } else if word & 0xffff_fc1f == 0xd63f_0000 {
+        Flow::IndirectCall
+    } else {
+        Flow::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use crate::gobin::testutil::probe;
+    use crate::gobin::testutil::{BuildOpts, build_testdata};
 
     #[test]
     fn wrappers_resolve_to_the_called_function_and_closures_do_not() {
-        for minor in ["1.21", "1.26"] {
-            let bin = GoBinary::open(&probe(minor)).unwrap();
+        let arm64 = BuildOpts {
+            args: &[],
+            env: &[("GOARCH", "arm64"), ("CGO_ENABLED", "0")],
+        };
+        for (minor, opts) in [
+            ("1.21", BuildOpts::default()),
+            ("1.26", BuildOpts::default()),
+            ("1.21", arm64),
+            ("1.26", arm64),
+        ] {
+            let path = build_testdata("probe", minor, opts).unwrap_or_else(|e| panic!("{e}"));
+            let bin = GoBinary::open(&path).unwrap();
+            let minor = format!("{minor} {}", bin.arch());
             let sym = bin.symbolizer().unwrap();
             let mut callees = Vec::new();
             let mut closures = 0;
@@ -166,5 +230,15 @@ mod tests {
         assert!(is_plumbing("runtime.morestack.abi0"));
         assert!(is_plumbing("runtime.morestack_noctxt.abi0"));
         assert!(!is_plumbing("runtime.makechan"));
+    }
+
+    #[test]
+    fn aarch64_calls() {
+        // bl +8; blr x1; ret; nop
+        let pc = 0x1000;
+        assert_eq!(aarch64_flow(pc, 0x9400_0002), Flow::Call(0x1008));
+        assert_eq!(aarch64_flow(pc, 0xd63f_0020), Flow::IndirectCall);
+        assert_eq!(aarch64_flow(pc, 0xd65f_03c0), Flow::Other);
+        assert_eq!(aarch64_flow(pc, 0xd503_201f), Flow::Other);
     }
 }

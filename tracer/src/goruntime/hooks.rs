@@ -171,17 +171,27 @@ pub fn unreferenced_timers_collected(version: &GoVersion) -> bool {
     version.at_least(1, 23)
 }
 
+/// Whether a frame-pointer walk from a function `systemstack` runs on g0
+/// stops on g0: arm64's `systemstack` loaded g0's saved frame pointer
+/// before switching until Go 1.25, which keeps the caller's; amd64's never
+/// touched it.
+pub fn systemstack_hides_caller(version: &GoVersion, arm64: bool) -> bool {
+    arm64 && !version.at_least(1, 25)
+}
+
 /// The goroutine-lifecycle hooks for a Go version. The names are the same in
 /// every supported release (1.19–1.27); the per-version split lives here when
 /// they diverge.
 ///
-/// `runtime.newproc` is probed only before Go 1.21, for the creator's goid
-/// (later releases keep it in `g.parentGoid`); the creation stack is walked
-/// from `newproc1`'s returns, through `systemstack`, in every release.
-pub fn goroutine_hooks(version: &GoVersion) -> Vec<Hook> {
+/// `runtime.newproc` is probed before Go 1.21, for the creator's goid
+/// (later releases keep it in `g.parentGoid`). The creation stack is walked
+/// from `newproc1`'s returns, through `systemstack`, except on arm64 before
+/// Go 1.25 (see [`systemstack_hides_caller`]), where the `newproc` entry
+/// probe walks it on the creating goroutine.
+pub fn goroutine_hooks(version: &GoVersion, arm64: bool) -> Vec<Hook> {
     use Placement::*;
     let mut hooks = Vec::new();
-    if !version.at_least(1, 21) {
+    if !version.at_least(1, 21) || systemstack_hides_caller(version, arm64) {
         hooks.push(Hook {
             program: "go_newproc",
             symbol: "runtime.newproc",
@@ -216,4 +226,23 @@ pub fn goroutine_hooks(version: &GoVersion) -> Vec<Hook> {
         },
     ]);
     hooks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newproc_entry_probe_where_the_creator_is_not_reachable_otherwise() {
+        let has = |v: &str, arm64| {
+            goroutine_hooks(&GoVersion::parse(v), arm64)
+                .iter()
+                .any(|h| h.program == "go_newproc")
+        };
+        assert!(has("go1.19.8", false));
+        assert!(!has("go1.21.13", false));
+        assert!(has("go1.21.13", true));
+        assert!(has("go1.24.11", true));
+        assert!(!has("go1.25.5", true));
+    }
 }

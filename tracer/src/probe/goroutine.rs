@@ -36,7 +36,8 @@ pub enum PlanError {
 
 /// Every attach point for the goroutine hooks of this binary.
 pub fn plan(bin: &GoBinary) -> Result<Vec<AttachPoint>, PlanError> {
-    points_for(bin, &hooks::goroutine_hooks(bin.version()))
+    let arm64 = bin.arch() == crate::gobin::Arch::Aarch64;
+    points_for(bin, &hooks::goroutine_hooks(bin.version(), arm64))
 }
 
 /// Attach points for `hooks`; hooks that are not `required` are skipped when

@@ -4,23 +4,23 @@
 use super::*;
 
 /// What came back from the guest.
-pub(super) struct Guest {
-    pub(super) release: String,
-    pub(super) btf: String,
-    pub(super) accel: String,
-    pub(super) elapsed: Duration,
-    pub(super) kernel_package: String,
-    pub(super) files: BTreeMap<String, Vec<u8>>,
+pub struct Guest {
+    pub release: String,
+    pub btf: String,
+    pub accel: String,
+    pub elapsed: Duration,
+    pub kernel_package: String,
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Guest {
-    pub(super) fn file(&self, name: &str) -> Option<&[u8]> {
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
         self.files.get(name).map(Vec::as_slice)
     }
 }
 
 /// Why `/dev/kvm` cannot boot a stock kernel here, if it cannot.
-pub(super) fn kvm_unusable() -> Option<String> {
+pub fn kvm_unusable() -> Option<String> {
     let dev = Path::new("/dev/kvm");
     if !dev.exists() {
         return Some("/dev/kvm is missing".into());
@@ -46,67 +46,84 @@ pub(super) fn kvm_unusable() -> Option<String> {
     None
 }
 
-pub(super) fn boot(kernel: &Kernel, initramfs: &Path, work: &Path, accel: Accel) -> Result<Guest> {
+/// Longest a guest may run before it is killed.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// With KVM, the guest must have said it is up within this long; otherwise
+/// KVM is taken as unusable and the guest is started again under TCG.
+const KVM_LIVENESS: Duration = Duration::from_secs(40);
+
+pub fn boot(
+    m: &Machine,
+    kernel: &Kernel,
+    initramfs: &Path,
+    work: &Path,
+    accel: Accel,
+) -> Result<Guest> {
     let use_kvm = match accel {
         Accel::Tcg => false,
+        _ if !m.kvm_possible => false,
         Accel::Kvm => true,
         Accel::Auto => match kvm_unusable() {
             Some(why) => {
-                println!("oldkernel: using TCG (software emulation): {why}");
+                println!("{}: using TCG (software emulation): {why}", m.name);
                 false
             }
             None => true,
         },
     };
     if use_kvm {
-        match boot_with(kernel, initramfs, work, true) {
+        match boot_with(m, kernel, initramfs, work, true) {
             Ok(g) => return Ok(g),
             Err(e) if accel == Accel::Auto => {
-                println!("oldkernel: KVM did not work ({e:#}); retrying under TCG");
+                println!("{}: KVM did not work ({e:#}); retrying under TCG", m.name);
             }
             Err(e) => return Err(e),
         }
     }
-    boot_with(kernel, initramfs, work, false)
+    boot_with(m, kernel, initramfs, work, false)
 }
 
-pub(super) fn boot_with(
+pub fn boot_with(
+    m: &Machine,
     kernel: &Kernel,
     initramfs: &Path,
     work: &Path,
     kvm: bool,
 ) -> Result<Guest> {
     let console = work.join("console.log");
-    let data = work.join("data.log");
+    let data = match m.data_port {
+        Some(_) => work.join("data.log"),
+        None => console.clone(),
+    };
     for f in [&console, &data] {
         let _ = std::fs::remove_file(f);
     }
-    let mut c = cmd("qemu-system-x86_64");
+    let mut c = cmd(m.qemu);
     c.args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-no-reboot", "-m", "1024", "-smp", "2"]);
     if kvm {
         c.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        c.args(["-accel", "tcg", "-cpu", "max"]);
+        c.args(["-accel", "tcg"]).args(m.tcg_args);
     }
     c.arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args([
-            "-append",
-            // no_timer_check: a slow (TCG) guest on a busy host otherwise
-            // fails the IO-APIC timer check and panics.
-            "console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={} panic=-1 quiet loglevel=3 {}",
+            m.console, m.append
+        ))
         .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", data.display()))
-        .stdin(Stdio::null());
+        .arg(format!("file:{}", console.display()));
+    if m.data_port.is_some() {
+        c.arg("-serial").arg(format!("file:{}", data.display()));
+    }
+    c.stdin(Stdio::null());
     crate::util::announce(&c);
     let start = Instant::now();
-    let mut child = c.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = c.spawn().with_context(|| format!("starting {}", m.qemu))?;
     let mut up = false;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -149,6 +166,17 @@ pub(super) fn boot_with(
         kernel_package: kernel.package.clone(),
         files: BTreeMap::new(),
     };
+    let done = read_results(&text, &mut guest)?;
+    echo_console(&console);
+    if !done {
+        bail!("the guest stopped before it sent every result");
+    }
+    Ok(guest)
+}
+
+/// Fills `guest` from the `@@` lines of the data port; true if the guest
+/// said it was done.
+fn read_results(text: &str, guest: &mut Guest) -> Result<bool> {
     let mut current: Option<(String, String)> = None;
     let mut done = false;
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
@@ -173,25 +201,31 @@ pub(super) fn boot_with(
             done = true;
         }
     }
-    let console_text = std::fs::read_to_string(&console).unwrap_or_default();
-    for line in console_text.lines().map(|l| l.trim_end_matches('\r')) {
-        if !line.trim().is_empty() && !line.contains('\x1b') {
+    Ok(done)
+}
+
+/// Prints the guest's console; results sharing it are not echoed.
+fn echo_console(console: &Path) {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let mut in_file = false;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("@@ ") {
+            in_file = line.starts_with("@@ file ");
+            continue;
+        }
+        if !in_file && !line.trim().is_empty() && !line.contains('\x1b') {
             println!("guest| {line}");
         }
     }
-    if !done {
-        bail!("the guest stopped before it sent every result");
-    }
-    Ok(guest)
 }
 
-pub(super) fn console_tail(console: &Path) -> String {
+pub fn console_tail(console: &Path) -> String {
     let text = std::fs::read_to_string(console).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-pub(super) fn base64_decode(text: &str) -> Result<Vec<u8>> {
+pub fn base64_decode(text: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc: u32 = 0;
     let mut bits = 0;
