@@ -177,7 +177,7 @@ impl GoBinary {
         if bin.symbols.is_empty()
             && let Some(p) = bin.pclntab()
         {
-            bin.symbols = Arc::new(symbols::SymbolTable::from_pclntab(p));
+            bin.symbols = Arc::new(symbols::SymbolTable::from_funcs(p.functions()));
         }
         Ok(bin)
     }

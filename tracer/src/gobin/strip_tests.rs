@@ -142,7 +142,7 @@ fn stripped_symbols_equal_symtab() {
         }
         // Every pclntab function is a .symtab function: same address and
         // size, and the same name but for ABI suffixes and "[...]".
-        let table = SymbolTable::from_pclntab(normal.pclntab().unwrap());
+        let table = SymbolTable::from_funcs(normal.pclntab().unwrap().functions());
         let mut symtab: HashMap<u64, Vec<(&str, u64)>> = HashMap::new();
         for s in normal.symbols().iter() {
             symtab

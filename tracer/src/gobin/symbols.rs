@@ -38,11 +38,6 @@ impl SymbolTable {
         SymbolTable::from_funcs(funcs)
     }
 
-    /// Every function of the Go pclntab (for binaries without `.symtab`).
-    pub fn from_pclntab(pclntab: &super::pclntab::Pclntab) -> SymbolTable {
-        SymbolTable::from_funcs(pclntab.functions())
-    }
-
     /// Builds a table from arbitrary symbols (sorted here).
     pub fn from_funcs(mut funcs: Vec<FuncSymbol>) -> SymbolTable {
         funcs.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
