@@ -1,5 +1,5 @@
 //! Offsets of `runtime.g` fields and wait-reason constants, read from DWARF
-//! (binaries without DWARF use the per-version table of [`super::layout_table`]).
+//! (binaries without DWARF use the per-version table of `layout_table.rs`).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -6,6 +6,7 @@
 
 pub mod buildinfo;
 mod dwarf;
+pub mod frame;
 pub mod globals;
 mod itabs;
 pub mod layout;

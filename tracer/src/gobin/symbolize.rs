@@ -9,13 +9,7 @@ use super::dwarf::{Reader, err};
 use super::pclntab::Pclntab;
 use super::symbols::SymbolTable;
 
-/// One (possibly inlined) source frame.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Frame {
-    pub function: String,
-    pub file: Option<String>,
-    pub line: u32,
-}
+pub use super::frame::Frame;
 
 /// Symbolizes addresses of one binary. Owns its DWARF data, so it outlives
 /// the [`GoBinary`](super::GoBinary) it came from; `Send + Sync`.

@@ -1,7 +1,7 @@
 //! pc → source frames: the pc-value tables (pcfile, pcln, the inline tree
 //! index) and the inline tree (`FUNCDATA_InlTree`).
 
-use super::super::symbolize::Frame;
+use super::super::frame::Frame;
 use super::{FuncInfo, Pclntab};
 
 /// `_PCDATA_InlTreeIndex` and `_FUNCDATA_InlTree`.
