@@ -613,6 +613,18 @@ pub fn hold_fixture(bin: &Path, env: &[(&str, &str)], timeout: Duration) -> anyh
     Ok(Held { child, pid, stdout })
 }
 
+/// `v[key]` as an array (a report list); panics with the value otherwise.
+pub fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is not an array: {v:#}"))
+}
+
+/// A report frame's function name ("" for null).
+pub fn func(frame: &Value) -> &str {
+    frame["function"].as_str().unwrap_or("")
+}
+
 /// The Go minors every end-to-end fixture test runs against, oldest first:
 /// those of `gotoolchains::GO_VERSIONS`, which `cargo xtask setup` installs.
 pub fn go_minors() -> Vec<&'static str> {

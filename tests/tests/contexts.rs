@@ -3,7 +3,7 @@
 //! context package changed in 1.20 and 1.21) and traced from its first
 //! goroutine by the real gotrace binary.
 
-use gotrace_e2e::{Traced, fixture, root_guard, trace_command};
+use gotrace_e2e::{Traced, fixture, func, list, root_guard, trace_command};
 use serde_json::Value;
 
 const ARGS: &[&str] = &["--leak-threshold", "1s"];
@@ -17,16 +17,6 @@ fn ctx(t: &Traced) -> &Value {
     let c = &t.report["contexts"];
     assert_eq!(c["not_traced"], Value::Null, "{c:#}");
     c
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} is not an array: {v:#}"))
-}
-
-fn func(frame: &Value) -> &str {
-    frame["function"].as_str().unwrap_or("")
 }
 
 /// Nodes created in `function`.

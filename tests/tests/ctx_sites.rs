@@ -7,23 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use gotrace_e2e::{Traced, fixture, trace_command};
+use gotrace_e2e::{Traced, fixture, func, list, trace_command};
 use serde_json::Value;
 
 fn run(name: &str, go: &str, hold: &str) -> Traced {
     let bin = fixture(name, go);
     trace_command(&bin, hold, &["--leak-threshold", "1s"])
         .unwrap_or_else(|e| panic!("tracing {name} (Go {go}): {e:#}"))
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} is not an array: {v:#}"))
-}
-
-fn func(frame: &Value) -> &str {
-    frame["function"].as_str().unwrap_or("")
 }
 
 /// Every creation and cancel site of the report is outside package
