@@ -47,7 +47,7 @@ use tracer_common::CANCEL_CAUSE_IS_ERR;
 use crate::model::contexts::cancel_error_name;
 
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::{is_system_function, is_user_function, wait_reason};
+use crate::goruntime::{is_system_function, wait_reason};
 use crate::model::ContextModel;
 use crate::model::StackRef;
 use crate::model::timeline::{NONE, Step, Timeline, Track};
@@ -195,10 +195,7 @@ fn frame_text(f: &Frame) -> String {
 /// Where a stack is, in one line: its first program frame, else its first
 /// frame outside the runtime, else its first frame.
 fn where_text(frames: &[Frame]) -> Option<String> {
-    frames
-        .iter()
-        .find(|f| is_user_function(&f.function))
-        .or_else(|| frames.iter().find(|f| !f.function.starts_with("runtime.")))
+    crate::gobin::frame::site(frames)
         .or(frames.first())
         .map(frame_text)
 }

@@ -3,7 +3,6 @@
 //! blocked stack is "where it is blocked".
 
 use crate::gobin::symbolize::Frame;
-use crate::goruntime::is_user_function;
 
 /// Sample goids and distinct parent goids a group lists.
 pub const SAMPLE: usize = 5;
@@ -15,18 +14,12 @@ pub fn add_parent(parents: &mut Vec<u64>, parent: u64) {
     }
 }
 
-/// The first frame of the program's own code (`go` statement wrappers are
-/// already hidden by the resolver).
-pub fn first_program_frame(frames: &[Frame]) -> Option<&Frame> {
-    frames.iter().find(|f| is_user_function(&f.function))
-}
+pub use crate::gobin::frame::first_program_frame;
 
 /// Where a goroutine is blocked: the program's own first frame, else the
-/// first frame outside the runtime.
+/// first frame outside the runtime ([`crate::gobin::frame::site`]).
 pub fn blocked_site(frames: &[Frame]) -> Option<Frame> {
-    first_program_frame(frames)
-        .or_else(|| frames.iter().find(|f| !f.function.starts_with("runtime.")))
-        .cloned()
+    crate::gobin::frame::site(frames).cloned()
 }
 
 #[cfg(test)]
