@@ -8,6 +8,7 @@ pub mod buildinfo;
 mod dwarf;
 pub mod frame;
 pub mod globals;
+pub mod heap_layout;
 mod itabs;
 pub mod layout;
 pub mod layout_table;
