@@ -4,7 +4,8 @@
 //! from the bottom up: `goruntime` (Go-runtime knowledge) and `gobin` (the
 //! target binary) → `process` (the target process) → `probe` (the eBPF
 //! object) and `decode` (its events) → `model` (lifecycles rebuilt from
-//! events) → `snapshot` (goroutines read from memory) and `resolve`
+//! events) → `snapshot` (goroutines read from memory), `proof` (leaks
+//! proven by reachability over the heap) and `resolve`
 //! (stacks → frames) → `capture` (a finished trace: live session or
 //! recording) → `report` and `export` → `outputs` (files) and `view` (live
 //! screens) → `cmd` (the commands; the only place that prints).
@@ -22,6 +23,7 @@ pub mod model;
 pub mod outputs;
 pub mod probe;
 pub mod process;
+pub mod proof;
 pub mod report;
 pub mod resolve;
 pub mod snapshot;

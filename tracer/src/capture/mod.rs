@@ -55,6 +55,9 @@ pub struct End {
     /// Runtime address minus binary address (non-zero for a PIE).
     pub load_bias: u64,
     pub kernel: KernelCounters,
+    /// The leak proof run at the end of the trace (None: not run).
+    #[serde(default)]
+    pub proof: Option<crate::proof::Proof>,
 }
 
 pub struct Capture {

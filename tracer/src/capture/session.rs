@@ -281,6 +281,7 @@ impl Session<'_> {
             undecodable: p.counts.undecodable,
             load_bias,
             kernel,
+            proof: None,
         })
     }
 }

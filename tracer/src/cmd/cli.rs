@@ -72,6 +72,12 @@ pub struct TargetArgs {
     #[arg(long)]
     pub debug_probes: bool,
 
+    /// Do not run the leak proof at the end of the trace (by default the
+    /// parked goroutines that nothing reachable can wake are proven leaked
+    /// from the target's memory; the report then leads with them).
+    #[arg(long)]
+    pub no_prove: bool,
+
     /// Command to start and trace from its first goroutine (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -89,6 +95,13 @@ pub struct ReportOptions {
     /// trees are always in report.json).
     #[arg(long)]
     pub contexts: bool,
+}
+
+impl TargetArgs {
+    /// Whether the trace ends with the leak proof.
+    pub fn prove(&self) -> bool {
+        !self.no_prove && !self.bench_empty_probes
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -171,6 +184,12 @@ pub struct SnapshotArgs {
     /// Also show the runtime's own goroutines (GC workers, finalizer...).
     #[arg(long)]
     pub all: bool,
+
+    /// Prove leaks: find the parked goroutines that nothing reachable can
+    /// ever wake (two passes over the process's memory; it keeps running).
+    /// Exit status 3 when a leak is proven.
+    #[arg(long)]
+    pub prove: bool,
 }
 
 /// Default leak threshold of a live trace.

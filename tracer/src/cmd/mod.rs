@@ -17,18 +17,32 @@ use cli::{Cli, Command};
 pub struct Outcome {
     /// None for commands that do not build a leak report.
     pub report: Option<Report>,
+    /// Goroutines the leak proof proved leaked, when it ran to the end.
+    pub proven: Option<u64>,
 }
 
 impl Outcome {
     /// Outcome of a command that lists things rather than tracing.
     pub fn listing() -> Self {
-        Self { report: None }
+        Self {
+            report: None,
+            proven: None,
+        }
     }
 
-    /// 0 when no leak suspects, 3 when there are some.
+    /// 3 when the leak proof proved a leak; without a proof, 3 when there
+    /// are leak suspects; else 0.
     pub fn exit_code(&self) -> u8 {
-        match &self.report {
-            Some(r) if r.suspect_count > 0 => 3,
+        let proven = self.proven.or_else(|| {
+            self.report
+                .as_ref()
+                .and_then(|r| r.proof.as_ref())
+                .filter(|p| p.done())
+                .map(|p| p.leaked)
+        });
+        match (proven, &self.report) {
+            (Some(n), _) => u8::from(n > 0) * 3,
+            (None, Some(r)) if r.suspect_count > 0 => 3,
             _ => 0,
         }
     }

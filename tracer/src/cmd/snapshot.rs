@@ -29,7 +29,19 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
     let snap = crate::snapshot::take(pid, bin, layout, bias)?;
     let raw: HashMap<i32, Vec<u64>> = snap.stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
     let mut resolver = StackResolver::new(bin, symbolizer, raw, bias);
-    let (groups, system) = group::build(&snap, &mut resolver, &layout.wait_reasons, args.all);
+    let (mut groups, system) = group::build(&snap, &mut resolver, &layout.wait_reasons, args.all);
+    let proof = args.prove.then(|| {
+        crate::proof::prove(&crate::proof::Target {
+            pid,
+            bin,
+            layout,
+            bias,
+            symbolizer,
+        })
+    });
+    if let Some(p) = &proof {
+        group::apply_proof(&mut groups, p);
+    }
     let report = SnapReport {
         pid,
         exe: std::fs::canonicalize(&exe)
@@ -43,6 +55,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
         took_ms: snap.took_ns as f64 / 1e6,
         groups,
         stats: snap.stats.clone(),
+        proof,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -50,5 +63,10 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
         print!("{}", group::render(&report));
     }
     eprintln!("gotrace: {}", group::summary(&report, args.all));
-    Ok(Outcome::listing())
+    let mut outcome = Outcome::listing();
+    if let Some(p) = &report.proof {
+        eprintln!("gotrace: {}", crate::report::proof_text::summary(p));
+        outcome.proven = p.done().then_some(p.leaked);
+    }
+    Ok(outcome)
 }

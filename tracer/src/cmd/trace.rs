@@ -94,6 +94,7 @@ pub fn finish(
     }
     Ok(Outcome {
         report: Some(written.report),
+        proven: None,
     })
 }
 
@@ -256,8 +257,11 @@ pub fn trace(
         duration: args.duration,
         view,
     };
-    let (model, end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
+    let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
+    if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
+        end.proof = Some(prove(pid, &opened, end.load_bias));
+    }
     if let (Some(r), Some(path)) = (recorder, record) {
         match r.finish(&end, &stacks) {
             Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
@@ -444,4 +448,18 @@ fn read_existing(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
         .load_bias(pid)
         .ok_or("cannot find the executable's load address")?;
     crate::snapshot::take(pid, &opened.bin, &opened.layout, bias).map_err(|e| e.to_string())
+}
+
+/// The leak proof over the target's memory as it is now (it keeps running).
+pub fn prove(pid: u32, opened: &Opened, bias: u64) -> crate::proof::Proof {
+    eprintln!("gotrace: proving leaks (reading PID {pid}'s heap; it keeps running)...");
+    let proof = crate::proof::prove(&crate::proof::Target {
+        pid,
+        bin: &opened.bin,
+        layout: &opened.layout,
+        bias,
+        symbolizer: &opened.symbolizer,
+    });
+    eprintln!("gotrace: {}", crate::report::proof_text::summary(&proof));
+    proof
 }

@@ -119,6 +119,8 @@ impl RuntimeLayout {
             syscallsp: self.g_syscallsp?,
             syscallpc: self.g_syscallpc?,
             syscallbp: self.g_syscallbp,
+            waiting: self.g_waiting,
+            param: None,
         })
     }
 }
@@ -142,6 +144,10 @@ pub struct GOffsets {
     pub syscallsp: u64,
     pub syscallpc: u64,
     pub syscallbp: Option<u64>,
+    /// `g.waiting` and `g.param`: read for the leak proof (`param` is not in
+    /// [`RuntimeLayout`]; the proof sets it from its heap layout).
+    pub waiting: Option<u64>,
+    pub param: Option<u64>,
 }
 
 impl GOffsets {
@@ -164,6 +170,8 @@ impl GOffsets {
             Some(self.syscallsp),
             Some(self.syscallpc),
             self.syscallbp,
+            self.waiting,
+            self.param,
         ]
         .into_iter()
         .flatten()

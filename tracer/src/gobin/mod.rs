@@ -344,6 +344,17 @@ impl GoBinary {
         Ok(found)
     }
 
+    /// The data symbol (`.symtab`, a variable) whose bytes hold `vaddr`
+    /// (link-time); None in a stripped binary.
+    pub fn data_symbol_containing(&self, vaddr: u64) -> Option<String> {
+        use object::{Object as _, ObjectSymbol as _, SymbolKind};
+        let elf = self.elf().ok()?;
+        elf.symbols()
+            .filter(|s| s.kind() == SymbolKind::Data && s.is_definition())
+            .find(|s| (s.address()..s.address() + s.size().max(1)).contains(&vaddr))
+            .and_then(|s| s.name().ok().map(str::to_string))
+    }
+
     /// Every static itab by address, named `T,I` like its symbol
     /// (`go:itab.T,I`; `go.itab.T,I` before Go 1.20). Go 1.27 dropped those
     /// symbols: then the itabs come from `runtime.firstmoduledata.itablinks`,

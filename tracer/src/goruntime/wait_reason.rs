@@ -424,3 +424,39 @@ mod tests {
         assert_eq!(refine(Pattern::ChanSend, stack), Pattern::ChanSend);
     }
 }
+
+/// How Go's own goroutine leak detector (Go 1.26+: mgcmark.go
+/// `internalBlocked`, mgc.go `isMaybeRunnable`) treats a parked goroutine;
+/// gotrace's leak proof applies the same rule on every version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofWait {
+    /// Not a candidate: its stack is a root (sleep, IO wait, runtime waits,
+    /// plain semaphores, synctest's durable waits...).
+    Root,
+    /// Nil-channel operations and `select {}`: no primitive, never woken.
+    Never,
+    /// Channel operations and `select`: woken if any channel is reachable.
+    Chan,
+    /// sync.Mutex/RWMutex/WaitGroup/Cond: woken if the semaphore's object is
+    /// reachable.
+    Sync,
+}
+
+/// The leak detector's view of a wait-reason constant (name without the
+/// `runtime.` prefix). A plain `waitReasonSemacquire` is a root here: the
+/// caller refines it with the stack ([`refine`]) for Go versions before
+/// the sync-specific reasons existed.
+pub fn proof_wait(name: &str) -> ProofWait {
+    match name {
+        "waitReasonChanReceiveNilChan"
+        | "waitReasonChanSendNilChan"
+        | "waitReasonSelectNoCases" => ProofWait::Never,
+        "waitReasonSelect" | "waitReasonChanReceive" | "waitReasonChanSend" => ProofWait::Chan,
+        "waitReasonSyncCondWait"
+        | "waitReasonSyncMutexLock"
+        | "waitReasonSyncRWMutexRLock"
+        | "waitReasonSyncRWMutexLock"
+        | "waitReasonSyncWaitGroupWait" => ProofWait::Sync,
+        _ => ProofWait::Root,
+    }
+}

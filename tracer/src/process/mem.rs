@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 
+/// Ranges per `process_vm_readv` call (the kernel's UIO_MAXIOV is 1024).
+const IOV_BATCH: usize = 1024;
 /// Largest single read when batching neighbouring objects.
 const CHUNK_MAX: u64 = 256 << 10;
 /// g structs further apart than this are read separately.
@@ -17,6 +19,8 @@ pub const STACK_GAP_MAX: u64 = 4 << 10;
 
 pub struct ProcMem {
     file: File,
+    /// The task whose address space `read_vectored` reads.
+    pid: u32,
     /// preads issued (for the timing note).
     reads: std::cell::Cell<u64>,
 }
@@ -27,6 +31,7 @@ impl ProcMem {
         let file = File::open(format!("/proc/{pid}/mem"))?;
         Ok(ProcMem {
             file,
+            pid,
             reads: Default::default(),
         })
     }
@@ -60,6 +65,54 @@ impl ProcMem {
     pub fn u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+
+    /// Fills each `(addr, buf)` in as few system calls as possible
+    /// (`process_vm_readv`, up to [`IOV_BATCH`] ranges a call); a range
+    /// that cannot be read is retried alone with `pread` and left false.
+    pub fn read_vectored(&self, ranges: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        let mut ok = vec![false; ranges.len()];
+        for (batch, oks) in ranges.chunks_mut(IOV_BATCH).zip(ok.chunks_mut(IOV_BATCH)) {
+            let want: usize = batch.iter().map(|(_, b)| b.len()).sum();
+            let local: Vec<libc::iovec> = batch
+                .iter_mut()
+                .map(|(_, b)| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = batch
+                .iter()
+                .map(|(a, b)| libc::iovec {
+                    iov_base: *a as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            self.reads.set(self.reads.get() + 1);
+            // SAFETY: every local iovec points into a live, exclusively
+            // borrowed buffer of exactly iov_len bytes; the remote ones are
+            // only addresses in the target, checked by the kernel.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            if n >= 0 && n as usize == want {
+                oks.iter_mut().for_each(|o| *o = true);
+                continue;
+            }
+            // A partial read stops at the first range it could not read:
+            // read every range of the batch on its own.
+            for ((addr, buf), o) in batch.iter_mut().zip(oks.iter_mut()) {
+                *o = self.read(*addr, buf);
+            }
+        }
+        ok
     }
 
     /// Reads `span` bytes at each of `addrs` (sorted), batching neighbours

@@ -25,6 +25,8 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
     let Capture {
         meta, model, end, ..
     } = input.capture;
+    let proof = end.proof.as_ref().filter(|p| p.done());
+    let proven: Option<std::collections::HashSet<u64>> = proof.map(|p| p.leaked_goids().collect());
     let g = groups::build(GroupInput {
         model: &model.goroutines,
         resolver,
@@ -32,6 +34,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         start_ns: end.start_ns,
         end_ns: end.end_ns,
         leak_threshold: input.leak_threshold,
+        proven: proven.as_ref(),
     });
     let stats = model.goroutines.stats();
     let leak_threshold_s = input.leak_threshold.as_secs_f64();
@@ -63,11 +66,13 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         goroutines: g.counts,
         verdict: g.verdict,
         suspect_count: g.suspect_count,
+        leaked_count: proof.map_or(0, |p| p.leaked),
         suspects: g.suspects,
         live: g.live,
         growth: g.growth,
         contexts: context_report(&input, resolver, leak_threshold_s)?,
         timers: timer_report(&input, resolver, leak_threshold_s),
+        proof: end.proof.clone(),
     })
 }
 

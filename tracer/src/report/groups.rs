@@ -2,7 +2,7 @@
 //! function, creation site, blocked site, wait reason), classified into the
 //! leak patterns of the catalogue (README), plus per-site growth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use super::grouping::{SAMPLE, add_parent, blocked_site, first_program_frame};
@@ -22,6 +22,8 @@ pub struct GroupInput<'a, 'r> {
     pub start_ns: u64,
     pub end_ns: u64,
     pub leak_threshold: Duration,
+    /// Goids the leak proof proved leaked; None when it did not run.
+    pub proven: Option<&'a HashSet<u64>>,
 }
 
 /// The goroutine half of the report.
@@ -58,6 +60,9 @@ struct Members {
     creation_stack: Vec<Frame>,
     blocked_stack: Vec<Frame>,
     site: Option<SiteKey>,
+    proven: usize,
+    suspects_unproven: usize,
+    parked: usize,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -100,9 +105,16 @@ pub fn build(input: GroupInput<'_, '_>) -> Groups {
         start_ns,
         end_ns,
         leak_threshold,
+        proven,
     } = input;
     let duration_s = secs(end_ns.saturating_sub(start_ns)).max(1e-9);
-    let found = collect(model, resolver, wait_reasons, end_ns, leak_threshold);
+    let found = collect(
+        model,
+        resolver,
+        wait_reasons,
+        (end_ns, leak_threshold),
+        proven,
+    );
     let (suspects, live) = into_groups(found.groups, model, duration_s);
     let growth = growth(model, resolver, duration_s);
     let suspect_count: usize = suspects.iter().map(|g| g.count).sum();
@@ -118,7 +130,7 @@ pub fn build(input: GroupInput<'_, '_>) -> Groups {
             read_at_attach: stats.from_snapshot,
             unseen_exits: stats.unseen_exits,
         },
-        verdict: verdict(suspect_count, suspects.len()),
+        verdict: verdict(suspect_count, &suspects, proven.is_some()),
         suspect_count,
         suspects,
         live,
@@ -138,8 +150,8 @@ fn collect(
     model: &GoroutineModel,
     resolver: &mut StackResolver<'_>,
     wait_reasons: &BTreeMap<u8, String>,
-    end_ns: u64,
-    leak_threshold: Duration,
+    (end_ns, leak_threshold): (u64, Duration),
+    proven: Option<&HashSet<u64>>,
 ) -> Found {
     let threshold_s = leak_threshold.as_secs_f64();
     let mut found = Found {
@@ -159,6 +171,7 @@ fn collect(
         let created_at = resolver.pc(g.gopc(), true);
         let state = g.state();
         let parked_before_attach = matches!(&state, State::Parked(p) if p.before_attach);
+        let leaked = proven.is_some_and(|p| p.contains(&g.goid()));
         let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
@@ -177,7 +190,7 @@ fn collect(
             State::Runnable => (false, None, Pattern::Other, None, Vec::new(), None),
         };
         let key = GroupKey {
-            suspect,
+            suspect: suspect || leaked,
             start_function,
             created_at,
             blocked_at: blocked_site(&blocked_stack),
@@ -198,6 +211,13 @@ fn collect(
             m.site = Some(g.site());
         }
         m.goids.push(g.goid());
+        if leaked {
+            m.proven += 1;
+        } else if suspect {
+            m.suspects_unproven += 1;
+        } else if blocked_for.is_some() {
+            m.parked += 1;
+        }
         if let Some(p) = g.parent_goid() {
             add_parent(&mut m.parents, p);
         }
@@ -271,6 +291,9 @@ fn group(key: GroupKey, m: Members, growth_per_s: Option<f64>) -> Group {
         creation_stack: m.creation_stack,
         blocked_stack: m.blocked_stack,
         growth_per_s,
+        proven_leaked: m.proven,
+        suspects_unproven: m.suspects_unproven,
+        parked: m.parked,
     }
 }
 
@@ -330,11 +353,32 @@ fn growth(
     growth
 }
 
-fn verdict(suspect_count: usize, groups: usize) -> String {
+fn verdict(suspect_count: usize, suspects: &[Group], proof_ran: bool) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let leaked: usize = suspects.iter().map(|g| g.proven_leaked).sum();
+    let unproven: usize = suspects.iter().map(|g| g.suspects_unproven).sum();
+    if proof_ran {
+        let groups = suspects.iter().filter(|g| g.proven_leaked > 0).count();
+        let mut v = if leaked == 0 {
+            "no leak proven".to_string()
+        } else {
+            format!(
+                "{leaked} goroutine{} proven leaked in {groups} group{}",
+                plural(leaked),
+                plural(groups)
+            )
+        };
+        if unproven > 0 {
+            v.push_str(&format!(
+                "; {unproven} more parked past the threshold (suspects, not proven)"
+            ));
+        }
+        return v;
+    }
     if suspect_count == 0 {
         return "no leak suspects".to_string();
     }
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let groups = suspects.len();
     format!(
         "{suspect_count} leak suspect{} in {groups} group{}",
         plural(suspect_count),

@@ -8,6 +8,7 @@ pub mod assemble;
 pub mod contexts;
 pub mod grouping;
 pub mod groups;
+pub mod proof_text;
 pub mod snapshot;
 pub mod text;
 pub mod timers;
@@ -32,6 +33,8 @@ pub struct Report {
     /// "no leak suspects" or "N leak suspects in M groups".
     pub verdict: String,
     pub suspect_count: usize,
+    /// Goroutines the leak proof proved leaked (0 when it did not run).
+    pub leaked_count: u64,
     /// Groups of user goroutines blocked at least `leak_threshold_s`.
     pub suspects: Vec<Group>,
     /// The other live user goroutines, grouped the same way.
@@ -42,6 +45,8 @@ pub struct Report {
     pub contexts: contexts::ContextReport,
     /// Tickers never stopped (pattern 4).
     pub timers: timers::TimerReport,
+    /// The leak proof run at the end of the trace (null when not run).
+    pub proof: Option<crate::proof::Proof>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +160,11 @@ pub struct Group {
     pub blocked_stack: Vec<Frame>,
     /// Net growth of the creation site (created − exited) per second.
     pub growth_per_s: Option<f64>,
+    /// Of `count`: proven leaked by the leak proof; parked at least the
+    /// threshold but not proven (suspects); parked for less.
+    pub proven_leaked: usize,
+    pub suspects_unproven: usize,
+    pub parked: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]

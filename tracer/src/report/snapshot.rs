@@ -45,6 +45,9 @@ pub struct SnapGroup {
     pub no_stack: Option<&'static str>,
     /// Every goroutine of the group.
     pub goids: Vec<u64>,
+    /// How many of them the leak proof proved leaked, and which.
+    pub leaked: usize,
+    pub leaked_goids: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +63,8 @@ pub struct SnapReport {
     pub took_ms: f64,
     pub groups: Vec<SnapGroup>,
     pub stats: SnapStats,
+    /// The leak proof (`--prove`), else None.
+    pub proof: Option<crate::proof::Proof>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +144,8 @@ pub fn build(
             },
             stack,
             goids: gs.iter().map(|g| g.goid).collect(),
+            leaked: 0,
+            leaked_goids: Vec::new(),
         });
     }
     groups.sort_by(|a, b| {
@@ -151,6 +158,20 @@ pub fn build(
             .then_with(|| a.goids.cmp(&b.goids))
     });
     (groups, system_count)
+}
+
+/// Counts in each group the goroutines `proof` proved leaked.
+pub fn apply_proof(groups: &mut [SnapGroup], proof: &crate::proof::Proof) {
+    let leaked: std::collections::HashSet<u64> = proof.leaked_goids().collect();
+    for g in groups {
+        g.leaked_goids = g
+            .goids
+            .iter()
+            .copied()
+            .filter(|id| leaked.contains(id))
+            .collect();
+        g.leaked = g.leaked_goids.len();
+    }
 }
 
 /// Whole minutes, as Go's traceback header prints them ("5 minutes").
@@ -212,6 +233,16 @@ pub fn render(r: &SnapReport) -> String {
             String::new()
         };
         let _ = writeln!(out, "# goids {}{more}", ids.join(" "));
+        if g.leaked > 0 {
+            let _ = writeln!(
+                out,
+                "# LEAKED (proven: nothing reachable can wake it): {} of {}",
+                g.leaked, g.count
+            );
+        }
+        if let Some(p) = &r.proof {
+            super::proof_text::kept_lines(&mut out, p, &g.goids);
+        }
         if let Some(why) = g.no_stack {
             let _ = writeln!(out, "(stack unavailable: {why})");
         }
@@ -275,6 +306,8 @@ mod tests {
             created_at: None,
             blocked_at: None,
             parent_goids: vec![],
+            leaked: 0,
+            leaked_goids: Vec::new(),
             blocked_for_s: Some(Summary {
                 min,
                 median: min,

@@ -84,6 +84,16 @@ fn read_list(
     Err(bad("it kept changing while read".into()))
 }
 
+/// Every live goroutine of a process as read, before interning: what the
+/// leak proof works on.
+pub struct LiveRead {
+    pub mem: ProcMem,
+    pub taken_ns: u64,
+    pub clock: std::time::Instant,
+    pub live: Vec<read::LiveG>,
+    pub stats: SnapStats,
+}
+
 /// Reads every goroutine of `pid`, which runs `bin` loaded at `bias`.
 pub fn take(
     pid: u32,
@@ -91,9 +101,44 @@ pub fn take(
     layout: &RuntimeLayout,
     bias: u64,
 ) -> Result<Snapshot, SnapshotError> {
-    let off = layout.snapshot_offsets().ok_or_else(|| {
+    let read = read_live(pid, bin, layout, bias, None)?;
+    Ok(into_snapshot(read))
+}
+
+/// The snapshot of goroutines read by [`read_live`].
+pub fn into_snapshot(read: LiveRead) -> Snapshot {
+    let LiveRead {
+        mem,
+        taken_ns,
+        clock,
+        live,
+        mut stats,
+    } = read;
+    let (goroutines, stacks) = intern(live, taken_ns, &mut stats);
+    stats.live = goroutines.len() as u64;
+    stats.reads = mem.reads();
+    Snapshot {
+        taken_ns,
+        took_ns: clock.elapsed().as_nanos() as u64,
+        goroutines,
+        stacks,
+        stats,
+    }
+}
+
+/// Reads every live goroutine of `pid` (sorted by goid), also reading
+/// `g.param` when `param` gives its offset.
+pub fn read_live(
+    pid: u32,
+    bin: &GoBinary,
+    layout: &RuntimeLayout,
+    bias: u64,
+    param: Option<u64>,
+) -> Result<LiveRead, SnapshotError> {
+    let mut off = layout.snapshot_offsets().ok_or_else(|| {
         SnapshotError::Unsupported("the runtime layout has no g.stack/g.sched/gobuf offsets".into())
     })?;
+    off.param = param;
     let allg = layout.allg.ok_or_else(|| {
         SnapshotError::Unsupported(format!(
             "runtime.allgs not found (no DWARF variable, and no known code loads it for {} on {})",
@@ -102,14 +147,7 @@ pub fn take(
         ))
     })?;
     let statuses = StatusTable::new(&layout.g_statuses).map_err(SnapshotError::Unsupported)?;
-    let mem = ProcMem::open(pid).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
-        std::io::ErrorKind::PermissionDenied => SnapshotError::Permission {
-            pid,
-            advice: crate::process::AccessFacts::gather(pid).advice(),
-        },
-        _ => SnapshotError::Io { pid, source: e },
-    })?;
+    let mem = open_mem(pid)?;
     let taken_ns = crate::process::monotonic_ns();
     let clock = std::time::Instant::now();
     let mut stats = SnapStats::default();
@@ -118,6 +156,7 @@ pub fn take(
         origin: layout.source,
         why,
     };
+    let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
     let list = read_list(
         &mem,
         allg.allglen.wrapping_add(bias),
@@ -126,9 +165,7 @@ pub fn take(
         &mut stats,
     );
     let list = match list {
-        Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-            return Err(SnapshotError::Gone(pid));
-        }
+        Err(_) if gone() => return Err(SnapshotError::Gone(pid)),
         other => other?,
     };
     let reader = read::Reader {
@@ -139,7 +176,7 @@ pub fn take(
     };
     let mut live = reader.read_all(&list, &mut stats);
     if live.is_empty() && stats.skipped > 0 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if gone() {
             return Err(SnapshotError::Gone(pid));
         }
         return Err(bad(format!(
@@ -149,15 +186,24 @@ pub fn take(
     }
     live.sort_by_key(|g| g.raw.goid);
     live.dedup_by_key(|g| g.raw.goid);
-    let (goroutines, stacks) = intern(live, taken_ns, &mut stats);
-    stats.live = goroutines.len() as u64;
-    stats.reads = mem.reads();
-    Ok(Snapshot {
+    Ok(LiveRead {
+        mem,
         taken_ns,
-        took_ns: clock.elapsed().as_nanos() as u64,
-        goroutines,
-        stacks,
+        clock,
+        live,
         stats,
+    })
+}
+
+/// `/proc/PID/mem`, with the error a user can act on.
+pub fn open_mem(pid: u32) -> Result<ProcMem, SnapshotError> {
+    ProcMem::open(pid).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SnapshotError::NoSuchProcess(pid),
+        std::io::ErrorKind::PermissionDenied => SnapshotError::Permission {
+            pid,
+            advice: crate::process::AccessFacts::gather(pid).advice(),
+        },
+        _ => SnapshotError::Io { pid, source: e },
     })
 }
 

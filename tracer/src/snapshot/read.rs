@@ -44,6 +44,9 @@ pub struct RawG {
     pub syscallsp: u64,
     pub syscallpc: u64,
     pub syscallbp: Option<u64>,
+    /// `g.waiting` and `g.param` (0 when the offsets are not known).
+    pub waiting: u64,
+    pub param: u64,
 }
 
 impl RawG {
@@ -64,6 +67,8 @@ impl RawG {
             syscallsp: le_u64(b, o.syscallsp),
             syscallpc: le_u64(b, o.syscallpc),
             syscallbp: o.syscallbp.map(|p| le_u64(b, p)),
+            waiting: o.waiting.map_or(0, |p| le_u64(b, p)),
+            param: o.param.map_or(0, |p| le_u64(b, p)),
         }
     }
 }
@@ -72,6 +77,8 @@ impl RawG {
 /// changing: its identity and last state without a stack).
 #[derive(Clone, Debug)]
 pub struct LiveG {
+    /// The g's address.
+    pub gp: u64,
     pub raw: RawG,
     pub state: GState,
     pub stack: Walked,
@@ -115,6 +122,7 @@ impl Reader<'_> {
                 (g.sched_sp, g.sched_pc, g.sched_bp),
                 (g.lo, g.hi),
                 (g.syscallsp, g.syscallpc, g.syscallbp),
+                (g.waiting, g.param),
             )
         };
         key(a) == key(b)
@@ -227,6 +235,7 @@ impl Reader<'_> {
             match self.read_one(gp) {
                 Some(after) if self.same(&g, &after) => {
                     return Some(LiveG {
+                        gp,
                         raw: after,
                         state,
                         stack,
@@ -240,6 +249,7 @@ impl Reader<'_> {
             Some((raw, state)) => {
                 stats.unstable += 1;
                 Some(LiveG {
+                    gp,
                     raw,
                     state,
                     stack: Walked::default(),
@@ -317,6 +327,7 @@ impl Reader<'_> {
         for ((gp, g, state, stack), after) in read.into_iter().zip(self.mem.read_many(&gps, span)) {
             match after.map(|b| RawG::decode(&b, &self.off)) {
                 Some(after) if self.same(&g, &after) => live.push(LiveG {
+                    gp,
                     raw: after,
                     state,
                     stack,

@@ -1,0 +1,319 @@
+//! One pass of the analysis over the target's memory, as Go's leak-finding
+//! GC cycle does it: mark from the roots (globals, specials, finalizer and
+//! cleanup queues, the stacks of goroutines that are not parked on a
+//! channel or sync primitive), then, to a fixpoint, turn every candidate
+//! whose primitive is marked (or not in the heap) into a root.
+
+use std::collections::{HashMap, HashSet};
+
+use super::heap::{Heap, HeapStats};
+use super::mark::{Marker, Root};
+use super::roots::{RootStats, mark_roots};
+use super::waits::{self, SemTable};
+use super::{Ctx, Unproven};
+use crate::goruntime::gstatus::GState;
+use crate::goruntime::wait_reason::{self, Pattern, ProofWait};
+use crate::snapshot::read::LiveG;
+
+/// The runtime's largest stack on 64-bit systems (maxstacksize).
+const MAX_STACK: u64 = 1 << 30;
+
+/// A candidate as one pass saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub goid: u64,
+    pub wait_reason: u8,
+    /// The primitives (channels, semaphore addresses).
+    pub waits_on: Vec<u64>,
+    /// What identifies this park: if any of it changed, it is another park.
+    pub park: (u64, u32, u8, u64, u64, u64),
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Leaked,
+    /// Woken possible: what reaches the primitive (None: not in the heap).
+    Wakeable(Option<Root>),
+    Unproven(Unproven),
+}
+
+pub struct Pass {
+    pub seen: Vec<Seen>,
+    /// Stacks of the goroutines (by goid), for naming a goroutine root.
+    pub stacks: HashMap<u64, Vec<u64>>,
+    pub running: u64,
+    pub heap: HeapStats,
+    pub roots: RootStats,
+    /// Roots that could not be read: a leak seen in this pass is unproven.
+    pub incomplete: u64,
+    pub sweepgen: (u32, u32),
+}
+
+/// A candidate before marking: its primitives and state.
+struct Cand {
+    i: usize,
+    wait: ProofWait,
+    waits_on: Vec<u64>,
+    problem: Option<Unproven>,
+}
+
+pub fn run(ctx: &Ctx, live: &[LiveG], mem: &crate::process::mem::ProcMem) -> Result<Pass, String> {
+    let hl = ctx.heap;
+    let mheap = ctx.globals.mheap.wrapping_add(ctx.bias);
+    let sweepgen = || mem.u64(mheap + hl.mheap_sweepgen).map_or(0, |v| v as u32);
+    let sweep0 = sweepgen();
+    let mut heap = Heap::open(mem, hl, mheap).map_err(|e| e.to_string())?;
+    let waits: Vec<ProofWait> = live.iter().map(|g| proof_wait(ctx, g)).collect();
+    let sem = needs_semtable(ctx, &waits).then(|| {
+        waits::sem_table(
+            mem,
+            hl,
+            ctx.globals.semtable.unwrap_or(0).wrapping_add(ctx.bias),
+        )
+    });
+    let mut hidden = HashSet::new();
+    let mut cands: Vec<Cand> = Vec::new();
+    for (i, (g, w)) in live.iter().zip(&waits).enumerate() {
+        if *w != ProofWait::Root {
+            cands.push(candidate(ctx, mem, g, *w, i, sem.as_ref(), &mut hidden));
+        }
+    }
+    let mut m = Marker::new(&mut heap, hidden);
+    let roots = mark_roots(&mut m, hl, &ctx.globals, ctx.bias);
+    let mut incomplete = roots.incomplete;
+    let mut running = 0;
+    let mut ranges = Vec::new();
+    for (g, w) in live.iter().zip(&waits) {
+        if *w != ProofWait::Root {
+            continue;
+        }
+        running += u64::from(g.state == GState::Running);
+        match root_range(g) {
+            Some((lo, hi)) => {
+                let r = m.root(Root::Goroutine { goid: g.raw.goid });
+                ranges.push((lo, hi - lo, r));
+            }
+            None => incomplete += 1,
+        }
+    }
+    incomplete += m.scan_ranges(&ranges);
+    incomplete += m.drain();
+    let outcomes = fixpoint(&mut m, live, &cands, &mut incomplete);
+    let heap_stats = m.heap.stats;
+    let seen = cands
+        .iter()
+        .zip(outcomes)
+        .map(|(c, outcome)| {
+            let g = &live[c.i];
+            Seen {
+                goid: g.raw.goid,
+                wait_reason: g.raw.waitreason,
+                waits_on: c.waits_on.clone(),
+                park: (
+                    g.gp,
+                    g.raw.status,
+                    g.raw.waitreason,
+                    g.raw.sched_sp,
+                    g.raw.sched_pc,
+                    g.raw.waiting,
+                ),
+                outcome,
+            }
+        })
+        .collect();
+    Ok(Pass {
+        seen,
+        stacks: live
+            .iter()
+            .map(|g| (g.raw.goid, g.stack.pcs.clone()))
+            .collect(),
+        running,
+        heap: heap_stats,
+        roots,
+        incomplete,
+        sweepgen: (sweep0, sweepgen()),
+    })
+}
+
+/// Marks until no candidate's primitive changes state; returns each
+/// candidate's outcome.
+fn fixpoint(m: &mut Marker, live: &[LiveG], cands: &[Cand], incomplete: &mut u64) -> Vec<Outcome> {
+    let mut out: Vec<Option<Outcome>> = cands
+        .iter()
+        .map(|c| c.problem.map(Outcome::Unproven))
+        .collect();
+    loop {
+        let mut woke = Vec::new();
+        for (k, c) in cands.iter().enumerate() {
+            if out[k].is_some() || c.wait == ProofWait::Never {
+                continue;
+            }
+            if let Some(by) = c.waits_on.iter().find_map(|p| alive(m, *p)) {
+                out[k] = Some(Outcome::Wakeable(by));
+                woke.push(k);
+            }
+        }
+        if woke.is_empty() {
+            break;
+        }
+        let mut ranges = Vec::new();
+        for k in woke {
+            let g = &live[cands[k].i];
+            match stack_range(g) {
+                Some((lo, hi)) => {
+                    let r = m.root(Root::Goroutine { goid: g.raw.goid });
+                    ranges.push((lo, hi - lo, r));
+                }
+                None => *incomplete += 1,
+            }
+        }
+        *incomplete += m.scan_ranges(&ranges);
+        *incomplete += m.drain();
+    }
+    out.into_iter()
+        .map(|o| o.unwrap_or(Outcome::Leaked))
+        .collect()
+}
+
+/// Some(what keeps it) when the primitive at `p` is alive: a marked heap
+/// object (its root), or not in the heap at all (None inside).
+fn alive(m: &mut Marker, p: u64) -> Option<Option<Root>> {
+    match m.heap.find(p) {
+        Some(o) if m.heap.is_marked(o) => Some(
+            m.heap
+                .origin(o)
+                .and_then(|r| m.roots.get(r as usize).cloned()),
+        ),
+        Some(_) => None,
+        None if m.heap.not_heap(p) => Some(None),
+        // In a heap span but in a free slot: the primitive's object was
+        // freed, nothing can reach it.
+        None => None,
+    }
+}
+
+/// How the detector treats `g` (`Root` for anything not parked on a
+/// channel or sync primitive, or already handed a wake-up in `g.param`).
+fn proof_wait(ctx: &Ctx, g: &LiveG) -> ProofWait {
+    if !matches!(g.state, GState::Waiting | GState::Leaked) || g.raw.param != 0 {
+        return ProofWait::Root;
+    }
+    let Some(name) = ctx.layout.wait_reasons.get(&g.raw.waitreason) else {
+        return ProofWait::Root;
+    };
+    match wait_reason::proof_wait(name) {
+        ProofWait::Root if name == "waitReasonSemacquire" => {
+            // Before the sync-specific reasons (Go 1.20 for mutexes, 1.24
+            // for WaitGroup) sync waits parked as a plain semacquire.
+            let names = (ctx.functions)(&g.stack.pcs);
+            match wait_reason::refine(Pattern::Semaphore, names.iter().map(String::as_str)) {
+                Pattern::Mutex | Pattern::RwMutex | Pattern::WaitGroup => ProofWait::Sync,
+                _ => ProofWait::Root,
+            }
+        }
+        w => w,
+    }
+}
+
+fn needs_semtable(ctx: &Ctx, waits: &[ProofWait]) -> bool {
+    ctx.heap.sudog_elem.vu.is_none()
+        && ctx.globals.semtable.is_some()
+        && waits.contains(&ProofWait::Sync)
+}
+
+fn candidate(
+    ctx: &Ctx,
+    mem: &crate::process::mem::ProcMem,
+    g: &LiveG,
+    wait: ProofWait,
+    i: usize,
+    sem: Option<&SemTable>,
+    hidden: &mut HashSet<u64>,
+) -> Cand {
+    let hl = ctx.heap;
+    let mut c = Cand {
+        i,
+        wait,
+        waits_on: Vec::new(),
+        problem: None,
+    };
+    if !g.stable {
+        c.problem = Some(Unproven::Changed);
+        return c;
+    }
+    if wait == ProofWait::Never {
+        return c;
+    }
+    let chain = if g.raw.waiting == 0 {
+        Some(Vec::new())
+    } else {
+        waits::waiting_chain(mem, hl, g.raw.waiting)
+    };
+    let Some(chain) = chain else {
+        c.problem = Some(Unproven::Unreadable);
+        return c;
+    };
+    if wait == ProofWait::Chan {
+        for s in &chain {
+            waits::hide(hidden, s.at, hl.sudog_c);
+            c.waits_on.push(s.c);
+        }
+        if chain.is_empty() {
+            // A `select` whose cases were all nil channels parks with no
+            // sudog, never to wake (like `select {}`); a channel operation
+            // always links its sudog first.
+            if ctx.is_select(g.raw.waitreason) {
+                c.wait = ProofWait::Never;
+            } else {
+                c.problem = Some(Unproven::NotLocated);
+            }
+        }
+        return c;
+    }
+    // Sync: Go 1.26+ links the sudog from g.waiting; before, the semaphore
+    // table has it (Cond waits are in the Cond's own list: not located).
+    let sudogs: Vec<_> = if hl.sudog_elem.vu.is_some() {
+        chain
+    } else {
+        sem.and_then(|t| t.by_g.get(&g.gp))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for s in &sudogs {
+        waits::hide(hidden, s.at, hl.sudog_elem);
+    }
+    match sudogs.first() {
+        Some(s) => c.waits_on.push(s.elem),
+        None => c.problem = Some(Unproven::NotLocated),
+    }
+    c
+}
+
+/// A root goroutine's stack words: from its saved sp (or the whole stack
+/// when it runs on a thread, is in a system call, or its sp is off).
+fn root_range(g: &LiveG) -> Option<(u64, u64)> {
+    let r = &g.raw;
+    let sane = r.lo < r.hi && r.hi - r.lo <= MAX_STACK;
+    if !sane {
+        return None;
+    }
+    if matches!(g.state, GState::Running | GState::Syscall) || !g.stable {
+        return Some((r.lo, r.hi));
+    }
+    stack_range(g)
+}
+
+/// `[sched.sp, hi)` of a parked or runnable goroutine.
+fn stack_range(g: &LiveG) -> Option<(u64, u64)> {
+    let r = &g.raw;
+    let sane = r.lo < r.hi && r.hi - r.lo <= MAX_STACK;
+    if !sane {
+        return None;
+    }
+    if (r.lo..r.hi).contains(&r.sched_sp) {
+        Some((r.sched_sp, r.hi))
+    } else {
+        Some((r.lo, r.hi))
+    }
+}

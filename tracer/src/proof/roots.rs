@@ -1,0 +1,223 @@
+//! The roots that are not goroutine stacks, as Go's `markroot` takes them
+//! (mgcmark.go): module data and bss through their pointer masks, the
+//! special records of every in-use span (a finalizer's object contents and
+//! function, cleanup functions, weak handles), queued finalizers and
+//! queued cleanups.
+
+use super::heap::field;
+use super::mark::{Marker, Root};
+use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
+use crate::process::mem::{ProcMem, le_u64};
+
+/// Modules beyond this are a misread (a plugin-heavy program has a few).
+const MAX_MODULES: usize = 64;
+/// Bytes of one module's data or bss beyond this are a misread.
+const MAX_SECTION: u64 = 1 << 30;
+/// Spans in `mheap_.allspans` beyond this are a misread.
+const MAX_SPANS: u64 = 1 << 26;
+/// Special records on one span, finalizer or cleanup blocks, beyond this.
+const MAX_LIST: usize = 1 << 20;
+
+/// What reading the roots met: problems that can hide an edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RootStats {
+    pub modules: u64,
+    pub specials: u64,
+    pub finalizer_blocks: u64,
+    pub cleanup_blocks: u64,
+    /// Root memory that could not be read (or a list that did not end).
+    pub incomplete: u64,
+}
+
+pub fn mark_roots(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> RootStats {
+    let mut st = RootStats::default();
+    modules(m, hl, g.firstmoduledata.wrapping_add(bias), &mut st);
+    specials(m, hl, g.mheap.wrapping_add(bias), &mut st);
+    if let Some(allfin) = g.allfin {
+        let head = m.heap.mem().u64(allfin.wrapping_add(bias)).unwrap_or(0);
+        st.finalizer_blocks = blocks(
+            m,
+            head,
+            hl.finblock_alllink,
+            hl.finblock_size,
+            Root::Finalizer,
+            &mut st,
+        );
+    }
+    if let (Some(gc), Some(all), Some(link), Some(size)) = (
+        g.gc_cleanups,
+        hl.cleanups_all,
+        hl.cleanup_block_alllink,
+        hl.cleanup_block_size,
+    ) {
+        let head = m
+            .heap
+            .mem()
+            .u64(gc.wrapping_add(bias).wrapping_add(all))
+            .unwrap_or(0);
+        st.cleanup_blocks = blocks(m, head, link, size, Root::Special, &mut st);
+    }
+    st
+}
+
+/// Data and bss of each module, through `gcdatamask` / `gcbssmask`.
+fn modules(m: &mut Marker, hl: &HeapLayout, first: u64, st: &mut RootStats) {
+    let mem = m.heap.mem();
+    let mut md = first;
+    for _ in 0..MAX_MODULES {
+        if md == 0 {
+            return;
+        }
+        let mut b = vec![0u8; (hl.md_next + 8).max(hl.md_gcbssmask + 16) as usize];
+        if !mem.read(md, &mut b) {
+            st.incomplete += 1;
+            return;
+        }
+        st.modules += 1;
+        for (start, end, mask) in [
+            (hl.md_data, hl.md_edata, hl.md_gcdatamask),
+            (hl.md_bss, hl.md_ebss, hl.md_gcbssmask),
+        ] {
+            let (start, end) = (le_u64(&b, start), le_u64(&b, end));
+            if !section(m, hl, start, end, &b[mask as usize..]) {
+                st.incomplete += 1;
+            }
+        }
+        md = le_u64(&b, hl.md_next);
+    }
+    st.incomplete += 1;
+}
+
+/// One section with its `bitvector` (read from `bv`); false when it could
+/// not be read.
+fn section(m: &mut Marker, hl: &HeapLayout, start: u64, end: u64, bv: &[u8]) -> bool {
+    let mem = m.heap.mem();
+    if end < start || end - start > MAX_SECTION || start % 8 != 0 {
+        return false;
+    }
+    if end == start {
+        return true;
+    }
+    let nbits = le_u64(bv, hl.bitvector_n) & 0xffff_ffff;
+    let data = le_u64(bv, hl.bitvector_bytedata);
+    let words = (end - start) / 8;
+    let mut mask = vec![0u8; nbits.min(words).div_ceil(8) as usize];
+    let mut bytes = vec![0u8; (end - start) as usize];
+    if !mem.read(data, &mut mask) || !mem.read(start, &mut bytes) {
+        return false;
+    }
+    m.scan_masked(start, &bytes, &mask);
+    true
+}
+
+/// The special records of every in-use span (`mheap_.allspans`).
+fn specials(m: &mut Marker, hl: &HeapLayout, mheap: u64, st: &mut RootStats) {
+    let mem = m.heap.mem();
+    let (Some(ptr), Some(len)) = (
+        mem.u64(mheap + hl.mheap_allspans),
+        mem.u64(mheap + hl.mheap_allspans + 8),
+    ) else {
+        st.incomplete += 1;
+        return;
+    };
+    if len > MAX_SPANS {
+        st.incomplete += 1;
+        return;
+    }
+    let mut list = vec![0u8; len as usize * 8];
+    if !mem.read(ptr, &mut list) {
+        st.incomplete += 1;
+        return;
+    }
+    let spans: Vec<u64> = list.chunks_exact(8).map(|w| le_u64(w, 0)).collect();
+    let need = (hl.span_specials.max(hl.span_state).max(hl.span_start_addr) + 8) as usize;
+    for batch in spans.chunks(1024) {
+        let mut bufs: Vec<Vec<u8>> = batch.iter().map(|_| vec![0u8; need]).collect();
+        let mut ranges: Vec<(u64, &mut [u8])> = batch
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(a, b)| (*a, &mut b[..]))
+            .collect();
+        let ok = mem.read_vectored(&mut ranges);
+        drop(ranges);
+        for (b, ok) in bufs.iter().zip(ok) {
+            if !ok {
+                st.incomplete += 1;
+                continue;
+            }
+            let head = le_u64(b, hl.span_specials);
+            if b[hl.span_state as usize] == hl.span_in_use && head != 0 {
+                span_specials(m, hl, le_u64(b, hl.span_start_addr), head, st);
+            }
+        }
+    }
+}
+
+fn span_specials(m: &mut Marker, hl: &HeapLayout, start: u64, head: u64, st: &mut RootStats) {
+    let mem = m.heap.mem();
+    let mut sp = head;
+    for _ in 0..MAX_LIST {
+        if sp == 0 {
+            return;
+        }
+        let size = hl
+            .special_max_size
+            .max(hl.special_finalizer_size)
+            .max(hl.special_next + 8);
+        let mut rec = vec![0u8; size as usize];
+        if !mem.read(sp, &mut rec) {
+            st.incomplete += 1;
+            return;
+        }
+        st.specials += 1;
+        let kind = field(&rec, hl.special_kind) as u8;
+        if Some(kind) != hl.kind_special_profile {
+            let finalizer = kind == hl.kind_special_finalizer;
+            let root = m.root(if finalizer {
+                Root::Finalizer
+            } else {
+                Root::Special
+            });
+            // The record's own words (fn, fint, ot; cleanup fn; handle).
+            let body = hl.special_kind.off + 1;
+            m.scan_bytes(sp + body, &rec[body as usize..], root);
+            if finalizer {
+                // Go marks the object's contents, not the object.
+                let p = start + field(&rec, hl.special_offset);
+                if let Some(o) = m.heap.find(p) {
+                    let (base, len) = m.heap.bounds(o);
+                    if m.scan_ranges(&[(base, len, root)]) > 0 {
+                        st.incomplete += 1;
+                    }
+                }
+            }
+        }
+        sp = le_u64(&rec, hl.special_next);
+    }
+    st.incomplete += 1;
+}
+
+/// A linked list of fixed-size blocks (finalizer or cleanup queues), each
+/// scanned whole: Go scans them with a pointer mask, every word is a
+/// superset.
+fn blocks(m: &mut Marker, head: u64, link: u64, size: u64, kind: Root, st: &mut RootStats) -> u64 {
+    let mem: &ProcMem = m.heap.mem();
+    let root = m.root(kind);
+    let mut b = head;
+    let mut n = 0;
+    while b != 0 {
+        if n as usize >= MAX_LIST {
+            st.incomplete += 1;
+            break;
+        }
+        let mut buf = vec![0u8; size as usize];
+        if !mem.read(b, &mut buf) {
+            st.incomplete += 1;
+            break;
+        }
+        m.scan_bytes(b, &buf, root);
+        n += 1;
+        b = le_u64(&buf, link);
+    }
+    n
+}
