@@ -214,3 +214,55 @@ mod tests {
         ));
     }
 }
+
+/// Memory of a target read without stopping it: a live process
+/// ([`ProcMem`]), or an image of one in tests and fuzzing ([`ImageMem`]).
+pub trait Memory {
+    /// Fills `buf` from `addr`; false when any of it cannot be read.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
+
+    /// Fills each range; which ones could be read.
+    fn read_vectored(&self, ranges: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        ranges.iter_mut().map(|(a, b)| self.read(*a, b)).collect()
+    }
+
+    fn u64(&self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+impl Memory for ProcMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        ProcMem::read(self, addr, buf)
+    }
+
+    fn read_vectored(&self, ranges: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        ProcMem::read_vectored(self, ranges)
+    }
+}
+
+/// Mapped regions of a made-up address space (start → bytes): the
+/// reachability analysis's tests and fuzz target read heaps built here.
+#[cfg(any(test, feature = "fuzzing"))]
+#[derive(Default)]
+pub struct ImageMem {
+    pub regions: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Memory for ImageMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some((start, bytes)) = self.regions.range(..=addr).next_back() else {
+            return false;
+        };
+        let off = (addr - start) as usize;
+        match bytes.get(off..off + buf.len()) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}

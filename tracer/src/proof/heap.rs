@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::gobin::heap_layout::{Field, HeapLayout};
-use crate::process::mem::{ProcMem, le_u64};
+use crate::process::mem::{Memory, le_u64};
 
 /// Arenas beyond this are a misread (4 TiB of heap).
 const MAX_ARENAS: u64 = 1 << 16;
@@ -85,7 +85,7 @@ pub struct HeapStats {
 }
 
 pub struct Heap<'a> {
-    mem: &'a ProcMem,
+    mem: &'a dyn Memory,
     hl: &'a HeapLayout,
     /// Arena index → the arena's `spans` array.
     arenas: HashMap<u64, Vec<u64>>,
@@ -110,7 +110,7 @@ pub enum HeapError {
 
 impl<'a> Heap<'a> {
     /// Reads the arena index of the heap whose `mheap_` is at `mheap`.
-    pub fn open(mem: &'a ProcMem, hl: &'a HeapLayout, mheap: u64) -> Result<Heap<'a>, HeapError> {
+    pub fn open(mem: &'a dyn Memory, hl: &'a HeapLayout, mheap: u64) -> Result<Heap<'a>, HeapError> {
         if hl.arena_l1_bits != 0 {
             return Err(HeapError::Index(format!(
                 "arenaL1Bits is {}, only 0 is read",
@@ -316,7 +316,7 @@ impl<'a> Heap<'a> {
         self.spans[o.span as usize].noscan
     }
 
-    pub fn mem(&self) -> &'a ProcMem {
+    pub fn mem(&self) -> &'a dyn Memory {
         self.mem
     }
 }

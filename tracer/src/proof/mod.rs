@@ -161,8 +161,8 @@ pub struct Target<'a> {
 
 /// What a pass needs.
 pub struct Ctx<'a> {
-    pub pid: u32,
-    pub layout: &'a RuntimeLayout,
+    /// `runtime.waitReason` value → constant name.
+    pub wait_reasons: &'a BTreeMap<u8, String>,
     pub heap: &'a HeapLayout,
     pub globals: HeapGlobals,
     pub bias: u64,
@@ -172,8 +172,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn is_select(&self, wait_reason: u8) -> bool {
-        self.layout
-            .wait_reasons
+        self.wait_reasons
             .get(&wait_reason)
             .map(String::as_str)
             == Some("waitReasonSelect")
@@ -201,8 +200,7 @@ pub fn prove(t: &Target) -> Proof {
             .collect()
     };
     let ctx = Ctx {
-        pid: t.pid,
-        layout: t.layout,
+        wait_reasons: &t.layout.wait_reasons,
         heap: &hl,
         globals,
         bias: t.bias,
@@ -266,9 +264,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
     proof.roots = b.roots;
     proof.roots.incomplete = a.incomplete + b.incomplete;
     for s in &b.seen {
-        let reason_name = ctx
-            .layout
-            .wait_reasons
+        let reason_name = ctx.wait_reasons
             .get(&s.wait_reason)
             .map(String::as_str);
         if s.goid == 1 && reason_name == Some("waitReasonSelectNoCases") {
@@ -308,7 +304,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
         proof.goroutines.push(ProofGoroutine {
             goid: s.goid,
             verdict,
-            wait_reason: wait_reason::text(&ctx.layout.wait_reasons, s.wait_reason),
+            wait_reason: wait_reason::text(&ctx.wait_reasons, s.wait_reason),
             waits_on: s.waits_on.iter().map(|p| format!("{p:#x}")).collect(),
             kept_by,
             unproven_reason: why,
@@ -376,3 +372,8 @@ impl<'a> Namer<'a> {
         }
     }
 }
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod image;
+#[cfg(test)]
+mod tests;

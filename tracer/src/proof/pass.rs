@@ -58,7 +58,7 @@ struct Cand {
     problem: Option<Unproven>,
 }
 
-pub fn run(ctx: &Ctx, live: &[LiveG], mem: &crate::process::mem::ProcMem) -> Result<Pass, String> {
+pub fn run(ctx: &Ctx, live: &[LiveG], mem: &dyn crate::process::mem::Memory) -> Result<Pass, String> {
     let hl = ctx.heap;
     let mheap = ctx.globals.mheap.wrapping_add(ctx.bias);
     let sweepgen = || mem.u64(mheap + hl.mheap_sweepgen).map_or(0, |v| v as u32);
@@ -199,7 +199,7 @@ fn proof_wait(ctx: &Ctx, g: &LiveG) -> ProofWait {
     if !matches!(g.state, GState::Waiting | GState::Leaked) || g.raw.param != 0 {
         return ProofWait::Root;
     }
-    let Some(name) = ctx.layout.wait_reasons.get(&g.raw.waitreason) else {
+    let Some(name) = ctx.wait_reasons.get(&g.raw.waitreason) else {
         return ProofWait::Root;
     };
     match wait_reason::proof_wait(name) {
@@ -224,7 +224,7 @@ fn needs_semtable(ctx: &Ctx, waits: &[ProofWait]) -> bool {
 
 fn candidate(
     ctx: &Ctx,
-    mem: &crate::process::mem::ProcMem,
+    mem: &dyn crate::process::mem::Memory,
     g: &LiveG,
     wait: ProofWait,
     i: usize,

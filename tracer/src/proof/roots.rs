@@ -7,7 +7,7 @@
 use super::heap::field;
 use super::mark::{Marker, Root};
 use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
-use crate::process::mem::{ProcMem, le_u64};
+use crate::process::mem::le_u64;
 
 /// Modules beyond this are a misread (a plugin-heavy program has a few).
 const MAX_MODULES: usize = 64;
@@ -201,7 +201,7 @@ fn span_specials(m: &mut Marker, hl: &HeapLayout, start: u64, head: u64, st: &mu
 /// scanned whole: Go scans them with a pointer mask, every word is a
 /// superset.
 fn blocks(m: &mut Marker, head: u64, link: u64, size: u64, kind: Root, st: &mut RootStats) -> u64 {
-    let mem: &ProcMem = m.heap.mem();
+    let mem = m.heap.mem();
     let root = m.root(kind);
     let mut b = head;
     let mut n = 0;

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::gobin::heap_layout::{HeapLayout, Traceable};
-use crate::process::mem::{ProcMem, le_u64};
+use crate::process::mem::{Memory, le_u64};
 
 /// Cases of one `select` (Go allows 65536) and sudogs of the semaphore table.
 const MAX_CASES: usize = 1 << 16;
@@ -50,7 +50,7 @@ fn traceable(b: &[u8], t: Traceable) -> u64 {
     le_u64(b, t.vu.unwrap_or(t.off))
 }
 
-pub fn read_sudog(mem: &ProcMem, hl: &HeapLayout, at: u64) -> Option<Sudog> {
+pub fn read_sudog(mem: &dyn Memory, hl: &HeapLayout, at: u64) -> Option<Sudog> {
     let mut b = vec![0u8; sudog_len(hl)];
     mem.read(at, &mut b).then(|| Sudog {
         at,
@@ -73,7 +73,7 @@ pub fn hide(hidden: &mut HashSet<u64>, at: u64, field: Traceable) {
 
 /// The sudogs of `g.waiting`, in order; None when the chain is unreadable
 /// or does not end.
-pub fn waiting_chain(mem: &ProcMem, hl: &HeapLayout, first: u64) -> Option<Vec<Sudog>> {
+pub fn waiting_chain(mem: &dyn Memory, hl: &HeapLayout, first: u64) -> Option<Vec<Sudog>> {
     let mut out = Vec::new();
     let mut at = first;
     while at != 0 {
@@ -94,7 +94,7 @@ pub struct SemTable {
     pub incomplete: bool,
 }
 
-pub fn sem_table(mem: &ProcMem, hl: &HeapLayout, semtable: u64) -> SemTable {
+pub fn sem_table(mem: &dyn Memory, hl: &HeapLayout, semtable: u64) -> SemTable {
     let mut t = SemTable {
         by_g: HashMap::new(),
         incomplete: false,

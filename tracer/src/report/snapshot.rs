@@ -338,6 +338,7 @@ mod tests {
             took_ms: 1.0,
             groups: vec![group(300.0, 300.0, 0)],
             stats: SnapStats::default(),
+            proof: None,
         };
         let text = render(&r);
         assert!(

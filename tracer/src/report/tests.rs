@@ -97,6 +97,7 @@ fn blocked_goroutines_grouped_with_real_names() {
             start_ns: 0,
             end_ns: 10_000_000_000,
             leak_threshold: Duration::from_secs(5),
+            proven: None,
         });
         assert_eq!(report.suspect_count, 3, "Go {minor}");
         let grp = &report.suspects[0];
