@@ -23,12 +23,13 @@ use anyhow::{Context as _, Result, bail};
 use crate::setup::ensure_nightly;
 use crate::util::{cargo, cmd, installing, probe, run, run_status, skipped, target_dir};
 
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "elf_open",
     "pclntab",
     "buildinfo",
     "dwarf_layout",
     "recording",
+    "heap",
 ];
 /// Seconds per target when `--time` is not given.
 const DEFAULT_SECS: u64 = 60;

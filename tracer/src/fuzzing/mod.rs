@@ -230,3 +230,11 @@ fn sample_pcs(symbols: &SymbolTable) -> Vec<u64> {
     }
     pcs
 }
+
+/// A made-up Go heap (`proof::image::scenario`) with the input patched into
+/// its runtime structures (4 bytes a patch: region, offset, value), then one
+/// pass of the leak proof over it: the span, arena, special, module and
+/// sudog parsing all read untrusted memory.
+pub fn heap(data: &[u8]) {
+    let _ = crate::proof::image::run(&crate::proof::image::patched(data));
+}
