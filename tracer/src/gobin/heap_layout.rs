@@ -10,6 +10,8 @@
 //! them ([`GlobalCode`]). Nothing here is a constant of gotrace's own: every
 //! number is read from a binary.
 
+use super::BinaryError;
+use super::dwarf_index::{DwarfIndex, StructType};
 use super::layout::LayoutSource;
 
 /// A field whose width changed between Go versions (e.g. `mspan.nelems`,
@@ -189,10 +191,21 @@ pub struct HeapLayout {
     pub finblock_size: u64,
 
     // --- cleanup blocks (runtime.gcCleanups, Go 1.25+, mcleanup.go) ---
-    /// Offset in `gcCleanups` of the head of the list of every cleanup
-    /// block, the block's link field and its size (None before 1.25).
+    // All None before Go 1.25. Go's root job (`fixedRootCleanups`) walks
+    // `gcCleanups.all` → `cleanupBlock.alllink` and scans the first `n`
+    // entries of each block's `cleanups` array, every word a pointer.
+    /// `cleanupQueue.all`: offset in `gcCleanups` of the list's head.
     pub cleanups_all: Option<u64>,
+    /// `cleanupBlock.alllink` (through the embedded `cleanupBlockHeader`).
     pub cleanup_block_alllink: Option<u64>,
+    /// `cleanupBlock.n` (u32): queued cleanups in the block.
+    pub cleanup_block_n: Option<Field>,
+    /// `cleanupBlock.cleanups`: the array of queued cleanups.
+    pub cleanup_block_cleanups: Option<u64>,
+    /// Bytes of one queued cleanup: a `*funcval` (8) in Go 1.25, a
+    /// `cleanupFn{call, fn, arg}` (24) from 1.26.
+    pub cleanup_size: Option<u64>,
+    /// Bytes of a block (`n` can be checked against it).
     pub cleanup_block_size: Option<u64>,
 }
 
@@ -200,9 +213,292 @@ impl HeapLayout {
     /// The heap layout of `bin`: its DWARF, else the per-version table
     /// with the globals found through their code.
     pub fn load(bin: &super::GoBinary) -> Result<HeapLayout, super::BinaryError> {
-        let _ = bin;
-        Err(super::BinaryError::MissingField(
-            "heap layout (not implemented yet)".into(),
-        ))
+        let index = match bin.dwarf_index(is_runtime) {
+            Err(BinaryError::NoDwarf { .. }) => {
+                return Err(BinaryError::NotInDwarf(
+                    "heap layout (binaries without DWARF: not implemented yet)".into(),
+                ));
+            }
+            other => other?,
+        };
+        let mut layout = from_dwarf(&index)?;
+        layout.globals = Some(globals_from_dwarf(&index)?);
+        Ok(layout)
     }
+}
+
+/// The names the heap layout reads from DWARF (member types are followed
+/// by offset, whatever their name).
+pub(crate) fn is_runtime(name: &[u8]) -> bool {
+    name.starts_with(b"runtime.")
+}
+
+/// The link-time addresses of the globals, from DWARF.
+pub(crate) fn globals_from_dwarf(index: &DwarfIndex) -> Result<HeapGlobals, BinaryError> {
+    let addr = |name: &str| index.variable(name).map(|v| v.addr);
+    let need = |name: &str| addr(name).ok_or_else(|| BinaryError::NotInDwarf(name.to_string()));
+    Ok(HeapGlobals {
+        mheap: need("runtime.mheap_")?,
+        firstmoduledata: need("runtime.firstmoduledata")?,
+        semtable: addr("runtime.semtable"),
+        allfin: addr("runtime.allfin"),
+        gc_cleanups: addr("runtime.gcCleanups"),
+    })
+}
+
+/// Reads struct members and constants out of a [`DwarfIndex`], with errors
+/// that name what is missing.
+struct Types<'a> {
+    index: &'a DwarfIndex,
+}
+
+impl Types<'_> {
+    fn structure(&self, name: &str) -> Result<StructType, BinaryError> {
+        self.index.structure(&format!("runtime.{name}"))
+    }
+
+    /// The offset of `member` in `s`, looked for in embedded structs too.
+    fn off(&self, s: &StructType, member: &str) -> Result<u64, BinaryError> {
+        Ok(self.find(s, member)?.0)
+    }
+
+    /// The first of `members` that `s` has (a field renamed between
+    /// versions).
+    fn off_any(&self, s: &StructType, members: &[&str]) -> Result<u64, BinaryError> {
+        members
+            .iter()
+            .find_map(|m| self.off(s, m).ok())
+            .ok_or_else(|| BinaryError::NotInDwarf(format!("{}.{}", s.name, members.join("|"))))
+    }
+
+    /// `member`'s offset and width.
+    fn field(&self, s: &StructType, member: &str) -> Result<Field, BinaryError> {
+        let (off, ty) = self.find(s, member)?;
+        let size = self.index.type_size(ty)?;
+        let size = u8::try_from(size)
+            .ok()
+            .filter(|n| [1, 2, 4, 8].contains(n))
+            .ok_or_else(|| {
+                BinaryError::NotInDwarf(format!("{}.{member} of {size} bytes", s.name))
+            })?;
+        Ok(Field { off, size })
+    }
+
+    /// A pointer member that may be a `maybeTraceablePtr` (Go 1.26+).
+    fn traceable(&self, s: &StructType, member: &str) -> Result<Traceable, BinaryError> {
+        let (off, ty) = self.find(s, member)?;
+        let Some(inner) = self.index.structure_at(ty)? else {
+            return Ok(Traceable { off, vu: None });
+        };
+        Ok(Traceable {
+            off: off + self.off(&inner, "vp")?,
+            vu: Some(off + self.off(&inner, "vu")?),
+        })
+    }
+
+    /// Offset and type of `member`, searched depth first through embedded
+    /// structs (`cleanupBlock.alllink` is `cleanupBlockHeader.alllink`).
+    fn find(&self, s: &StructType, member: &str) -> Result<(u64, u64), BinaryError> {
+        self.find_in(s, member, 0)?
+            .ok_or_else(|| BinaryError::NotInDwarf(format!("{}.{member}", s.name)))
+    }
+
+    fn find_in(
+        &self,
+        s: &StructType,
+        member: &str,
+        depth: usize,
+    ) -> Result<Option<(u64, u64)>, BinaryError> {
+        if let Some(m) = s.member(member) {
+            let ty = m
+                .ty
+                .ok_or_else(|| BinaryError::NotInDwarf(format!("type of {}.{member}", s.name)))?;
+            return Ok(Some((m.off, ty)));
+        }
+        if depth >= 4 {
+            return Ok(None);
+        }
+        for m in s.members.iter().filter(|m| m.embedded) {
+            let Some(inner) =
+                m.ty.map(|t| self.index.structure_at(t))
+                    .transpose()?
+                    .flatten()
+            else {
+                continue;
+            };
+            if let Some((off, ty)) = self.find_in(&inner, member, depth + 1)? {
+                return Ok(Some((m.off + off, ty)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn constant(&self, name: &str) -> Result<i64, BinaryError> {
+        let name = format!("runtime.{name}");
+        self.index
+            .constant(&name)
+            .ok_or(BinaryError::NotInDwarf(name))
+    }
+
+    /// A constant that must fit in `T` (e.g. u8 for a special kind).
+    fn small<T: TryFrom<i64>>(&self, name: &str) -> Result<T, BinaryError> {
+        let v = self.constant(name)?;
+        T::try_from(v)
+            .map_err(|_| BinaryError::NotInDwarf(format!("runtime.{name} = {v} (out of range)")))
+    }
+
+    /// Bytes of the largest special record type (`runtime.special*`
+    /// structs that start with a `special` header).
+    fn special_max_size(&self) -> Result<u64, BinaryError> {
+        let mut max = 0;
+        for name in self.index.type_names("runtime.special") {
+            let Ok(s) = self.index.structure(name) else {
+                continue;
+            };
+            if s.member("special").is_some_and(|m| m.off == 0) {
+                max = max.max(s.size);
+            }
+        }
+        match max {
+            0 => Err(BinaryError::NotInDwarf("runtime.special* records".into())),
+            n => Ok(n),
+        }
+    }
+}
+
+/// The heap layout from the binary's DWARF (globals not filled in).
+pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> {
+    let t = Types { index };
+    let mheap = t.structure("mheap")?;
+    let arena = t.structure("heapArena")?;
+    let span = t.structure("mspan")?;
+    let special = t.structure("special")?;
+    let md = t.structure("moduledata")?;
+    let bv = t.structure("bitvector")?;
+    let g = t.structure("g")?;
+    let sudog = t.structure("sudog")?;
+    let fin = t
+        .structure("finBlock")
+        .or_else(|_| t.structure("finblock"))?;
+    let semtable_len: u64 = t.small("semTabSize")?;
+    let c = cleanups(&t)?;
+    Ok(HeapLayout {
+        source: LayoutSource::Dwarf,
+        globals: None,
+        globals_code: Vec::new(),
+        arena_base_offset: t.constant("arenaBaseOffsetUintptr")? as u64,
+        log_heap_arena_bytes: t.small("logHeapArenaBytes")?,
+        arena_l1_bits: t.small("arenaL1Bits")?,
+        arena_l2_bits: t.small("arenaL2Bits")?,
+        page_size: t.small("pageSize")?,
+        pages_per_arena: t.small("pagesPerArena")?,
+        mheap_arenas: t.off(&mheap, "arenas")?,
+        mheap_all_arenas: t.off_any(&mheap, &["heapArenas", "allArenas"])?,
+        mheap_allspans: t.off(&mheap, "allspans")?,
+        mheap_sweepgen: t.off(&mheap, "sweepgen")?,
+        heap_arena_spans: t.off(&arena, "spans")?,
+        span_start_addr: t.off(&span, "startAddr")?,
+        span_npages: t.off(&span, "npages")?,
+        span_freeindex: t.field(&span, "freeindex")?,
+        span_nelems: t.field(&span, "nelems")?,
+        span_alloc_bits: t.off(&span, "allocBits")?,
+        span_sweepgen: t.off(&span, "sweepgen")?,
+        span_spanclass: t.off(&span, "spanclass")?,
+        span_state: t.off(&span, "state")?,
+        span_elemsize: t.off(&span, "elemsize")?,
+        span_limit: t.off(&span, "limit")?,
+        span_specials: t.off(&span, "specials")?,
+        span_in_use: t.small("mSpanInUse")?,
+        special_next: t.off(&special, "next")?,
+        special_offset: t.field(&special, "offset")?,
+        special_kind: t.field(&special, "kind")?,
+        kind_special_finalizer: t.small("_KindSpecialFinalizer")?,
+        special_finalizer_size: t.structure("specialfinalizer")?.size,
+        special_max_size: t.special_max_size()?,
+        kind_special_profile: t.small("_KindSpecialProfile").ok(),
+        md_data: t.off(&md, "data")?,
+        md_edata: t.off(&md, "edata")?,
+        md_bss: t.off(&md, "bss")?,
+        md_ebss: t.off(&md, "ebss")?,
+        md_gcdatamask: t.off(&md, "gcdatamask")?,
+        md_gcbssmask: t.off(&md, "gcbssmask")?,
+        md_next: t.off(&md, "next")?,
+        bitvector_n: t.off(&bv, "n")?,
+        bitvector_bytedata: t.off(&bv, "bytedata")?,
+        g_waiting: t.off(&g, "waiting")?,
+        g_param: t.off(&g, "param")?,
+        sudog_g: t.off(&sudog, "g")?,
+        sudog_next: t.off(&sudog, "next")?,
+        sudog_prev: t.off(&sudog, "prev")?,
+        sudog_parent: t.off(&sudog, "parent")?,
+        sudog_elem: t.traceable(&sudog, "elem")?,
+        sudog_c: t.traceable(&sudog, "c")?,
+        sudog_waitlink: t.off(&sudog, "waitlink")?,
+        sudog_waittail: t.off(&sudog, "waittail")?,
+        sudog_is_select: t.off(&sudog, "isSelect")?,
+        semtable_len,
+        semtable_stride: semtable_stride(index, semtable_len)?,
+        sema_root_treap: t.off(&t.structure("semaRoot")?, "treap")?,
+        finblock_alllink: t.off(&fin, "alllink")?,
+        finblock_size: fin.size,
+        cleanups_all: c.all,
+        cleanup_block_alllink: c.alllink,
+        cleanup_block_n: c.n,
+        cleanup_block_cleanups: c.cleanups,
+        cleanup_size: c.size,
+        cleanup_block_size: c.block_size,
+    })
+}
+
+/// Bytes between two entries of `runtime.semtable`: the size of its type
+/// (an array of `semTabSize` padded `semaRoot`s) over its length.
+fn semtable_stride(index: &DwarfIndex, len: u64) -> Result<u64, BinaryError> {
+    let var = index
+        .variable("runtime.semtable")
+        .ok_or_else(|| BinaryError::NotInDwarf("runtime.semtable".into()))?;
+    let ty = var
+        .ty
+        .ok_or_else(|| BinaryError::NotInDwarf("type of runtime.semtable".into()))?;
+    let size = index.type_size(ty)?;
+    if len == 0 || size % len != 0 {
+        return Err(BinaryError::NotInDwarf(format!(
+            "runtime.semtable of {size} bytes for {len} entries"
+        )));
+    }
+    Ok(size / len)
+}
+
+/// The cleanup-block fields (all None before Go 1.25, which has no
+/// `runtime.gcCleanups`).
+#[derive(Default)]
+struct Cleanups {
+    all: Option<u64>,
+    alllink: Option<u64>,
+    n: Option<Field>,
+    cleanups: Option<u64>,
+    size: Option<u64>,
+    block_size: Option<u64>,
+}
+
+fn cleanups(t: &Types<'_>) -> Result<Cleanups, BinaryError> {
+    let Some(queue) = t.index.variable("runtime.gcCleanups") else {
+        return Ok(Cleanups::default());
+    };
+    let queue = queue
+        .ty
+        .map(|ty| t.index.structure_at(ty))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| BinaryError::NotInDwarf("type of runtime.gcCleanups".into()))?;
+    let block = t.structure("cleanupBlock")?;
+    let (cleanups, array) = t.find(&block, "cleanups")?;
+    let entry = t.index.array_element(array)?;
+    Ok(Cleanups {
+        all: Some(t.off(&queue, "all")?),
+        alllink: Some(t.off(&block, "alllink")?),
+        n: Some(t.field(&block, "n")?),
+        cleanups: Some(cleanups),
+        size: Some(t.index.type_size(entry)?),
+        block_size: Some(block.size),
+    })
 }

@@ -507,7 +507,7 @@ impl Scan {
 }
 
 /// `DW_AT_data_member_location` as a constant, or a `DW_OP_plus_uconst` expression.
-fn member_offset<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
+pub(super) fn member_offset<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
     if let AttributeValue::Exprloc(expr) = &value {
         let mut r = expr.0.clone();
         if r.read_u8().ok()? == gimli::DW_OP_plus_uconst.0 {
@@ -520,7 +520,7 @@ fn member_offset<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
 }
 
 /// `DW_AT_location` of a static variable: a lone `DW_OP_addr`.
-fn static_address<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
+pub(super) fn static_address<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
     let AttributeValue::Exprloc(expr) = value else {
         return None;
     };
@@ -532,7 +532,7 @@ fn static_address<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
     r.is_empty().then_some(addr)
 }
 
-fn const_u64<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
+pub(super) fn const_u64<R: Reader>(value: AttributeValue<R>) -> Option<u64> {
     match value {
         AttributeValue::Sdata(v) => u64::try_from(v).ok(),
         AttributeValue::Udata(v) => Some(v),

@@ -6,6 +6,7 @@
 
 pub mod buildinfo;
 mod dwarf;
+pub(crate) mod dwarf_index;
 pub mod frame;
 pub mod globals;
 pub mod heap_layout;
@@ -20,6 +21,8 @@ pub mod symbols;
 pub mod testutil;
 pub mod wrappers;
 
+#[cfg(test)]
+mod heap_layout_tests;
 #[cfg(test)]
 mod strip_tests;
 #[cfg(test)]
@@ -60,6 +63,8 @@ pub enum BinaryError {
     NoRuntimeG,
     #[error("missing field runtime.g.{0}")]
     MissingField(String),
+    #[error("{0} not found in the binary's DWARF")]
+    NotInDwarf(String),
     #[error("symbol {0} not found")]
     SymbolNotFound(String),
     #[error("code of {name} at {addr:#x} is not in any section of the file")]
@@ -316,6 +321,17 @@ impl GoBinary {
         let mut l = layout::from_dwarf(&dwarf, &self.path)?;
         l.allg_code = l.allg.and_then(|a| globals::locate_code(self, &a));
         Ok(l)
+    }
+
+    /// An index of the binary's DWARF over the names `wanted` accepts (see
+    /// [`dwarf_index::DwarfIndex`]); [`BinaryError::NoDwarf`] without DWARF.
+    pub(crate) fn dwarf_index(
+        &self,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<dwarf_index::DwarfIndex, BinaryError> {
+        let elf = self.elf()?;
+        let dwarf = dwarf::load(&elf, &self.path)?;
+        dwarf_index::DwarfIndex::build(dwarf, &self.path, wanted)
     }
 
     /// Addresses of non-text symbols (data, itabs) by exact name; names not in
