@@ -98,6 +98,9 @@ pub fn layout() -> HeapLayout {
         finblock_size: 64,
         cleanups_all: None,
         cleanup_block_alllink: None,
+        cleanup_block_n: None,
+        cleanup_block_cleanups: None,
+        cleanup_size: None,
         cleanup_block_size: None,
     }
 }
