@@ -361,13 +361,15 @@ impl GoBinary {
     }
 
     /// The data symbol (`.symtab`, a variable) whose bytes hold `vaddr`
-    /// (link-time); None in a stripped binary.
+    /// (link-time): the smallest one, so that a section's marker symbol
+    /// (`runtime.bss`) never hides the variable. None in a stripped binary.
     pub fn data_symbol_containing(&self, vaddr: u64) -> Option<String> {
         use object::{Object as _, ObjectSymbol as _, SymbolKind};
         let elf = self.elf().ok()?;
         elf.symbols()
-            .filter(|s| s.kind() == SymbolKind::Data && s.is_definition())
-            .find(|s| (s.address()..s.address() + s.size().max(1)).contains(&vaddr))
+            .filter(|s| s.kind() == SymbolKind::Data && s.is_definition() && s.size() > 0)
+            .filter(|s| (s.address()..s.address() + s.size()).contains(&vaddr))
+            .min_by_key(|s| s.size())
             .and_then(|s| s.name().ok().map(str::to_string))
     }
 

@@ -249,12 +249,13 @@ pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
     let functions = |_: &[u64]| Vec::new();
     let ctx = Ctx {
         wait_reasons: &reasons,
+        g_stack_hi: None,
         heap: &hl,
         globals: globals(),
         bias: 0,
         functions: &functions,
     };
-    super::pass::run(&ctx, &image.live, &image.mem)
+    super::pass::run(&ctx, &image.live, &[], &image.mem)
 }
 
 pub fn gp(goid: u64) -> u64 {

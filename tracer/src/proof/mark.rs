@@ -73,6 +73,11 @@ impl<'h, 'a> Marker<'h, 'a> {
             if !self.hidden.is_empty() && self.hidden.contains(&at) {
                 continue;
             }
+            if let Some(t) = trace_target()
+                && le_u64(w, 0) & !15 == t & !15
+            {
+                log::debug!("proof: word at {at:#x} (root {root}) points at {:#x}", le_u64(w, 0));
+            }
             self.word(le_u64(w, 0), root);
         }
     }
@@ -166,4 +171,14 @@ impl<'h, 'a> Marker<'h, 'a> {
         self.heap.stats.read_errors += errors;
         errors
     }
+}
+
+/// `GOTRACE_PROOF_TRACE=ADDR` (hex): log every scanned word that points
+/// into ADDR's 16-byte block (debugging why a primitive is reachable).
+fn trace_target() -> Option<u64> {
+    static T: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let v = std::env::var("GOTRACE_PROOF_TRACE").ok()?;
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+    })
 }

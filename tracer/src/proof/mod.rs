@@ -166,6 +166,9 @@ pub struct Ctx<'a> {
     pub heap: &'a HeapLayout,
     pub globals: HeapGlobals,
     pub bias: u64,
+    /// Offset of `g.stack.hi`: one past a stack's end, often the first
+    /// byte of the next heap span, so never an edge.
+    pub g_stack_hi: Option<u64>,
     /// Function names of a stack (pcs as read), innermost first.
     pub functions: &'a dyn Fn(&[u64]) -> Vec<String>,
 }
@@ -201,6 +204,7 @@ pub fn prove(t: &Target) -> Proof {
     };
     let ctx = Ctx {
         wait_reasons: &t.layout.wait_reasons,
+        g_stack_hi: t.layout.snapshot_offsets().map(|o| o.stack_hi),
         heap: &hl,
         globals,
         bias: t.bias,
@@ -227,7 +231,7 @@ fn one_pass(t: &Target, ctx: &Ctx) -> Result<Pass, String> {
         let read =
             crate::snapshot::read_live(t.pid, t.bin, t.layout, t.bias, Some(ctx.heap.g_param))
                 .map_err(|e| e.to_string())?;
-        let p = pass::run(ctx, &read.live, &read.mem)?;
+        let p = pass::run(ctx, &read.live, &read.all, &read.mem)?;
         if p.sweepgen.0 == p.sweepgen.1 {
             return Ok(p);
         }

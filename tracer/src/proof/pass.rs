@@ -58,7 +58,14 @@ struct Cand {
     problem: Option<Unproven>,
 }
 
-pub fn run(ctx: &Ctx, live: &[LiveG], mem: &dyn crate::process::mem::Memory) -> Result<Pass, String> {
+/// One pass over the goroutines `live` (and the g structs `all`, dead ones
+/// included) of the process whose memory is `mem`.
+pub fn run(
+    ctx: &Ctx,
+    live: &[LiveG],
+    all: &[u64],
+    mem: &dyn crate::process::mem::Memory,
+) -> Result<Pass, String> {
     let hl = ctx.heap;
     let mheap = ctx.globals.mheap.wrapping_add(ctx.bias);
     let sweepgen = || mem.u64(mheap + hl.mheap_sweepgen).map_or(0, |v| v as u32);
@@ -72,7 +79,10 @@ pub fn run(ctx: &Ctx, live: &[LiveG], mem: &dyn crate::process::mem::Memory) -> 
             ctx.globals.semtable.unwrap_or(0).wrapping_add(ctx.bias),
         )
     });
-    let mut hidden = HashSet::new();
+    let mut hidden: HashSet<u64> = match ctx.g_stack_hi {
+        Some(hi) => all.iter().map(|gp| gp + hi).collect(),
+        None => HashSet::new(),
+    };
     let mut cands: Vec<Cand> = Vec::new();
     for (i, (g, w)) in live.iter().zip(&waits).enumerate() {
         if *w != ProofWait::Root {
@@ -283,6 +293,11 @@ fn candidate(
     for s in &sudogs {
         waits::hide(hidden, s.at, hl.sudog_elem);
     }
+    log::debug!(
+        "proof: goroutine {} sync wait, sudogs {:x?}",
+        g.raw.goid,
+        sudogs.iter().map(|s| (s.at, s.elem)).collect::<Vec<_>>()
+    );
     match sudogs.first() {
         Some(s) => c.waits_on.push(s.elem),
         None => c.problem = Some(Unproven::NotLocated),

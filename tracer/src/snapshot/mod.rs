@@ -91,6 +91,8 @@ pub struct LiveRead {
     pub taken_ns: u64,
     pub clock: std::time::Instant,
     pub live: Vec<read::LiveG>,
+    /// Every entry of `allgs` (dead goroutines' g structs too).
+    pub all: Vec<u64>,
     pub stats: SnapStats,
 }
 
@@ -113,6 +115,7 @@ pub fn into_snapshot(read: LiveRead) -> Snapshot {
         clock,
         live,
         mut stats,
+        ..
     } = read;
     let (goroutines, stacks) = intern(live, taken_ns, &mut stats);
     stats.live = goroutines.len() as u64;
@@ -191,6 +194,7 @@ pub fn read_live(
         taken_ns,
         clock,
         live,
+        all: list,
         stats,
     })
 }
