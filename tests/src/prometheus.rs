@@ -5,8 +5,10 @@
 //!
 //! ```no_run
 //! use gotrace_e2e::prometheus::{Prometheus, ScrapeTarget};
+//! use std::time::Duration;
 //! let prom = Prometheus::start(&[ScrapeTarget::new("app", "127.0.0.1:8080", "/metrics")]).unwrap();
-//! let (status, _body) = prom.get("/api/v1/targets").unwrap();
+//! prom.wait_scraped("app", Duration::from_secs(30)).unwrap();
+//! let (status, _body) = prom.get("/api/v1/query?query=up").unwrap();
 //! assert_eq!(status, 200);
 //! ```
 
@@ -152,6 +154,25 @@ impl Prometheus {
         )
     }
 
+    /// Waits (up to `timeout`) until every target of scrape job `job` has
+    /// been scraped successfully (`health` "up" in `/api/v1/targets`). The
+    /// first scrape comes a few seconds after start: Prometheus applies
+    /// discovered targets at most every 5 s.
+    pub fn wait_scraped(&self, job: &str, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < timeout {
+            if let Ok((200, body)) = self.get("/api/v1/targets") {
+                if job_is_up(&body, job) {
+                    return Ok(());
+                }
+                last = body;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("job {job} not scraped after {timeout:?}; targets: {last}")
+    }
+
     /// `GET path` on the server: (status, body).
     pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         http_get(SocketAddr::from(([127, 0, 0, 1], self.port)), path)
@@ -166,6 +187,21 @@ impl Prometheus {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
+}
+
+/// Whether `/api/v1/targets` (`body`) lists job `job` with every target up.
+fn job_is_up(body: &str, job: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Some(targets) = v["data"]["activeTargets"].as_array() else {
+        return false;
+    };
+    let mine: Vec<_> = targets
+        .iter()
+        .filter(|t| t["labels"]["job"] == job)
+        .collect();
+    !mine.is_empty() && mine.iter().all(|t| t["health"] == "up")
 }
 
 /// A minimal HTTP/1.0 GET (no client crate needed): (status, body).
@@ -197,6 +233,29 @@ mod tests {
         assert!(c.contains("- targets: ['127.0.0.1:9090']"), "{c}");
         assert!(c.contains("job_name: app\n    metrics_path: /m\n"), "{c}");
         assert!(c.contains("- targets: ['127.0.0.1:8080']"), "{c}");
+    }
+
+    #[test]
+    fn a_job_is_up_when_all_its_targets_are() {
+        let t =
+            |job: &str, health: &str| serde_json::json!({"labels": {"job": job}, "health": health});
+        let body = |ts: Vec<serde_json::Value>| {
+            serde_json::json!({"status": "success", "data": {"activeTargets": ts}}).to_string()
+        };
+        assert!(job_is_up(
+            &body(vec![t("prometheus", "up"), t("app", "down")]),
+            "prometheus"
+        ));
+        assert!(!job_is_up(
+            &body(vec![t("prometheus", "up"), t("app", "down")]),
+            "app"
+        ));
+        assert!(!job_is_up(
+            &body(vec![t("prometheus", "unknown")]),
+            "prometheus"
+        ));
+        assert!(!job_is_up(&body(vec![]), "prometheus"));
+        assert!(!job_is_up("not json", "prometheus"));
     }
 
     #[test]
