@@ -48,7 +48,8 @@ impl ScrapeTarget {
     }
 }
 
-/// A running Prometheus, killed (with its process group) when dropped; its
+/// A running Prometheus, killed (with its process group) when dropped or
+/// after [`RUN_TIMEOUT`] (the tests' deadline for every process); its
 /// config, storage and log live in a temporary directory removed then too.
 pub struct Prometheus {
     child: Spawned,
