@@ -98,6 +98,20 @@ pub fn go_env<'a>(c: &'a mut Command, version: &str) -> &'a mut Command {
         .env("GOPATH", tools.join("gopath"))
 }
 
+/// The `GOEXPERIMENT` a build with Go `version` needs to have the
+/// runtime's goroutineleak profile: `goroutineleakprofile` on Go 1.26 (an
+/// experiment there), none on 1.27 and later (always registered) or before
+/// 1.26 (no such profile, see [`has_leak_profile`]).
+pub fn leak_profile_experiment(version: &str) -> Option<&'static str> {
+    (minor(version) == "1.26").then_some("goroutineleakprofile")
+}
+
+/// Whether a build with Go `version` (and [`leak_profile_experiment`]) has
+/// the goroutineleak profile: Go 1.26 and later.
+pub fn has_leak_profile(version: &str) -> bool {
+    version_key(minor(version)) >= vec![1, 26]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +124,13 @@ mod tests {
         m.dedup();
         assert_eq!(m.len(), GO_VERSIONS.len(), "{GO_VERSIONS:?}");
         assert!(GO_VERSIONS.iter().all(|v| v.split('.').count() == 3));
+    }
+
+    #[test]
+    fn leak_profile() {
+        assert!(!has_leak_profile("1.25.5") && leak_profile_experiment("1.25").is_none());
+        assert!(has_leak_profile("1.26") && leak_profile_experiment("1.26.6").is_some());
+        assert!(has_leak_profile("1.27.3") && leak_profile_experiment("1.27").is_none());
     }
 
     #[test]

