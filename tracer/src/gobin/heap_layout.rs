@@ -49,6 +49,13 @@ pub struct HeapGlobals {
     pub allfin: Option<u64>,
     /// `runtime.gcCleanups` (Go 1.25+).
     pub gc_cleanups: Option<u64>,
+    /// `runtime.allp` (a `[]*p`: each P's mcache holds a tiny block Go's
+    /// GC marks as a root) and `runtime.allm` (the Ms, whose g0 and
+    /// gsignal are g structs outside allgs).
+    #[serde(default)]
+    pub allp: Option<u64>,
+    #[serde(default)]
+    pub allm: Option<u64>,
 }
 
 /// Which instruction operand of which runtime function loads a global: how
@@ -207,6 +214,27 @@ pub struct HeapLayout {
     pub cleanup_size: Option<u64>,
     /// Bytes of a block (`n` can be checked against it).
     pub cleanup_block_size: Option<u64>,
+
+    // --- tiny blocks and Ms (gcMarkTinyAllocs; g0/gsignal stacks) ---
+    /// `p.mcache` and `mcache.tiny`.
+    #[serde(default)]
+    pub p_mcache: Option<u64>,
+    #[serde(default)]
+    pub mcache_tiny: Option<u64>,
+    /// `m.alllink`, `m.g0`, `m.gsignal`.
+    #[serde(default)]
+    pub m_alllink: Option<u64>,
+    #[serde(default)]
+    pub m_g0: Option<u64>,
+    #[serde(default)]
+    pub m_gsignal: Option<u64>,
+    /// `notifyList.head` (runtime's, mirrored by package sync): where a
+    /// sync.Cond's waiters queue before Go 1.26.
+    #[serde(default)]
+    pub notify_list_head: Option<u64>,
+    /// `sync.Cond.notify` (the Cond's notifyList).
+    #[serde(default)]
+    pub cond_notify: Option<u64>,
 }
 
 impl HeapLayout {
@@ -243,6 +271,8 @@ pub(crate) fn globals_from_dwarf(index: &DwarfIndex) -> Result<HeapGlobals, Bina
         semtable: addr("runtime.semtable"),
         allfin: addr("runtime.allfin"),
         gc_cleanups: addr("runtime.gcCleanups"),
+        allp: None,
+        allm: None,
     })
 }
 
@@ -447,6 +477,14 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         cleanup_block_cleanups: c.cleanups,
         cleanup_size: c.size,
         cleanup_block_size: c.block_size,
+        // Filled by the table work (allp/allm/tiny/notifyList) to come.
+        p_mcache: None,
+        mcache_tiny: None,
+        m_alllink: None,
+        m_g0: None,
+        m_gsignal: None,
+        notify_list_head: None,
+        cond_notify: None,
     })
 }
 

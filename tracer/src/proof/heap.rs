@@ -110,7 +110,11 @@ pub enum HeapError {
 
 impl<'a> Heap<'a> {
     /// Reads the arena index of the heap whose `mheap_` is at `mheap`.
-    pub fn open(mem: &'a dyn Memory, hl: &'a HeapLayout, mheap: u64) -> Result<Heap<'a>, HeapError> {
+    pub fn open(
+        mem: &'a dyn Memory,
+        hl: &'a HeapLayout,
+        mheap: u64,
+    ) -> Result<Heap<'a>, HeapError> {
         if hl.arena_l1_bits != 0 {
             return Err(HeapError::Index(format!(
                 "arenaL1Bits is {}, only 0 is read",

@@ -35,6 +35,7 @@ pub const CHAN_RECEIVE: u8 = 19;
 pub const CHAN_RECEIVE_NIL: u8 = 15;
 pub const MUTEX_LOCK: u8 = 22;
 pub const SLEEP: u8 = 14;
+pub const COND_WAIT: u8 = 21;
 
 pub fn layout() -> HeapLayout {
     HeapLayout {
@@ -102,6 +103,13 @@ pub fn layout() -> HeapLayout {
         cleanup_block_cleanups: None,
         cleanup_size: None,
         cleanup_block_size: None,
+        p_mcache: None,
+        mcache_tiny: None,
+        m_alllink: None,
+        m_g0: None,
+        m_gsignal: None,
+        notify_list_head: Some(16),
+        cond_notify: Some(16),
     }
 }
 
@@ -112,6 +120,8 @@ pub fn globals() -> HeapGlobals {
         semtable: Some(SEMTABLE),
         allfin: None,
         gc_cleanups: None,
+        allp: None,
+        allm: None,
     }
 }
 
@@ -121,6 +131,7 @@ pub fn wait_reasons() -> BTreeMap<u8, String> {
         (CHAN_RECEIVE_NIL, "waitReasonChanReceiveNilChan"),
         (MUTEX_LOCK, "waitReasonSyncMutexLock"),
         (SLEEP, "waitReasonSleep"),
+        (COND_WAIT, "waitReasonSyncCondWait"),
     ]
     .into_iter()
     .map(|(v, n)| (v, n.to_string()))
@@ -171,8 +182,10 @@ impl Image {
         put(&mut span, hl.span_elemsize, ELEM);
         put(&mut span, hl.span_limit, HEAP + NELEMS * ELEM);
         mem.regions.insert(MSPAN, span);
-        mem.regions.insert(ALLOC_BITS, vec![0xff; (NELEMS / 8) as usize]);
-        mem.regions.insert(HEAP, vec![0u8; (NELEMS * ELEM) as usize]);
+        mem.regions
+            .insert(ALLOC_BITS, vec![0xff; (NELEMS / 8) as usize]);
+        mem.regions
+            .insert(HEAP, vec![0u8; (NELEMS * ELEM) as usize]);
         let mut module = vec![0u8; 0x80];
         put(&mut module, hl.md_data, DATA);
         put(&mut module, hl.md_edata, DATA + 8 * GLOBALS);
@@ -180,7 +193,8 @@ impl Image {
         put(&mut module, hl.md_gcdatamask + 8, MASK);
         mem.regions.insert(MODULE, module);
         mem.regions.insert(DATA, vec![0u8; 8 * GLOBALS as usize]);
-        mem.regions.insert(MASK, vec![0xff; GLOBALS.div_ceil(8) as usize]);
+        mem.regions
+            .insert(MASK, vec![0xff; GLOBALS.div_ceil(8) as usize]);
         mem.regions.insert(SEMTABLE, vec![0u8; 64 * 4]);
         Image {
             mem,
@@ -190,7 +204,12 @@ impl Image {
 
     /// Writes the word `v` at `addr` (inside a region).
     pub fn set(&mut self, addr: u64, v: u64) {
-        let (start, bytes) = self.mem.regions.range_mut(..=addr).next_back().expect("mapped");
+        let (start, bytes) = self
+            .mem
+            .regions
+            .range_mut(..=addr)
+            .next_back()
+            .expect("mapped");
         put(bytes, addr - start, v);
     }
 

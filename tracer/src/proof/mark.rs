@@ -26,6 +26,9 @@ pub enum Root {
     Finalizer,
     /// Another special record (cleanup, weak handle...), or a queued cleanup.
     Special,
+    /// A P's current tiny-allocation block, which Go's GC keeps whole
+    /// (`gcMarkTinyAllocs`): small pointer-free objects share it.
+    TinyBlock,
 }
 
 pub struct Marker<'h, 'a> {
@@ -43,6 +46,11 @@ impl<'h, 'a> Marker<'h, 'a> {
             work: Vec::new(),
             roots: Vec::new(),
         }
+    }
+
+    /// Marks the object at `p` for `root` without scanning a word.
+    pub fn mark_object(&mut self, p: u64, root: u32) {
+        self.word(p, root);
     }
 
     pub fn root(&mut self, r: Root) -> u32 {
@@ -76,7 +84,10 @@ impl<'h, 'a> Marker<'h, 'a> {
             if let Some(t) = trace_target()
                 && le_u64(w, 0) & !15 == t & !15
             {
-                log::debug!("proof: word at {at:#x} (root {root}) points at {:#x}", le_u64(w, 0));
+                log::debug!(
+                    "proof: word at {at:#x} (root {root}) points at {:#x}",
+                    le_u64(w, 0)
+                );
             }
             self.word(le_u64(w, 0), root);
         }

@@ -68,7 +68,8 @@ pub enum Verdict {
 /// What reaches a wakeable goroutine's primitive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptBy {
-    /// "global", "goroutine", "not_heap", "finalizer" or "special".
+    /// "global", "goroutine", "not_heap", "finalizer", "special" or
+    /// "tiny_block".
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -175,10 +176,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn is_select(&self, wait_reason: u8) -> bool {
-        self.wait_reasons
-            .get(&wait_reason)
-            .map(String::as_str)
-            == Some("waitReasonSelect")
+        self.wait_reasons.get(&wait_reason).map(String::as_str) == Some("waitReasonSelect")
     }
 }
 
@@ -268,9 +266,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
     proof.roots = b.roots;
     proof.roots.incomplete = a.incomplete + b.incomplete;
     for s in &b.seen {
-        let reason_name = ctx.wait_reasons
-            .get(&s.wait_reason)
-            .map(String::as_str);
+        let reason_name = ctx.wait_reasons.get(&s.wait_reason).map(String::as_str);
         if s.goid == 1 && reason_name == Some("waitReasonSelectNoCases") {
             // Go 1.27 leaves main's `select {}` out of its report: a program
             // parked there on purpose. Like Go, its stack was not a root.
@@ -345,6 +341,7 @@ impl<'a> Namer<'a> {
             None => kind("not_heap"),
             Some(Root::Finalizer) => kind("finalizer"),
             Some(Root::Special) => kind("special"),
+            Some(Root::TinyBlock) => kind("tiny_block"),
             Some(Root::Global { addr }) => {
                 let (t, addr) = (self.t, *addr);
                 let name = self
@@ -369,7 +366,11 @@ impl<'a> Namer<'a> {
                     .collect();
                 KeptBy {
                     goid: Some(*goid),
-                    function: crate::gobin::frame::site(&frames).map(|f| f.function.clone()),
+                    // The program's frame, else the outermost (a runtime
+                    // worker such as runtime.gcBgMarkWorker).
+                    function: crate::gobin::frame::site(&frames)
+                        .or_else(|| frames.iter().rfind(|f| f.function != "runtime.goexit"))
+                        .map(|f| f.function.clone()),
                     ..kind("goroutine")
                 }
             }

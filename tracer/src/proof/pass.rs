@@ -80,7 +80,11 @@ pub fn run(
         )
     });
     let mut hidden: HashSet<u64> = match ctx.g_stack_hi {
-        Some(hi) => all.iter().map(|gp| gp + hi).collect(),
+        Some(hi) => all
+            .iter()
+            .chain(&super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
+            .map(|gp| gp + hi)
+            .collect(),
         None => HashSet::new(),
     };
     let mut cands: Vec<Cand> = Vec::new();
@@ -300,9 +304,57 @@ fn candidate(
     );
     match sudogs.first() {
         Some(s) => c.waits_on.push(s.elem),
-        None => c.problem = Some(Unproven::NotLocated),
+        None => match cond_wait(ctx, mem, g) {
+            Some(nl) => c.waits_on.push(nl),
+            None => c.problem = Some(Unproven::NotLocated),
+        },
     }
     c
+}
+
+/// Words of a Cond waiter's stack tried as its Cond (or notifyList).
+const COND_WORDS: usize = 4096;
+/// Waiters of one notifyList walked.
+const COND_WAITERS: usize = 1 << 16;
+
+/// Before Go 1.26 a sync.Cond waiter's sudog is only in the Cond's own
+/// notify list. The Cond is live in the `Wait` frame (it locks `c.L`
+/// after waking), so some word of the waiter's stack is the Cond: the one
+/// whose notify list holds a sudog of this goroutine. Returns the
+/// notifyList's address.
+fn cond_wait(ctx: &Ctx, mem: &dyn crate::process::mem::Memory, g: &LiveG) -> Option<u64> {
+    let hl = ctx.heap;
+    let (head, notify) = (hl.notify_list_head?, hl.cond_notify?);
+    if ctx.wait_reasons.get(&g.raw.waitreason).map(String::as_str) != Some("waitReasonSyncCondWait")
+    {
+        return None;
+    }
+    let (lo, hi) = stack_range(g)?;
+    let len = (hi - lo).min(8 * COND_WORDS as u64);
+    let mut bytes = vec![0u8; len as usize];
+    if !mem.read(lo, &mut bytes) {
+        return None;
+    }
+    let holds_g = |nl: u64| -> bool {
+        let mut s = mem.u64(nl + head).unwrap_or(0);
+        for _ in 0..COND_WAITERS {
+            if s == 0 {
+                return false;
+            }
+            match waits::read_sudog(mem, hl, s) {
+                Some(sg) if sg.g == g.gp => return true,
+                Some(sg) => s = sg.next,
+                None => return false,
+            }
+        }
+        false
+    };
+    bytes
+        .chunks_exact(8)
+        .map(|w| crate::process::mem::le_u64(w, 0))
+        .filter(|w| *w != 0 && w % 8 == 0)
+        .flat_map(|w| [w + notify, w])
+        .find(|nl| holds_g(*nl))
 }
 
 /// A root goroutine's stack words: from its saved sp (or the whole stack

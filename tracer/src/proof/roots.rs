@@ -7,7 +7,7 @@
 use super::heap::field;
 use super::mark::{Marker, Root};
 use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
-use crate::process::mem::le_u64;
+use crate::process::mem::{Memory, le_u64};
 
 /// Modules beyond this are a misread (a plugin-heavy program has a few).
 const MAX_MODULES: usize = 64;
@@ -17,6 +17,9 @@ const MAX_SECTION: u64 = 1 << 30;
 const MAX_SPANS: u64 = 1 << 26;
 /// Special records on one span, finalizer or cleanup blocks, beyond this.
 const MAX_LIST: usize = 1 << 20;
+/// Ps (GOMAXPROCS) and Ms (threads) beyond these are a misread.
+const MAX_PS: u64 = 1 << 16;
+const MAX_MS: usize = 1 << 16;
 
 /// What reading the roots met: problems that can hide an edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +60,60 @@ pub fn mark_roots(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -
             .unwrap_or(0);
         st.cleanup_blocks = blocks(m, head, link, size, Root::Special, &mut st);
     }
+    tiny_blocks(m, hl, g, bias, &mut st);
     st
+}
+
+/// Each P's current tiny block (`allp[i].mcache.tiny`), as Go's
+/// `gcMarkTinyAllocs` marks them.
+fn tiny_blocks(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64, st: &mut RootStats) {
+    let (Some(allp), Some(mcache), Some(tiny)) = (g.allp, hl.p_mcache, hl.mcache_tiny) else {
+        return;
+    };
+    let mem = m.heap.mem();
+    let allp = allp.wrapping_add(bias);
+    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
+        st.incomplete += 1;
+        return;
+    };
+    let root = m.root(Root::TinyBlock);
+    for i in 0..len.min(MAX_PS) {
+        let block = mem
+            .u64(ptr + 8 * i)
+            .and_then(|p| mem.u64(p + mcache))
+            .filter(|c| *c != 0)
+            .and_then(|c| mem.u64(c + tiny));
+        match block {
+            Some(0) => {}
+            Some(b) => m.mark_object(b, root),
+            None => st.incomplete += 1,
+        }
+    }
+}
+
+/// The g structs outside allgs (each M's g0 and gsignal), whose
+/// `stack.hi` must not count as an edge either.
+pub fn m_gs(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
+    let (Some(allm), Some(link), Some(g0), Some(gsignal)) =
+        (g.allm, hl.m_alllink, hl.m_g0, hl.m_gsignal)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut mp = mem.u64(allm.wrapping_add(bias)).unwrap_or(0);
+    for _ in 0..MAX_MS {
+        if mp == 0 {
+            break;
+        }
+        out.extend(
+            [g0, gsignal]
+                .iter()
+                .filter_map(|off| mem.u64(mp + off))
+                .filter(|g| *g != 0),
+        );
+        mp = mem.u64(mp + link).unwrap_or(0);
+    }
+    out
 }
 
 /// Data and bss of each module, through `gcdatamask` / `gcbssmask`.

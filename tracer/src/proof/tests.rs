@@ -20,11 +20,27 @@ fn roots_fixpoint_and_hidden_words() {
     let global = |addr| Outcome::Wakeable(Some(Root::Global { addr }));
     let by = |goid| Outcome::Wakeable(Some(Root::Goroutine { goid }));
     assert_eq!(outcome(&p, 10), global(DATA));
-    assert_eq!(outcome(&p, 11), Outcome::Leaked, "its own sudog must not keep B");
-    assert_eq!(outcome(&p, 12), by(20), "a sleeping goroutine's stack is a root");
-    assert_eq!(outcome(&p, 13), by(12), "a wakeable goroutine's stack is a root (fixpoint)");
+    assert_eq!(
+        outcome(&p, 11),
+        Outcome::Leaked,
+        "its own sudog must not keep B"
+    );
+    assert_eq!(
+        outcome(&p, 12),
+        by(20),
+        "a sleeping goroutine's stack is a root"
+    );
+    assert_eq!(
+        outcome(&p, 13),
+        by(12),
+        "a wakeable goroutine's stack is a root (fixpoint)"
+    );
     assert_eq!(outcome(&p, 14), Outcome::Leaked, "nil channel");
-    assert_eq!(outcome(&p, 15), Outcome::Leaked, "semtable sudog's elem is hidden");
+    assert_eq!(
+        outcome(&p, 15),
+        Outcome::Leaked,
+        "semtable sudog's elem is hidden"
+    );
     assert_eq!(outcome(&p, 16), global(DATA + 16));
     assert_eq!(p.seen.len(), 7, "the sleeping goroutine is not a candidate");
     assert_eq!(p.incomplete, 0);
@@ -65,4 +81,27 @@ fn garbage_never_panics() {
         let data: Vec<u8> = (0..32).map(|_| next() as u8).collect();
         let _ = run(&patched(&data));
     }
+}
+
+/// Before Go 1.26 a Cond waiter's sudog is only in the Cond's notify list:
+/// found through the Cond on the waiter's own stack.
+#[test]
+fn cond_waiters_are_located_through_their_stack() {
+    let mut im = scenario();
+    let hl = layout();
+    let head = hl.notify_list_head.unwrap() + hl.cond_notify.unwrap();
+    for (cond, sudog, goid) in [(obj(40), obj(41), 17), (obj(42), obj(43), 18)] {
+        im.set(cond + head, sudog);
+        im.sudog(sudog, gp(goid), 0, 0);
+        im.goroutine(goid, COND_WAIT, 0, &[0x1234, cond]);
+    }
+    im.set(DATA + 32, obj(42));
+    let p = run(&im).expect("a pass");
+    assert_eq!(outcome(&p, 17), Outcome::Leaked);
+    assert_eq!(
+        outcome(&p, 18),
+        Outcome::Wakeable(Some(Root::Global { addr: DATA + 32 }))
+    );
+    let c = p.seen.iter().find(|s| s.goid == 17).unwrap();
+    assert_eq!(c.waits_on, vec![obj(40) + hl.cond_notify.unwrap()]);
 }

@@ -17,6 +17,10 @@ pub fn kept_by(k: &KeptBy) -> String {
         },
         "not_heap" => "a primitive outside the heap (a global or a stack)".into(),
         "finalizer" => "a finalizer".into(),
+        "tiny_block" => {
+            "a tiny-allocation block the runtime keeps whole (small pointer-free objects share it)"
+                .into()
+        }
         _ => "a runtime special record".into(),
     }
 }
