@@ -175,6 +175,12 @@ fn header(out: &mut String, r: &Report) {
 }
 
 fn suspects(out: &mut String, r: &Report, paths: &Paths) {
+    if let Some(p) = r.proof.as_ref() {
+        let _ = writeln!(out, "{}\n", crate::report::proof_text::summary(p));
+        if p.done() {
+            return proven(out, r, p, paths);
+        }
+    }
     if r.suspects.is_empty() {
         let _ = writeln!(
             out,
@@ -190,6 +196,46 @@ fn suspects(out: &mut String, r: &Report, paths: &Paths) {
     );
     for (i, grp) in r.suspects.iter().enumerate() {
         group(out, paths, i + 1, grp, true);
+        let _ = writeln!(out);
+    }
+}
+
+/// With a leak proof: the proven leaks first, then the suspects it could
+/// not prove, each with what keeps its primitive reachable.
+fn proven(out: &mut String, r: &Report, p: &crate::proof::Proof, paths: &Paths) {
+    let leaked: Vec<&Group> = r.suspects.iter().filter(|g| g.proven_leaked > 0).collect();
+    if leaked.is_empty() {
+        let _ = writeln!(out, "no leak proven");
+    } else {
+        let _ = writeln!(
+            out,
+            "LEAKED (proven: nothing reachable can wake it): {} goroutine(s) in {} group(s)\n",
+            r.leaked_count,
+            leaked.len()
+        );
+    }
+    for (i, grp) in leaked.iter().enumerate() {
+        group(out, paths, i + 1, grp, true);
+        let _ = writeln!(out, "    proven:       {} of {} leaked", grp.proven_leaked, grp.count);
+        let _ = writeln!(out);
+    }
+    let unproven: Vec<&Group> = r.suspects.iter().filter(|g| g.suspects_unproven > 0).collect();
+    if unproven.is_empty() {
+        return;
+    }
+    let n: usize = unproven.iter().map(|g| g.suspects_unproven).sum();
+    let _ = writeln!(
+        out,
+        "SUSPECTS, NOT PROVEN: {n} goroutine(s) blocked ≥ {:.1}s that something can still wake\n",
+        r.trace.leak_threshold_s
+    );
+    for (i, grp) in unproven.iter().enumerate() {
+        group(out, paths, i + 1, grp, false);
+        let mut why = String::new();
+        crate::report::proof_text::kept_lines(&mut why, p, &grp.sample_goids);
+        for line in why.lines() {
+            let _ = writeln!(out, "    {}", line.trim_start_matches("# "));
+        }
         let _ = writeln!(out);
     }
 }
