@@ -330,8 +330,16 @@ impl GoBinary {
         &self,
         wanted: impl Fn(&[u8]) -> bool,
     ) -> Result<dwarf_index::DwarfIndex, BinaryError> {
+        use gimli::SectionId;
         let elf = self.elf()?;
-        let dwarf = dwarf::load(&elf, &self.path)?;
+        // Types, constants and variables: entries, abbreviations, strings.
+        let sections = [
+            SectionId::DebugInfo,
+            SectionId::DebugAbbrev,
+            SectionId::DebugStr,
+            SectionId::DebugLineStr,
+        ];
+        let dwarf = dwarf::load_only(&elf, &self.path, |id| sections.contains(&id))?;
         dwarf_index::DwarfIndex::build(dwarf, &self.path, wanted)
     }
 
