@@ -19,7 +19,9 @@ use super::{BinaryError, GoBinary};
 
 /// Each global: its key in [`GlobalCode::global`], its symbol, and the
 /// runtime functions that load it, by preference (each version's table
-/// keeps the first [`PER_GLOBAL`] that do).
+/// keeps the first [`PER_GLOBAL`] that do). They are functions every
+/// program links (GC, allocator, semaphores, symbol table): a binary that
+/// lacks one still needs the other.
 pub(crate) const READERS: [(&str, &str, &[&str]); 5] = [
     (
         "mheap",
@@ -36,8 +38,8 @@ pub(crate) const READERS: [(&str, &str, &[&str]); 5] = [
         "runtime.firstmoduledata",
         &[
             "runtime.findfunc",
-            "runtime.(*Func).Entry",
             "runtime.modulesinit",
+            "runtime.(*Func).Entry",
         ],
     ),
     (
@@ -140,8 +142,18 @@ fn find_one(
         return Ok(Some(*addr));
     }
     let mut addr = None;
+    let mut missing = None;
     for code in codes.iter().filter(|c| c.global == key) {
-        let a = address(bin, code)?;
+        let a = match address(bin, code) {
+            // Not linked into this program: the other record will do.
+            Err(e @ BinaryError::SymbolNotFound(_))
+                if bin.symbols().lookup(&code.function).is_none() =>
+            {
+                missing = Some(e);
+                continue;
+            }
+            other => other?,
+        };
         match addr {
             Some(prev) if prev != a => {
                 return Err(BinaryError::SymbolNotFound(format!(
@@ -154,6 +166,9 @@ fn find_one(
             }
             _ => addr = Some(a),
         }
+    }
+    if let (None, Some(e)) = (addr, missing) {
+        return Err(e);
     }
     if let Some(a) = addr
         && !bin.is_writable_data(a)

@@ -251,6 +251,32 @@ fn pie_globals_are_link_time_addresses() {
     }
 }
 
+/// A program that links little of the runtime (`tracer/testdata/hello`):
+/// the table's functions are there too, normal and stripped.
+#[test]
+fn code_records_hold_for_a_minimal_program() {
+    for minor in gotoolchains::minors() {
+        let hello =
+            |opts| open(&build_testdata("hello", minor, opts).unwrap_or_else(|e| panic!("{e}")));
+        let normal = hello(BuildOpts::default());
+        let dwarf = load(&normal).globals.unwrap();
+        assert_eq!(
+            heap_globals::by_code(&normal, &codes(&normal)).unwrap(),
+            dwarf,
+            "{minor}"
+        );
+        let mut codes = codes(&normal);
+        codes.retain(|c| normal.symbols().lookup(&c.function).is_some());
+        assert_eq!(
+            codes.len(),
+            if normal.version().minor >= 25 { 10 } else { 8 },
+            "{minor}"
+        );
+        let stripped = hello(STRIP);
+        assert_near(&load(&stripped).globals.unwrap(), &dwarf, minor);
+    }
+}
+
 /// Another program than the probe (an HTTP service): the records hold for
 /// any program built by the version, since the runtime's code is the same.
 #[test]
