@@ -1,17 +1,23 @@
-//! `cargo xtask layouts`: regenerates `tracer/data/runtime-layouts.json`,
-//! gotrace's per-version runtime layout table for binaries without DWARF.
+//! `cargo xtask layouts`: regenerates `tracer/data/runtime-layouts.json` and
+//! `tracer/data/heap-layouts.json`, gotrace's per-version layout tables for
+//! binaries without DWARF (the second is what the leak proof reads).
 //!
 //! For every Go in [`GO_VERSIONS`] it builds `tracer/testdata/probe` (a normal
 //! build, with DWARF) and has `tracer/examples/dump_layout.rs` read the
-//! layouts from their DWARF into one JSON file (stable key order, pretty).
+//! layouts from their DWARF into one JSON file per table (stable key order,
+//! pretty).
 
 use anyhow::{Context as _, Result};
 
 use crate::setup::{GO_VERSIONS, ensure_go, go_env};
 use crate::util::{capture, cargo, cmd, run, target_dir, workspace_root};
 
-/// The table, relative to the workspace root.
-pub const TABLE: &str = "tracer/data/runtime-layouts.json";
+/// The tables, relative to the workspace root, and the `dump_layout`
+/// arguments that print each.
+pub const TABLES: [(&str, &[&str]); 2] = [
+    ("tracer/data/runtime-layouts.json", &[]),
+    ("tracer/data/heap-layouts.json", &["--heap"]),
+];
 
 pub fn layouts() -> Result<()> {
     let out_dir = target_dir().join("layouts");
@@ -36,23 +42,26 @@ pub fn layouts() -> Result<()> {
         run(&mut build)?;
         bins.push(bin);
     }
-    let json = capture(
-        cargo()
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "tracer",
-                "--example",
-                "dump_layout",
-                "--",
-            ])
-            .args(&bins),
-    )?;
-    let table = workspace_root().join(TABLE);
-    let old = std::fs::read_to_string(&table).unwrap_or_default();
-    std::fs::write(&table, &json).with_context(|| format!("writing {}", table.display()))?;
-    let state = if old == json { "unchanged" } else { "updated" };
-    println!("layouts: {TABLE} {state} ({} Go versions)", bins.len());
+    for (table, args) in TABLES {
+        let json = capture(
+            cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "tracer",
+                    "--example",
+                    "dump_layout",
+                    "--",
+                ])
+                .args(args)
+                .args(&bins),
+        )?;
+        let path = workspace_root().join(table);
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+        let state = if old == json { "unchanged" } else { "updated" };
+        println!("layouts: {table} {state} ({} Go versions)", bins.len());
+    }
     Ok(())
 }

@@ -28,7 +28,8 @@ commands:
   test [-- ARGS]     setup, lint, build, then cargo test [ARGS] (needs root)
   demo               trace the leakyservice fixture and print its leak report
                      (needs root)
-  layouts            regenerate tracer/data/runtime-layouts.json from DWARF
+  layouts            regenerate tracer/data/runtime-layouts.json and
+                     heap-layouts.json from DWARF
   check-table        write docs/verifier.md (each eBPF program's size and
                      verifier instruction count) from `gotrace check --json`
                      (needs root; oldkernel and test write it too)

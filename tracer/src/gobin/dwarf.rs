@@ -17,6 +17,17 @@ pub(crate) fn load<'data>(
     obj: &impl Object<'data>,
     path: &Path,
 ) -> Result<gimli::Dwarf<Reader>, BinaryError> {
+    load_only(obj, path, |_| true)
+}
+
+/// Like [`load`], decompressing only the sections `wanted` accepts (the
+/// others are left empty): a reader of types and variables needs neither
+/// line tables nor location lists.
+pub(crate) fn load_only<'data>(
+    obj: &impl Object<'data>,
+    path: &Path,
+    wanted: impl Fn(gimli::SectionId) -> bool,
+) -> Result<gimli::Dwarf<Reader>, BinaryError> {
     if obj.section_by_name(".debug_info").is_none() {
         return Err(BinaryError::NoDwarf {
             path: path.to_path_buf(),
@@ -30,7 +41,7 @@ pub(crate) fn load<'data>(
     let load_section = |id: gimli::SectionId| -> Result<Reader, BinaryError> {
         // `section_by_name` also finds the ".zdebug_" spelling.
         let data: Arc<[u8]> = match obj.section_by_name(id.name()) {
-            Some(section) => {
+            Some(section) if wanted(id) => {
                 let data = section
                     .uncompressed_data()
                     .map_err(|e| BinaryError::BadDwarf {
@@ -39,7 +50,7 @@ pub(crate) fn load<'data>(
                     })?;
                 Arc::from(data.as_ref())
             }
-            None => Arc::from(&[][..]),
+            _ => Arc::from(&[][..]),
         };
         Ok(gimli::EndianArcSlice::new(data, endian))
     };

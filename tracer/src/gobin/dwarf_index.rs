@@ -262,6 +262,12 @@ impl DwarfIndex {
     /// a pointer without one is 8 bytes, an array without one is count ×
     /// element.
     pub fn type_size(&self, off: u64) -> Result<u64, BinaryError> {
+        self.type_size_within(off, MAX_TYPE_HOPS)
+    }
+
+    /// [`type_size`](Self::type_size) through at most `hops` nested arrays
+    /// (a malformed type may contain itself).
+    fn type_size_within(&self, off: u64, hops: usize) -> Result<u64, BinaryError> {
         let off = self.strip_typedefs(off)?;
         let (die, children) = self.read(off, true)?;
         if let Some(size) = die.byte_size {
@@ -274,7 +280,10 @@ impl DwarfIndex {
                 let elem = die
                     .ty
                     .ok_or_else(|| self.bad(off, "array without a type"))?;
-                Ok(count.saturating_mul(self.type_size(elem)?))
+                let hops = hops
+                    .checked_sub(1)
+                    .ok_or_else(|| self.bad(off, "arrays nested too deep"))?;
+                Ok(count.saturating_mul(self.type_size_within(elem, hops)?))
             }
             _ => Err(self.bad(off, "type without a size")),
         }

@@ -15,6 +15,8 @@ use iced_x86::{Decoder, DecoderOptions};
 use super::{Arch, BinaryError, GoBinary};
 use crate::goruntime::gstatus::ALLG_READERS;
 
+const ALLGS: &str = "runtime.allgs";
+
 /// Link-time addresses of `runtime.allglen` and `runtime.allgptr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AllgAddrs {
@@ -32,11 +34,16 @@ pub struct AllgCode {
 }
 
 /// Distinct RIP-relative memory targets of `function`'s code, in the order
-/// they first appear (amd64 only).
-fn rip_targets(bin: &GoBinary, function: &str) -> Result<Vec<u64>, BinaryError> {
+/// they first appear (amd64 only; `what` names the search in the error
+/// other architectures get).
+pub(crate) fn rip_targets(
+    bin: &GoBinary,
+    function: &str,
+    what: &str,
+) -> Result<Vec<u64>, BinaryError> {
     if bin.arch() != Arch::X86_64 {
         return Err(BinaryError::UnsupportedArch(format!(
-            "{} (finding runtime.allgs without symbols)",
+            "{} (finding {what} without symbols)",
             bin.arch()
         )));
     }
@@ -62,7 +69,7 @@ fn rip_targets(bin: &GoBinary, function: &str) -> Result<Vec<u64>, BinaryError> 
 /// table; `addrs` come from DWARF). None when no known reader does.
 pub fn locate_code(bin: &GoBinary, addrs: &AllgAddrs) -> Option<AllgCode> {
     ALLG_READERS.iter().find_map(|function| {
-        let targets = rip_targets(bin, function).ok()?;
+        let targets = rip_targets(bin, function, ALLGS).ok()?;
         let at = |a: u64| targets.iter().position(|t| *t == a);
         Some(AllgCode {
             function: function.to_string(),
@@ -74,7 +81,7 @@ pub fn locate_code(bin: &GoBinary, addrs: &AllgAddrs) -> Option<AllgCode> {
 
 /// The addresses, read off the code as `code` says.
 pub fn from_code(bin: &GoBinary, code: &AllgCode) -> Result<AllgAddrs, BinaryError> {
-    let targets = rip_targets(bin, &code.function)?;
+    let targets = rip_targets(bin, &code.function, ALLGS)?;
     let get = |i: usize| {
         targets.get(i).copied().ok_or_else(|| {
             BinaryError::SymbolNotFound(format!(

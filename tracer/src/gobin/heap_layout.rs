@@ -10,9 +10,9 @@
 //! them ([`GlobalCode`]). Nothing here is a constant of gotrace's own: every
 //! number is read from a binary.
 
-use super::BinaryError;
 use super::dwarf_index::{DwarfIndex, StructType};
 use super::layout::LayoutSource;
+use super::{Arch, BinaryError, GoBinary, heap_globals, layout_table};
 
 /// A field whose width changed between Go versions (e.g. `mspan.nelems`,
 /// a `uintptr` up to Go 1.21 and a `uint16` from 1.22).
@@ -191,6 +191,12 @@ pub struct HeapLayout {
     /// children, `waitlink` the other waiters on the same address).
     pub sema_root_treap: u64,
 
+    /// `notifyList.head` (the first `*sudog` waiting on a `sync.Cond`,
+    /// linked by `sudog.next`): before Go 1.26 a Cond waiter's sudog is
+    /// only found there (`g.waiting` is nil). None when the binary has no
+    /// `runtime.notifyList` (it never waits on a Cond).
+    pub notify_list_head: Option<u64>,
+
     // --- finalizer blocks (runtime.allfin, mfinal.go) ---
     /// `finblock.alllink` (`finBlock` from 1.25) and the block's size in
     /// bytes (scanned conservatively as a root, like Go's `finptrmask`).
@@ -240,17 +246,48 @@ pub struct HeapLayout {
 impl HeapLayout {
     /// The heap layout of `bin`: its DWARF, else the per-version table
     /// with the globals found through their code.
-    pub fn load(bin: &super::GoBinary) -> Result<HeapLayout, super::BinaryError> {
+    pub fn load(bin: &GoBinary) -> Result<HeapLayout, BinaryError> {
         let index = match bin.dwarf_index(is_runtime) {
             Err(BinaryError::NoDwarf { .. }) => {
-                return Err(BinaryError::NotInDwarf(
-                    "heap layout (binaries without DWARF: not implemented yet)".into(),
-                ));
+                // The table is read from amd64 builds (other architectures
+                // pad some runtime structs differently).
+                if bin.arch() != Arch::X86_64 {
+                    return Err(BinaryError::UnsupportedArch(format!(
+                        "{} (a heap layout without DWARF: gotrace's table is for x86_64)",
+                        bin.arch()
+                    )));
+                }
+                let mut layout = layout_table::heap_for_version(bin.version())?;
+                layout.globals = Some(heap_globals::find(bin, &layout.globals_code)?);
+                return Ok(layout);
             }
             other => other?,
         };
         let mut layout = from_dwarf(&index)?;
         layout.globals = Some(globals_from_dwarf(&index)?);
+        Ok(layout)
+    }
+
+    /// The table entry of `bin`'s Go version: its layout from DWARF, with
+    /// which code loads each global (`cargo xtask layouts`).
+    pub fn for_table(bin: &GoBinary) -> Result<HeapLayout, BinaryError> {
+        let index = bin.dwarf_index(is_runtime)?;
+        let mut layout = from_dwarf(&index)?;
+        let globals = globals_from_dwarf(&index)?;
+        let mut known = Vec::new();
+        for (key, symbol, _) in heap_globals::READERS {
+            let Some(var) = index.variable(symbol) else {
+                continue;
+            };
+            let size = var.ty.map(|t| index.type_size(t)).transpose()?.unwrap_or(8);
+            known.push(heap_globals::Known {
+                key,
+                addr: var.addr,
+                size,
+            });
+        }
+        layout.globals_code = heap_globals::locate_code(bin, &known);
+        layout.globals = Some(globals);
         Ok(layout)
     }
 }
@@ -469,6 +506,10 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         semtable_len,
         semtable_stride: semtable_stride(index, semtable_len)?,
         sema_root_treap: t.off(&t.structure("semaRoot")?, "treap")?,
+        notify_list_head: match t.structure("notifyList") {
+            Ok(list) => Some(t.off(&list, "head")?),
+            Err(_) => None,
+        },
         finblock_alllink: t.off(&fin, "alllink")?,
         finblock_size: fin.size,
         cleanups_all: c.all,

@@ -9,6 +9,7 @@ mod dwarf;
 pub(crate) mod dwarf_index;
 pub mod frame;
 pub mod globals;
+mod heap_globals;
 pub mod heap_layout;
 mod itabs;
 pub mod layout;
@@ -329,8 +330,16 @@ impl GoBinary {
         &self,
         wanted: impl Fn(&[u8]) -> bool,
     ) -> Result<dwarf_index::DwarfIndex, BinaryError> {
+        use gimli::SectionId;
         let elf = self.elf()?;
-        let dwarf = dwarf::load(&elf, &self.path)?;
+        // Types, constants and variables: entries, abbreviations, strings.
+        let sections = [
+            SectionId::DebugInfo,
+            SectionId::DebugAbbrev,
+            SectionId::DebugStr,
+            SectionId::DebugLineStr,
+        ];
+        let dwarf = dwarf::load_only(&elf, &self.path, |id| sections.contains(&id))?;
         dwarf_index::DwarfIndex::build(dwarf, &self.path, wanted)
     }
 
@@ -401,6 +410,19 @@ impl GoBinary {
             };
         }
         Ok(found)
+    }
+
+    /// True when `vaddr` lies in an allocated, writable section (data or
+    /// bss: where a global variable can be).
+    pub fn is_writable_data(&self, vaddr: u64) -> bool {
+        let Ok(elf) = self.elf() else { return false };
+        elf.sections().any(|s| {
+            matches!(
+                s.kind(),
+                object::SectionKind::Data | object::SectionKind::UninitializedData
+            ) && vaddr >= s.address()
+                && vaddr - s.address() < s.size()
+        })
     }
 
     /// Reads a little-endian u64 at a virtual address of the file's
