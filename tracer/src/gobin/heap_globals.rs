@@ -22,7 +22,7 @@ use super::{BinaryError, GoBinary};
 /// keeps the first [`PER_GLOBAL`] that do). They are functions every
 /// program links (GC, allocator, semaphores, symbol table): a binary that
 /// lacks one still needs the other.
-pub(crate) const READERS: [(&str, &str, &[&str]); 5] = [
+pub(crate) const READERS: [(&str, &str, &[&str]); 7] = [
     (
         "mheap",
         "runtime.mheap_",
@@ -59,6 +59,24 @@ pub(crate) const READERS: [(&str, &str, &[&str]); 5] = [
             "runtime.markroot",
             "runtime.(*activeSweep).end",
             "runtime.freeSpecial",
+        ],
+    ),
+    (
+        "allp",
+        "runtime.allp",
+        &[
+            "runtime.gcMarkTinyAllocs",
+            "runtime.procresize",
+            "runtime.forEachP",
+        ],
+    ),
+    (
+        "allm",
+        "runtime.allm",
+        &[
+            "runtime.mcommoninit",
+            "runtime.checkdead",
+            "runtime.forEachThread",
         ],
     ),
 ];
@@ -205,7 +223,15 @@ fn find_with(
     for (slot, (key, symbol, _)) in found.iter_mut().zip(READERS) {
         *slot = find_one(bin, codes, key, symbol, symtab)?;
     }
-    let [mheap, firstmoduledata, semtable, allfin, gc_cleanups] = found;
+    let [
+        mheap,
+        firstmoduledata,
+        semtable,
+        allfin,
+        gc_cleanups,
+        allp,
+        allm,
+    ] = found;
     let required = |addr: Option<u64>, symbol: &str| {
         addr.ok_or_else(|| {
             BinaryError::SymbolNotFound(format!(
@@ -228,5 +254,7 @@ fn find_with(
         semtable,
         allfin,
         gc_cleanups,
+        allp,
+        allm,
     })
 }

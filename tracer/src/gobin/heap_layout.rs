@@ -234,10 +234,6 @@ pub struct HeapLayout {
     pub m_g0: Option<u64>,
     #[serde(default)]
     pub m_gsignal: Option<u64>,
-    /// `notifyList.head` (runtime's, mirrored by package sync): where a
-    /// sync.Cond's waiters queue before Go 1.26.
-    #[serde(default)]
-    pub notify_list_head: Option<u64>,
     /// `sync.Cond.notify` (the Cond's notifyList).
     #[serde(default)]
     pub cond_notify: Option<u64>,
@@ -295,7 +291,7 @@ impl HeapLayout {
 /// The names the heap layout reads from DWARF (member types are followed
 /// by offset, whatever their name).
 pub(crate) fn is_runtime(name: &[u8]) -> bool {
-    name.starts_with(b"runtime.")
+    name.starts_with(b"runtime.") || name == b"sync.Cond"
 }
 
 /// The link-time addresses of the globals, from DWARF.
@@ -308,9 +304,17 @@ pub(crate) fn globals_from_dwarf(index: &DwarfIndex) -> Result<HeapGlobals, Bina
         semtable: addr("runtime.semtable"),
         allfin: addr("runtime.allfin"),
         gc_cleanups: addr("runtime.gcCleanups"),
-        allp: None,
-        allm: None,
+        allp: addr("runtime.allp"),
+        allm: addr("runtime.allm"),
     })
+}
+
+/// `sync.Cond.notify` (None in a program without a Cond).
+fn cond_notify(index: &DwarfIndex) -> Result<Option<u64>, BinaryError> {
+    match index.structure("sync.Cond") {
+        Ok(c) => Ok(c.member("notify").map(|m| m.off)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Reads struct members and constants out of a [`DwarfIndex`], with errors
@@ -444,6 +448,7 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
     let bv = t.structure("bitvector")?;
     let g = t.structure("g")?;
     let sudog = t.structure("sudog")?;
+    let m = t.structure("m")?;
     let fin = t
         .structure("finBlock")
         .or_else(|_| t.structure("finblock"))?;
@@ -518,14 +523,12 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         cleanup_block_cleanups: c.cleanups,
         cleanup_size: c.size,
         cleanup_block_size: c.block_size,
-        // Filled by the table work (allp/allm/tiny/notifyList) to come.
-        p_mcache: None,
-        mcache_tiny: None,
-        m_alllink: None,
-        m_g0: None,
-        m_gsignal: None,
-        notify_list_head: None,
-        cond_notify: None,
+        p_mcache: Some(t.off(&t.structure("p")?, "mcache")?),
+        mcache_tiny: Some(t.off(&t.structure("mcache")?, "tiny")?),
+        m_alllink: Some(t.off(&m, "alllink")?),
+        m_g0: Some(t.off(&m, "g0")?),
+        m_gsignal: Some(t.off(&m, "gsignal")?),
+        cond_notify: cond_notify(index)?,
     })
 }
 

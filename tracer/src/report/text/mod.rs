@@ -216,10 +216,18 @@ fn proven(out: &mut String, r: &Report, p: &crate::proof::Proof, paths: &Paths) 
     }
     for (i, grp) in leaked.iter().enumerate() {
         group(out, paths, i + 1, grp, true);
-        let _ = writeln!(out, "    proven:       {} of {} leaked", grp.proven_leaked, grp.count);
+        let _ = writeln!(
+            out,
+            "    proven:       {} of {} leaked",
+            grp.proven_leaked, grp.count
+        );
         let _ = writeln!(out);
     }
-    let unproven: Vec<&Group> = r.suspects.iter().filter(|g| g.suspects_unproven > 0).collect();
+    let unproven: Vec<&Group> = r
+        .suspects
+        .iter()
+        .filter(|g| g.suspects_unproven > 0)
+        .collect();
     if unproven.is_empty() {
         return;
     }
