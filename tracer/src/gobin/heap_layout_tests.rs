@@ -269,7 +269,7 @@ fn code_records_hold_for_a_minimal_program() {
         codes.retain(|c| normal.symbols().lookup(&c.function).is_some());
         assert_eq!(
             codes.len(),
-            if normal.version().minor >= 25 { 10 } else { 8 },
+            if normal.version().minor >= 25 { 13 } else { 11 },
             "{minor}"
         );
         let stripped = hello(STRIP);
