@@ -76,3 +76,18 @@ fn dwarf_heap_layout_on_every_version() {
         }
     }
 }
+
+/// What the stack scan follows from a g: `_panic` and `_defer` (the words
+/// after `stack` and the two stack guards in every version) and each
+/// record's `fn` and `link`.
+#[test]
+fn dwarf_defer_fields_on_every_version() {
+    for (minor, l) in dwarf_layouts() {
+        assert_eq!((l.g_panic, l.g_defer), (Some(32), Some(40)), "1.{minor}");
+        let (f, link) = (l.defer_fn.unwrap(), l.defer_link.unwrap());
+        assert!(
+            f != link && f.is_multiple_of(8) && link.is_multiple_of(8),
+            "1.{minor}"
+        );
+    }
+}

@@ -28,6 +28,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use rustc_hash::FxHashMap;
+
 use super::Arch;
 use super::pclntab::{
     ARGS_SIZE_UNKNOWN, FUNC_FLAG_SP_WRITE, FUNC_FLAG_TOP_FRAME, Func, Pclntab, StackObject,
@@ -38,8 +40,6 @@ use super::pclntab::{
 const MAX_FRAMES: usize = 100_000;
 /// Pcs whose facts are kept (cleared when full).
 const CACHE_MAX: usize = 1 << 16;
-/// Stack objects reached at most, per stack (guards garbage).
-const MAX_REACHED: usize = 1 << 16;
 const PTR: u64 = 8;
 
 /// Where a goroutine resumes (`g.sched`), as read from the process.
@@ -51,7 +51,9 @@ pub struct Regs {
 }
 
 /// Why the unwind stopped before the outermost frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
     /// The stack could not be read.
@@ -150,7 +152,7 @@ pub struct StackMaps {
     tab: Arc<Pclntab>,
     arch: Arch,
     specials: HashMap<u64, Special>,
-    cache: Mutex<HashMap<u64, Option<Arc<PcFacts>>>>,
+    cache: Mutex<FxHashMap<u64, Option<Arc<PcFacts>>>>,
 }
 
 impl std::fmt::Debug for StackMaps {
@@ -179,7 +181,7 @@ impl StackMaps {
             tab,
             arch: bin.arch(),
             specials,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -193,7 +195,8 @@ impl StackMaps {
     /// `regs` (addresses as in the process: code at link time + `bias`).
     /// `seeds`: pointers the runtime holds into the stack besides its
     /// frames (`g._defer` records' `fn` and `link`, `g._panic`); the stack
-    /// objects they point into are scanned.
+    /// objects they point into are scanned. None when they are not known:
+    /// every stack object of the frames is then scanned.
     pub fn live_words(
         &self,
         bias: u64,
@@ -201,7 +204,7 @@ impl StackMaps {
         lo: u64,
         hi: u64,
         mem: &dyn crate::process::mem::Memory,
-        seeds: &[u64],
+        seeds: Option<&[u64]>,
     ) -> StackWords {
         let whole = |why| StackWords {
             ranges: vec![(regs.sp, hi.saturating_sub(regs.sp))],
@@ -517,16 +520,20 @@ impl Scan {
 
     /// Adds the stack objects that a live word (or a seed) points into,
     /// transitively (their words are scanned whole).
-    fn reach(&mut self, lo: u64, hi: u64, stack: &Stack, seeds: &[u64]) {
+    fn reach(&mut self, lo: u64, hi: u64, stack: &Stack, seeds: Option<&[u64]>) {
         self.objects.sort_unstable();
         self.objects.dedup();
         let mut reached = vec![false; self.objects.len()];
+        let Some(seeds) = seeds else {
+            self.words.ranges.extend(self.objects.iter());
+            return;
+        };
         let mut queue: Vec<u64> = seeds.to_vec();
         queue.extend(self.words.words.iter().map(|(_, v)| *v));
         for &(addr, len) in &self.words.ranges {
             queue.extend(words_of(stack, addr, len));
         }
-        let mut count = 0;
+        // Each object is reached once: the queue ends.
         while let Some(v) = queue.pop() {
             if !(lo..hi).contains(&v) {
                 continue;
@@ -536,11 +543,10 @@ impl Scan {
                 continue;
             };
             let (addr, size) = self.objects[k];
-            if reached[k] || v >= addr + size || count >= MAX_REACHED {
+            if reached[k] || v >= addr + size {
                 continue;
             }
             reached[k] = true;
-            count += 1;
             self.words.ranges.push((addr, size));
             queue.extend(words_of(stack, addr, size));
         }

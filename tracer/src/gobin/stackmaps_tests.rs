@@ -210,7 +210,7 @@ fn live_stacks_hold_the_live_pointers_only() {
         let ctx = format!("Go {minor} {opts:?}");
 
         let (regs, lo, hi) = found["main.deadThenPark"];
-        let w = maps.live_words(bias, regs, lo, hi, &mem, &[]);
+        let w = maps.live_words(bias, regs, lo, hi, &mem, Some(&[]));
         assert_eq!(w.fallback, None, "{ctx}: {w:?}");
         // gopark, chanrecv, chanrecv1, deadThenPark, (the `go` statement's
         // wrapper,) goexit.
@@ -235,7 +235,7 @@ fn live_stacks_hold_the_live_pointers_only() {
 
         // `use` holds a pointer to the stack object `p` of its caller.
         let (regs, lo, hi) = found["main.use"];
-        let w = maps.live_words(bias, regs, lo, hi, &mem, &[]);
+        let w = maps.live_words(bias, regs, lo, hi, &mem, Some(&[]));
         assert_eq!(w.fallback, None, "{ctx}: {w:?}");
         assert_eq!(w.conservative_frames, 0, "{ctx}: {w:?}");
         let seen = values(&w, &mem);

@@ -82,6 +82,10 @@ pub fn layout() -> HeapLayout {
         bitvector_bytedata: 8,
         g_waiting: 0,
         g_param: 0,
+        g_defer: None,
+        g_panic: None,
+        defer_fn: None,
+        defer_link: None,
         sudog_g: 0,
         sudog_next: 8,
         sudog_prev: 16,
@@ -142,6 +146,12 @@ fn put(region: &mut [u8], off: u64, v: u64) {
     region[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+impl Default for Image {
+    fn default() -> Self {
+        Image::new()
+    }
+}
+
 impl Image {
     pub fn new() -> Image {
         let hl = layout();
@@ -171,8 +181,10 @@ impl Image {
         put(&mut span, hl.span_elemsize, ELEM);
         put(&mut span, hl.span_limit, HEAP + NELEMS * ELEM);
         mem.regions.insert(MSPAN, span);
-        mem.regions.insert(ALLOC_BITS, vec![0xff; (NELEMS / 8) as usize]);
-        mem.regions.insert(HEAP, vec![0u8; (NELEMS * ELEM) as usize]);
+        mem.regions
+            .insert(ALLOC_BITS, vec![0xff; (NELEMS / 8) as usize]);
+        mem.regions
+            .insert(HEAP, vec![0u8; (NELEMS * ELEM) as usize]);
         let mut module = vec![0u8; 0x80];
         put(&mut module, hl.md_data, DATA);
         put(&mut module, hl.md_edata, DATA + 8 * GLOBALS);
@@ -180,7 +192,8 @@ impl Image {
         put(&mut module, hl.md_gcdatamask + 8, MASK);
         mem.regions.insert(MODULE, module);
         mem.regions.insert(DATA, vec![0u8; 8 * GLOBALS as usize]);
-        mem.regions.insert(MASK, vec![0xff; GLOBALS.div_ceil(8) as usize]);
+        mem.regions
+            .insert(MASK, vec![0xff; GLOBALS.div_ceil(8) as usize]);
         mem.regions.insert(SEMTABLE, vec![0u8; 64 * 4]);
         Image {
             mem,
@@ -190,7 +203,12 @@ impl Image {
 
     /// Writes the word `v` at `addr` (inside a region).
     pub fn set(&mut self, addr: u64, v: u64) {
-        let (start, bytes) = self.mem.regions.range_mut(..=addr).next_back().expect("mapped");
+        let (start, bytes) = self
+            .mem
+            .regions
+            .range_mut(..=addr)
+            .next_back()
+            .expect("mapped");
         put(bytes, addr - start, v);
     }
 
@@ -253,6 +271,7 @@ pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
         globals: globals(),
         bias: 0,
         functions: &functions,
+        stacks: None,
     };
     super::pass::run(&ctx, &image.live, &image.mem)
 }
