@@ -241,7 +241,7 @@ impl StackMaps {
             out.conservative(from, hi - from);
         }
         out.reach(lo, hi, &stack, seeds);
-        out.finish()
+        out.finish(&stack)
     }
 
     /// The facts of the link-time `pc`, cached.
@@ -506,14 +506,17 @@ impl Scan {
     /// The words of `[base, base + nbit words)` whose bit is set.
     fn bits(&mut self, base: u64, nbit: i32, bits: &[u8], stack: &Stack) {
         for i in 0..nbit.max(0) as u64 {
-            if bits[(i / 8) as usize] >> (i % 8) & 1 == 0 {
+            if bits
+                .get((i / 8) as usize)
+                .is_none_or(|b| b >> (i % 8) & 1 == 0)
+            {
                 continue;
             }
             let slot = base.wrapping_add(i * PTR);
-            match stack.word(slot) {
-                Some(v) => self.words.words.push((slot, v)),
-                // Outside what was read: scan that word anyway, later.
-                None => self.conservative(slot, PTR),
+            // A slot outside the stack is not one of this goroutine's (a
+            // garbage frame; a real one never has any).
+            if let Some(v) = stack.word(slot) {
+                self.words.words.push((slot, v));
             }
         }
     }
@@ -552,9 +555,16 @@ impl Scan {
         }
     }
 
-    /// Sorted, merged ranges; the precise words outside them.
-    fn finish(mut self) -> StackWords {
+    /// Sorted, merged ranges inside the stack; the precise words outside
+    /// them. (A frame that is really on this stack has nothing outside.)
+    fn finish(mut self, stack: &Stack) -> StackWords {
         let r = &mut self.words.ranges;
+        for (a, n) in r.iter_mut() {
+            let end = a.saturating_add(*n).min(stack.end());
+            *a = (*a).max(stack.base);
+            *n = end.saturating_sub(*a);
+        }
+        r.retain(|&(_, n)| n > 0);
         r.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(r.len());
         for &(a, n) in r.iter() {

@@ -155,9 +155,12 @@ fn values(w: &StackWords, mem: &dyn crate::process::mem::Memory) -> Vec<u64> {
     v
 }
 
+/// A parked goroutine: where it resumes, its stack bounds and the g.
+type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
+
 /// The parked goroutines of the program, by the main function on their
-/// stack: (regs, lo, hi).
-fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, (Regs, u64, u64)>, u64) {
+/// stack.
+fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
     let bin = GoBinary::open(path).unwrap();
     let layout = bin.layout().unwrap();
     let symbolizer = bin.symbolizer().unwrap();
@@ -176,7 +179,7 @@ fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, (Regs, u64
             .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
             .map(|f| f.function)
             .collect();
-        for want in ["main.deadThenPark", "main.use"] {
+        for want in ["main.deadThenPark", "main.use", "main.deferred"] {
             if names.iter().any(|n| n == want) {
                 let r = &g.raw;
                 let regs = Regs {
@@ -184,7 +187,7 @@ fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, (Regs, u64
                     sp: r.sched_sp,
                     bp: r.sched_bp,
                 };
-                found.insert(want, (regs, r.lo, r.hi));
+                found.insert(want, (regs, r.lo, r.hi, g.clone()));
             }
         }
     }
@@ -209,7 +212,7 @@ fn live_stacks_hold_the_live_pointers_only() {
         let mem = crate::process::mem::ProcMem::open(pid).unwrap();
         let ctx = format!("Go {minor} {opts:?}");
 
-        let (regs, lo, hi) = found["main.deadThenPark"];
+        let (regs, lo, hi, _) = found["main.deadThenPark"].clone();
         let w = maps.live_words(bias, regs, lo, hi, &mem, Some(&[]));
         assert_eq!(w.fallback, None, "{ctx}: {w:?}");
         // gopark, chanrecv, chanrecv1, deadThenPark, (the `go` statement's
@@ -234,7 +237,7 @@ fn live_stacks_hold_the_live_pointers_only() {
         assert!(!seen.contains(&dead), "{ctx}: dead {dead:#x} seen in {w:?}");
 
         // `use` holds a pointer to the stack object `p` of its caller.
-        let (regs, lo, hi) = found["main.use"];
+        let (regs, lo, hi, _) = found["main.use"].clone();
         let w = maps.live_words(bias, regs, lo, hi, &mem, Some(&[]));
         assert_eq!(w.fallback, None, "{ctx}: {w:?}");
         assert_eq!(w.conservative_frames, 0, "{ctx}: {w:?}");
@@ -242,6 +245,104 @@ fn live_stacks_hold_the_live_pointers_only() {
         for c in &printed["object"] {
             assert!(seen.contains(c), "{ctx}: object's {c:#x} not in {w:?}");
         }
+        if bin.has_dwarf() {
+            deferred(
+                &bin,
+                &maps,
+                bias,
+                &found["main.deferred"],
+                &mem,
+                &printed,
+                &ctx,
+            );
+        }
         drop(child);
     }
+}
+
+/// `deferred`'s channel is only in its deferred closure, on the stack:
+/// found through g._defer's records, or when every stack object is
+/// scanned, but not through the frames alone.
+fn deferred(
+    bin: &GoBinary,
+    maps: &StackMaps,
+    bias: u64,
+    (regs, lo, hi, g): &Parked,
+    mem: &crate::process::mem::ProcMem,
+    printed: &Printed,
+    ctx: &str,
+) {
+    let x = printed["deferred"][0];
+    let hl = super::heap_layout::HeapLayout::load(bin).unwrap();
+    let seeds = crate::proof::stacks::runtime_seeds(mem, &hl, g).unwrap();
+    let scan = |seeds: Option<&[u64]>| {
+        let w = maps.live_words(bias, *regs, *lo, *hi, mem, seeds);
+        assert_eq!(w.fallback, None, "{ctx}: {w:?}");
+        let mut v = values(&w, mem);
+        v.extend(seeds.unwrap_or_default());
+        v
+    };
+    assert!(
+        !scan(Some(&[])).contains(&x),
+        "{ctx}: {x:#x} live in a frame"
+    );
+    assert!(
+        scan(Some(&seeds)).contains(&x),
+        "{ctx}: {x:#x} not through g._defer"
+    );
+    assert!(
+        scan(None).contains(&x),
+        "{ctx}: {x:#x} not in the stack objects"
+    );
+}
+
+/// Garbage stacks (random words, many of them return addresses into real
+/// functions): a result, never a panic, and any failed unwind leaves the
+/// rest of the stack to the conservative ranges.
+#[test]
+fn garbage_stacks_fall_back() {
+    let path = build_testdata("stackmaps", "1.27", BuildOpts::default()).unwrap();
+    let bin = GoBinary::open(&path).unwrap();
+    let maps = StackMaps::new(&bin).unwrap();
+    let pcs: Vec<u64> = bin.symbols().iter().map(|f| f.addr + f.size / 2).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (lo, hi) = (0x10_0000u64, 0x10_2000u64);
+    let mut fell_back = 0;
+    for _ in 0..500 {
+        let stack: Vec<u8> = (0..(hi - lo) / 8)
+            .flat_map(|_| {
+                let r = next();
+                let w = match r % 4 {
+                    0 => pcs[(r >> 8) as usize % pcs.len()],
+                    1 => lo + (r >> 8) % (hi - lo),
+                    2 => 0,
+                    _ => r,
+                };
+                w.to_le_bytes()
+            })
+            .collect();
+        let mut mem = crate::process::mem::ImageMem::default();
+        mem.regions.insert(lo, stack);
+        let regs = Regs {
+            pc: pcs[next() as usize % pcs.len()],
+            sp: lo + 8 * (next() % 256),
+            bp: 0,
+        };
+        let w = maps.live_words(0, regs, lo, hi, &mem, Some(&[lo + 64]));
+        if w.fallback.is_some() {
+            fell_back += 1;
+            let last = w.ranges.last().expect("a conservative rest");
+            assert_eq!(last.0 + last.1, hi, "{w:?}");
+        }
+        for &(a, n) in &w.ranges {
+            assert!(a >= regs.sp && a + n <= hi, "{w:?}");
+        }
+    }
+    assert!(fell_back > 0);
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use crate::gobin::heap_layout::HeapLayout;
 use crate::gobin::stackmaps::{Fallback, Regs, StackMaps};
 use crate::process::mem::Memory;
 use crate::snapshot::read::LiveG;
@@ -80,7 +81,7 @@ impl<'c, 'a> StackScan<'c, 'a> {
             self.ranges.push((lo, r.hi - lo, root));
             return true;
         };
-        let seeds = self.seeds(g);
+        let seeds = runtime_seeds(self.mem, self.ctx.heap, g);
         let regs = Regs {
             pc: r.sched_pc,
             sp: r.sched_sp,
@@ -102,29 +103,6 @@ impl<'c, 'a> StackScan<'c, 'a> {
         true
     }
 
-    /// What `scanstack` reaches through the g rather than the frames: each
-    /// `_defer` record's `fn` and `link` (and the record when it is not on
-    /// the stack), and `_panic`. None when the layout lacks them or they
-    /// cannot be read.
-    fn seeds(&self, g: &LiveG) -> Option<Vec<u64>> {
-        let hl = self.ctx.heap;
-        let (gd, gp, fn_, link) = (hl.g_defer?, hl.g_panic?, hl.defer_fn?, hl.defer_link?);
-        let mut seeds = vec![self.mem.u64(g.gp.checked_add(gp)?)?];
-        let mut d = self.mem.u64(g.gp.checked_add(gd)?)?;
-        for _ in 0..MAX_DEFERS {
-            if d == 0 {
-                return Some(seeds);
-            }
-            if !(g.raw.lo..g.raw.hi).contains(&d) {
-                seeds.push(d);
-            }
-            seeds.push(self.mem.u64(d.checked_add(fn_)?)?);
-            d = self.mem.u64(d.checked_add(link)?)?;
-            seeds.push(d);
-        }
-        None
-    }
-
     /// The ranges and words added since the last call.
     pub fn take(&mut self) -> (RootRanges, RootWords) {
         (
@@ -132,4 +110,26 @@ impl<'c, 'a> StackScan<'c, 'a> {
             std::mem::take(&mut self.words),
         )
     }
+}
+
+/// What `scanstack` reaches through the g rather than through its frames:
+/// each `_defer` record's `fn` and `link` (and the record when it is not
+/// on the stack), and `_panic`. None when the layout lacks them or they
+/// cannot be read.
+pub fn runtime_seeds(mem: &dyn Memory, hl: &HeapLayout, g: &LiveG) -> Option<Vec<u64>> {
+    let (gd, gp, fn_, link) = (hl.g_defer?, hl.g_panic?, hl.defer_fn?, hl.defer_link?);
+    let mut seeds = vec![mem.u64(g.gp.checked_add(gp)?)?];
+    let mut d = mem.u64(g.gp.checked_add(gd)?)?;
+    for _ in 0..MAX_DEFERS {
+        if d == 0 {
+            return Some(seeds);
+        }
+        if !(g.raw.lo..g.raw.hi).contains(&d) {
+            seeds.push(d);
+        }
+        seeds.push(mem.u64(d.checked_add(fn_)?)?);
+        d = mem.u64(d.checked_add(link)?)?;
+        seeds.push(d);
+    }
+    None
 }

@@ -55,10 +55,33 @@ func use(p *pair, park chan int) {
 	p.a <- 1
 }
 
+func noop() {}
+
+// deferred parks with a channel reachable only through its deferred
+// closure, which lives on the stack and is reached through g._defer (nine
+// defers: not open-coded, so the records are on the stack too).
+//
+//go:noinline
+func deferred(park chan int) {
+	x := keep(make(chan int, 1))
+	fmt.Printf("deferred %p\n", x)
+	defer noop()
+	defer noop()
+	defer noop()
+	defer noop()
+	defer noop()
+	defer noop()
+	defer noop()
+	defer noop()
+	defer func() { x <- 1 }()
+	<-park
+}
+
 func main() {
 	park := make(chan int)
 	go deadThenPark(park)
 	go addressed(park)
+	go deferred(park)
 	time.Sleep(100 * time.Millisecond)
 	fmt.Println("ready", os.Getpid())
 	time.Sleep(time.Hour)
