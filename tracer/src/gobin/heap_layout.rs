@@ -169,6 +169,19 @@ pub struct HeapLayout {
     pub g_waiting: u64,
     /// `g.param`: set by whoever wakes a channel waiter.
     pub g_param: u64,
+    /// `g._defer` and `g._panic`: records that may live on the stack, which
+    /// the collector reaches through the g rather than through a live
+    /// stack slot (`scanstack`). None: every stack object is scanned.
+    #[serde(default)]
+    pub g_defer: Option<u64>,
+    #[serde(default)]
+    pub g_panic: Option<u64>,
+    /// `_defer.fn` and `_defer.link`: the words of each record that
+    /// `scanstack` scans.
+    #[serde(default)]
+    pub defer_fn: Option<u64>,
+    #[serde(default)]
+    pub defer_link: Option<u64>,
 
     // --- runtime.sudog ---
     pub sudog_g: u64,
@@ -449,6 +462,7 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
     let g = t.structure("g")?;
     let sudog = t.structure("sudog")?;
     let m = t.structure("m")?;
+    let defer = t.structure("_defer").ok();
     let fin = t
         .structure("finBlock")
         .or_else(|_| t.structure("finblock"))?;
@@ -499,6 +513,10 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         bitvector_bytedata: t.off(&bv, "bytedata")?,
         g_waiting: t.off(&g, "waiting")?,
         g_param: t.off(&g, "param")?,
+        g_defer: t.off(&g, "_defer").ok(),
+        g_panic: t.off(&g, "_panic").ok(),
+        defer_fn: defer.as_ref().and_then(|d| t.off(d, "fn").ok()),
+        defer_link: defer.as_ref().and_then(|d| t.off(d, "link").ok()),
         sudog_g: t.off(&sudog, "g")?,
         sudog_next: t.off(&sudog, "next")?,
         sudog_prev: t.off(&sudog, "prev")?,

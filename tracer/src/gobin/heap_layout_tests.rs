@@ -326,3 +326,19 @@ fn arm64_dwarf_works_and_stripped_is_a_clear_error() {
          x86_64)"
     );
 }
+
+/// What the stack scan follows from a g: `_panic` and `_defer` (the words
+/// after `stack` and the two stack guards in every version) and each
+/// record's `fn` and `link`.
+#[test]
+fn dwarf_defer_fields_on_every_version() {
+    for minor in gotoolchains::minors() {
+        let l = load(&open(&probe(minor)));
+        assert_eq!((l.g_panic, l.g_defer), (Some(32), Some(40)), "1.{minor}");
+        let (f, link) = (l.defer_fn.unwrap(), l.defer_link.unwrap());
+        assert!(
+            f != link && f.is_multiple_of(8) && link.is_multiple_of(8),
+            "1.{minor}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod layout_table;
 pub mod pclntab;
 pub mod rets;
+pub mod stackmaps;
 pub mod symbolize;
 pub mod symbols;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -24,6 +25,8 @@ pub mod wrappers;
 
 #[cfg(test)]
 mod heap_layout_tests;
+#[cfg(test)]
+mod stackmaps_tests;
 #[cfg(test)]
 mod strip_tests;
 #[cfg(test)]

@@ -83,6 +83,10 @@ pub fn layout() -> HeapLayout {
         bitvector_bytedata: 8,
         g_waiting: 0,
         g_param: 0,
+        g_defer: None,
+        g_panic: None,
+        defer_fn: None,
+        defer_link: None,
         sudog_g: 0,
         sudog_next: 8,
         sudog_prev: 16,
@@ -151,6 +155,12 @@ pub struct Image {
 
 fn put(region: &mut [u8], off: u64, v: u64) {
     region[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Image::new()
+    }
 }
 
 impl Image {
@@ -273,6 +283,7 @@ pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
         globals: globals(),
         bias: 0,
         functions: &functions,
+        stacks: None,
     };
     super::pass::run(&ctx, &image.live, &[], &image.mem)
 }

@@ -118,6 +118,19 @@ impl<'h, 'a> Marker<'h, 'a> {
         self.heap.stats.bytes_scanned += bytes.len() as u64;
     }
 
+    /// Words already read `(slot, value, root)`: the live pointer slots of
+    /// precisely scanned stacks, and pointers the runtime holds for them
+    /// (slot 0).
+    pub fn scan_values(&mut self, words: &[(u64, u64, u32)]) {
+        for &(slot, v, root) in words {
+            if slot != 0 && !self.hidden.is_empty() && self.hidden.contains(&slot) {
+                continue;
+            }
+            self.word(v, root);
+        }
+        self.heap.stats.bytes_scanned += 8 * words.len() as u64;
+    }
+
     /// Root ranges `(addr, len, root)`, read in batches; a range that cannot
     /// be read counts as a read error (the caller decides what that costs).
     pub fn scan_ranges(&mut self, ranges: &[(u64, u64, u32)]) -> u64 {

@@ -6,11 +6,13 @@
 //! A goroutine parked on a channel or sync primitive (a candidate) is
 //! leaked when no root reaches its primitive: not a global, not a finalizer
 //! or special record, not the stack of a goroutine that runs, sleeps, waits
-//! for IO or is itself wakeable (a fixpoint). Scanning is conservative
-//! (every word that points into an allocated heap object is an edge), so an
-//! error can only hide a leak, never invent one; the memory changes while
-//! it is read, so a leak counts as proven only when two passes agree on an
-//! unchanged park, with every root read. Everything else is "unproven",
+//! for IO or is itself wakeable (a fixpoint). Stacks are scanned as Go's
+//! collector scans them, by the binary's stack maps ([`stacks`]), so a dead
+//! slot keeps nothing alive; anything that cannot be decoded, and the heap,
+//! is scanned conservatively (every word that points into an allocated heap
+//! object is an edge), so an error can only hide a leak, never invent one.
+//! The memory changes while it is read, so a leak counts as proven only
+//! when two passes agree on an unchanged park, with every root read. Everything else is "unproven",
 //! with the reason counted. Not read: the registers of goroutines running
 //! on a CPU during the analysis (counted as `running`).
 
@@ -18,6 +20,7 @@ pub mod heap;
 mod mark;
 mod pass;
 pub mod roots;
+pub mod stacks;
 mod waits;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::gobin::GoBinary;
 use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
 use crate::gobin::layout::RuntimeLayout;
+use crate::gobin::stackmaps::StackMaps;
 use crate::gobin::symbolize::Symbolizer;
 use crate::goruntime::wait_reason;
 use mark::Root;
@@ -115,6 +119,10 @@ pub struct Proof {
     /// What the second pass read besides stacks (modules, special records,
     /// finalizer and cleanup blocks; `incomplete`: unreadable roots).
     pub roots: roots::RootStats,
+    /// How the second pass scanned the stacks of root and wakeable
+    /// goroutines (precise by stack maps, or whole).
+    #[serde(default)]
+    pub stacks: stacks::StackStats,
     pub goroutines: Vec<ProofGoroutine>,
 }
 
@@ -134,6 +142,7 @@ impl Proof {
             running: 0,
             heap: ProofHeap::default(),
             roots: roots::RootStats::default(),
+            stacks: stacks::StackStats::default(),
             goroutines: Vec::new(),
         }
     }
@@ -172,6 +181,8 @@ pub struct Ctx<'a> {
     pub g_stack_hi: Option<u64>,
     /// Function names of a stack (pcs as read), innermost first.
     pub functions: &'a dyn Fn(&[u64]) -> Vec<String>,
+    /// The binary's stack maps (None: stacks are scanned conservatively).
+    pub stacks: Option<&'a StackMaps>,
 }
 
 impl Ctx<'_> {
@@ -200,6 +211,7 @@ pub fn prove(t: &Target) -> Proof {
             .map(|f| f.function)
             .collect()
     };
+    let maps = StackMaps::new(t.bin);
     let ctx = Ctx {
         wait_reasons: &t.layout.wait_reasons,
         g_stack_hi: t.layout.snapshot_offsets().map(|o| o.stack_hi),
@@ -207,6 +219,7 @@ pub fn prove(t: &Target) -> Proof {
         globals,
         bias: t.bias,
         functions: &functions,
+        stacks: maps.as_ref(),
     };
     let first = match one_pass(t, &ctx) {
         Ok(p) => p,
@@ -218,6 +231,9 @@ pub fn prove(t: &Target) -> Proof {
         Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
     };
     let mut proof = combine(&ctx, t, &first, &second);
+    if maps.as_ref().is_some_and(StackMaps::precise) {
+        proof.method = "stack maps, conservative heap".to_string();
+    }
     proof.took_ms = clock.elapsed().as_secs_f64() * 1e3;
     proof
 }
@@ -264,6 +280,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
         read_errors: a.heap.read_errors + b.heap.read_errors,
     };
     proof.roots = b.roots;
+    proof.stacks = b.stack_scan.clone();
     proof.roots.incomplete = a.incomplete + b.incomplete;
     for s in &b.seen {
         let reason_name = ctx.wait_reasons.get(&s.wait_reason).map(String::as_str);
@@ -304,7 +321,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
         proof.goroutines.push(ProofGoroutine {
             goid: s.goid,
             verdict,
-            wait_reason: wait_reason::text(&ctx.wait_reasons, s.wait_reason),
+            wait_reason: wait_reason::text(ctx.wait_reasons, s.wait_reason),
             waits_on: s.waits_on.iter().map(|p| format!("{p:#x}")).collect(),
             kept_by,
             unproven_reason: why,

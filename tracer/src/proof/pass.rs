@@ -9,14 +9,12 @@ use std::collections::{HashMap, HashSet};
 use super::heap::{Heap, HeapStats};
 use super::mark::{Marker, Root};
 use super::roots::{RootStats, mark_roots};
+use super::stacks::{StackScan, StackStats};
 use super::waits::{self, SemTable};
 use super::{Ctx, Unproven};
 use crate::goruntime::gstatus::GState;
 use crate::goruntime::wait_reason::{self, Pattern, ProofWait};
 use crate::snapshot::read::LiveG;
-
-/// The runtime's largest stack on 64-bit systems (maxstacksize).
-const MAX_STACK: u64 = 1 << 30;
 
 /// A candidate as one pass saw it.
 #[derive(Clone, Debug)]
@@ -45,6 +43,7 @@ pub struct Pass {
     pub running: u64,
     pub heap: HeapStats,
     pub roots: RootStats,
+    pub stack_scan: StackStats,
     /// Roots that could not be read: a leak seen in this pass is unproven.
     pub incomplete: u64,
     pub sweepgen: (u32, u32),
@@ -97,23 +96,22 @@ pub fn run(
     let roots = mark_roots(&mut m, hl, &ctx.globals, ctx.bias);
     let mut incomplete = roots.incomplete;
     let mut running = 0;
-    let mut ranges = Vec::new();
+    let mut stacks = StackScan::new(ctx, mem);
     for (g, w) in live.iter().zip(&waits) {
         if *w != ProofWait::Root {
             continue;
         }
         running += u64::from(g.state == GState::Running);
-        match root_range(g) {
-            Some((lo, hi)) => {
-                let r = m.root(Root::Goroutine { goid: g.raw.goid });
-                ranges.push((lo, hi - lo, r));
-            }
-            None => incomplete += 1,
+        // Where a goroutine on a CPU or in a system call resumes is not in
+        // g.sched: its whole stack.
+        let whole = matches!(g.state, GState::Running | GState::Syscall) || !g.stable;
+        let r = m.root(Root::Goroutine { goid: g.raw.goid });
+        if !stacks.add(g, whole, r) {
+            incomplete += 1;
         }
     }
-    incomplete += m.scan_ranges(&ranges);
-    incomplete += m.drain();
-    let outcomes = fixpoint(&mut m, live, &cands, &mut incomplete);
+    incomplete += scan_stacks(&mut m, &mut stacks);
+    let outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
     let heap_stats = m.heap.stats;
     let seen = cands
         .iter()
@@ -145,14 +143,30 @@ pub fn run(
         running,
         heap: heap_stats,
         roots,
+        stack_scan: stacks.stats,
         incomplete,
         sweepgen: (sweep0, sweepgen()),
     })
 }
 
+/// Marks from the stacks added to `stacks` since the last call, to the
+/// end; the ranges that could not be read.
+fn scan_stacks(m: &mut Marker, stacks: &mut StackScan) -> u64 {
+    let (ranges, words) = stacks.take();
+    m.scan_values(&words);
+    let errors = m.scan_ranges(&ranges);
+    errors + m.drain()
+}
+
 /// Marks until no candidate's primitive changes state; returns each
 /// candidate's outcome.
-fn fixpoint(m: &mut Marker, live: &[LiveG], cands: &[Cand], incomplete: &mut u64) -> Vec<Outcome> {
+fn fixpoint(
+    m: &mut Marker,
+    live: &[LiveG],
+    cands: &[Cand],
+    stacks: &mut StackScan,
+    incomplete: &mut u64,
+) -> Vec<Outcome> {
     let mut out: Vec<Option<Outcome>> = cands
         .iter()
         .map(|c| c.problem.map(Outcome::Unproven))
@@ -171,19 +185,14 @@ fn fixpoint(m: &mut Marker, live: &[LiveG], cands: &[Cand], incomplete: &mut u64
         if woke.is_empty() {
             break;
         }
-        let mut ranges = Vec::new();
         for k in woke {
             let g = &live[cands[k].i];
-            match stack_range(g) {
-                Some((lo, hi)) => {
-                    let r = m.root(Root::Goroutine { goid: g.raw.goid });
-                    ranges.push((lo, hi - lo, r));
-                }
-                None => *incomplete += 1,
+            let r = m.root(Root::Goroutine { goid: g.raw.goid });
+            if !stacks.add(g, false, r) {
+                *incomplete += 1;
             }
         }
-        *incomplete += m.scan_ranges(&ranges);
-        *incomplete += m.drain();
+        *incomplete += scan_stacks(m, stacks);
     }
     out.into_iter()
         .map(|o| o.unwrap_or(Outcome::Leaked))
@@ -357,24 +366,10 @@ fn cond_wait(ctx: &Ctx, mem: &dyn crate::process::mem::Memory, g: &LiveG) -> Opt
         .find(|nl| holds_g(*nl))
 }
 
-/// A root goroutine's stack words: from its saved sp (or the whole stack
-/// when it runs on a thread, is in a system call, or its sp is off).
-fn root_range(g: &LiveG) -> Option<(u64, u64)> {
-    let r = &g.raw;
-    let sane = r.lo < r.hi && r.hi - r.lo <= MAX_STACK;
-    if !sane {
-        return None;
-    }
-    if matches!(g.state, GState::Running | GState::Syscall) || !g.stable {
-        return Some((r.lo, r.hi));
-    }
-    stack_range(g)
-}
-
 /// `[sched.sp, hi)` of a parked or runnable goroutine.
 fn stack_range(g: &LiveG) -> Option<(u64, u64)> {
     let r = &g.raw;
-    let sane = r.lo < r.hi && r.hi - r.lo <= MAX_STACK;
+    let sane = r.lo < r.hi && r.hi - r.lo <= super::stacks::MAX_STACK;
     if !sane {
         return None;
     }

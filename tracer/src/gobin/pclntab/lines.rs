@@ -47,7 +47,7 @@ impl Pclntab {
     }
 
     /// The table's value at `target`.
-    fn value(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
+    pub(super) fn value(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
         self.walk(table, entry, |pc, _| target < pc)
             .filter(|&(pc, _)| target < pc)
             .map(|(_, v)| v)
@@ -85,13 +85,13 @@ impl Pclntab {
     }
 
     /// `pcdata[i]` / `funcdata[i]` of a function (None when absent).
-    fn pcdata(&self, info: &FuncInfo, i: u32) -> Option<u32> {
+    pub(super) fn pcdata(&self, info: &FuncInfo, i: u32) -> Option<u32> {
         (i < info.npcdata)
             .then(|| self.u32_at(info.pcdata + 4 * i as usize))?
             .filter(|&t| t != 0)
     }
 
-    fn funcdata(&self, info: &FuncInfo, i: u32) -> Option<u64> {
+    pub(super) fn funcdata(&self, info: &FuncInfo, i: u32) -> Option<u64> {
         if i >= u32::from(info.nfuncdata) {
             return None;
         }

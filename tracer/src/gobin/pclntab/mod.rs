@@ -10,7 +10,12 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
+mod funcs;
 mod lines;
+
+pub use funcs::{
+    ARGS_SIZE_UNKNOWN, FUNC_FLAG_SP_WRITE, FUNC_FLAG_TOP_FRAME, Func, StackMap, StackObject,
+};
 
 use super::buildinfo::GoVersion;
 use super::symbols::FuncSymbol;
@@ -91,9 +96,18 @@ struct FuncEntry {
 }
 
 /// The `runtime._func` fields we use.
+#[derive(Clone, Copy, Debug)]
 struct FuncInfo {
     entry: u64,
     name_off: u32,
+    /// Bytes of arguments and results (`abi.ArgsSizeUnknown` for some
+    /// assembly and reflect stubs).
+    args: i32,
+    /// Offset from the entry of the function's `deferreturn` call (0: none).
+    deferreturn: u32,
+    pcsp: u32,
+    /// `abi.FuncFlag` bits.
+    flag: u8,
     pcfile: u32,
     pcln: u32,
     cu_offset: u32,
@@ -397,12 +411,20 @@ impl Pclntab {
         self.entry(lo).filter(|f| f.entry <= pc)
     }
 
+    /// The `runtime._func` at `f.off`. Its layout is the pclntab format's
+    /// (the same in every Go 1.18+ release): u32 words `entryOff, nameOff,
+    /// args, deferreturn, pcsp, pcfile, pcln, npcdata, cuOffset`, then
+    /// `startLine` (1.20+), then the bytes `funcID, flag, _, nfuncdata`.
     fn info(&self, f: FuncEntry) -> Option<FuncInfo> {
         let u = |i: usize| self.u32_at(f.off + i);
         let hdr = if self.go120 { 44 } else { 40 };
         Some(FuncInfo {
             entry: self.text.checked_add(u64::from(u(0)?))?,
             name_off: u(4)?,
+            args: u(8)? as i32,
+            deferreturn: u(12)?,
+            pcsp: u(16)?,
+            flag: *self.bytes().get(f.off + hdr - 3)?,
             pcfile: u(20)?,
             pcln: u(24)?,
             npcdata: u(28)?,

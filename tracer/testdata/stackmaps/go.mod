@@ -1,0 +1,3 @@
+module stackmaps
+
+go 1.19
