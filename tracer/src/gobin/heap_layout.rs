@@ -250,6 +250,13 @@ pub struct HeapLayout {
     /// `sync.Cond.notify` (the Cond's notifyList).
     #[serde(default)]
     pub cond_notify: Option<u64>,
+    /// `(offset, bytes)` of the fields of a `p` that hold stale copies of
+    /// pointers the GC never scans as roots: `wbBuf` (the write barrier's
+    /// buffer of recently written pointers) and `gcw` (the GC's work
+    /// queues: grey objects, Green Tea's span queues of tagged object
+    /// pointers).
+    #[serde(default)]
+    pub p_stale: Vec<(u64, u64)>,
 }
 
 impl HeapLayout {
@@ -542,6 +549,16 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         cleanup_size: c.size,
         cleanup_block_size: c.block_size,
         p_mcache: Some(t.off(&t.structure("p")?, "mcache")?),
+        p_stale: vec![
+            (
+                t.off(&t.structure("p")?, "wbBuf")?,
+                t.structure("wbBuf")?.size,
+            ),
+            (
+                t.off(&t.structure("p")?, "gcw")?,
+                t.structure("gcWork")?.size,
+            ),
+        ],
         mcache_tiny: Some(t.off(&t.structure("mcache")?, "tiny")?),
         m_alllink: Some(t.off(&m, "alllink")?),
         m_g0: Some(t.off(&m, "g0")?),

@@ -114,6 +114,7 @@ pub fn layout() -> HeapLayout {
         m_gsignal: None,
         notify_list_head: Some(16),
         cond_notify: Some(16),
+        p_stale: Vec::new(),
     }
 }
 

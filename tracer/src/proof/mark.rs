@@ -20,8 +20,14 @@ const BATCH_BYTES: u64 = 8 << 20;
 pub enum Root {
     /// A word of a module's data or bss at this address.
     Global { addr: u64 },
-    /// A goroutine's stack (a root goroutine, or a candidate found wakeable).
-    Goroutine { goid: u64 },
+    /// A goroutine's stack (a root goroutine, or a candidate found wakeable);
+    /// `slot`: the stack word that first reached the object, `pc`: the
+    /// frame holding that word (found after marking, for the report).
+    Goroutine {
+        goid: u64,
+        slot: Option<u64>,
+        pc: Option<u64>,
+    },
     /// A finalizer's object or record, or a queued finalizer.
     Finalizer,
     /// Another special record (cleanup, weak handle...), or a queued cleanup.
@@ -60,10 +66,29 @@ impl<'h, 'a> Marker<'h, 'a> {
 
     /// Marks the object `p` points into (if any) for `root`.
     fn word(&mut self, p: u64, root: u32) {
-        if let Some(o) = self.heap.find(p)
-            && self.heap.mark(o, root)
-            && !self.heap.noscan(o)
-        {
+        self.word_at(0, p, root);
+    }
+
+    /// Marks the object `p` (read at `slot`) points into. A word of a
+    /// goroutine's stack that reaches a new object becomes a root of its
+    /// own, so that the report can name the frame holding the reference.
+    fn word_at(&mut self, slot: u64, p: u64, root: u32) {
+        let Some(o) = self.heap.find(p) else { return };
+        if self.heap.is_marked(o) {
+            return;
+        }
+        let root = match self.roots.get(root as usize) {
+            Some(&Root::Goroutine {
+                goid, slot: None, ..
+            }) if slot != 0 => self.root(Root::Goroutine {
+                goid,
+                slot: Some(slot),
+                pc: None,
+            }),
+            _ => root,
+        };
+        self.heap.mark(o, root);
+        if !self.heap.noscan(o) {
             self.work.push((o, root));
         }
     }
@@ -89,7 +114,7 @@ impl<'h, 'a> Marker<'h, 'a> {
                     le_u64(w, 0)
                 );
             }
-            self.word(le_u64(w, 0), root);
+            self.word_at(at, le_u64(w, 0), root);
         }
     }
 
@@ -126,7 +151,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             if slot != 0 && !self.hidden.is_empty() && self.hidden.contains(&slot) {
                 continue;
             }
-            self.word(v, root);
+            self.word_at(slot, v, root);
         }
         self.heap.stats.bytes_scanned += 8 * words.len() as u64;
     }

@@ -371,23 +371,28 @@ impl<'a> Namer<'a> {
                     ..kind("global")
                 }
             }
-            Some(Root::Goroutine { goid }) => {
+            Some(Root::Goroutine { goid, pc, .. }) => {
+                let symbolize = |pc: u64| {
+                    self.t
+                        .symbolizer
+                        .symbolize(pc.wrapping_sub(self.t.bias), true)
+                };
+                // The frame holding the reference, when it is found and is
+                // the program's; else where the goroutine is.
+                let holder = pc
+                    .map(symbolize)
+                    .and_then(|frames| frames.last().cloned())
+                    .filter(|f| crate::goruntime::is_user_function(&f.function));
                 let pcs = self.pass.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
-                let frames: Vec<_> = pcs
-                    .iter()
-                    .flat_map(|pc| {
-                        self.t
-                            .symbolizer
-                            .symbolize(pc.wrapping_sub(self.t.bias), true)
-                    })
-                    .collect();
+                let frames: Vec<_> = pcs.iter().flat_map(|pc| symbolize(*pc)).collect();
+                // The program's frame, else the outermost (a runtime
+                // worker such as runtime.gcBgMarkWorker).
+                let site = crate::gobin::frame::site(&frames)
+                    .or_else(|| frames.iter().rfind(|f| f.function != "runtime.goexit"))
+                    .cloned();
                 KeptBy {
                     goid: Some(*goid),
-                    // The program's frame, else the outermost (a runtime
-                    // worker such as runtime.gcBgMarkWorker).
-                    function: crate::gobin::frame::site(&frames)
-                        .or_else(|| frames.iter().rfind(|f| f.function != "runtime.goexit"))
-                        .map(|f| f.function.clone()),
+                    function: holder.or(site).map(|f| f.function),
                     ..kind("goroutine")
                 }
             }

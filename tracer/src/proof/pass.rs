@@ -86,6 +86,7 @@ pub fn run(
             .collect(),
         None => HashSet::new(),
     };
+    hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
     let mut cands: Vec<Cand> = Vec::new();
     for (i, (g, w)) in live.iter().zip(&waits).enumerate() {
         if *w != ProofWait::Root {
@@ -105,13 +106,18 @@ pub fn run(
         // Where a goroutine on a CPU or in a system call resumes is not in
         // g.sched: its whole stack.
         let whole = matches!(g.state, GState::Running | GState::Syscall) || !g.stable;
-        let r = m.root(Root::Goroutine { goid: g.raw.goid });
+        let r = m.root(Root::Goroutine {
+            goid: g.raw.goid,
+            slot: None,
+            pc: None,
+        });
         if !stacks.add(g, whole, r) {
             incomplete += 1;
         }
     }
     incomplete += scan_stacks(&mut m, &mut stacks);
-    let outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
+    let mut outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
+    name_frames(&mut outcomes, live, mem);
     let heap_stats = m.heap.stats;
     let seen = cands
         .iter()
@@ -187,7 +193,11 @@ fn fixpoint(
         }
         for k in woke {
             let g = &live[cands[k].i];
-            let r = m.root(Root::Goroutine { goid: g.raw.goid });
+            let r = m.root(Root::Goroutine {
+                goid: g.raw.goid,
+                slot: None,
+                pc: None,
+            });
             if !stacks.add(g, false, r) {
                 *incomplete += 1;
             }
@@ -377,5 +387,41 @@ fn stack_range(g: &LiveG) -> Option<(u64, u64)> {
         Some((r.sched_sp, r.hi))
     } else {
         Some((r.lo, r.hi))
+    }
+}
+
+/// Frames walked to find which one holds a stack word.
+const MAX_FRAMES: usize = 4096;
+
+/// For each outcome kept by a goroutine's stack word, the frame holding
+/// that word: the innermost frame whose saved frame pointer is at or above
+/// it (its locals lie just below its saved BP), by the frame-pointer chain.
+fn name_frames(outcomes: &mut [Outcome], live: &[LiveG], mem: &dyn crate::process::mem::Memory) {
+    let by_goid: HashMap<u64, &LiveG> = live.iter().map(|g| (g.raw.goid, g)).collect();
+    for o in outcomes {
+        let Outcome::Wakeable(Some(Root::Goroutine {
+            goid,
+            slot: Some(slot),
+            pc,
+        })) = o
+        else {
+            continue;
+        };
+        let Some(g) = by_goid.get(goid) else { continue };
+        let r = &g.raw;
+        let (mut frame_pc, mut bp) = (r.sched_pc, r.sched_bp);
+        for _ in 0..MAX_FRAMES {
+            if !(r.lo..r.hi).contains(&bp) {
+                break;
+            }
+            if *slot <= bp {
+                *pc = Some(frame_pc);
+                break;
+            }
+            let (Some(ret), Some(next)) = (mem.u64(bp + 8), mem.u64(bp)) else {
+                break;
+            };
+            (frame_pc, bp) = (ret, next);
+        }
     }
 }

@@ -91,6 +91,27 @@ fn tiny_blocks(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64, st: 
     }
 }
 
+/// The words of every P's write-barrier buffer and GC work queues
+/// ([`HeapLayout::p_stale`]): stale copies of pointers, which Go never
+/// scans as roots.
+pub fn p_stale_words(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
+    let Some(allp) = g.allp.filter(|_| !hl.p_stale.is_empty()) else {
+        return Vec::new();
+    };
+    let allp = allp.wrapping_add(bias);
+    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
+        return Vec::new();
+    };
+    (0..len.min(MAX_PS))
+        .filter_map(|i| mem.u64(ptr + 8 * i).filter(|p| *p != 0))
+        .flat_map(|p| {
+            hl.p_stale
+                .iter()
+                .flat_map(move |&(off, size)| (0..size / 8).map(move |w| p + off + 8 * w))
+        })
+        .collect()
+}
+
 /// The g structs outside allgs (each M's g0 and gsignal), whose
 /// `stack.hi` must not count as an edge either.
 pub fn m_gs(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {

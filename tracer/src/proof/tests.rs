@@ -18,7 +18,16 @@ fn outcome(p: &super::pass::Pass, goid: u64) -> Outcome {
 fn roots_fixpoint_and_hidden_words() {
     let p = run(&scenario()).expect("a pass");
     let global = |addr| Outcome::Wakeable(Some(Root::Global { addr }));
-    let by = |goid| Outcome::Wakeable(Some(Root::Goroutine { goid }));
+    // Which goroutine's stack, and which word of it (the image's stacks
+    // start at sp = hi - 64).
+    let by = |goid: u64, word: u64| {
+        let hi = STACKS + goid * STACK_SIZE + STACK_SIZE;
+        Outcome::Wakeable(Some(Root::Goroutine {
+            goid,
+            slot: Some(hi - 64 + 8 * word),
+            pc: None,
+        }))
+    };
     assert_eq!(outcome(&p, 10), global(DATA));
     assert_eq!(
         outcome(&p, 11),
@@ -27,12 +36,12 @@ fn roots_fixpoint_and_hidden_words() {
     );
     assert_eq!(
         outcome(&p, 12),
-        by(20),
+        by(20, 0),
         "a sleeping goroutine's stack is a root"
     );
     assert_eq!(
         outcome(&p, 13),
-        by(12),
+        by(12, 0),
         "a wakeable goroutine's stack is a root (fixpoint)"
     );
     assert_eq!(outcome(&p, 14), Outcome::Leaked, "nil channel");
