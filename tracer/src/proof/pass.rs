@@ -87,6 +87,7 @@ pub fn run(
     let mut incomplete = roots.incomplete;
     let mut running = 0;
     let mut stacks = StackScan::new(ctx, mem);
+    let mut roots_gs = Vec::new();
     for (g, w) in live.iter().zip(&waits) {
         if *w != ProofWait::Root {
             continue;
@@ -96,10 +97,9 @@ pub fn run(
         // g.sched: its whole stack.
         let whole = matches!(g.state, GState::Running | GState::Syscall) || !g.stable;
         let r = m.root(Root::Goroutine { goid: g.raw.goid });
-        if !stacks.add(g, whole, r) {
-            incomplete += 1;
-        }
+        roots_gs.push((g, whole, r));
     }
+    incomplete += stacks.add(&roots_gs);
     incomplete += scan_stacks(&mut m, &mut stacks);
     let outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
     let heap_stats = m.heap.stats;
@@ -175,13 +175,14 @@ fn fixpoint(
         if woke.is_empty() {
             break;
         }
-        for k in woke {
-            let g = &live[cands[k].i];
-            let r = m.root(Root::Goroutine { goid: g.raw.goid });
-            if !stacks.add(g, false, r) {
-                *incomplete += 1;
-            }
-        }
+        let gs: Vec<_> = woke
+            .into_iter()
+            .map(|k| {
+                let g = &live[cands[k].i];
+                (g, false, m.root(Root::Goroutine { goid: g.raw.goid }))
+            })
+            .collect();
+        *incomplete += stacks.add(&gs);
         *incomplete += scan_stacks(m, stacks);
     }
     out.into_iter()
