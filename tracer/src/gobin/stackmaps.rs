@@ -41,6 +41,8 @@ const MAX_FRAMES: usize = 100_000;
 /// Pcs whose facts are kept (cleared when full).
 const CACHE_MAX: usize = 1 << 16;
 const PTR: u64 = 8;
+/// The runtime's largest stack on 64-bit systems (maxstacksize).
+const MAX_STACK: u64 = 1 << 30;
 
 /// Where a goroutine resumes (`g.sched`), as read from the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,13 +208,32 @@ impl StackMaps {
         mem: &dyn crate::process::mem::Memory,
         seeds: Option<&[u64]>,
     ) -> StackWords {
+        if !stack_ok(regs, lo, hi) {
+            return self.live_words_in(bias, regs, lo, hi, None, seeds);
+        }
+        let mut buf = vec![0u8; (hi - regs.sp) as usize];
+        let read = mem.read(regs.sp, &mut buf);
+        self.live_words_in(bias, regs, lo, hi, read.then_some(&buf[..]), seeds)
+    }
+
+    /// [`live_words`](Self::live_words) on the stack's bytes from
+    /// `regs.sp` to `hi`, read already (None: they could not be).
+    pub fn live_words_in(
+        &self,
+        bias: u64,
+        regs: Regs,
+        lo: u64,
+        hi: u64,
+        bytes: Option<&[u8]>,
+        seeds: Option<&[u64]>,
+    ) -> StackWords {
         let whole = |why| StackWords {
             ranges: vec![(regs.sp, hi.saturating_sub(regs.sp))],
             conservative_frames: 1,
             fallback: Some(why),
             ..StackWords::default()
         };
-        if !(lo <= regs.sp && regs.sp < hi) || hi - regs.sp > (1 << 30) {
+        if !stack_ok(regs, lo, hi) {
             return StackWords {
                 ranges: vec![(lo, hi.saturating_sub(lo))],
                 ..whole(Fallback::BadFrame)
@@ -221,13 +242,12 @@ impl StackMaps {
         if !self.precise() {
             return whole(Fallback::NoMaps);
         }
-        let mut buf = vec![0u8; (hi - regs.sp) as usize];
-        if !mem.read(regs.sp, &mut buf) {
+        let Some(bytes) = bytes.filter(|b| b.len() as u64 == hi - regs.sp) else {
             return whole(Fallback::Unreadable);
-        }
+        };
         let stack = Stack {
             base: regs.sp,
-            bytes: &buf,
+            bytes,
         };
         let (frames, failed) = self.unwind(bias, regs, hi, &stack);
         let mut out = Scan::default();
@@ -376,6 +396,11 @@ impl StackMaps {
         let from = frames.pop().map_or(sp, |f| f.sp);
         (frames, Some((Fallback::TooDeep, from)))
     }
+}
+
+/// A saved sp inside a plausible stack `[lo, hi)`.
+pub fn stack_ok(regs: Regs, lo: u64, hi: u64) -> bool {
+    lo <= regs.sp && regs.sp < hi && hi - lo <= MAX_STACK
 }
 
 /// Bytes of locals below `varp` in an amd64 frame that has pushed `delta`

@@ -274,7 +274,9 @@ fn deferred(
 ) {
     let x = printed["deferred"][0];
     let hl = super::heap_layout::HeapLayout::load(bin).unwrap();
-    let seeds = crate::proof::stacks::runtime_seeds(mem, &hl, g).unwrap();
+    let word = |off: Option<u64>| crate::process::mem::Memory::u64(mem, g.gp + off.unwrap());
+    let (panic, defer) = (word(hl.g_panic).unwrap(), word(hl.g_defer).unwrap());
+    let seeds = crate::proof::stacks::runtime_seeds(mem, &hl, g, panic, defer).unwrap();
     let scan = |seeds: Option<&[u64]>| {
         let w = maps.live_words(bias, *regs, *lo, *hi, mem, seeds);
         assert_eq!(w.fallback, None, "{ctx}: {w:?}");

@@ -182,7 +182,7 @@ pub struct Ctx<'a> {
     /// Function names of a stack (pcs as read), innermost first.
     pub functions: &'a dyn Fn(&[u64]) -> Vec<String>,
     /// The binary's stack maps (None: stacks are scanned conservatively).
-    pub stacks: Option<&'a StackMaps>,
+    pub stacks: Option<stacks::StackCtx<'a>>,
 }
 
 impl Ctx<'_> {
@@ -212,6 +212,7 @@ pub fn prove(t: &Target) -> Proof {
             .collect()
     };
     let maps = StackMaps::new(t.bin);
+    let g_off = t.layout.snapshot_offsets();
     let ctx = Ctx {
         wait_reasons: &t.layout.wait_reasons,
         g_stack_hi: t.layout.snapshot_offsets().map(|o| o.stack_hi),
@@ -219,7 +220,10 @@ pub fn prove(t: &Target) -> Proof {
         globals,
         bias: t.bias,
         functions: &functions,
-        stacks: maps.as_ref(),
+        stacks: maps
+            .as_ref()
+            .zip(g_off.as_ref())
+            .map(|(maps, g)| stacks::StackCtx { maps, g }),
     };
     let first = match one_pass(t, &ctx) {
         Ok(p) => p,
@@ -231,7 +235,7 @@ pub fn prove(t: &Target) -> Proof {
         Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
     };
     let mut proof = combine(&ctx, t, &first, &second);
-    if maps.as_ref().is_some_and(StackMaps::precise) {
+    if ctx.stacks.is_some_and(|s| s.maps.precise()) {
         proof.method = "stack maps, conservative heap".to_string();
     }
     proof.took_ms = clock.elapsed().as_secs_f64() * 1e3;

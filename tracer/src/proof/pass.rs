@@ -98,6 +98,7 @@ pub fn run(
     let mut incomplete = roots.incomplete;
     let mut running = 0;
     let mut stacks = StackScan::new(ctx, mem);
+    let mut roots_gs = Vec::new();
     for (g, w) in live.iter().zip(&waits) {
         if *w != ProofWait::Root {
             continue;
@@ -111,10 +112,9 @@ pub fn run(
             slot: None,
             pc: None,
         });
-        if !stacks.add(g, whole, r) {
-            incomplete += 1;
-        }
+        roots_gs.push((g, whole, r));
     }
+    incomplete += stacks.add(&roots_gs);
     incomplete += scan_stacks(&mut m, &mut stacks);
     let mut outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
     name_frames(&mut outcomes, live, mem);
@@ -191,17 +191,18 @@ fn fixpoint(
         if woke.is_empty() {
             break;
         }
-        for k in woke {
-            let g = &live[cands[k].i];
-            let r = m.root(Root::Goroutine {
-                goid: g.raw.goid,
-                slot: None,
-                pc: None,
-            });
-            if !stacks.add(g, false, r) {
-                *incomplete += 1;
-            }
-        }
+        let gs: Vec<_> = woke
+            .into_iter()
+            .map(|k| {
+                let g = &live[cands[k].i];
+                (g, false, m.root(Root::Goroutine {
+            goid: g.raw.goid,
+            slot: None,
+            pc: None,
+        }))
+            })
+            .collect();
+        *incomplete += stacks.add(&gs);
         *incomplete += scan_stacks(m, stacks);
     }
     out.into_iter()

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use crate::gobin::heap_layout::HeapLayout;
-use crate::gobin::stackmaps::{Fallback, Regs, StackMaps};
-use crate::process::mem::Memory;
+use crate::gobin::layout::GOffsets;
+use crate::gobin::stackmaps::{Fallback, Regs, StackMaps, StackWords};
+use crate::process::mem::{Memory, le_u64};
 use crate::snapshot::read::LiveG;
 
 /// The runtime's largest stack on 64-bit systems (maxstacksize).
@@ -20,6 +21,10 @@ pub(super) const MAX_STACK: u64 = 1 << 30;
 /// Deferred calls followed per goroutine; a longer chain is garbage or a
 /// cycle, and every stack object is scanned instead.
 const MAX_DEFERS: usize = 10_000;
+/// Stacks read together (one `process_vm_readv` takes 1024 ranges), and
+/// at most this many bytes of them.
+const BATCH_STACKS: usize = 1024;
+const BATCH_BYTES: u64 = 16 << 20;
 
 /// How the stacks of a pass were scanned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +42,18 @@ pub struct StackStats {
     pub conservative_frames: u64,
     /// Precise stacks whose unwind failed part way, by reason.
     pub fallbacks: BTreeMap<Fallback, u64>,
+    /// Stacks whose goroutine ran (or changed state) while its stack was
+    /// read: scanned whole instead (counted in `conservative` too).
+    pub changed: u64,
+}
+
+/// What precise stack scanning needs besides the heap layout.
+#[derive(Clone, Copy)]
+pub struct StackCtx<'a> {
+    pub maps: &'a StackMaps,
+    /// Where a g keeps its status and saved registers (checked again after
+    /// its stack is read).
+    pub g: &'a GOffsets,
 }
 
 /// `(addr, len, root)` ranges to scan conservatively.
@@ -49,7 +66,7 @@ pub type RootWords = Vec<(u64, u64, u32)>;
 pub struct StackScan<'c, 'a> {
     ctx: &'c Ctx<'a>,
     mem: &'c dyn Memory,
-    maps: Option<&'c StackMaps>,
+    stacks: Option<StackCtx<'a>>,
     pub ranges: RootRanges,
     pub words: RootWords,
     pub stats: StackStats,
@@ -60,34 +77,111 @@ impl<'c, 'a> StackScan<'c, 'a> {
         StackScan {
             ctx,
             mem,
-            maps: ctx.stacks.filter(|m| m.precise()),
+            stacks: ctx.stacks.filter(|s| s.maps.precise()),
             ranges: Vec::new(),
             words: Vec::new(),
             stats: StackStats::default(),
         }
     }
 
-    /// Adds `g`'s stack as root `root`: `whole` for `[lo, hi)`, else from
-    /// where it resumes. False when its stack bounds are unusable.
-    pub fn add(&mut self, g: &LiveG, whole: bool, root: u32) -> bool {
-        let r = &g.raw;
-        if !(r.lo < r.hi && r.hi - r.lo <= MAX_STACK) {
-            return false;
+    /// Adds the stacks of `gs`, each `(g, whole, root)`: `whole` scans
+    /// `[lo, hi)`, else from where the goroutine resumes. Returns how many
+    /// had unusable stack bounds.
+    pub fn add(&mut self, gs: &[(&LiveG, bool, u32)]) -> u64 {
+        let mut bad = 0;
+        let mut batch: Vec<(&LiveG, u32)> = Vec::new();
+        let mut bytes = 0;
+        for &(g, whole, root) in gs {
+            let r = &g.raw;
+            if !(r.lo < r.hi && r.hi - r.lo <= MAX_STACK) {
+                bad += 1;
+                continue;
+            }
+            let parked = (r.lo..r.hi).contains(&r.sched_sp);
+            if whole || !parked || self.stacks.is_none() {
+                let lo = if !whole && parked { r.sched_sp } else { r.lo };
+                self.whole(lo, r.hi, root);
+                continue;
+            }
+            batch.push((g, root));
+            bytes += r.hi - r.sched_sp;
+            if batch.len() >= BATCH_STACKS || bytes >= BATCH_BYTES {
+                self.precise(&batch);
+                (batch, bytes) = (Vec::new(), 0);
+            }
         }
-        let parked = (r.lo..r.hi).contains(&r.sched_sp);
-        let Some(maps) = self.maps.filter(|_| !whole && parked) else {
-            let lo = if !whole && parked { r.sched_sp } else { r.lo };
-            self.stats.conservative += 1;
-            self.ranges.push((lo, r.hi - lo, root));
-            return true;
+        if !batch.is_empty() {
+            self.precise(&batch);
+        }
+        bad
+    }
+
+    fn whole(&mut self, lo: u64, hi: u64, root: u32) {
+        self.stats.conservative += 1;
+        self.ranges.push((lo, hi - lo, root));
+    }
+
+    /// Stacks of parked goroutines by their stack maps, read together:
+    /// their bytes and the g words leading to their `_defer`/`_panic`
+    /// records, then the g's state again, to know they did not run.
+    fn precise(&mut self, gs: &[(&LiveG, u32)]) {
+        let Some(sc) = self.stacks else {
+            return;
         };
-        let seeds = runtime_seeds(self.mem, self.ctx.heap, g);
-        let regs = Regs {
-            pc: r.sched_pc,
-            sp: r.sched_sp,
-            bp: r.sched_bp,
+        let hl = self.ctx.heap;
+        let mut bufs: Vec<Vec<u8>> = gs
+            .iter()
+            .map(|(g, _)| vec![0u8; (g.raw.hi - g.raw.sched_sp) as usize])
+            .collect();
+        let mut ranges: Vec<(u64, &mut [u8])> = gs
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|((g, _), b)| (g.raw.sched_sp, &mut b[..]))
+            .collect();
+        let read = self.mem.read_vectored(&mut ranges);
+        drop(ranges);
+        let heads = match (hl.g_panic, hl.g_defer) {
+            (Some(p), Some(d)) => g_words(self.mem, gs, &[p, d]),
+            _ => vec![None; gs.len()],
         };
-        let w = maps.live_words(self.ctx.bias, regs, r.lo, r.hi, self.mem, seeds.as_deref());
+        let mut results = Vec::with_capacity(gs.len());
+        for (((g, _), buf), (ok, head)) in gs.iter().zip(&bufs).zip(read.iter().zip(heads)) {
+            let seeds = head.and_then(|h| runtime_seeds(self.mem, hl, g, h[0], h[1]));
+            let regs = Regs {
+                pc: g.raw.sched_pc,
+                sp: g.raw.sched_sp,
+                bp: g.raw.sched_bp,
+            };
+            let (lo, hi) = (g.raw.lo, g.raw.hi);
+            let bytes = ok.then_some(&buf[..]);
+            let w = sc
+                .maps
+                .live_words_in(self.ctx.bias, regs, lo, hi, bytes, seeds.as_deref());
+            results.push((w, seeds));
+        }
+        let o = sc.g;
+        let now = g_words(
+            self.mem,
+            gs,
+            &[o.atomicstatus, o.sched_sp, o.sched_pc, o.sched_bp],
+        );
+        for (((g, root), (w, seeds)), now) in gs.iter().zip(results).zip(now) {
+            let r = &g.raw;
+            let same = now.is_some_and(|n| {
+                n[0] as u32 == r.status && n[1..] == [r.sched_sp, r.sched_pc, r.sched_bp]
+            });
+            if !same {
+                // It ran: the maps were read for frames that may no
+                // longer be there.
+                self.stats.changed += 1;
+                self.whole(r.lo, r.hi, *root);
+                continue;
+            }
+            self.precise_result(&w, seeds.as_deref(), *root);
+        }
+    }
+
+    fn precise_result(&mut self, w: &StackWords, seeds: Option<&[u64]>, root: u32) {
         self.stats.precise += 1;
         self.stats.precise_frames += u64::from(w.precise_frames);
         self.stats.conservative_frames += u64::from(w.conservative_frames);
@@ -99,8 +193,7 @@ impl<'c, 'a> StackScan<'c, 'a> {
         self.words
             .extend(w.words.iter().map(|&(s, v)| (s, v, root)));
         self.words
-            .extend(seeds.iter().flatten().map(|&v| (0, v, root)));
-        true
+            .extend(seeds.iter().copied().flatten().map(|&v| (0, v, root)));
     }
 
     /// The ranges and words added since the last call.
@@ -112,14 +205,20 @@ impl<'c, 'a> StackScan<'c, 'a> {
     }
 }
 
-/// What `scanstack` reaches through the g rather than through its frames:
-/// each `_defer` record's `fn` and `link` (and the record when it is not
-/// on the stack), and `_panic`. None when the layout lacks them or they
-/// cannot be read.
-pub fn runtime_seeds(mem: &dyn Memory, hl: &HeapLayout, g: &LiveG) -> Option<Vec<u64>> {
-    let (gd, gp, fn_, link) = (hl.g_defer?, hl.g_panic?, hl.defer_fn?, hl.defer_link?);
-    let mut seeds = vec![mem.u64(g.gp.checked_add(gp)?)?];
-    let mut d = mem.u64(g.gp.checked_add(gd)?)?;
+/// What `scanstack` reaches through the g rather than through its frames,
+/// from the g's `_panic` and `_defer` words: `_panic`, and each `_defer`
+/// record's `fn` and `link` (and the record when it is not on the stack).
+/// None when a record cannot be read.
+pub fn runtime_seeds(
+    mem: &dyn Memory,
+    hl: &HeapLayout,
+    g: &LiveG,
+    panic: u64,
+    defer: u64,
+) -> Option<Vec<u64>> {
+    let (fn_, link) = (hl.defer_fn?, hl.defer_link?);
+    let mut seeds = vec![panic];
+    let mut d = defer;
     for _ in 0..MAX_DEFERS {
         if d == 0 {
             return Some(seeds);
@@ -132,4 +231,62 @@ pub fn runtime_seeds(mem: &dyn Memory, hl: &HeapLayout, g: &LiveG) -> Option<Vec
         seeds.push(d);
     }
     None
+}
+
+/// The words at offsets `offs` of each g (read together; None: unreadable).
+fn g_words(mem: &dyn Memory, gs: &[(&LiveG, u32)], offs: &[u64]) -> Vec<Option<Vec<u64>>> {
+    let (Some(&first), Some(&last)) = (offs.iter().min(), offs.iter().max()) else {
+        return vec![None; gs.len()];
+    };
+    let mut bufs = vec![vec![0u8; (last - first + 8) as usize]; gs.len()];
+    let mut ranges: Vec<(u64, &mut [u8])> = gs
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|((g, _), b)| (g.gp.wrapping_add(first), &mut b[..]))
+        .collect();
+    let ok = mem.read_vectored(&mut ranges);
+    drop(ranges);
+    bufs.iter()
+        .zip(ok)
+        .map(|(b, ok)| ok.then(|| offs.iter().map(|o| le_u64(b, o - first)).collect()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::mem::ImageMem;
+
+    fn live(lo: u64, hi: u64) -> LiveG {
+        let mut im = super::super::image::Image::new();
+        im.goroutine(1, 0, 0, &[]);
+        let mut g = im.live.pop().unwrap();
+        (g.raw.lo, g.raw.hi) = (lo, hi);
+        g
+    }
+
+    #[test]
+    fn defer_chain_seeds() {
+        let mut hl = super::super::image::layout();
+        (hl.defer_fn, hl.defer_link) = (Some(8), Some(16));
+        let (lo, hi) = (0x1000, 0x2000);
+        let g = live(lo, hi);
+        let mut mem = ImageMem::default();
+        let put = |mem: &mut ImageMem, at: u64, words: &[u64]| {
+            let b = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            mem.regions.insert(at, b);
+        };
+        // A record on the stack (fn: a closure on the stack) linked to one
+        // in the heap (fn: a heap closure), linked to nothing.
+        put(&mut mem, 0x1800, &[0, 0x1900, 0x9000]);
+        put(&mut mem, 0x9000, &[0, 0xa000, 0]);
+        let seeds = runtime_seeds(&mem, &hl, &g, 0x1c00, 0x1800).unwrap();
+        assert_eq!(seeds, vec![0x1c00, 0x1900, 0x9000, 0x9000, 0xa000, 0]);
+        // A cycle is followed a bounded number of times, then given up.
+        put(&mut mem, 0x9000, &[0, 0xa000, 0x1800]);
+        assert_eq!(runtime_seeds(&mem, &hl, &g, 0, 0x1800), None);
+        // An unreadable record, or no record at all.
+        assert_eq!(runtime_seeds(&mem, &hl, &g, 0, 0x5000), None);
+        assert_eq!(runtime_seeds(&mem, &hl, &g, 7, 0), Some(vec![7]));
+    }
 }
