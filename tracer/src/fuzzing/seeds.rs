@@ -357,6 +357,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         undecodable: 0,
         load_bias: 0,
         kernel: Default::default(),
+        at_exit: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

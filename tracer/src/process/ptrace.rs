@@ -1,0 +1,393 @@
+//! A command gotrace started, traced with ptrace so that gotrace gets
+//! control at its exit: when the thread group exits (`exit_group`, a
+//! panic's `exit(2)`, a fatal signal), the exiting thread is held in its
+//! `PTRACE_EVENT_EXIT` stop, before its address space goes, while gotrace
+//! analyses the process's last state; then it is let go and its real exit
+//! status is reported.
+//!
+//! ptrace belongs to one tracer *thread*: every ptrace request and every
+//! wait on the child are made by the thread [`TracedChild::seize`] starts,
+//! and nothing else in gotrace may wait on the child (it would take the
+//! ptrace stops). That thread also reaps gotrace's other children, so
+//! gotrace must not start any while it runs. Everything else the tracee
+//! does goes on unchanged: signals are re-injected (Go preempts with
+//! SIGURG all the time), group-stops (SIGSTOP, SIGTSTP) stay stops
+//! (`PTRACE_LISTEN`), new threads are resumed at once. The tracee's own
+//! children (os/exec uses vfork) are not traced.
+//!
+//! Kernel behaviour this relies on (seen on Linux 6.18): every thread stops
+//! at `PTRACE_EVENT_EXIT`, those killed by another's `exit_group` and by
+//! SIGKILL included, with the group's exit code as the event message. Once
+//! the thread group leader has exited, `/proc/PID/mem` and
+//! `process_vm_readv(PID)` fail (ESRCH) while `/proc/TID/mem` of a thread
+//! still held keeps working: readers use the tid [`ExitHold`] names.
+//! When the tracer goes away, the kernel detaches the tracees and resumes
+//! them (stopped ones stay stopped), so a trace that ends before the
+//! command does leaves it running as it was.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::TargetError;
+
+/// How long a process may be held at exit: an analysis still running then
+/// reads a process that is gone (and says so); the hold is counted.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
+/// How often the tracer thread looks at the other threads while it holds.
+const HOLD_POLL: Duration = Duration::from_millis(2);
+
+/// What the tracer thread reports.
+#[derive(Debug)]
+pub enum ChildEvent {
+    /// The thread group is exiting and is held there: its memory is still
+    /// readable through [`ExitHold::tid`]. Let go by [`ExitHold::release`]
+    /// (or dropping it), or after [`HOLD_LIMIT`].
+    HeldAtExit(ExitHold),
+    /// The process is gone: how it ended ("exit status 2", "killed by
+    /// signal 9").
+    Exited(String),
+}
+
+/// A process held at its exit. Dropping it lets the process go.
+#[derive(Debug)]
+pub struct ExitHold {
+    pub pid: u32,
+    /// The exiting thread it is held by: read the memory through
+    /// `/proc/TID/mem` (the leader, hence `/proc/PID/mem`, may be gone).
+    pub tid: u32,
+    since: Instant,
+    timed_out: Arc<AtomicBool>,
+    release: mpsc::Sender<()>,
+}
+
+/// How a hold ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    pub held: Duration,
+    /// [`HOLD_LIMIT`] ran out first: the process was let go before the
+    /// analysis finished.
+    pub timed_out: bool,
+}
+
+impl ExitHold {
+    /// Lets the process finish exiting.
+    pub fn release(self) -> Released {
+        let _ = self.release.send(());
+        Released {
+            held: self.since.elapsed(),
+            timed_out: self.timed_out.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A command traced from a thread of its own; see the module doc.
+pub struct TracedChild {
+    pid: u32,
+    events: tokio::sync::mpsc::UnboundedReceiver<ChildEvent>,
+}
+
+impl TracedChild {
+    /// Traces `pid`, a child of gotrace that has not exec'd yet (see
+    /// [`super::spawn_held`]), from a new thread that from now on owns
+    /// every wait on it.
+    pub fn seize(pid: u32) -> Result<TracedChild, TargetError> {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (seized_tx, seized) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("gotrace-ptrace".into())
+            .spawn(move || {
+                let r = seize(pid as i32);
+                let ok = r.is_ok();
+                let _ = seized_tx.send(r);
+                if ok {
+                    Tracer::new(pid as i32, tx).run();
+                }
+            })
+            .map_err(|source| TargetError::Proc { pid, source })?;
+        match seized.recv() {
+            Ok(Ok(())) => Ok(TracedChild { pid, events }),
+            Ok(Err(source)) => Err(TargetError::Proc { pid, source }),
+            Err(_) => Err(TargetError::Proc {
+                pid,
+                source: io::Error::other("the ptrace thread ended"),
+            }),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next thing the tracer thread reports; None once it has ended
+    /// without seeing the process exit (someone else reaped it).
+    pub async fn next(&mut self) -> Option<ChildEvent> {
+        self.events.recv().await
+    }
+}
+
+fn seize(pid: i32) -> io::Result<()> {
+    let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEEXEC;
+    // SAFETY: PTRACE_SEIZE takes no pointer; data is the option bits.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            options as usize as *mut libc::c_void,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A ptrace request that takes no pointer; errors (ESRCH: the thread was
+/// killed meanwhile) are left to the next wait to explain.
+fn request(req: libc::c_uint, tid: i32, data: usize) {
+    // SAFETY: CONT and LISTEN take a signal number (or 0) as data, no
+    // pointer.
+    unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            data as *mut libc::c_void,
+        )
+    };
+}
+
+fn resume(tid: i32, sig: i32) {
+    request(libc::PTRACE_CONT, tid, sig as usize);
+}
+
+fn event_msg(tid: i32) -> Option<u64> {
+    let mut msg: libc::c_ulong = 0;
+    // SAFETY: GETEVENTMSG writes one c_ulong to the pointer given as data.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            &mut msg as *mut libc::c_ulong as *mut libc::c_void,
+        )
+    };
+    (r == 0).then_some(msg as u64)
+}
+
+/// The system call `tid` is in (from `/proc/PID/task/TID/syscall`, which
+/// reads a stopped thread's registers); None when it is in none.
+fn syscall_nr(pid: i32, tid: i32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// How a waited-for process ended, in words.
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
+/// Waits for any traced thread (or child); None with WNOHANG and nothing
+/// to report.
+fn wait(flags: i32) -> io::Result<Option<(i32, i32)>> {
+    let mut status = 0;
+    // SAFETY: valid out-pointer.
+    let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | flags) };
+    match tid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        tid => Ok(Some((tid, status))),
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    /// The process is gone.
+    Done,
+}
+
+/// The tracer thread's state.
+struct Tracer {
+    pid: i32,
+    /// Threads known alive (for "the last thread exits").
+    tids: HashSet<i32>,
+    events: tokio::sync::mpsc::UnboundedSender<ChildEvent>,
+    /// The process has been held at exit once already.
+    held: bool,
+    /// While holding: threads stopped at their exit, kept there (so their
+    /// memory stays readable) until the hold ends.
+    deferred: Option<Vec<i32>>,
+}
+
+impl Tracer {
+    fn new(pid: i32, events: tokio::sync::mpsc::UnboundedSender<ChildEvent>) -> Tracer {
+        Tracer {
+            pid,
+            tids: HashSet::from([pid]),
+            events,
+            held: false,
+            deferred: None,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            match wait(0) {
+                Ok(Some((tid, status))) => {
+                    if self.handle(tid, status) == Flow::Done {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    // ECHILD: reaped by someone else; dropping the sender
+                    // tells the session the process is gone.
+                    log::debug!("ptrace thread: waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One wait status of thread `tid`.
+    fn handle(&mut self, tid: i32, status: i32) -> Flow {
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.tids.remove(&tid);
+            // The leader is reported last, once the whole group is gone.
+            if tid == self.pid {
+                let _ = self
+                    .events
+                    .send(ChildEvent::Exited(describe_status(status)));
+                return Flow::Done;
+            }
+            return Flow::Go;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return Flow::Go;
+        }
+        // A new thread's first stop may come before its creator's event.
+        self.tids.insert(tid);
+        let sig = libc::WSTOPSIG(status);
+        match status >> 16 {
+            // Signal-delivery stop: deliver it as if nobody watched.
+            0 => resume(tid, sig),
+            libc::PTRACE_EVENT_STOP if is_stop_signal(sig) => {
+                // Group-stop: stay stopped, as SIGSTOP asked, until SIGCONT.
+                request(libc::PTRACE_LISTEN, tid, 0);
+            }
+            libc::PTRACE_EVENT_CLONE => {
+                if let Some(new) = event_msg(tid) {
+                    self.tids.insert(new as i32);
+                }
+                resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                // A thread other than the leader exec'd and took the
+                // leader's tid: its own is gone.
+                if let Some(former) = event_msg(tid).filter(|f| *f as i32 != self.pid) {
+                    self.tids.remove(&(former as i32));
+                }
+                resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXIT => return self.exit_stop(tid),
+            // A new thread's first stop, or any other event: go on.
+            _ => resume(tid, 0),
+        }
+        Flow::Go
+    }
+
+    /// Whether `tid`'s exit stop is the thread group's exit: a fatal signal
+    /// (it kills every thread), the thread that called `exit_group`, or the
+    /// last thread leaving. The threads `exit_group` kills stop too, with
+    /// the group's exit code, in whatever system call they were in.
+    fn group_exit(&self, tid: i32, msg: u64) -> bool {
+        if msg & 0x7f != 0 {
+            return true;
+        }
+        match syscall_nr(self.pid, tid) {
+            Some(nr) if nr == libc::SYS_exit_group => true,
+            Some(nr) if nr == libc::SYS_exit => self.tids.len() <= 1,
+            _ => false,
+        }
+    }
+
+    fn exit_stop(&mut self, tid: i32) -> Flow {
+        if let Some(deferred) = self.deferred.as_mut() {
+            deferred.push(tid);
+            return Flow::Go;
+        }
+        let msg = event_msg(tid).unwrap_or(0);
+        let flow = if !self.held && self.group_exit(tid, msg) {
+            self.held = true;
+            self.hold(tid)
+        } else {
+            Flow::Go
+        };
+        resume(tid, 0);
+        flow
+    }
+
+    /// Holds the process at `tid`'s exit stop until the session releases
+    /// it or [`HOLD_LIMIT`] runs out, answering the other threads' stops
+    /// meanwhile (their exit stops are kept until the end of the hold).
+    fn hold(&mut self, tid: i32) -> Flow {
+        let (release, released) = mpsc::channel();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let hold = ExitHold {
+            pid: self.pid as u32,
+            tid: tid as u32,
+            since: Instant::now(),
+            timed_out: timed_out.clone(),
+            release,
+        };
+        let since = hold.since;
+        if self.events.send(ChildEvent::HeldAtExit(hold)).is_err() {
+            return Flow::Go; // nobody analyses any more (the trace ended)
+        }
+        self.deferred = Some(Vec::new());
+        let mut flow = Flow::Go;
+        while flow == Flow::Go {
+            match released.recv_timeout(HOLD_POLL) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if since.elapsed() >= HOLD_LIMIT {
+                timed_out.store(true, Ordering::Release);
+                log::debug!(
+                    "ptrace thread: hold limit reached, letting PID {} go",
+                    self.pid
+                );
+                break;
+            }
+            while let Ok(Some((t, status))) = wait(libc::WNOHANG) {
+                flow = self.handle(t, status);
+                if flow == Flow::Done {
+                    break;
+                }
+            }
+        }
+        for t in self.deferred.take().unwrap_or_default() {
+            resume(t, 0);
+        }
+        flow
+    }
+}
