@@ -419,6 +419,15 @@ fn read_report(dir: &Path, out: &Output) -> anyhow::Result<Value> {
 
 /// `gotrace [args] -- FIXTURE` with `GOTRACE_HOLD=hold`.
 pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Traced> {
+    trace_command_env(bin, &[("GOTRACE_HOLD", hold)], args)
+}
+
+/// `gotrace [args] -- FIXTURE` with `env` added to the environment.
+pub fn trace_command_env(
+    bin: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> anyhow::Result<Traced> {
     let dir = out_dir(&bin.file_name().unwrap().to_string_lossy());
     let out = Command::new(gotrace_bin())
         .args(args)
@@ -426,7 +435,7 @@ pub fn trace_command(bin: &Path, hold: &str, args: &[&str]) -> anyhow::Result<Tr
         .arg(&dir)
         .arg("--")
         .arg(bin)
-        .env("GOTRACE_HOLD", hold)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output_within(RUN_TIMEOUT)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -8,8 +8,8 @@
 //! ptrace belongs to one tracer *thread*: every ptrace request and every
 //! wait on the child are made by the thread [`TracedChild::seize`] starts,
 //! and nothing else in gotrace may wait on the child (it would take the
-//! ptrace stops). That thread also reaps gotrace's other children, so
-//! gotrace must not start any while it runs. Everything else the tracee
+//! ptrace stops). That thread waits with `__WNOTHREAD`, for its tracees
+//! only: gotrace's other children stay theirs to reap. Everything else the tracee
 //! does goes on unchanged: signals are re-injected (Go preempts with
 //! SIGURG all the time), group-stops (SIGSTOP, SIGTSTP) stay stops
 //! (`PTRACE_LISTEN`), new threads are resumed at once. The tracee's own
@@ -95,6 +95,11 @@ impl TracedChild {
     /// [`super::spawn_held`]), from a new thread that from now on owns
     /// every wait on it.
     pub fn seize(pid: u32) -> Result<TracedChild, TargetError> {
+        Self::seize_with_limit(pid, HOLD_LIMIT)
+    }
+
+    /// [`Self::seize`] with another hold limit (tests).
+    fn seize_with_limit(pid: u32, limit: Duration) -> Result<TracedChild, TargetError> {
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let (seized_tx, seized) = mpsc::channel();
         std::thread::Builder::new()
@@ -104,7 +109,7 @@ impl TracedChild {
                 let ok = r.is_ok();
                 let _ = seized_tx.send(r);
                 if ok {
-                    Tracer::new(pid as i32, tx).run();
+                    Tracer::new(pid as i32, tx, limit).run();
                 }
             })
             .map_err(|source| TargetError::Proc { pid, source })?;
@@ -204,12 +209,12 @@ pub fn describe_status(status: i32) -> String {
     }
 }
 
-/// Waits for any traced thread (or child); None with WNOHANG and nothing
-/// to report.
+/// Waits for any thread this thread traces (not for the children of
+/// gotrace's other threads); None with WNOHANG and nothing to report.
 fn wait(flags: i32) -> io::Result<Option<(i32, i32)>> {
     let mut status = 0;
     // SAFETY: valid out-pointer.
-    let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | flags) };
+    let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::__WNOTHREAD | flags) };
     match tid {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),
@@ -230,6 +235,8 @@ struct Tracer {
     /// Threads known alive (for "the last thread exits").
     tids: HashSet<i32>,
     events: tokio::sync::mpsc::UnboundedSender<ChildEvent>,
+    /// How long a hold may last.
+    limit: Duration,
     /// The process has been held at exit once already.
     held: bool,
     /// While holding: threads stopped at their exit, kept there (so their
@@ -238,11 +245,16 @@ struct Tracer {
 }
 
 impl Tracer {
-    fn new(pid: i32, events: tokio::sync::mpsc::UnboundedSender<ChildEvent>) -> Tracer {
+    fn new(
+        pid: i32,
+        events: tokio::sync::mpsc::UnboundedSender<ChildEvent>,
+        limit: Duration,
+    ) -> Tracer {
         Tracer {
             pid,
             tids: HashSet::from([pid]),
             events,
+            limit,
             held: false,
             deferred: None,
         }
@@ -347,7 +359,7 @@ impl Tracer {
     }
 
     /// Holds the process at `tid`'s exit stop until the session releases
-    /// it or [`HOLD_LIMIT`] runs out, answering the other threads' stops
+    /// it or the hold limit runs out, answering the other threads' stops
     /// meanwhile (their exit stops are kept until the end of the hold).
     fn hold(&mut self, tid: i32) -> Flow {
         let (release, released) = mpsc::channel();
@@ -370,7 +382,7 @@ impl Tracer {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if since.elapsed() >= HOLD_LIMIT {
+            if since.elapsed() >= self.limit {
                 timed_out.store(true, Ordering::Release);
                 log::debug!(
                     "ptrace thread: hold limit reached, letting PID {} go",
@@ -389,5 +401,90 @@ impl Tracer {
             resume(t, 0);
         }
         flow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{HeldChild, spawn_held};
+
+    /// `sh -c script`, traced, then let go to exec.
+    fn traced(script: &str, limit: Duration) -> (HeldChild, TracedChild) {
+        let args = ["sh", "-c", script].map(String::from);
+        let mut child = spawn_held(std::path::Path::new("/bin/sh"), &args).unwrap();
+        let traced = TracedChild::seize_with_limit(child.pid, limit)
+            .unwrap_or_else(|e| panic!("ptrace refused: {e}"));
+        child.release().unwrap();
+        (child, traced)
+    }
+
+    /// The events of a traced command: each hold is handed to `on_hold`.
+    fn events(mut t: TracedChild, mut on_hold: impl FnMut(ExitHold)) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut seen = Vec::new();
+        rt.block_on(async {
+            loop {
+                let ev = tokio::time::timeout(Duration::from_secs(30), t.next()).await;
+                match ev.expect("the command hung") {
+                    Some(ChildEvent::HeldAtExit(h)) => {
+                        seen.push("held".to_string());
+                        on_hold(h);
+                    }
+                    Some(ChildEvent::Exited(how)) => {
+                        seen.push(how);
+                        return;
+                    }
+                    None => panic!("the tracer thread ended without the exit"),
+                }
+            }
+        });
+        seen
+    }
+
+    #[test]
+    fn held_at_exit_with_its_memory_readable_then_its_status_unchanged() {
+        let (child, t) = traced("exit 3", HOLD_LIMIT);
+        let pid = child.pid;
+        let seen = events(t, |h| {
+            assert_eq!((h.pid, h.tid), (pid, pid));
+            // Still mapped: the first mapping of the shell can be read.
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", h.tid)).unwrap();
+            let start = maps.split('-').next().unwrap();
+            let addr = u64::from_str_radix(start, 16).unwrap();
+            let mem = crate::process::mem::ProcMem::open(h.tid).unwrap();
+            assert!(mem.u64(addr).is_some(), "{maps}");
+            let r = h.release();
+            assert!(!r.timed_out);
+        });
+        assert_eq!(seen, ["held", "exit status 3"]);
+    }
+
+    #[test]
+    fn a_fatal_signal_is_held_and_reported() {
+        let (_child, t) = traced("ulimit -c 0; kill -SEGV $$", HOLD_LIMIT);
+        let seen = events(t, drop);
+        assert_eq!(seen, ["held", "killed by signal 11"]);
+    }
+
+    #[test]
+    fn signals_reach_the_program() {
+        let (_child, t) = traced("trap 'exit 4' USR1; kill -USR1 $$; sleep 20", HOLD_LIMIT);
+        assert_eq!(events(t, drop), ["held", "exit status 4"]);
+    }
+
+    #[test]
+    fn the_hold_limit_lets_the_process_go() {
+        let limit = Duration::from_millis(200);
+        let (_child, t) = traced("exit 5", limit);
+        let seen = events(t, |h| {
+            std::thread::sleep(limit * 2);
+            let r = h.release();
+            assert!(r.timed_out && r.held >= limit, "{r:?}");
+        });
+        assert_eq!(seen, ["held", "exit status 5"]);
     }
 }
