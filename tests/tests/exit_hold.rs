@@ -49,6 +49,8 @@ fn at_exit_sees_every_planted_goroutine(go: &str) {
         trace_command_env(&bin, &[("GOTRACE_EXIT", "7")], &[]).unwrap_or_else(|e| panic!("{e:#}"));
     let r = &t.report;
     assert_eq!(r["target"]["exit"], "exit status 7", "{r:#}");
+    // Held by the exiting thread, not the leader (main is locked to it).
+    assert_ne!(r["trace"]["at_exit"]["tid"], r["target"]["pid"], "{r:#}");
     assert_eq!(
         at_exit_count(r, "main.receiveForever", "chan receive"),
         t.fixture_count("planted", "exiter"),

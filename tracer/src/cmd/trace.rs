@@ -471,7 +471,12 @@ fn referenced_stacks(
 /// read through the exiting thread that holds it.
 fn analyse_at_exit(opened: &Opened, hold: &ExitHold) -> crate::capture::AtExitAnalysis {
     use crate::capture::AtExitAnalysis;
-    match read_existing(hold.tid, opened) {
+    let snap = if process::runs(hold.tid, &opened.exe) == Some(false) {
+        Err("it exec'd another program".to_string())
+    } else {
+        read_existing(hold.tid, opened)
+    };
+    match snap {
         Ok(snap) => AtExitAnalysis {
             snapshot: SnapshotInfo::of(&snap),
             goroutines: snap.goroutines,

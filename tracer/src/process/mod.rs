@@ -263,12 +263,7 @@ fn link_base(exe: &Path) -> Option<u64> {
 /// starts minus where the ELF was linked to start. None until `pid` runs
 /// `binary` (a held child still runs gotrace's image until it execs).
 pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (running, wanted) = (
-        std::fs::metadata(format!("/proc/{pid}/exe")).ok()?,
-        std::fs::metadata(binary).ok()?,
-    );
-    if (running.dev(), running.ino()) != (wanted.dev(), wanted.ino()) {
+    if !runs(pid, binary)? {
         return None;
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
@@ -287,6 +282,17 @@ pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
             .flatten()
             .map(|start| start.wrapping_sub(base))
     })
+}
+
+/// Whether `pid` runs `binary` (same file); None when either cannot be
+/// looked at.
+pub fn runs(pid: u32, binary: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (running, wanted) = (
+        std::fs::metadata(format!("/proc/{pid}/exe")).ok()?,
+        std::fs::metadata(binary).ok()?,
+    );
+    Some((running.dev(), running.ino()) == (wanted.dev(), wanted.ino()))
 }
 
 /// Notices the target exec'ing another program: its uprobes go with the old

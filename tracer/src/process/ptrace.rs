@@ -17,10 +17,12 @@
 //!
 //! Kernel behaviour this relies on (seen on Linux 6.18): every thread stops
 //! at `PTRACE_EVENT_EXIT`, those killed by another's `exit_group` and by
-//! SIGKILL included, with the group's exit code as the event message. Once
-//! the thread group leader has exited, `/proc/PID/mem` and
+//! SIGKILL included, in any order, with the group's exit code as the event
+//! message. Once the thread group leader has exited, `/proc/PID/mem` and
 //! `process_vm_readv(PID)` fail (ESRCH) while `/proc/TID/mem` of a thread
-//! still held keeps working: readers use the tid [`ExitHold`] names.
+//! still stopped keeps working. The tracer keeps the leader at its exit stop
+//! during a hold (and parks it a moment when it stops first), so
+//! `/proc/PID/mem` should stay readable; the tid [`ExitHold`] names always is.
 //! When the tracer goes away, the kernel detaches the tracees and resumes
 //! them (stopped ones stay stopped), so a trace that ends before the
 //! command does leaves it running as it was.
@@ -39,6 +41,9 @@ use super::TargetError;
 pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How often the tracer thread looks at the other threads while it holds.
 const HOLD_POLL: Duration = Duration::from_millis(2);
+/// How long the leader's exit stop is kept waiting for the thread that
+/// called `exit_group` to stop too (see [`Tracer::exit_stop`]).
+const LEADER_PARK: Duration = Duration::from_millis(100);
 
 /// What the tracer thread reports.
 #[derive(Debug)]
@@ -191,6 +196,12 @@ fn syscall_nr(pid: i32, tid: i32) -> Option<i64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
+/// The state letter of `/proc/PID/stat` ('Z' once the leader has exited).
+fn leader_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
 fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
@@ -242,6 +253,8 @@ struct Tracer {
     /// While holding: threads stopped at their exit, kept there (so their
     /// memory stays readable) until the hold ends.
     deferred: Option<Vec<i32>>,
+    /// When the leader's exit stop was parked, if it is.
+    parked_leader: Option<Instant>,
 }
 
 impl Tracer {
@@ -257,18 +270,24 @@ impl Tracer {
             limit,
             held: false,
             deferred: None,
+            parked_leader: None,
         }
     }
 
     fn run(mut self) {
         loop {
-            match wait(0) {
+            let flags = if self.parked_leader.is_some() {
+                libc::WNOHANG
+            } else {
+                0
+            };
+            match wait(flags) {
                 Ok(Some((tid, status))) => {
                     if self.handle(tid, status) == Flow::Done {
                         return;
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => self.unpark_leader_when_due(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => {
                     // ECHILD: reaped by someone else; dropping the sender
@@ -342,20 +361,44 @@ impl Tracer {
         }
     }
 
+    /// An exit stop: hold the process at the first of its group exit.
+    /// Another thread's exit goes on, but the leader's is parked a moment
+    /// first: `exit_group` kills the other threads, which stop at their
+    /// exit in any order, and the leader resumed before the caller stops
+    /// would be gone, and `/proc/PID/mem` with it, during the hold. (A Go
+    /// program's leader never exits alone; a non-leader's exec kills it too,
+    /// and is then delayed by [`LEADER_PARK`].)
     fn exit_stop(&mut self, tid: i32) -> Flow {
         if let Some(deferred) = self.deferred.as_mut() {
             deferred.push(tid);
             return Flow::Go;
         }
         let msg = event_msg(tid).unwrap_or(0);
-        let flow = if !self.held && self.group_exit(tid, msg) {
+        if !self.held && self.group_exit(tid, msg) {
             self.held = true;
-            self.hold(tid)
-        } else {
-            Flow::Go
-        };
+            let flow = self.hold(tid);
+            resume(tid, 0);
+            return flow;
+        }
+        if tid == self.pid && !self.held {
+            self.parked_leader = Some(Instant::now());
+            return Flow::Go;
+        }
         resume(tid, 0);
-        flow
+        Flow::Go
+    }
+
+    /// Lets the parked leader exit once nothing held it for [`LEADER_PARK`];
+    /// until then, polls.
+    fn unpark_leader_when_due(&mut self) {
+        match self.parked_leader {
+            Some(since) if since.elapsed() >= LEADER_PARK => {
+                self.parked_leader = None;
+                resume(self.pid, 0);
+            }
+            Some(_) => std::thread::sleep(HOLD_POLL),
+            None => {}
+        }
     }
 
     /// Holds the process at `tid`'s exit stop until the session releases
@@ -372,10 +415,22 @@ impl Tracer {
             release,
         };
         let since = hold.since;
+        log::debug!(
+            "ptrace thread: PID {} held at the exit of thread {tid}; leader state {:?}",
+            self.pid,
+            leader_state(self.pid)
+        );
         if self.events.send(ChildEvent::HeldAtExit(hold)).is_err() {
             return Flow::Go; // nobody analyses any more (the trace ended)
         }
-        self.deferred = Some(Vec::new());
+        // A parked leader stays stopped with the rest until the end.
+        self.deferred = Some(
+            self.parked_leader
+                .take()
+                .map(|_| self.pid)
+                .into_iter()
+                .collect(),
+        );
         let mut flow = Flow::Go;
         while flow == Flow::Go {
             match released.recv_timeout(HOLD_POLL) {
