@@ -126,6 +126,41 @@ fn exit_statuses_are_preserved() {
     }
 }
 
+/// An analysis that outlasts the hold limit (10 s; made slow on purpose)
+/// does not keep the process: it is let go, exits as it would have, and
+/// the report says the hold timed out.
+#[test]
+fn the_hold_limit_lets_the_command_go() {
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("exiter", "1.26");
+    let start = Instant::now();
+    let t = trace_command_env(
+        &bin,
+        &[
+            ("GOTRACE_EXIT", "4"),
+            ("GOTRACE_TEST_AT_EXIT_DELAY_MS", "11000"),
+        ],
+        // The receivers stay parked past the default threshold meanwhile.
+        &["--leak-threshold", "60s"],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let r = &t.report;
+    assert_eq!(r["target"]["exit"], "exit status 4", "{r:#}");
+    let a = &r["trace"]["at_exit"];
+    assert_eq!(a["timed_out"], true, "{a:#}");
+    let held = a["held_ms"].as_f64().unwrap();
+    assert!((10_000.0..11_000.0).contains(&held), "{a:#}");
+    // Read after the process was let go: nothing to read any more.
+    assert!(a["snapshot"]["error"].is_string(), "{a:#}");
+    assert!(
+        t.gotrace_stdout.contains("the hold limit (10 s) ran out"),
+        "{}",
+        t.gotrace_stdout
+    );
+    assert_eq!(t.exit_code, Some(0), "{}", t.gotrace_stderr);
+    assert!(start.elapsed() < Duration::from_secs(40));
+}
+
 /// The state letter of /proc/PID/stat ('T' stopped, 't' stopped under a
 /// tracer); None once the process is gone.
 fn proc_state(pid: i32) -> Option<char> {

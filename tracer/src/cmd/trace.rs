@@ -471,6 +471,13 @@ fn referenced_stacks(
 /// read through the exiting thread that holds it.
 fn analyse_at_exit(opened: &Opened, hold: &ExitHold) -> crate::capture::AtExitAnalysis {
     use crate::capture::AtExitAnalysis;
+    if let Some(ms) = std::env::var("GOTRACE_TEST_AT_EXIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // Lets the end-to-end tests see the hold limit at work.
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let snap = if process::runs(hold.tid, &opened.exe) == Some(false) {
         Err("it exec'd another program".to_string())
     } else {

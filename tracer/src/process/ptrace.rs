@@ -30,7 +30,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -65,13 +65,16 @@ pub struct ExitHold {
     /// `/proc/TID/mem` (the leader, hence `/proc/PID/mem`, may be gone).
     pub tid: u32,
     since: Instant,
-    timed_out: Arc<AtomicBool>,
+    /// Set by the tracer thread when it lets go on its own at the limit:
+    /// how long it had held (ns).
+    limit_hit_ns: Arc<AtomicU64>,
     release: mpsc::Sender<()>,
 }
 
 /// How a hold ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Released {
+    /// How long the process was held.
     pub held: Duration,
     /// [`HOLD_LIMIT`] ran out first: the process was let go before the
     /// analysis finished.
@@ -82,16 +85,21 @@ impl ExitHold {
     /// Lets the process finish exiting.
     pub fn release(self) -> Released {
         let _ = self.release.send(());
-        Released {
-            held: self.since.elapsed(),
-            timed_out: self.timed_out.load(Ordering::Acquire),
+        match self.limit_hit_ns.load(Ordering::Acquire) {
+            0 => Released {
+                held: self.since.elapsed(),
+                timed_out: false,
+            },
+            ns => Released {
+                held: Duration::from_nanos(ns),
+                timed_out: true,
+            },
         }
     }
 }
 
 /// A command traced from a thread of its own; see the module doc.
 pub struct TracedChild {
-    pid: u32,
     events: tokio::sync::mpsc::UnboundedReceiver<ChildEvent>,
 }
 
@@ -119,17 +127,13 @@ impl TracedChild {
             })
             .map_err(|source| TargetError::Proc { pid, source })?;
         match seized.recv() {
-            Ok(Ok(())) => Ok(TracedChild { pid, events }),
+            Ok(Ok(())) => Ok(TracedChild { events }),
             Ok(Err(source)) => Err(TargetError::Proc { pid, source }),
             Err(_) => Err(TargetError::Proc {
                 pid,
                 source: io::Error::other("the ptrace thread ended"),
             }),
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// The next thing the tracer thread reports; None once it has ended
@@ -406,12 +410,12 @@ impl Tracer {
     /// meanwhile (their exit stops are kept until the end of the hold).
     fn hold(&mut self, tid: i32) -> Flow {
         let (release, released) = mpsc::channel();
-        let timed_out = Arc::new(AtomicBool::new(false));
+        let limit_hit_ns = Arc::new(AtomicU64::new(0));
         let hold = ExitHold {
             pid: self.pid as u32,
             tid: tid as u32,
             since: Instant::now(),
-            timed_out: timed_out.clone(),
+            limit_hit_ns: limit_hit_ns.clone(),
             release,
         };
         let since = hold.since;
@@ -438,7 +442,8 @@ impl Tracer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if since.elapsed() >= self.limit {
-                timed_out.store(true, Ordering::Release);
+                let ns = since.elapsed().as_nanos().max(1) as u64;
+                limit_hit_ns.store(ns, Ordering::Release);
                 log::debug!(
                     "ptrace thread: hold limit reached, letting PID {} go",
                     self.pid
