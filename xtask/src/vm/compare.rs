@@ -116,6 +116,44 @@ pub fn digest(r: &Value) -> Vec<String> {
         .collect();
     tickers.sort();
     d.extend(tickers);
+    d.extend(at_exit(r));
+    d
+}
+
+/// How the target ended and what was read while it was held at its exit:
+/// the holding, then the program's goroutines by function and wait.
+fn at_exit(r: &Value) -> Vec<String> {
+    let mut d = vec![format!("target_exit {}", r["target"]["exit"])];
+    let a = &r["trace"]["at_exit"];
+    if a.is_null() {
+        d.push("at_exit null".into());
+        return d;
+    }
+    d.push(format!(
+        "at_exit timed_out={} error={}",
+        a["timed_out"], a["snapshot"]["error"]
+    ));
+    let mut groups: Vec<String> = a["goroutines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| {
+            g["start_function"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("main."))
+        })
+        .map(|g| {
+            format!(
+                "at_exit {} x{} {} {}",
+                g["start_function"].as_str().unwrap_or(""),
+                g["count"],
+                g["state"],
+                g["wait_reason"]
+            )
+        })
+        .collect();
+    groups.sort();
+    d.extend(groups);
     d
 }
 
