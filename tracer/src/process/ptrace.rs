@@ -9,8 +9,8 @@
 //! wait on the child are made by the thread [`TracedChild::seize`] starts,
 //! and nothing else in gotrace may wait on the child (it would take the
 //! ptrace stops). That thread waits with `__WNOTHREAD`, for its tracees
-//! only: gotrace's other children stay theirs to reap. Everything else the tracee
-//! does goes on unchanged: signals are re-injected (Go preempts with
+//! only: gotrace's other children stay theirs to reap. Everything else the
+//! tracee does goes on unchanged: signals are re-injected (Go preempts with
 //! SIGURG all the time), group-stops (SIGSTOP, SIGTSTP) stay stops
 //! (`PTRACE_LISTEN`), new threads are resumed at once. The tracee's own
 //! children (os/exec uses vfork) are not traced.
@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 use super::TargetError;
 
 /// How long a process may be held at exit: an analysis still running then
-/// reads a process that is gone (and says so); the hold is counted.
+/// reads a process that is gone (and says so), and [`Released::timed_out`]
+/// tells.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How often the tracer thread looks at the other threads while it holds.
 const HOLD_POLL: Duration = Duration::from_millis(2);
@@ -61,8 +62,9 @@ pub enum ChildEvent {
 #[derive(Debug)]
 pub struct ExitHold {
     pub pid: u32,
-    /// The exiting thread it is held by: read the memory through
-    /// `/proc/TID/mem` (the leader, hence `/proc/PID/mem`, may be gone).
+    /// The exiting thread it is held by: `/proc/TID/mem` is readable for
+    /// the whole hold, whatever happened to the leader (`/proc/PID/mem`
+    /// is only as long as the leader has not exited; see the module doc).
     pub tid: u32,
     since: Instant,
     /// Set by the tracer thread when it lets go on its own at the limit:
@@ -194,7 +196,8 @@ fn event_msg(tid: i32) -> Option<u64> {
 }
 
 /// The system call `tid` is in (from `/proc/PID/task/TID/syscall`, which
-/// reads a stopped thread's registers); None when it is in none.
+/// reads a stopped thread's registers): -1 when in none, None when that
+/// cannot be read.
 fn syscall_nr(pid: i32, tid: i32) -> Option<i64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     s.split_whitespace().next()?.parse().ok()
