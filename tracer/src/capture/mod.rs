@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
+use crate::model::existing::{SnapGoroutine, SnapshotInfo};
 use crate::probe::counters::KernelCounters;
 
 /// Known at attach time.
@@ -58,6 +59,36 @@ pub struct End {
     /// The leak proof run at the end of the trace (None: not run).
     #[serde(default)]
     pub proof: Option<crate::proof::Proof>,
+    /// What was read while the command was held at its exit (`-- CMD`);
+    /// None otherwise.
+    #[serde(default)]
+    pub at_exit: Option<AtExit>,
+}
+
+/// The analysis of a command's last state, made while it was held at its
+/// exit (see [`crate::process::ptrace`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AtExitAnalysis {
+    /// The goroutine snapshot (its `error` says why there is none).
+    pub snapshot: SnapshotInfo,
+    /// The goroutines it read (their stacks are not kept).
+    pub goroutines: Vec<SnapGoroutine>,
+    /// The leak proof on that last state (lifted into [`End::proof`]).
+    #[serde(default, skip)]
+    pub proof: Option<crate::proof::Proof>,
+}
+
+/// A hold at exit: which thread held it, for how long, and the analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AtExit {
+    /// The exiting thread the process was held by (its memory was read
+    /// through `/proc/TID/mem`).
+    pub tid: u32,
+    pub held_ms: f64,
+    /// The hold limit ran out: the process was let go before the analysis
+    /// finished (its reads after that failed).
+    pub timed_out: bool,
+    pub analysis: AtExitAnalysis,
 }
 
 pub struct Capture {

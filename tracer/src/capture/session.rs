@@ -1,6 +1,7 @@
 //! The tracing loop: ring buffer → decode → model, until the duration runs
 //! out, a signal arrives or the target exits. Once a second it samples
-//! growth and refreshes the view (status line or `top`).
+//! growth and refreshes the view (status line or `top`). A command held at
+//! its exit is analysed there ([`AtExitHook`]), then let go.
 
 use std::time::Duration;
 
@@ -8,11 +9,12 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::End;
+use super::{AtExit, AtExitAnalysis, End};
 use crate::decode::decode;
 use crate::model::Model;
 use crate::probe::Probes;
-use crate::process::{ExitWatcher, monotonic_ns};
+use crate::process::ptrace::ExitHold;
+use crate::process::{ExitEvent, TargetExit, monotonic_ns};
 
 /// How often the ring buffer is drained when the probes do not wake us.
 const POLL_PERIOD: Duration = Duration::from_millis(5);
@@ -37,10 +39,18 @@ impl EndReason {
     }
 }
 
+/// The analysis of a command's last state, run while it is held at its
+/// exit: read its memory through [`ExitHold::tid`] (the thread group
+/// leader, hence `/proc/PID/mem`, may be gone). The process is let go when
+/// it returns, or after [`crate::process::ptrace::HOLD_LIMIT`] whatever it
+/// is doing (then its reads fail, and the report says the hold timed out).
+pub type AtExitHook<'a> = Box<dyn FnOnce(&ExitHold) -> AtExitAnalysis + 'a>;
+
 pub struct Session<'a> {
     pub probes: &'a mut Probes,
     pub model: &'a mut Model,
-    pub exit: &'a ExitWatcher,
+    /// Run once, if the target is held at its exit (`-- CMD`).
+    pub at_exit: Option<AtExitHook<'a>>,
     pub duration: Option<Duration>,
     /// Called once, right after the loop is ready to receive (e.g. to release
     /// a held child).
@@ -85,6 +95,8 @@ struct Progress {
     last_tick_ns: u64,
     /// Load bias of a PIE target, once read while it ran.
     load_bias: Option<u64>,
+    /// What was read while the target was held at its exit.
+    at_exit: Option<AtExit>,
 }
 
 fn drain(
@@ -123,9 +135,10 @@ fn sample(model: &mut Model, recorder: Option<&mut crate::capture::record::Recor
 }
 
 impl Session<'_> {
-    /// Runs until the trace ends; returns how and when it ended, with the
-    /// kernel's counters as they stand then.
-    pub async fn run(mut self) -> anyhow::Result<End> {
+    /// Runs until the trace ends (`exit` tells when the target does);
+    /// returns how and when it ended, with the kernel's counters as they
+    /// stand then.
+    pub async fn run(mut self, exit: &mut TargetExit) -> anyhow::Result<End> {
         let ring = self.probes.take_events()?;
         // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged
         // until the AsyncFd (which owns the ring buffer) is dropped.
@@ -143,9 +156,6 @@ impl Session<'_> {
             }
         };
         tokio::pin!(deadline);
-        let exit = self.exit;
-        let exited = exit.exited();
-        tokio::pin!(exited);
         // The probes wake us only when a quarter of the ring is in use
         // (batched wakeups); otherwise we drain it on this period.
         let mut poll = tokio::time::interval(POLL_PERIOD);
@@ -161,6 +171,7 @@ impl Session<'_> {
             last_events: 0,
             last_tick_ns: start_ns,
             load_bias: None,
+            at_exit: None,
         };
         if let Some(ready) = self.on_ready.take() {
             ready()?;
@@ -188,7 +199,14 @@ impl Session<'_> {
                 _ = sigint.recv() => break EndReason::Signal,
                 _ = sigterm.recv() => break EndReason::Signal,
                 _ = &mut deadline => break EndReason::Duration,
-                status = &mut exited => break EndReason::TargetExit(status),
+                ev = exit.next() => match ev {
+                    ExitEvent::Held(hold) => {
+                        // Its last events first, then its last state.
+                        self.drain(ring.get_mut(), &mut progress.counts)?;
+                        progress.at_exit = self.analyse_at_exit(hold);
+                    }
+                    ExitEvent::Exited(status) => break EndReason::TargetExit(status),
+                },
             }
         };
         self.finish(ring.get_mut(), end, progress)
@@ -207,6 +225,20 @@ impl Session<'_> {
             &mut self.validator,
             self.recorder.as_deref_mut(),
         )
+    }
+
+    /// Runs the hook on the held target (once), then lets it go.
+    fn analyse_at_exit(&mut self, hold: ExitHold) -> Option<AtExit> {
+        let hook = self.at_exit.take()?; // without one, dropping `hold` lets go
+        let analysis = hook(&hold);
+        let tid = hold.tid;
+        let released = hold.release();
+        Some(AtExit {
+            tid,
+            held_ms: (released.held.as_secs_f64() * 1e6).round() / 1e3,
+            timed_out: released.timed_out,
+            analysis,
+        })
     }
 
     /// Once a second: growth samples, the view, exec detection.
@@ -282,6 +314,7 @@ impl Session<'_> {
             load_bias,
             kernel,
             proof: None,
+            at_exit: p.at_exit,
         })
     }
 }

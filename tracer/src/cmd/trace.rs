@@ -23,7 +23,8 @@ use crate::model::Model;
 use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
 use crate::probe::{Plan, Probes, goroutine};
 use crate::process::lock::TargetLock;
-use crate::process::{self, ExitWatcher, HeldChild};
+use crate::process::ptrace::{ExitHold, TracedChild};
+use crate::process::{self, ExitWatcher, HeldChild, TargetExit};
 
 /// What the user sees while the trace runs.
 #[derive(Clone, Copy, Debug)]
@@ -127,15 +128,19 @@ impl Target {
 }
 
 /// The target process, once it exists and is locked: a command is held
-/// before exec until the session is ready for its first event.
+/// before exec until the session is ready for its first event, and traced
+/// with ptrace so that it can be held at its exit too.
 struct Started {
     pid: u32,
     child: Option<HeldChild>,
+    /// The command's ptrace thread (None for `--pid`, or when ptrace was
+    /// refused: then its exit is only watched).
+    traced: Option<TracedChild>,
     _lock: TargetLock,
 }
 
 impl Started {
-    fn start(target: &Target, exe: &Path) -> anyhow::Result<Started> {
+    fn start(target: &Target, exe: &Path, shown: &str) -> anyhow::Result<Started> {
         // Start a command held before exec (still single-threaded here).
         let (pid, child) = match target {
             Target::Pid(pid) => (*pid, None),
@@ -144,36 +149,57 @@ impl Started {
                 (c.pid, Some(c))
             }
         };
-        match process::lock::lock(pid) {
-            Ok(lock) => Ok(Started {
-                pid,
-                child,
-                _lock: lock,
-            }),
+        let lock = match process::lock::lock(pid) {
+            Ok(lock) => lock,
             Err(e) => {
                 if let Some(c) = child {
                     c.abort();
                 }
-                Err(e.into())
+                return Err(e.into());
             }
-        }
+        };
+        let traced = child
+            .as_ref()
+            .and_then(|c| match TracedChild::seize(c.pid) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!(
+                        "gotrace: warning: cannot hold {shown} at its exit ({e}): its last state \
+                     will not be analysed"
+                    );
+                    None
+                }
+            });
+        Ok(Started {
+            pid,
+            child,
+            traced,
+            _lock: lock,
+        })
     }
 
     /// Fails the trace: a held command is killed, never released.
     fn abort<T>(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Result<T> {
         if let Some(c) = self.child.take() {
-            c.abort();
+            match self.traced.take() {
+                // Its ptrace thread reaps it (no hold: nobody listens).
+                Some(t) => {
+                    drop(t);
+                    c.kill();
+                }
+                None => c.abort(),
+            }
         }
         Err(e.into())
     }
 
     /// Configures the programs for this process and attaches them.
     fn attach(
-        &self,
+        &mut self,
         opened: &Opened,
         plan: &Plan,
         args: &TargetArgs,
-    ) -> anyhow::Result<(Probes, ExitWatcher)> {
+    ) -> anyhow::Result<(Probes, TargetExit)> {
         let layout = &opened.layout;
         let mut config = goroutine::config(self.pid, layout);
         if plan.timers.is_ok() {
@@ -194,7 +220,10 @@ impl Started {
                     || log::log_enabled!(target: "tracer_ebpf", log::Level::Debug),
             },
         )?;
-        let exit = ExitWatcher::new(self.pid, self.child.is_some())?;
+        let exit = match self.traced.take() {
+            Some(t) => TargetExit::Traced(t),
+            None => TargetExit::Watched(ExitWatcher::new(self.pid, self.child.is_some())?),
+        };
         Ok((probes, exit))
     }
 }
@@ -215,15 +244,15 @@ pub fn trace(
     }
     let pie_under_command = opened.bin.is_pie() && matches!(target, Target::Command(_));
     let plan = crate::probe::plan(&opened.bin, &opened.layout, &shown, pie_under_command)?;
-    let mut started = Started::start(&target, &exe)?;
+    let mut started = Started::start(&target, &exe, &shown)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut probes, exit) = match runtime.block_on(async { started.attach(&opened, &plan, args) })
-    {
-        Ok(v) => v,
-        Err(e) => return started.abort(e),
-    };
+    let (mut probes, mut exit) =
+        match runtime.block_on(async { started.attach(&opened, &plan, args) }) {
+            Ok(v) => v,
+            Err(e) => return started.abort(e),
+        };
     let pid = started.pid;
     // The goroutines that already exist (--pid only: a command started
     // under gotrace has none), read right after the probes are attached so
@@ -252,13 +281,15 @@ pub fn trace(
     let run = Run {
         started: &mut started,
         opened: &opened,
+        prove: args.prove(),
         probes: &mut probes,
-        exit: &exit,
+        exit: &mut exit,
         duration: args.duration,
         view,
     };
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
+    end.proof = end.at_exit.as_mut().and_then(|a| a.analysis.proof.take());
     if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
         end.proof = Some(prove(pid, &opened, end.load_bias));
     }
@@ -282,8 +313,10 @@ pub fn trace(
 struct Run<'a> {
     started: &'a mut Started,
     opened: &'a Opened,
+    /// Run the leak proof at the end (on a command: at its exit).
+    prove: bool,
     probes: &'a mut Probes,
-    exit: &'a ExitWatcher,
+    exit: &'a mut TargetExit,
     duration: Option<Duration>,
     view: ViewChoice,
 }
@@ -309,7 +342,9 @@ impl Run<'_> {
             Session {
                 probes: self.probes,
                 model: &mut model,
-                exit: self.exit,
+                at_exit: Some(Box::new(move |hold: &ExitHold| {
+                    analyse_at_exit(opened, hold, self.prove)
+                })),
                 duration: self.duration,
                 pie_pid: opened.bin.is_pie().then(|| (pid, opened.exe.clone())),
                 validator: crate::capture::validate::Validator::new(
@@ -324,7 +359,7 @@ impl Run<'_> {
                 view: view.as_mut(),
                 exec_watch: process::ExecWatch::new(pid, &opened.exe),
             }
-            .run()
+            .run(self.exit)
             .await;
         drop(view);
         let end = end?;
@@ -440,6 +475,46 @@ fn referenced_stacks(
             Some((id, pcs))
         })
         .collect()
+}
+
+/// The analysis of a command held at its exit (for now its goroutines),
+/// read through the exiting thread that holds it.
+fn analyse_at_exit(
+    opened: &Opened,
+    hold: &ExitHold,
+    prove_it: bool,
+) -> crate::capture::AtExitAnalysis {
+    use crate::capture::AtExitAnalysis;
+    if let Some(ms) = std::env::var("GOTRACE_TEST_AT_EXIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // Lets the end-to-end tests see the hold limit at work.
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let ours = process::runs(hold.tid, &opened.exe) != Some(false);
+    let snap = if ours {
+        read_existing(hold.tid, opened)
+    } else {
+        Err("it exec'd another program".to_string())
+    };
+    // Memory is read through the held thread: the leader may be gone.
+    let proof = (prove_it && ours)
+        .then(|| opened.load_bias(hold.tid))
+        .flatten()
+        .map(|bias| prove(hold.tid, opened, bias));
+    match snap {
+        Ok(snap) => AtExitAnalysis {
+            snapshot: SnapshotInfo::of(&snap),
+            goroutines: snap.goroutines,
+            proof,
+        },
+        Err(e) => AtExitAnalysis {
+            snapshot: SnapshotInfo::failed(e),
+            goroutines: Vec::new(),
+            proof,
+        },
+    }
 }
 
 /// The goroutines of `pid` right now; errors as one line for the report.

@@ -1,8 +1,10 @@
 //! The traced process: find it, or start it held before exec so no goroutine
-//! is missed, and notice when it exits.
+//! is missed, and notice when it exits (a command gotrace started: held at
+//! its exit through ptrace, [`ptrace`]).
 
 pub mod lock;
 pub mod mem;
+pub mod ptrace;
 
 use std::ffi::CString;
 use std::io;
@@ -144,18 +146,25 @@ impl HeldChild {
         Ok(())
     }
 
-    /// Kills a child that was never released (attach failed).
-    pub fn abort(mut self) {
+    /// Kills and reaps a child that was never released (attach failed).
+    pub fn abort(self) {
+        let pid = self.pid as i32;
+        self.kill();
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+
+    /// Kills a child that was never released, leaving the reaping to its
+    /// ptrace thread (which owns every wait on it).
+    pub fn kill(mut self) {
         self.release = None; // closing the pipe makes the child _exit(126)
-        // SAFETY: plain syscalls on our own child.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGKILL);
-            libc::waitpid(self.pid as i32, std::ptr::null_mut(), 0);
-        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
     }
 }
 
-/// Becomes ready when a process exits (pidfd, Linux 5.3+).
+/// Becomes ready when a process exits (pidfd, Linux 5.3+): `--pid`, and a
+/// command that ptrace was refused for.
 pub struct ExitWatcher {
     pid: u32,
     fd: AsyncFd<OwnedFd>,
@@ -194,16 +203,39 @@ impl ExitWatcher {
         let mut status = 0;
         // SAFETY: reaping our own exited child.
         let r = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
-        if r != self.pid as i32 {
-            return None;
+        (r == self.pid as i32).then(|| ptrace::describe_status(status))
+    }
+}
+
+/// How the session learns that the target ends.
+pub enum TargetExit {
+    /// A pidfd (see [`ExitWatcher`]).
+    Watched(ExitWatcher),
+    /// The ptrace thread of a command gotrace started: it holds the
+    /// command at its exit first.
+    Traced(ptrace::TracedChild),
+}
+
+/// What [`TargetExit::next`] reports.
+#[derive(Debug)]
+pub enum ExitEvent {
+    /// The command is held at its exit (see [`ptrace::ExitHold`]).
+    Held(ptrace::ExitHold),
+    /// The target is gone; how, when known ("exit status 0").
+    Exited(Option<String>),
+}
+
+impl TargetExit {
+    /// The next event; cancel-safe (for `select!`).
+    pub async fn next(&mut self) -> ExitEvent {
+        match self {
+            TargetExit::Watched(w) => ExitEvent::Exited(w.exited().await),
+            TargetExit::Traced(t) => match t.next().await {
+                Some(ptrace::ChildEvent::HeldAtExit(h)) => ExitEvent::Held(h),
+                Some(ptrace::ChildEvent::Exited(how)) => ExitEvent::Exited(Some(how)),
+                None => ExitEvent::Exited(None),
+            },
         }
-        Some(if libc::WIFEXITED(status) {
-            format!("exit status {}", libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            format!("killed by signal {}", libc::WTERMSIG(status))
-        } else {
-            format!("wait status {status:#x}")
-        })
     }
 }
 
@@ -231,12 +263,7 @@ fn link_base(exe: &Path) -> Option<u64> {
 /// starts minus where the ELF was linked to start. None until `pid` runs
 /// `binary` (a held child still runs gotrace's image until it execs).
 pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (running, wanted) = (
-        std::fs::metadata(format!("/proc/{pid}/exe")).ok()?,
-        std::fs::metadata(binary).ok()?,
-    );
-    if (running.dev(), running.ino()) != (wanted.dev(), wanted.ino()) {
+    if !runs(pid, binary)? {
         return None;
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
@@ -255,6 +282,17 @@ pub fn load_bias(pid: u32, binary: &Path) -> Option<u64> {
             .flatten()
             .map(|start| start.wrapping_sub(base))
     })
+}
+
+/// Whether `pid` runs `binary` (same file); None when either cannot be
+/// looked at.
+pub fn runs(pid: u32, binary: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (running, wanted) = (
+        std::fs::metadata(format!("/proc/{pid}/exe")).ok()?,
+        std::fs::metadata(binary).ok()?,
+    );
+    Some((running.dev(), running.ino()) == (wanted.dev(), wanted.ino()))
 }
 
 /// Notices the target exec'ing another program: its uprobes go with the old

@@ -195,11 +195,15 @@ fn fixpoint(
             .into_iter()
             .map(|k| {
                 let g = &live[cands[k].i];
-                (g, false, m.root(Root::Goroutine {
-            goid: g.raw.goid,
-            slot: None,
-            pc: None,
-        }))
+                (
+                    g,
+                    false,
+                    m.root(Root::Goroutine {
+                        goid: g.raw.goid,
+                        slot: None,
+                        pc: None,
+                    }),
+                )
             })
             .collect();
         *incomplete += stacks.add(&gs);

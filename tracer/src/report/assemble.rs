@@ -7,9 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::groups::{self, GroupInput};
-use super::{Report, SCHEMA_VERSION, Target, Tool, Trace, contexts, timers};
-use crate::capture::Capture;
+use super::{
+    AtExitReport, ExitCount, Report, SCHEMA_VERSION, Target, Tool, Trace, contexts, timers,
+};
+use crate::capture::{AtExit, Capture};
 use crate::gobin::GoBinary;
+use crate::goruntime::gstatus::GState;
+use crate::goruntime::{is_system_function, wait_reason};
 use crate::resolve::StackResolver;
 
 pub struct Input<'a> {
@@ -62,6 +66,10 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
             duplicates_ignored: stats.duplicates,
             inconsistent_events: stats.inconsistent,
             snapshot: meta.snapshot.clone(),
+            at_exit: end
+                .at_exit
+                .as_ref()
+                .map(|a| at_exit_report(a, resolver, input.wait_reasons)),
         },
         goroutines: g.counts,
         verdict: g.verdict,
@@ -74,6 +82,41 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         timers: timer_report(&input, resolver, leak_threshold_s),
         proof: end.proof.clone(),
     })
+}
+
+/// The goroutines read at exit, counted by (start function, state, wait
+/// reason); the runtime's own are left out.
+fn at_exit_report(
+    a: &AtExit,
+    resolver: &mut StackResolver<'_>,
+    wait_reasons: &BTreeMap<u8, String>,
+) -> AtExitReport {
+    let mut counts: BTreeMap<(String, GState, Option<String>), usize> = BTreeMap::new();
+    for g in &a.analysis.goroutines {
+        let start_function = resolver.start_function(g.startpc);
+        if is_system_function(&start_function) {
+            continue;
+        }
+        let reason = g.wait_reason.map(|r| wait_reason::text(wait_reasons, r));
+        *counts.entry((start_function, g.state, reason)).or_default() += 1;
+    }
+    let mut goroutines: Vec<ExitCount> = counts
+        .into_iter()
+        .map(|((start_function, state, wait_reason), count)| ExitCount {
+            start_function,
+            state,
+            wait_reason,
+            count,
+        })
+        .collect();
+    goroutines.sort_by_key(|c| std::cmp::Reverse(c.count));
+    AtExitReport {
+        tid: a.tid,
+        held_ms: a.held_ms,
+        timed_out: a.timed_out,
+        snapshot: a.analysis.snapshot.clone(),
+        goroutines,
+    }
 }
 
 fn context_report(

@@ -82,6 +82,32 @@ pub struct Trace {
     /// The goroutines read from the process at attach (`--pid`); null when
     /// gotrace started the program.
     pub snapshot: Option<crate::model::existing::SnapshotInfo>,
+    /// The command's last state, read while it was held at its exit
+    /// (`-- CMD`); null otherwise.
+    pub at_exit: Option<AtExitReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AtExitReport {
+    /// The exiting thread it was held by.
+    pub tid: u32,
+    pub held_ms: f64,
+    /// The hold limit ran out before the analysis finished.
+    pub timed_out: bool,
+    /// The goroutine snapshot taken there.
+    pub snapshot: crate::model::existing::SnapshotInfo,
+    /// The program's goroutines in it (not the runtime's), counted by what
+    /// they run and how they wait, most first.
+    pub goroutines: Vec<ExitCount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExitCount {
+    pub start_function: String,
+    pub state: crate::goruntime::gstatus::GState,
+    /// Go's wait-reason string, for parked goroutines.
+    pub wait_reason: Option<String>,
+    pub count: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -39,10 +39,12 @@ const MACHINE: Machine = Machine {
 /// Together these load every program kind gotrace attaches: goroutine life
 /// (all), contexts and `time.newTimer` (ctxleak, Go 1.26), `time.startTimer`
 /// and `stopTimer` (tickers, Go 1.21), and attaching to a running process
-/// with the oldest supported Go (locks, Go 1.19, `--pid`).
+/// with the oldest supported Go (locks, Go 1.19, `--pid`); exiter checks
+/// the ptrace hold at exit on this kernel, through a SIGKILL.
 const SCENARIOS: &[Scenario] = &[
     scenarios::CHANRECV,
     scenarios::CTXLEAK,
+    scenarios::EXITER_SIGKILL,
     scenarios::TICKERS,
     scenarios::LOCKS_PID,
 ];

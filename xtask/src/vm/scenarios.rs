@@ -59,6 +59,25 @@ pub const CTXLEAK: Scenario = Scenario {
     ],
 };
 
+/// Plants 10 × `receiveForever`, then kills itself with SIGKILL from a
+/// thread other than the leader: held at its exit all the same (every
+/// thread stops at its ptrace exit event, killed ones included), its last
+/// state read there, its death reported as it was.
+pub const EXITER_SIGKILL: Scenario = Scenario {
+    fixture: "exiter",
+    go: "1.26.6",
+    mode: Mode::Command,
+    variant: "sigkill",
+    build_flags: &["-ldflags=-X main.defaultExit=SIGKILL"],
+    args: ARGS,
+    exit: 0,
+    expect: &[
+        "target_exit \"killed by signal 9\"",
+        "at_exit timed_out=false error=null",
+        "at_exit main.receiveForever x{exiter} \"waiting\" \"chan receive\"",
+    ],
+};
+
 pub const TICKERS: Scenario = Scenario {
     fixture: "tickers",
     go: "1.21.13",

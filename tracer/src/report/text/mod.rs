@@ -172,6 +172,33 @@ fn header(out: &mut String, r: &Report) {
         }
         None => {}
     }
+    if let Some(a) = &r.trace.at_exit {
+        at_exit(out, a);
+    }
+}
+
+/// The line about the command's last state, read while held at its exit.
+fn at_exit(out: &mut String, a: &crate::report::AtExitReport) {
+    let read = match &a.snapshot.error {
+        None => format!(
+            "{} goroutines read in {:.1} ms",
+            a.snapshot.goroutines, a.snapshot.took_ms
+        ),
+        Some(e) => format!("snapshot failed: {e}"),
+    };
+    let limit = if a.timed_out {
+        format!(
+            "; the hold limit ({} s) ran out, the process was let go before the analysis finished",
+            crate::process::ptrace::HOLD_LIMIT.as_secs()
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "held at exit (thread {}) for {:.1} ms: {read}{limit}",
+        a.tid, a.held_ms
+    );
 }
 
 fn suspects(out: &mut String, r: &Report, paths: &Paths) {
