@@ -117,7 +117,7 @@ pub fn run(
     incomplete += stacks.add(&roots_gs);
     incomplete += scan_stacks(&mut m, &mut stacks);
     let mut outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
-    name_frames(&mut outcomes, live, mem);
+    name_frames(ctx, &mut outcomes, live, mem);
     let heap_stats = m.heap.stats;
     let seen = cands
         .iter()
@@ -401,7 +401,12 @@ const MAX_FRAMES: usize = 4096;
 /// For each outcome kept by a goroutine's stack word, the frame holding
 /// that word: the innermost frame whose saved frame pointer is at or above
 /// it (its locals lie just below its saved BP), by the frame-pointer chain.
-fn name_frames(outcomes: &mut [Outcome], live: &[LiveG], mem: &dyn crate::process::mem::Memory) {
+fn name_frames(
+    ctx: &Ctx,
+    outcomes: &mut [Outcome],
+    live: &[LiveG],
+    mem: &dyn crate::process::mem::Memory,
+) {
     let by_goid: HashMap<u64, &LiveG> = live.iter().map(|g| (g.raw.goid, g)).collect();
     for o in outcomes {
         let Outcome::Wakeable(Some(Root::Goroutine {
@@ -428,5 +433,38 @@ fn name_frames(outcomes: &mut [Outcome], live: &[LiveG], mem: &dyn crate::proces
             };
             (frame_pc, bp) = (ret, next);
         }
+        if pc.is_none() && matches!(g.state, GState::Running | GState::Syscall) {
+            *pc = frame_record_below(ctx, g, *slot, mem);
+        }
     }
+}
+
+/// For a goroutine on a CPU (its saved registers are stale): the frame
+/// holding `slot`, from the nearest frame record below it (a saved frame
+/// pointer that points above `slot`, next to a return address into code),
+/// whose return address lies in that frame's function. Naming only.
+fn frame_record_below(
+    ctx: &Ctx,
+    g: &LiveG,
+    slot: u64,
+    mem: &dyn crate::process::mem::Memory,
+) -> Option<u64> {
+    let r = &g.raw;
+    let mut at = slot.checked_sub(8)?;
+    for _ in 0..MAX_FRAMES {
+        if at < r.lo {
+            return None;
+        }
+        let (saved, ret) = (mem.u64(at)?, mem.u64(at + 8)?);
+        let code = || {
+            (ctx.functions)(&[ret])
+                .first()
+                .is_some_and(|f| !f.starts_with("0x"))
+        };
+        if saved >= slot && saved < r.hi && saved > at && code() {
+            return Some(ret);
+        }
+        at -= 8;
+    }
+    None
 }
