@@ -42,7 +42,9 @@ fn at_exit_sees_every_planted_goroutine(go: &str) {
         "Go {go}: {:#}",
         r["trace"]["at_exit"]
     );
-    assert_eq!(t.exit_code, Some(0), "{}", t.gotrace_stderr);
+    // The planted receivers are proven leaked on the last state: status 3.
+    assert_eq!(r["leaked_count"], 10, "{}", t.gotrace_stderr);
+    assert_eq!(t.exit_code, Some(3), "{}", t.gotrace_stderr);
 
     let bin = fixture("exiter", go);
     let t =
@@ -57,8 +59,10 @@ fn at_exit_sees_every_planted_goroutine(go: &str) {
         "Go {go}: {:#}",
         r["trace"]["at_exit"]
     );
-    // gotrace's own status does not follow the command's.
-    assert_eq!(t.exit_code, Some(0), "{}", t.gotrace_stderr);
+    // gotrace's own status does not follow the command's: 3 for the
+    // receivers proven leaked at exit.
+    assert_eq!(r["leaked_count"], 10, "{}", t.gotrace_stderr);
+    assert_eq!(t.exit_code, Some(3), "{}", t.gotrace_stderr);
 }
 
 /// The command's programs keep their signals: preemption (SIGURG) under
@@ -122,7 +126,9 @@ fn exit_statuses_are_preserved() {
                 t.gotrace_stderr
             );
         }
-        assert_eq!(t.exit_code, Some(0), "{how}: {}", t.gotrace_stderr);
+        // Proven leaked on the last state, however it ended.
+        assert_eq!(t.report["leaked_count"], 10, "{how}: {}", t.gotrace_stderr);
+        assert_eq!(t.exit_code, Some(3), "{how}: {}", t.gotrace_stderr);
     }
 }
 
@@ -224,7 +230,8 @@ fn sigstop_and_sigcont_work_under_the_tracer() {
         "after SIGCONT"
     );
     let status = gotrace.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    // The receivers are proven leaked at exit.
+    assert_eq!(status.code(), Some(3));
     let r: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(r["target"]["exit"], "exit status 0", "{r:#}");

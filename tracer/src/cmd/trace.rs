@@ -291,7 +291,7 @@ pub fn trace(
     drop(probes); // detach every uprobe before the slow part
     end.proof = end.at_exit.as_mut().and_then(|a| a.analysis.proof.take());
     if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
-        end.proof = Some(prove(pid, &opened, end.load_bias));
+        end.proof = Some(prove(pid, &opened, end.load_bias, false));
     }
     if let (Some(r), Some(path)) = (recorder, record) {
         match r.finish(&end, &stacks) {
@@ -502,7 +502,7 @@ fn analyse_at_exit(
     let proof = (prove_it && ours)
         .then(|| opened.load_bias(hold.tid))
         .flatten()
-        .map(|bias| prove(hold.tid, opened, bias));
+        .map(|bias| prove(hold.tid, opened, bias, true));
     match snap {
         Ok(snap) => AtExitAnalysis {
             snapshot: SnapshotInfo::of(&snap),
@@ -526,8 +526,13 @@ fn read_existing(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
 }
 
 /// The leak proof over the target's memory as it is now (it keeps running).
-pub fn prove(pid: u32, opened: &Opened, bias: u64) -> crate::proof::Proof {
-    eprintln!("gotrace: proving leaks (reading PID {pid}'s heap; it keeps running)...");
+pub fn prove(pid: u32, opened: &Opened, bias: u64, held: bool) -> crate::proof::Proof {
+    let how = if held {
+        "held at its exit"
+    } else {
+        "it keeps running"
+    };
+    eprintln!("gotrace: proving leaks (reading PID {pid}'s heap; {how})...");
     let proof = crate::proof::prove(&crate::proof::Target {
         pid,
         bin: &opened.bin,
