@@ -24,7 +24,7 @@ const PIE_STRIP: BuildOpts = BuildOpts {
 
 /// The compiler's `-live` report for testdata/stackmaps: (line, callee) →
 /// the number of variables it says are live at that call.
-fn compiler_liveness(minor: &str) -> HashMap<(u32, String), usize> {
+fn compiler_liveness(minor: &str, env: &[(&str, &str)]) -> HashMap<(u32, String), usize> {
     let go = find_go(minor).unwrap_or_else(|| panic!("Go {minor} not installed"));
     let version = go
         .parent()
@@ -37,6 +37,7 @@ fn compiler_liveness(minor: &str) -> HashMap<(u32, String), usize> {
     let mut cmd = Command::new(&go);
     let out = gotoolchains::go_env(&mut cmd, &version)
         .args(["build", "-gcflags=-live", "-o", "/dev/null", "."])
+        .envs(env.iter().copied())
         .current_dir(testdata_dir().join("stackmaps"))
         .output()
         .unwrap();
@@ -85,9 +86,15 @@ fn map_liveness(bin: &GoBinary, func: &str) -> Vec<(u32, u32)> {
 
 #[test]
 fn maps_agree_with_the_compiler() {
+    const ARM64: BuildOpts = BuildOpts {
+        args: &["-ldflags=-s -w"],
+        env: &[("GOARCH", "arm64"), ("CGO_ENABLED", "0")],
+    };
     for minor in VERSIONS {
-        let want = compiler_liveness(minor);
-        for opts in [BuildOpts::default(), STRIP] {
+        let want = compiler_liveness(minor, &[]);
+        let want_arm64 = compiler_liveness(minor, ARM64.env);
+        for opts in [BuildOpts::default(), STRIP, ARM64] {
+            let want = if opts.env.is_empty() { &want } else { &want_arm64 };
             let path = build_testdata("stackmaps", minor, opts).unwrap();
             let bin = GoBinary::open(&path).unwrap();
             let mut checked = 0;
