@@ -94,7 +94,11 @@ fn maps_agree_with_the_compiler() {
         let want = compiler_liveness(minor, &[]);
         let want_arm64 = compiler_liveness(minor, ARM64.env);
         for opts in [BuildOpts::default(), STRIP, ARM64] {
-            let want = if opts.env.is_empty() { &want } else { &want_arm64 };
+            let want = if opts.env.is_empty() {
+                &want
+            } else {
+                &want_arm64
+            };
             let path = build_testdata("stackmaps", minor, opts).unwrap();
             let bin = GoBinary::open(&path).unwrap();
             let mut checked = 0;
@@ -111,7 +115,7 @@ fn maps_agree_with_the_compiler() {
     }
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -120,9 +124,9 @@ impl Drop for Killed {
 }
 
 /// What the program printed: "dead"/"live"/"object" → addresses.
-type Printed = HashMap<String, Vec<u64>>;
+pub(crate) type Printed = HashMap<String, Vec<u64>>;
 
-fn start(path: &std::path::Path) -> (Killed, Printed) {
+pub(crate) fn start(path: &std::path::Path) -> (Killed, Printed) {
     let mut child = Killed(Command::new(path).stdout(Stdio::piped()).spawn().unwrap());
     let out = child.0.stdout.take().unwrap();
     let mut printed = Printed::new();
@@ -163,11 +167,11 @@ fn values(w: &StackWords, mem: &dyn crate::process::mem::Memory) -> Vec<u64> {
 }
 
 /// A parked goroutine: where it resumes, its stack bounds and the g.
-type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
+pub(crate) type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
 
 /// The parked goroutines of the program, by the main function on their
 /// stack.
-fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
+pub(crate) fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
     let bin = GoBinary::open(path).unwrap();
     let layout = bin.layout().unwrap();
     let symbolizer = bin.symbolizer().unwrap();
@@ -186,7 +190,12 @@ fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u
             .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
             .map(|f| f.function)
             .collect();
-        for want in ["main.deadThenPark", "main.use", "main.deferred"] {
+        for want in [
+            "main.deadThenPark",
+            "main.use",
+            "main.deferred",
+            "main.main",
+        ] {
             if names.iter().any(|n| n == want) {
                 let r = &g.raw;
                 let regs = Regs {
