@@ -172,6 +172,12 @@ pub(crate) type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
 /// The parked goroutines of the program, by the main function on their
 /// stack.
 pub(crate) fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
+    const WANT: [&str; 4] = [
+        "main.deadThenPark",
+        "main.use",
+        "main.deferred",
+        "main.main",
+    ];
     let bin = GoBinary::open(path).unwrap();
     let layout = bin.layout().unwrap();
     let symbolizer = bin.symbolizer().unwrap();
@@ -180,23 +186,23 @@ pub(crate) fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str,
     } else {
         0
     };
-    let read = crate::snapshot::read_live(pid, &bin, &layout, bias, None).unwrap();
-    let mut found = HashMap::new();
-    for g in &read.live {
-        let names: Vec<String> = g
-            .stack
-            .pcs
-            .iter()
-            .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
-            .map(|f| f.function)
-            .collect();
-        for want in [
-            "main.deadThenPark",
-            "main.use",
-            "main.deferred",
-            "main.main",
-        ] {
-            if names.iter().any(|n| n == want) {
+    // Until each is parked (a loaded machine may be slow to get there).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = crate::snapshot::read_live(pid, &bin, &layout, bias, None).unwrap();
+        let mut found = HashMap::new();
+        for g in &read.live {
+            if g.state != crate::goruntime::gstatus::GState::Waiting || !g.stable {
+                continue;
+            }
+            let names: Vec<String> = g
+                .stack
+                .pcs
+                .iter()
+                .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
+                .map(|f| f.function)
+                .collect();
+            for want in WANT.into_iter().filter(|w| names.iter().any(|n| n == w)) {
                 let r = &g.raw;
                 let regs = Regs {
                     pc: r.sched_pc,
@@ -206,8 +212,16 @@ pub(crate) fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str,
                 found.insert(want, (regs, r.lo, r.hi, g.clone()));
             }
         }
+        if found.len() == WANT.len() {
+            return (found, bias);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all parked: {:?}",
+            found.keys()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    (found, bias)
 }
 
 #[test]
