@@ -26,7 +26,7 @@ pub mod wrappers;
 #[cfg(test)]
 mod heap_layout_tests;
 #[cfg(test)]
-mod stackmaps_tests;
+pub(crate) mod stackmaps_tests;
 #[cfg(test)]
 mod strip_tests;
 #[cfg(test)]

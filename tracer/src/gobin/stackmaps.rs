@@ -22,8 +22,9 @@
 //! records through `g._defer` / `g._panic`, not through a live word: the
 //! caller passes those pointers as `seeds`.
 //!
-//! amd64 only: on arm64 (link register, no frame-pointer slot above the
-//! locals) every stack is scanned conservatively for now.
+//! The maps decode on every architecture; the unwinder is amd64's only:
+//! on arm64 (link register at 0(SP), no frame-pointer slot above the
+//! locals, `argp = fp + 8`) every stack is scanned conservatively for now.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -344,34 +345,34 @@ impl StackMaps {
         let mut callee = None;
         // The rest of the stack from the frame before the failure: its
         // return address was what went wrong.
-        let fail = |frames: &mut Vec<Frame>, why, sp: u64| {
+        let fail = |mut frames: Vec<Frame>, why, sp: u64| {
             let from = frames.pop().map_or(sp, |f| f.sp);
-            Some((why, from))
+            (frames, Some((why, from)))
         };
         for depth in 0..MAX_FRAMES {
             let Some(facts) = self.facts(pc) else {
-                return (frames.clone(), fail(&mut frames, Fallback::UnknownPc, sp));
+                return fail(frames, Fallback::UnknownPc, sp);
             };
             let Some(delta) = facts.sp_delta.and_then(|d| u64::try_from(d).ok()) else {
-                return (frames.clone(), fail(&mut frames, Fallback::BadFrame, sp));
+                return fail(frames, Fallback::BadFrame, sp);
             };
             // amd64: the CALL pushed the return address above the frame.
             let fp = sp + delta + PTR;
             if fp > hi {
-                return (frames.clone(), fail(&mut frames, Fallback::BadFrame, sp));
+                return fail(frames, Fallback::BadFrame, sp);
             }
             let flag = facts.func.flag();
             // Go ignores SPWRITE in the innermost frame: it stopped on
             // entry, before any write to SP.
             if flag & FUNC_FLAG_TOP_FRAME == 0 && flag & FUNC_FLAG_SP_WRITE != 0 && depth > 0 {
-                return (frames.clone(), fail(&mut frames, Fallback::SpWrite, sp));
+                return fail(frames, Fallback::SpWrite, sp);
             }
             let lr = if flag & FUNC_FLAG_TOP_FRAME != 0 {
                 0
             } else {
                 match stack.word(fp - PTR) {
                     Some(lr) => lr,
-                    None => return (frames.clone(), fail(&mut frames, Fallback::BadFrame, sp)),
+                    None => return fail(frames, Fallback::BadFrame, sp),
                 }
             };
             let frame = self.frame(facts, pc, sp, fp, callee);
@@ -387,14 +388,13 @@ impl StackMaps {
             }
             let next = lr.wrapping_sub(bias);
             if next == pc && fp == sp {
-                return (frames.clone(), fail(&mut frames, Fallback::BadFrame, sp));
+                return fail(frames, Fallback::BadFrame, sp);
             }
             callee = frames.last().and_then(|f| f.facts.special);
             pc = next;
             sp = fp;
         }
-        let from = frames.pop().map_or(sp, |f| f.sp);
-        (frames, Some((Fallback::TooDeep, from)))
+        fail(frames, Fallback::TooDeep, sp)
     }
 }
 

@@ -24,7 +24,7 @@ const PIE_STRIP: BuildOpts = BuildOpts {
 
 /// The compiler's `-live` report for testdata/stackmaps: (line, callee) →
 /// the number of variables it says are live at that call.
-fn compiler_liveness(minor: &str) -> HashMap<(u32, String), usize> {
+fn compiler_liveness(minor: &str, env: &[(&str, &str)]) -> HashMap<(u32, String), usize> {
     let go = find_go(minor).unwrap_or_else(|| panic!("Go {minor} not installed"));
     let version = go
         .parent()
@@ -37,6 +37,7 @@ fn compiler_liveness(minor: &str) -> HashMap<(u32, String), usize> {
     let mut cmd = Command::new(&go);
     let out = gotoolchains::go_env(&mut cmd, &version)
         .args(["build", "-gcflags=-live", "-o", "/dev/null", "."])
+        .envs(env.iter().copied())
         .current_dir(testdata_dir().join("stackmaps"))
         .output()
         .unwrap();
@@ -85,9 +86,19 @@ fn map_liveness(bin: &GoBinary, func: &str) -> Vec<(u32, u32)> {
 
 #[test]
 fn maps_agree_with_the_compiler() {
+    const ARM64: BuildOpts = BuildOpts {
+        args: &["-ldflags=-s -w"],
+        env: &[("GOARCH", "arm64"), ("CGO_ENABLED", "0")],
+    };
     for minor in VERSIONS {
-        let want = compiler_liveness(minor);
-        for opts in [BuildOpts::default(), STRIP] {
+        let want = compiler_liveness(minor, &[]);
+        let want_arm64 = compiler_liveness(minor, ARM64.env);
+        for opts in [BuildOpts::default(), STRIP, ARM64] {
+            let want = if opts.env.is_empty() {
+                &want
+            } else {
+                &want_arm64
+            };
             let path = build_testdata("stackmaps", minor, opts).unwrap();
             let bin = GoBinary::open(&path).unwrap();
             let mut checked = 0;
@@ -104,7 +115,7 @@ fn maps_agree_with_the_compiler() {
     }
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -113,9 +124,9 @@ impl Drop for Killed {
 }
 
 /// What the program printed: "dead"/"live"/"object" → addresses.
-type Printed = HashMap<String, Vec<u64>>;
+pub(crate) type Printed = HashMap<String, Vec<u64>>;
 
-fn start(path: &std::path::Path) -> (Killed, Printed) {
+pub(crate) fn start(path: &std::path::Path) -> (Killed, Printed) {
     let mut child = Killed(Command::new(path).stdout(Stdio::piped()).spawn().unwrap());
     let out = child.0.stdout.take().unwrap();
     let mut printed = Printed::new();
@@ -156,11 +167,17 @@ fn values(w: &StackWords, mem: &dyn crate::process::mem::Memory) -> Vec<u64> {
 }
 
 /// A parked goroutine: where it resumes, its stack bounds and the g.
-type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
+pub(crate) type Parked = (Regs, u64, u64, crate::snapshot::read::LiveG);
 
 /// The parked goroutines of the program, by the main function on their
 /// stack.
-fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
+pub(crate) fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u64) {
+    const WANT: [&str; 4] = [
+        "main.deadThenPark",
+        "main.use",
+        "main.deferred",
+        "main.main",
+    ];
     let bin = GoBinary::open(path).unwrap();
     let layout = bin.layout().unwrap();
     let symbolizer = bin.symbolizer().unwrap();
@@ -169,18 +186,23 @@ fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u
     } else {
         0
     };
-    let read = crate::snapshot::read_live(pid, &bin, &layout, bias, None).unwrap();
-    let mut found = HashMap::new();
-    for g in &read.live {
-        let names: Vec<String> = g
-            .stack
-            .pcs
-            .iter()
-            .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
-            .map(|f| f.function)
-            .collect();
-        for want in ["main.deadThenPark", "main.use", "main.deferred"] {
-            if names.iter().any(|n| n == want) {
+    // Until each is parked (a loaded machine may be slow to get there).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = crate::snapshot::read_live(pid, &bin, &layout, bias, None).unwrap();
+        let mut found = HashMap::new();
+        for g in &read.live {
+            if g.state != crate::goruntime::gstatus::GState::Waiting || !g.stable {
+                continue;
+            }
+            let names: Vec<String> = g
+                .stack
+                .pcs
+                .iter()
+                .flat_map(|pc| symbolizer.symbolize(pc - bias, false))
+                .map(|f| f.function)
+                .collect();
+            for want in WANT.into_iter().filter(|w| names.iter().any(|n| n == w)) {
                 let r = &g.raw;
                 let regs = Regs {
                     pc: r.sched_pc,
@@ -190,8 +212,16 @@ fn parked(path: &std::path::Path, pid: u32) -> (HashMap<&'static str, Parked>, u
                 found.insert(want, (regs, r.lo, r.hi, g.clone()));
             }
         }
+        if found.len() == WANT.len() {
+            return (found, bias);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all parked: {:?}",
+            found.keys()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    (found, bias)
 }
 
 #[test]

@@ -289,4 +289,74 @@ mod tests {
         assert_eq!(runtime_seeds(&mem, &hl, &g, 0, 0x5000), None);
         assert_eq!(runtime_seeds(&mem, &hl, &g, 7, 0), Some(vec![7]));
     }
+
+    /// The motivating case: channels left dead in main's frame (a finished
+    /// loop's `fmt.Printf` argument array) kept their waiters "wakeable"
+    /// under a conservative scan. By the stack maps, exactly those waiters
+    /// are proven leaked, and the root stacks are all read precisely.
+    #[test]
+    fn dead_slots_keep_nothing_alive() {
+        use crate::gobin::GoBinary;
+        use crate::gobin::stackmaps_tests::{parked, start};
+        use crate::gobin::testutil::{BuildOpts, build_testdata};
+        use crate::proof::{Target, Verdict, prove};
+        for minor in ["1.21", "1.27"] {
+            let path = build_testdata("stackmaps", minor, BuildOpts::default()).unwrap();
+            let bin = GoBinary::open(&path).unwrap();
+            let layout = bin.layout().unwrap();
+            let symbolizer = bin.symbolizer().unwrap();
+            let (child, printed) = start(&path);
+            let pid = child.0.id();
+            let (found, _) = parked(&path, pid);
+            let (regs, _, hi, _) = &found["main.main"];
+            let mut main = vec![0u8; (hi - regs.sp) as usize];
+            let mem = crate::process::mem::ProcMem::open(pid).unwrap();
+            assert!(Memory::read(&mem, regs.sp, &mut main));
+            let last = printed["leak"][2];
+            assert!(
+                main.chunks_exact(8).any(|w| le_u64(w, 0) == last),
+                "Go {minor}: {last:#x} is not left in main's frame"
+            );
+            let t = Target {
+                pid,
+                bin: &bin,
+                layout: &layout,
+                bias: 0,
+                symbolizer: &symbolizer,
+            };
+            // Until every waiter has parked and both passes agree on it (a
+            // loaded machine may be slow to get there).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut want: Vec<String> = printed["leak"].iter().map(|a| format!("{a:#x}")).collect();
+            want.sort();
+            let proof = loop {
+                let proof = prove(&t);
+                let settled = want.iter().all(|c| {
+                    proof
+                        .goroutines
+                        .iter()
+                        .any(|g| g.waits_on.contains(c) && g.verdict != Verdict::Unproven)
+                });
+                if settled || std::time::Instant::now() > deadline {
+                    break proof;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            let mut leaked: Vec<String> = proof
+                .goroutines
+                .iter()
+                .filter(|g| g.verdict == Verdict::Leaked)
+                .flat_map(|g| g.waits_on.clone())
+                .collect();
+            leaked.sort();
+            assert_eq!(leaked, want, "Go {minor}: {proof:?}");
+            let s = &proof.stacks;
+            assert!(s.precise > 0, "Go {minor}: {s:?}");
+            assert!(
+                s.fallbacks.is_empty() && s.changed == 0,
+                "Go {minor}: {s:?}"
+            );
+            drop(child);
+        }
+    }
 }

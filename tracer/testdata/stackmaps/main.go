@@ -77,7 +77,16 @@ func deferred(park chan int) {
 	<-park
 }
 
+//go:noinline
+func waiter(c chan int) { <-c }
+
 func main() {
+	// Leaks whose channels stay in main's frame, dead, while it sleeps.
+	for i := 0; i < 3; i++ {
+		c := make(chan int)
+		go waiter(c)
+		fmt.Printf("leak %p\n", c)
+	}
 	park := make(chan int)
 	go deadThenPark(park)
 	go addressed(park)
