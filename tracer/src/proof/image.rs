@@ -153,6 +153,12 @@ fn put(region: &mut [u8], off: u64, v: u64) {
     region[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+impl Default for Image {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Image {
     pub fn new() -> Image {
         let hl = layout();

@@ -304,7 +304,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
         proof.goroutines.push(ProofGoroutine {
             goid: s.goid,
             verdict,
-            wait_reason: wait_reason::text(&ctx.wait_reasons, s.wait_reason),
+            wait_reason: wait_reason::text(ctx.wait_reasons, s.wait_reason),
             waits_on: s.waits_on.iter().map(|p| format!("{p:#x}")).collect(),
             kept_by,
             unproven_reason: why,
