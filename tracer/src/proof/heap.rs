@@ -16,6 +16,9 @@ const MAX_ARENAS: u64 = 1 << 16;
 /// Objects in one span beyond this are a misread (8 KiB / 8 B = 1024 in the
 /// smallest class; a span of many pages of 16-byte objects stays far below).
 const MAX_NELEMS: u64 = 1 << 20;
+/// Spans whose objects take at most this many bytes are read whole when
+/// the marker scans them (one read for all their queued objects).
+const WHOLE_SPAN_MAX: u64 = 64 << 10;
 
 /// Reads a little-endian field of `size` bytes.
 pub fn field(b: &[u8], f: Field) -> u64 {
@@ -42,10 +45,20 @@ pub struct Span {
     freeindex: u64,
     alloc: Vec<u8>,
     marks: Vec<u64>,
-    /// Which root first reached each marked object (index into the
-    /// analysis's root list), by object index.
-    origin: HashMap<u32, u32>,
+    /// The watched objects (those a candidate waits on), sorted by index,
+    /// each with the root that first reached it ([`NO_ROOT`] until marked):
+    /// only their origin is ever asked, so only theirs is kept.
+    watched: Vec<(u32, u32)>,
+    /// Marked objects not scanned yet, with the root that reached each.
+    pub grey: Vec<(u32, u32)>,
+    /// In the marker's queue of spans to scan (or being scanned).
+    pub queued: bool,
+    /// The span could not be read whole: read object by object.
+    whole_failed: bool,
 }
+
+/// A watched object not marked yet.
+const NO_ROOT: u32 = u32::MAX;
 
 impl Span {
     /// `(*mspan).isFree`'s complement: below `freeindex` or allocation bit set.
@@ -63,8 +76,29 @@ impl Span {
             .is_some_and(|w| w >> (idx % 64) & 1 == 1)
     }
 
+    /// Which root first reached object `idx`, for a watched object.
     pub fn origin(&self, idx: u64) -> Option<u32> {
-        self.origin.get(&(idx as u32)).copied()
+        let k = self
+            .watched
+            .binary_search_by_key(&(idx as u32), |w| w.0)
+            .ok()?;
+        Some(self.watched[k].1).filter(|r| *r != NO_ROOT)
+    }
+
+    /// Bytes of the span's objects, `[start, start + nelems * elemsize)`.
+    pub fn objects_len(&self) -> u64 {
+        self.nelems * self.elemsize
+    }
+
+    /// Whether the marker reads the span's objects in one piece: a small
+    /// span that could be read so before.
+    pub fn whole(&self) -> bool {
+        !self.whole_failed && self.objects_len() <= WHOLE_SPAN_MAX
+    }
+
+    /// From now on, its objects are read one by one.
+    pub fn whole_failed(&mut self) {
+        self.whole_failed = true;
     }
 }
 
@@ -82,23 +116,43 @@ pub struct HeapStats {
     pub objects_marked: u64,
     pub bytes_scanned: u64,
     pub read_errors: u64,
+    /// Whole spans read for scanning.
+    pub span_reads: u64,
+    /// Bytes read from the heap and root ranges for scanning.
+    pub bytes_read: u64,
 }
 
 pub struct Heap<'a> {
     mem: &'a dyn Memory,
     hl: &'a HeapLayout,
-    /// Arena index → the arena's `spans` array.
-    arenas: HashMap<u64, Vec<u64>>,
+    /// The arenas, sorted by index.
+    arenas: Vec<Arena>,
     /// Lowest and highest address any arena covers (a cheap filter for
     /// words that cannot be heap pointers).
     lo: u64,
     hi: u64,
+    /// log2 of the page size when it is a power of two (a shift instead of
+    /// a division per word).
+    page_shift: Option<u32>,
     pub spans: Vec<Span>,
     /// `*mspan` → index in `spans`; None for a span that is not in use.
     by_ptr: HashMap<u64, Option<u32>>,
     mspan_len: usize,
     pub stats: HeapStats,
 }
+
+/// One arena of the heap index.
+struct Arena {
+    index: u64,
+    /// Page → `*mspan`, as the arena's `spans` array says.
+    spans: Vec<u64>,
+    /// Page → index in [`Heap::spans`] once looked up ([`UNKNOWN`] before,
+    /// [`NOT_IN_USE`] for no span in use).
+    resolved: Vec<u32>,
+}
+
+const UNKNOWN: u32 = u32::MAX;
+const NOT_IN_USE: u32 = u32::MAX - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeapError {
@@ -142,9 +196,13 @@ impl<'a> Heap<'a> {
         let mut heap = Heap {
             mem,
             hl,
-            arenas: HashMap::new(),
+            arenas: Vec::new(),
             lo: u64::MAX,
             hi: 0,
+            page_shift: hl
+                .page_size
+                .is_power_of_two()
+                .then(|| hl.page_size.trailing_zeros()),
             spans: Vec::new(),
             by_ptr: HashMap::new(),
             mspan_len: mspan_len(hl),
@@ -167,26 +225,47 @@ impl<'a> Heap<'a> {
             let base = (ai << hl.log_heap_arena_bytes).wrapping_add(hl.arena_base_offset);
             heap.lo = heap.lo.min(base);
             heap.hi = heap.hi.max(base.saturating_add(arena_bytes));
-            heap.arenas
-                .insert(ai, spans.chunks_exact(8).map(|w| le_u64(w, 0)).collect());
+            // A repeated index: the last read wins.
+            heap.arenas.retain(|a| a.index != ai);
+            heap.arenas.push(Arena {
+                index: ai,
+                spans: spans.chunks_exact(8).map(|w| le_u64(w, 0)).collect(),
+                resolved: vec![UNKNOWN; hl.pages_per_arena as usize],
+            });
         }
+        heap.arenas.sort_by_key(|a| a.index);
         heap.stats.arenas = heap.arenas.len() as u64;
         Ok(heap)
     }
 
-    /// The allocated object containing `p`, if `p` points into the heap.
-    pub fn find(&mut self, p: u64) -> Option<Obj> {
+    /// The in-use span whose pages hold `p`, if any.
+    fn span_at(&mut self, p: u64) -> Option<u32> {
         if p < self.lo || p >= self.hi {
             return None;
         }
         let hl = self.hl;
         let ai = p.wrapping_sub(hl.arena_base_offset) >> hl.log_heap_arena_bytes;
-        let spans = self.arenas.get(&ai)?;
-        let sp = *spans.get(((p / hl.page_size) % hl.pages_per_arena) as usize)?;
-        if sp == 0 {
-            return None;
+        let a = self.arenas.binary_search_by_key(&ai, |a| a.index).ok()?;
+        let page = match self.page_shift {
+            Some(shift) => p >> shift,
+            None => p / hl.page_size,
+        } % hl.pages_per_arena;
+        let arena = &self.arenas[a];
+        match *arena.resolved.get(page as usize)? {
+            UNKNOWN => {}
+            NOT_IN_USE => return None,
+            si => return Some(si),
         }
-        let si = self.span(sp)?;
+        self.load_arena(a);
+        match self.arenas[a].resolved[page as usize] {
+            UNKNOWN | NOT_IN_USE => None,
+            si => Some(si),
+        }
+    }
+
+    /// The allocated object containing `p`, if `p` points into the heap.
+    pub fn find(&mut self, p: u64) -> Option<Obj> {
+        let si = self.span_at(p)?;
         let s = &self.spans[si as usize];
         if p < s.start || p >= s.limit {
             return None;
@@ -201,22 +280,7 @@ impl<'a> Heap<'a> {
     /// Whether `p` is outside every in-use heap span: a global, a stack, or
     /// not memory at all. Go's detector counts such primitives as alive.
     pub fn not_heap(&mut self, p: u64) -> bool {
-        if p < self.lo || p >= self.hi {
-            return true;
-        }
-        let hl = self.hl;
-        let ai = p.wrapping_sub(hl.arena_base_offset) >> hl.log_heap_arena_bytes;
-        let Some(spans) = self.arenas.get(&ai) else {
-            return true;
-        };
-        let sp = spans
-            .get(((p / hl.page_size) % hl.pages_per_arena) as usize)
-            .copied()
-            .unwrap_or(0);
-        if sp == 0 {
-            return true;
-        }
-        match self.span(sp) {
+        match self.span_at(p) {
             None => true,
             Some(si) => {
                 let s = &self.spans[si as usize];
@@ -225,40 +289,73 @@ impl<'a> Heap<'a> {
         }
     }
 
-    /// The span at `sp`, read on first use; None when it is not in use.
-    fn span(&mut self, sp: u64) -> Option<u32> {
-        if let Some(known) = self.by_ptr.get(&sp) {
-            return *known;
+    /// Reads the spans the pages of arena `a` name (those not read yet):
+    /// their headers, then their allocation bits, each in a few vectored
+    /// reads; every page of the arena is resolved afterwards.
+    fn load_arena(&mut self, a: usize) {
+        let mut sps: Vec<u64> = self.arenas[a]
+            .spans
+            .iter()
+            .copied()
+            .filter(|sp| *sp != 0 && !self.by_ptr.contains_key(sp))
+            .collect();
+        sps.sort_unstable();
+        sps.dedup();
+        let heads = read_each(self.mem, sps.iter().map(|sp| (*sp, self.mspan_len)));
+        let mut found = Vec::new();
+        for (sp, head) in sps.iter().zip(&heads) {
+            match head {
+                Some(b) => found.extend(self.parse_span(b).map(|s| (*sp, s))),
+                None => self.stats.read_errors += 1,
+            }
         }
-        let read = self.read_span(sp);
-        let si = read.map(|s| {
+        let bits = read_each(
+            self.mem,
+            found.iter().map(|(_, (s, bits))| (*bits, s.alloc.len())),
+        );
+        for sp in &sps {
+            self.by_ptr.insert(*sp, None);
+        }
+        for ((sp, (mut s, at)), bits) in found.into_iter().zip(bits) {
+            match bits {
+                Some(b) if at != 0 => s.alloc = b,
+                // Unknown allocation bits: every slot counts as allocated,
+                // which only adds edges.
+                _ => {
+                    s.alloc.iter_mut().for_each(|x| *x = 0xff);
+                    self.stats.read_errors += 1;
+                }
+            }
+            self.stats.spans += 1;
             self.spans.push(s);
-            (self.spans.len() - 1) as u32
-        });
-        self.by_ptr.insert(sp, si);
-        si
+            self.by_ptr.insert(sp, Some((self.spans.len() - 1) as u32));
+        }
+        let arena = &mut self.arenas[a];
+        for (page, sp) in arena.spans.iter().enumerate() {
+            arena.resolved[page] = match self.by_ptr.get(sp) {
+                Some(Some(si)) => *si,
+                _ => NOT_IN_USE,
+            };
+        }
     }
 
-    fn read_span(&mut self, sp: u64) -> Option<Span> {
+    /// The span whose header is `b` if it is in use and looks sane (its
+    /// allocation bits still to read, all clear), and where its bits are.
+    fn parse_span(&mut self, b: &[u8]) -> Option<(Span, u64)> {
         let hl = self.hl;
-        let mut b = vec![0u8; self.mspan_len];
-        if !self.mem.read(sp, &mut b) {
-            self.stats.read_errors += 1;
+        if byte(b, hl.span_state) != hl.span_in_use {
             return None;
         }
-        if byte(&b, hl.span_state) != hl.span_in_use {
-            return None;
-        }
-        let start = le_u64(&b, hl.span_start_addr);
-        let npages = le_u64(&b, hl.span_npages);
-        let elemsize = le_u64(&b, hl.span_elemsize);
-        let nelems = field(&b, hl.span_nelems);
-        let limit = le_u64(&b, hl.span_limit);
+        let start = le_u64(b, hl.span_start_addr);
+        let npages = le_u64(b, hl.span_npages);
+        let elemsize = le_u64(b, hl.span_elemsize);
+        let nelems = field(b, hl.span_nelems);
+        let limit = le_u64(b, hl.span_limit);
         let bytes = npages.checked_mul(hl.page_size)?;
         let sane = elemsize > 0
             && nelems > 0
             && nelems <= MAX_NELEMS
-            && start % 8 == 0
+            && start.is_multiple_of(8)
             && limit > start
             && limit - start <= bytes
             && nelems.checked_mul(elemsize).is_some_and(|n| n <= bytes);
@@ -266,26 +363,21 @@ impl<'a> Heap<'a> {
             self.stats.read_errors += 1;
             return None;
         }
-        let mut alloc = vec![0u8; nelems.div_ceil(8) as usize];
-        let bits = le_u64(&b, hl.span_alloc_bits);
-        if bits == 0 || !self.mem.read(bits, &mut alloc) {
-            // Unknown allocation bits: every slot counts as allocated,
-            // which only adds edges.
-            alloc.iter_mut().for_each(|x| *x = 0xff);
-            self.stats.read_errors += 1;
-        }
-        self.stats.spans += 1;
-        Some(Span {
+        let span = Span {
             start,
             limit,
             elemsize,
             nelems,
-            noscan: byte(&b, hl.span_spanclass) & 1 == 1,
-            freeindex: field(&b, hl.span_freeindex),
-            alloc,
+            noscan: byte(b, hl.span_spanclass) & 1 == 1,
+            freeindex: field(b, hl.span_freeindex),
+            alloc: vec![0u8; nelems.div_ceil(8) as usize],
             marks: vec![0; nelems.div_ceil(64) as usize],
-            origin: HashMap::new(),
-        })
+            watched: Vec::new(),
+            grey: Vec::new(),
+            queued: false,
+            whole_failed: false,
+        };
+        Some((span, le_u64(b, hl.span_alloc_bits)))
     }
 
     /// Sets the mark of `o`; true when it was not marked before.
@@ -297,9 +389,24 @@ impl<'a> Heap<'a> {
             return false;
         }
         *w |= 1 << (idx % 64);
-        s.origin.insert(o.idx, root);
+        if !s.watched.is_empty()
+            && let Ok(k) = s.watched.binary_search_by_key(&o.idx, |w| w.0)
+        {
+            s.watched[k].1 = root;
+        }
         self.stats.objects_marked += 1;
         true
+    }
+
+    /// Keeps the origin of the object holding `p` (a primitive a candidate
+    /// waits on), for [`Heap::origin`]. Before marking starts.
+    pub fn watch(&mut self, p: u64) {
+        if let Some(o) = self.find(p) {
+            let w = &mut self.spans[o.span as usize].watched;
+            if let Err(k) = w.binary_search_by_key(&o.idx, |w| w.0) {
+                w.insert(k, (o.idx, NO_ROOT));
+            }
+        }
     }
 
     /// Address and size of `o`.
@@ -312,6 +419,7 @@ impl<'a> Heap<'a> {
         self.spans[o.span as usize].marked(o.idx as u64)
     }
 
+    /// Which root first reached `o`: known for watched objects only.
     pub fn origin(&self, o: Obj) -> Option<u32> {
         self.spans[o.span as usize].origin(o.idx as u64)
     }
@@ -323,6 +431,24 @@ impl<'a> Heap<'a> {
     pub fn mem(&self) -> &'a dyn Memory {
         self.mem
     }
+}
+
+/// Reads `(addr, len)` ranges in a few vectored reads; None for a range
+/// that could not be read.
+fn read_each(mem: &dyn Memory, ranges: impl Iterator<Item = (u64, usize)>) -> Vec<Option<Vec<u8>>> {
+    let ranges: Vec<(u64, usize)> = ranges.collect();
+    let mut bufs: Vec<Vec<u8>> = ranges.iter().map(|(_, n)| vec![0u8; *n]).collect();
+    let mut io: Vec<(u64, &mut [u8])> = ranges
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|((a, _), b)| (*a, &mut b[..]))
+        .collect();
+    let ok = mem.read_vectored(&mut io);
+    drop(io);
+    bufs.into_iter()
+        .zip(ok)
+        .map(|(b, ok)| ok.then_some(b))
+        .collect()
 }
 
 /// Bytes of an mspan to read to see every field the heap uses.
@@ -343,4 +469,10 @@ fn mspan_len(hl: &HeapLayout) -> usize {
     .into_iter()
     .max()
     .unwrap_or(0) as usize
+}
+
+impl Drop for Heap<'_> {
+    fn drop(&mut self) {
+        log::debug!("proof: heap {:?}", self.stats);
+    }
 }

@@ -5,15 +5,19 @@
 //! invent one. Words of the waiters' own sudogs that Go's detector hides
 //! (`hidden`) are skipped.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use super::heap::{Heap, Obj};
 use crate::process::mem::le_u64;
 
 /// Largest piece of an object or root range read at once.
 const CHUNK: u64 = 1 << 20;
-/// Bytes read per batch of queued objects.
-const BATCH_BYTES: u64 = 8 << 20;
+/// Bytes read at once (about: a piece or span more may go over).
+const READ_BYTES: u64 = 8 << 20;
+/// Small spans read at once.
+const SPANS_PER_READ: usize = 1024;
+/// Pieces read at once.
+const PIECES_PER_READ: usize = 1024;
 
 /// What first reached a marked object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,18 +43,39 @@ pub enum Root {
 
 pub struct Marker<'h, 'a> {
     pub heap: &'h mut Heap<'a>,
-    hidden: HashSet<u64>,
-    work: Vec<(Obj, u32)>,
+    /// Hidden word addresses, sorted.
+    hidden: Vec<u64>,
+    /// Spans with marked objects not scanned yet ([`Span::grey`]), in the
+    /// order they got their first one.
+    queue: VecDeque<u32>,
     pub roots: Vec<Root>,
+    /// Read buffer, kept between reads.
+    buf: Vec<u8>,
+}
+
+/// A piece of an object or root range to scan: address, length, root.
+type Piece = (u64, u64, u32);
+
+/// Splits `[addr, addr + len)` into pieces of at most [`CHUNK`] bytes.
+fn pieces(out: &mut Vec<Piece>, addr: u64, len: u64, root: u32) {
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(CHUNK);
+        out.push((addr + off, n, root));
+        off += n;
+    }
 }
 
 impl<'h, 'a> Marker<'h, 'a> {
     pub fn new(heap: &'h mut Heap<'a>, hidden: HashSet<u64>) -> Self {
+        let mut hidden: Vec<u64> = hidden.into_iter().collect();
+        hidden.sort_unstable();
         Marker {
             heap,
             hidden,
-            work: Vec::new(),
+            queue: VecDeque::new(),
             roots: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -87,10 +112,28 @@ impl<'h, 'a> Marker<'h, 'a> {
             }),
             _ => root,
         };
-        self.heap.mark(o, root);
-        if !self.heap.noscan(o) {
-            self.work.push((o, root));
+        if self.heap.mark(o, root) {
+            self.grey(o, root);
         }
+    }
+
+    /// Queues a newly marked object for scanning (unless it holds no
+    /// pointers).
+    fn grey(&mut self, o: Obj, root: u32) {
+        if self.heap.noscan(o) {
+            return;
+        }
+        let s = &mut self.heap.spans[o.span as usize];
+        s.grey.push((o.idx, root));
+        if !s.queued {
+            s.queued = true;
+            self.queue.push_back(o.span);
+        }
+    }
+
+    /// The hidden words from `at` on: an index into `hidden`.
+    fn hidden_from(&self, at: u64) -> usize {
+        self.hidden.partition_point(|h| *h < at)
     }
 
     /// Every aligned word of `bytes`, read from `addr`.
@@ -101,20 +144,23 @@ impl<'h, 'a> Marker<'h, 'a> {
         };
         self.heap.stats.bytes_scanned += words.len() as u64;
         let base = addr + skew as u64;
+        let mut h = self.hidden_from(base);
+        let trace = trace_target();
         for (i, w) in words.chunks_exact(8).enumerate() {
             let at = base + 8 * i as u64;
-            if !self.hidden.is_empty() && self.hidden.contains(&at) {
+            while self.hidden.get(h).is_some_and(|x| *x < at) {
+                h += 1;
+            }
+            if self.hidden.get(h) == Some(&at) {
                 continue;
             }
-            if let Some(t) = trace_target()
-                && le_u64(w, 0) & !15 == t & !15
+            let v = le_u64(w, 0);
+            if let Some(t) = trace
+                && v & !15 == t & !15
             {
-                log::debug!(
-                    "proof: word at {at:#x} (root {root}) points at {:#x}",
-                    le_u64(w, 0)
-                );
+                log::debug!("proof: word at {at:#x} (root {root}) points at {v:#x}");
             }
-            self.word_at(at, le_u64(w, 0), root);
+            self.word_at(at, v, root);
         }
     }
 
@@ -122,12 +168,16 @@ impl<'h, 'a> Marker<'h, 'a> {
     /// that newly marks an object becomes its own root (so a report can name
     /// the global).
     pub fn scan_masked(&mut self, addr: u64, bytes: &[u8], mask: &[u8]) {
+        let mut h = self.hidden_from(addr);
         for (i, w) in bytes.chunks_exact(8).enumerate() {
             if mask.get(i / 8).is_none_or(|m| m >> (i % 8) & 1 == 0) {
                 continue;
             }
             let at = addr + 8 * i as u64;
-            if self.hidden.contains(&at) {
+            while self.hidden.get(h).is_some_and(|x| *x < at) {
+                h += 1;
+            }
+            if self.hidden.get(h) == Some(&at) {
                 continue;
             }
             if let Some(o) = self.heap.find(le_u64(w, 0))
@@ -135,9 +185,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             {
                 let root = self.root(Root::Global { addr: at });
                 self.heap.mark(o, root);
-                if !self.heap.noscan(o) {
-                    self.work.push((o, root));
-                }
+                self.grey(o, root);
             }
         }
         self.heap.stats.bytes_scanned += bytes.len() as u64;
@@ -159,64 +207,156 @@ impl<'h, 'a> Marker<'h, 'a> {
     /// Root ranges `(addr, len, root)`, read in batches; a range that cannot
     /// be read counts as a read error (the caller decides what that costs).
     pub fn scan_ranges(&mut self, ranges: &[(u64, u64, u32)]) -> u64 {
-        let mut pieces = Vec::new();
+        let mut out = Vec::new();
         for &(addr, len, root) in ranges {
-            let mut off = 0;
-            while off < len {
-                let n = (len - off).min(CHUNK);
-                pieces.push((addr + off, n, root));
-                off += n;
-            }
+            pieces(&mut out, addr, len, root);
         }
-        self.read_and_scan(&pieces)
+        self.read_and_scan(&out)
     }
 
-    /// Scans queued objects until none is left.
+    /// Scans marked objects until none is left, span by span: a small
+    /// span's objects are read in one piece with up to [`SPANS_PER_READ`]
+    /// others, and objects it marks in the same span are scanned from that
+    /// copy; the objects of a large span are read one by one.
     pub fn drain(&mut self) -> u64 {
         let mut errors = 0;
-        while !self.work.is_empty() {
-            let mut pieces = Vec::new();
-            let mut bytes = 0;
-            while let Some((o, root)) = self.work.pop() {
-                let (base, size) = self.heap.bounds(o);
-                let mut off = 0;
-                while off < size {
-                    let n = (size - off).min(CHUNK);
-                    pieces.push((base + off, n, root));
-                    off += n;
-                }
-                bytes += size;
-                if bytes >= BATCH_BYTES {
-                    break;
+        let mut batch = Vec::new();
+        while let Some(first) = self.queue.pop_front() {
+            if !self.heap.spans[first as usize].whole() {
+                errors += self.scan_alone(first);
+                continue;
+            }
+            batch.clear();
+            batch.push(first);
+            let mut bytes = self.heap.spans[first as usize].objects_len();
+            while bytes < READ_BYTES && batch.len() < SPANS_PER_READ {
+                match self.queue.front() {
+                    Some(&si) if self.heap.spans[si as usize].whole() => {
+                        self.queue.pop_front();
+                        batch.push(si);
+                        bytes += self.heap.spans[si as usize].objects_len();
+                    }
+                    _ => break,
                 }
             }
-            errors += self.read_and_scan(&pieces);
+            self.scan_spans(&batch);
         }
         errors
     }
 
-    fn read_and_scan(&mut self, pieces: &[(u64, u64, u32)]) -> u64 {
-        let mut errors = 0;
-        for group in pieces.chunks(1024) {
-            let mut bufs: Vec<Vec<u8>> = group
-                .iter()
-                .map(|(_, n, _)| vec![0u8; *n as usize])
-                .collect();
-            let mut ranges: Vec<(u64, &mut [u8])> = group
-                .iter()
-                .zip(bufs.iter_mut())
-                .map(|((a, _, _), b)| (*a, &mut b[..]))
-                .collect();
-            let ok = self.heap.mem().read_vectored(&mut ranges);
-            drop(ranges);
-            for (((addr, _, root), buf), ok) in group.iter().zip(&bufs).zip(ok) {
-                if ok {
-                    self.scan_bytes(*addr, buf, *root);
-                } else {
-                    errors += 1;
+    /// Reads the small spans `batch` whole and scans their marked objects;
+    /// a span that cannot be read whole goes back to the queue, to be read
+    /// object by object.
+    fn scan_spans(&mut self, batch: &[u32]) {
+        let lens: Vec<usize> = batch
+            .iter()
+            .map(|si| self.heap.spans[*si as usize].objects_len() as usize)
+            .collect();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(lens.iter().sum(), 0);
+        let mut ranges = Vec::with_capacity(batch.len());
+        let mut rest = &mut buf[..];
+        for (si, len) in batch.iter().zip(&lens) {
+            let (piece, tail) = rest.split_at_mut(*len);
+            ranges.push((self.heap.spans[*si as usize].start, piece));
+            rest = tail;
+        }
+        let ok = self.heap.mem().read_vectored(&mut ranges);
+        drop(ranges);
+        let mut off = 0;
+        for ((si, len), ok) in batch.iter().zip(lens).zip(ok) {
+            if ok {
+                self.heap.stats.span_reads += 1;
+                self.heap.stats.bytes_read += len as u64;
+                self.scan_span(*si, &buf[off..off + len]);
+            } else {
+                self.heap.spans[*si as usize].whole_failed();
+                self.queue.push_back(*si);
+            }
+            off += len;
+        }
+        self.buf = buf;
+    }
+
+    /// Scans span `si`'s marked objects from `data` (its objects' bytes),
+    /// and those they mark in the span, until none is left.
+    fn scan_span(&mut self, si: u32, data: &[u8]) {
+        loop {
+            let grey = std::mem::take(&mut self.heap.spans[si as usize].grey);
+            if grey.is_empty() {
+                break;
+            }
+            for (idx, root) in grey {
+                let (base, size) = self.heap.bounds(Obj { span: si, idx });
+                let at = (base - self.heap.spans[si as usize].start) as usize;
+                if let Some(bytes) = data.get(at..at + size as usize) {
+                    self.scan_bytes(base, bytes, root);
                 }
             }
         }
+        self.heap.spans[si as usize].queued = false;
+    }
+
+    /// Scans span `si`'s marked objects, each read on its own, until none
+    /// is left; returns the pieces that could not be read.
+    fn scan_alone(&mut self, si: u32) -> u64 {
+        let mut errors = 0;
+        let mut out = Vec::new();
+        loop {
+            let grey = std::mem::take(&mut self.heap.spans[si as usize].grey);
+            if grey.is_empty() {
+                break;
+            }
+            out.clear();
+            for (idx, root) in grey {
+                let (base, size) = self.heap.bounds(Obj { span: si, idx });
+                pieces(&mut out, base, size, root);
+            }
+            errors += self.read_and_scan(&out);
+        }
+        self.heap.spans[si as usize].queued = false;
+        errors
+    }
+
+    /// Reads and scans `pieces` in order, about [`READ_BYTES`] at a time;
+    /// returns the pieces that could not be read.
+    fn read_and_scan(&mut self, pieces: &[Piece]) -> u64 {
+        let mut errors = 0;
+        let mut i = 0;
+        let mut buf = std::mem::take(&mut self.buf);
+        while i < pieces.len() {
+            let (mut j, mut bytes) = (i, 0);
+            while j < pieces.len() && (j == i || bytes < READ_BYTES) && j - i < PIECES_PER_READ {
+                bytes += pieces[j].1;
+                j += 1;
+            }
+            let group = &pieces[i..j];
+            buf.clear();
+            buf.resize(bytes as usize, 0);
+            let mut ranges = Vec::with_capacity(group.len());
+            let mut rest = &mut buf[..];
+            for (addr, len, _) in group {
+                let (piece, tail) = rest.split_at_mut(*len as usize);
+                ranges.push((*addr, piece));
+                rest = tail;
+            }
+            let ok = self.heap.mem().read_vectored(&mut ranges);
+            drop(ranges);
+            self.heap.stats.bytes_read += bytes;
+            let mut off = 0;
+            for ((addr, len, root), ok) in group.iter().zip(ok) {
+                let len = *len as usize;
+                if ok {
+                    self.scan_bytes(*addr, &buf[off..off + len], *root);
+                } else {
+                    errors += 1;
+                }
+                off += len;
+            }
+            i = j;
+        }
+        self.buf = buf;
         self.heap.stats.read_errors += errors;
         errors
     }

@@ -87,11 +87,23 @@ pub fn run(
         None => HashSet::new(),
     };
     hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
+    let ahead = waits::Prefetched::new(
+        mem,
+        hl,
+        live.iter()
+            .zip(&waits)
+            .filter(|(_, w)| **w != ProofWait::Root)
+            .map(|(g, _)| g.raw.waiting),
+    );
     let mut cands: Vec<Cand> = Vec::new();
     for (i, (g, w)) in live.iter().zip(&waits).enumerate() {
         if *w != ProofWait::Root {
-            cands.push(candidate(ctx, mem, g, *w, i, sem.as_ref(), &mut hidden));
+            cands.push(candidate(ctx, &ahead, g, *w, i, sem.as_ref(), &mut hidden));
         }
+    }
+    drop(ahead);
+    for p in cands.iter().flat_map(|c| &c.waits_on) {
+        heap.watch(*p);
     }
     let mut m = Marker::new(&mut heap, hidden);
     let roots = mark_roots(&mut m, hl, &ctx.globals, ctx.bias);

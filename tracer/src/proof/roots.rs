@@ -169,7 +169,7 @@ fn modules(m: &mut Marker, hl: &HeapLayout, first: u64, st: &mut RootStats) {
 /// not be read.
 fn section(m: &mut Marker, hl: &HeapLayout, start: u64, end: u64, bv: &[u8]) -> bool {
     let mem = m.heap.mem();
-    if end < start || end - start > MAX_SECTION || start % 8 != 0 {
+    if end < start || end - start > MAX_SECTION || !start.is_multiple_of(8) {
         return false;
     }
     if end == start {

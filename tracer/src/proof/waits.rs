@@ -87,6 +87,76 @@ pub fn waiting_chain(mem: &dyn Memory, hl: &HeapLayout, first: u64) -> Option<Ve
     Some(out)
 }
 
+/// Levels of `waitlink` read ahead (a `select` with more cases reads the
+/// rest one by one).
+const PREFETCH_LEVELS: usize = 8;
+
+/// The sudogs of many `g.waiting` chains, read ahead a level at a time in
+/// vectored reads (one read per sudog costs a system call each); any other
+/// read goes to the process.
+pub struct Prefetched<'m> {
+    mem: &'m dyn Memory,
+    len: usize,
+    /// Sudog address → offset of its bytes in `bytes`.
+    at: HashMap<u64, usize>,
+    bytes: Vec<u8>,
+}
+
+impl<'m> Prefetched<'m> {
+    pub fn new(mem: &'m dyn Memory, hl: &HeapLayout, firsts: impl Iterator<Item = u64>) -> Self {
+        let len = sudog_len(hl);
+        let mut p = Prefetched {
+            mem,
+            len,
+            at: HashMap::new(),
+            bytes: Vec::new(),
+        };
+        let mut level: Vec<u64> = firsts.filter(|a| *a != 0).collect();
+        for _ in 0..PREFETCH_LEVELS {
+            level.sort_unstable();
+            level.dedup();
+            level.retain(|a| !p.at.contains_key(a));
+            if level.is_empty() {
+                break;
+            }
+            let mut bufs = vec![0u8; len * level.len()];
+            let mut io: Vec<(u64, &mut [u8])> = level
+                .iter()
+                .copied()
+                .zip(bufs.chunks_exact_mut(len))
+                .collect();
+            let ok = mem.read_vectored(&mut io);
+            drop(io);
+            let mut next = Vec::new();
+            for ((a, b), ok) in level.iter().zip(bufs.chunks_exact(len)).zip(ok) {
+                if ok {
+                    next.push(le_u64(b, hl.sudog_waitlink));
+                    p.at.insert(*a, p.bytes.len());
+                    p.bytes.extend_from_slice(b);
+                }
+            }
+            level = next;
+        }
+        p
+    }
+}
+
+impl Memory for Prefetched<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        if buf.len() == self.len
+            && let Some(off) = self.at.get(&addr)
+        {
+            buf.copy_from_slice(&self.bytes[*off..*off + self.len]);
+            return true;
+        }
+        self.mem.read(addr, buf)
+    }
+
+    fn read_vectored(&self, ranges: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        self.mem.read_vectored(ranges)
+    }
+}
+
 /// Every sudog queued in the semaphore table, by the g that waits.
 pub struct SemTable {
     pub by_g: HashMap<u64, Vec<Sudog>>,
