@@ -1,4 +1,4 @@
-//! What the leak proof (`crate::proof`) needs to walk a Go heap from
+//! What the leak proof (`proof/` at the crate root) needs to walk a Go heap from
 //! outside: the runtime's heap index (mheap → arenas → spans), span and
 //! object bounds, allocation bits, special records, module data/bss pointer
 //! masks, sudogs, the semaphore table and the finalizer blocks.

@@ -26,8 +26,6 @@ pub mod wrappers;
 #[cfg(test)]
 mod heap_layout_tests;
 #[cfg(test)]
-pub(crate) mod stackmaps_tests;
-#[cfg(test)]
 mod strip_tests;
 #[cfg(test)]
 mod tests;

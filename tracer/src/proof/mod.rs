@@ -407,4 +407,6 @@ impl<'a> Namer<'a> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod image;
 #[cfg(test)]
+pub(crate) mod stackmaps_tests;
+#[cfg(test)]
 mod tests;

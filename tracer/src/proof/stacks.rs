@@ -297,8 +297,8 @@ mod tests {
     #[test]
     fn dead_slots_keep_nothing_alive() {
         use crate::gobin::GoBinary;
-        use crate::gobin::stackmaps_tests::{parked, start};
         use crate::gobin::testutil::{BuildOpts, build_testdata};
+        use crate::proof::stackmaps_tests::{parked, start};
         use crate::proof::{Target, Verdict, prove};
         for minor in ["1.21", "1.27"] {
             let path = build_testdata("stackmaps", minor, BuildOpts::default()).unwrap();

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::GoBinary;
-use super::stackmaps::{Regs, StackMaps, StackWords};
-use super::testutil::{BuildOpts, build_testdata, find_go, testdata_dir};
+use crate::gobin::GoBinary;
+use crate::gobin::stackmaps::{Regs, StackMaps, StackWords};
+use crate::gobin::testutil::{BuildOpts, build_testdata, find_go, testdata_dir};
 
 const VERSIONS: [&str; 4] = ["1.19", "1.21", "1.26", "1.27"];
 const STRIP: BuildOpts = BuildOpts {
@@ -60,7 +60,7 @@ fn compiler_liveness(minor: &str, env: &[(&str, &str)]) -> HashMap<(u32, String)
     live
 }
 
-fn popcount(m: Option<super::pclntab::StackMap<'_>>, index: i32) -> u32 {
+fn popcount(m: Option<crate::gobin::pclntab::StackMap<'_>>, index: i32) -> u32 {
     m.and_then(|m| m.bitmap(index))
         .map_or(0, |b| b.iter().map(|x| x.count_ones()).sum())
 }
@@ -303,7 +303,7 @@ fn deferred(
     ctx: &str,
 ) {
     let x = printed["deferred"][0];
-    let hl = super::heap_layout::HeapLayout::load(bin).unwrap();
+    let hl = crate::gobin::heap_layout::HeapLayout::load(bin).unwrap();
     let word = |off: Option<u64>| crate::process::mem::Memory::u64(mem, g.gp + off.unwrap());
     let (panic, defer) = (word(hl.g_panic).unwrap(), word(hl.g_defer).unwrap());
     let seeds = crate::proof::stacks::runtime_seeds(mem, &hl, g, panic, defer).unwrap();
