@@ -357,7 +357,7 @@ fn verdict(suspect_count: usize, suspects: &[Group], proof_ran: bool) -> String 
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let leaked: usize = suspects.iter().map(|g| g.proven_leaked).sum();
     let unproven: usize = suspects.iter().map(|g| g.suspects_unproven).sum();
-    if proof_ran {
+    if proof_ran && leaked + unproven > 0 {
         let groups = suspects.iter().filter(|g| g.proven_leaked > 0).count();
         let mut v = if leaked == 0 {
             "no leak proven".to_string()
