@@ -34,11 +34,11 @@ impl Outcome {
     /// are leak suspects; else 0.
     pub fn exit_code(&self) -> u8 {
         let proven = self.proven.or_else(|| {
-            self.report
+            let r = self.report.as_ref()?;
+            r.proof
                 .as_ref()
-                .and_then(|r| r.proof.as_ref())
                 .filter(|p| p.done())
-                .map(|p| p.leaked)
+                .map(|_| r.leaked_count)
         });
         match (proven, &self.report) {
             (Some(n), _) => u8::from(n > 0) * 3,

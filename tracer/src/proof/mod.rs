@@ -133,7 +133,7 @@ impl Proof {
             error: Some(error),
             method: "conservative".to_string(),
             passes: 0,
-            took_ms: took.as_secs_f64() * 1e3,
+            took_ms: millis(took),
             candidates: 0,
             leaked: 0,
             wakeable: 0,
@@ -191,6 +191,12 @@ impl Ctx<'_> {
     }
 }
 
+/// Milliseconds to the microsecond (a short decimal, so that a recording
+/// replays the same number).
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// Runs the proof on `t`: never fails, says in `status` what it could do.
 pub fn prove(t: &Target) -> Proof {
     let clock = Instant::now();
@@ -238,7 +244,7 @@ pub fn prove(t: &Target) -> Proof {
     if ctx.stacks.is_some_and(|s| s.maps.precise()) {
         proof.method = "stack maps, conservative heap".to_string();
     }
-    proof.took_ms = clock.elapsed().as_secs_f64() * 1e3;
+    proof.took_ms = millis(clock.elapsed());
     proof
 }
 

@@ -74,7 +74,15 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         goroutines: g.counts,
         verdict: g.verdict,
         suspect_count: g.suspect_count,
-        leaked_count: proof.map_or(0, |p| p.leaked),
+        // The proven leaks among the goroutines the report shows (the
+        // proof may see goroutines created after the trace ended).
+        leaked_count: proof.map_or(0, |_| {
+            g.suspects
+                .iter()
+                .chain(&g.live)
+                .map(|grp| grp.proven_leaked as u64)
+                .sum()
+        }),
         suspects: g.suspects,
         live: g.live,
         growth: g.growth,

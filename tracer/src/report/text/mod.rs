@@ -231,6 +231,14 @@ fn suspects(out: &mut String, r: &Report, paths: &Paths) {
 /// not prove, each with what keeps its primitive reachable.
 fn proven(out: &mut String, r: &Report, p: &crate::proof::Proof, paths: &Paths) {
     let leaked: Vec<&Group> = r.suspects.iter().filter(|g| g.proven_leaked > 0).collect();
+    if r.suspects.is_empty() {
+        let _ = writeln!(
+            out,
+            "no leak suspects (none proven leaked, no user goroutine blocked ≥ {:.1}s)",
+            r.trace.leak_threshold_s
+        );
+        return;
+    }
     if leaked.is_empty() {
         let _ = writeln!(out, "no leak proven");
     } else {
