@@ -9,7 +9,11 @@
 
 use super::{Mode, Scenario};
 
-const ARGS: &[&str] = &["--leak-threshold", "1s"];
+/// The scenarios check the probes on other kernels and architectures; the
+/// leak proof reads memory only (tested on the host by tests/tests/proof.rs)
+/// and its verdicts depend on timing the digests cannot share (which tiny
+/// block is live, what a running goroutine's stack holds), so it is off.
+const ARGS: &[&str] = &["--leak-threshold", "1s", "--no-prove"];
 
 /// 10 × `receiveForever` parked on a channel nobody sends on.
 pub const CHANRECV: Scenario = Scenario {
@@ -102,7 +106,7 @@ pub const LOCKS_PID: Scenario = Scenario {
     mode: Mode::Pid,
     variant: "",
     build_flags: &[],
-    args: &["--leak-threshold", "1s", "--duration", "3s"],
+    args: &["--leak-threshold", "1s", "--duration", "3s", "--no-prove"],
     exit: 3,
     expect: &[
         "live_user {mutex+waitgroup+rwmutex+abba+1}",
