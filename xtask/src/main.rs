@@ -35,8 +35,14 @@ commands:
                      (needs root; oldkernel and test write it too)
   bench [--runs 5] [--quick]
                      overhead vs untraced, empty probes, bpftrace and
-                     runtime/trace; replay rate, memory, attach time; writes
-                     target/bench/bench.md (needs root)
+                     runtime/trace; replay rate, memory, attach time; the
+                     leak proof at scale; writes target/bench/bench.md
+                     (needs root)
+  bench proof [--runs 5]
+                     the leak proof alone: `snapshot --prove` on 100 000
+                     goroutines and a 1 GiB heap (time, memory, leaked
+                     count, the target's latency); writes
+                     target/bench/proof.md (needs root)
   oldkernel [--accel auto|kvm|tcg]
                      boot Debian 11's Linux 5.10 under qemu, run gotrace in it
                      against Go fixtures and compare with the host's reports

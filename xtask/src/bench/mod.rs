@@ -8,7 +8,9 @@
 //! bpftrace counting hits at the same points, and with Go's runtime/trace.
 //! Runs are interleaved (the order of configurations rotates each round);
 //! the table shows medians, the spread (min–max) and ratios to untraced.
+//! `cargo xtask bench proof` runs only the leak proof at scale ([`proof`]).
 
+mod proof;
 mod run;
 mod stats;
 mod userspace;
@@ -26,12 +28,15 @@ use run::{Config, Env, Sample, Workload};
 pub struct Options {
     pub runs: usize,
     pub quick: bool,
+    /// `bench proof`: the leak proof section alone.
+    pub proof_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 5,
         quick: false,
+        proof_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -44,6 +49,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     .context("bad --runs")?
             }
             "--quick" => o.quick = true,
+            "proof" => o.proof_only = true,
             other => bail!("unknown bench option {other:?}"),
         }
     }
@@ -111,6 +117,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     require_root("cargo xtask bench")?;
     ensure_nightly()?;
     ensure_bpf_linker()?;
+    let runs = if o.quick { 1 } else { o.runs.max(1) };
+    let proof_runs = if o.quick { 2 } else { runs };
+    if o.proof_only {
+        return proof::alone(&build()?, proof_runs);
+    }
     ensure_bpftrace()?;
     let gotrace = build()?;
     let work = target_dir().join("bench");
@@ -130,7 +141,6 @@ pub fn bench(args: &[String]) -> Result<()> {
         http_conns: 16,
         bpftrace_script: &script,
     };
-    let runs = if o.quick { 1 } else { o.runs.max(1) };
     println!(
         "bench: {} workloads x {} configurations x {runs} rounds ({points} probe points)",
         Workload::ALL.len(),
@@ -162,6 +172,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     }
     let user = userspace::measure(&gotrace, &work, o.quick)?;
+    let proof = proof::measure(&gotrace, &work, proof_runs)?;
     let machine = stats::machine();
     let mut md = stats::markdown(&samples, &user, &machine, runs, (points, bt_points));
     md.push_str("\n**eBPF programs** (`gotrace check`, also in `docs/verifier.md`)\n\n");
@@ -169,7 +180,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         &crate::verifier::host_check(&gotrace)?,
         None,
     ));
-    let json = stats::json(&samples, &user, &machine, runs);
+    md.push('\n');
+    md.push_str(&proof::markdown(&proof));
+    let mut json = stats::json(&samples, &user, &machine, runs);
+    json["proof"] = proof::json(&proof);
     std::fs::write(work.join("bench.md"), &md)?;
     std::fs::write(
         work.join("bench.json"),
