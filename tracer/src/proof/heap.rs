@@ -42,6 +42,8 @@ pub struct Span {
     pub elemsize: u64,
     pub nelems: u64,
     pub noscan: bool,
+    /// `elemsize`'s reciprocal (⌈2³² / elemsize⌉), 0 for a division.
+    div_mul: u64,
     freeindex: u64,
     alloc: Vec<u8>,
     marks: Vec<u64>,
@@ -61,7 +63,20 @@ pub struct Span {
 const NO_ROOT: u32 = u32::MAX;
 
 impl Span {
+    /// The index of the object `off` bytes into the span: a multiplication
+    /// by the reciprocal, which is high by at most one (as Go's
+    /// `divMagic`), corrected; a division for spans of 4 GiB or more.
+    #[inline]
+    fn index(&self, off: u64) -> u64 {
+        if self.div_mul == 0 {
+            return off / self.elemsize;
+        }
+        let q = (off * self.div_mul) >> 32;
+        if q * self.elemsize > off { q - 1 } else { q }
+    }
+
     /// `(*mspan).isFree`'s complement: below `freeindex` or allocation bit set.
+    #[inline]
     fn allocated(&self, idx: u64) -> bool {
         idx < self.freeindex
             || self
@@ -127,6 +142,11 @@ pub struct Heap<'a> {
     hl: &'a HeapLayout,
     /// The arenas, sorted by index.
     arenas: Vec<Arena>,
+    /// Arena index − `first_arena` → position in `arenas` ([`NO_ARENA`]:
+    /// none), when the indices are close enough together for a table
+    /// (else empty: a binary search).
+    arena_table: Vec<u32>,
+    first_arena: u64,
     /// Lowest and highest address any arena covers (a cheap filter for
     /// words that cannot be heap pointers).
     lo: u64,
@@ -136,7 +156,7 @@ pub struct Heap<'a> {
     page_shift: Option<u32>,
     pub spans: Vec<Span>,
     /// `*mspan` → index in `spans`; None for a span that is not in use.
-    by_ptr: HashMap<u64, Option<u32>>,
+    by_ptr: HashMap<u64, Option<u32>, AddrHash>,
     mspan_len: usize,
     pub stats: HeapStats,
 }
@@ -153,6 +173,9 @@ struct Arena {
 
 const UNKNOWN: u32 = u32::MAX;
 const NOT_IN_USE: u32 = u32::MAX - 1;
+const NO_ARENA: u32 = u32::MAX;
+/// Largest arena table (indices from the lowest arena's to the highest's).
+const ARENA_TABLE_MAX: u64 = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeapError {
@@ -197,6 +220,8 @@ impl<'a> Heap<'a> {
             mem,
             hl,
             arenas: Vec::new(),
+            arena_table: Vec::new(),
+            first_arena: 0,
             lo: u64::MAX,
             hi: 0,
             page_shift: hl
@@ -204,7 +229,7 @@ impl<'a> Heap<'a> {
                 .is_power_of_two()
                 .then(|| hl.page_size.trailing_zeros()),
             spans: Vec::new(),
-            by_ptr: HashMap::new(),
+            by_ptr: HashMap::default(),
             mspan_len: mspan_len(hl),
             stats: HeapStats::default(),
         };
@@ -234,18 +259,49 @@ impl<'a> Heap<'a> {
             });
         }
         heap.arenas.sort_by_key(|a| a.index);
+        if let (Some(first), Some(last)) = (heap.arenas.first(), heap.arenas.last())
+            && last.index - first.index < ARENA_TABLE_MAX
+        {
+            heap.first_arena = first.index;
+            heap.arena_table = vec![NO_ARENA; (last.index - first.index + 1) as usize];
+            for (k, a) in heap.arenas.iter().enumerate() {
+                heap.arena_table[(a.index - first.index) as usize] = k as u32;
+            }
+        }
         heap.stats.arenas = heap.arenas.len() as u64;
         Ok(heap)
     }
 
+    /// Lowest and highest address (exclusive) any arena covers: a word
+    /// outside is no heap pointer.
+    pub fn range(&self) -> (u64, u64) {
+        (self.lo, self.hi)
+    }
+
+    /// Position in `arenas` of the arena with index `ai`.
+    #[inline]
+    fn arena_at(&self, ai: u64) -> Option<usize> {
+        if self.arena_table.is_empty() {
+            return self.arenas.binary_search_by_key(&ai, |a| a.index).ok();
+        }
+        match self
+            .arena_table
+            .get(ai.wrapping_sub(self.first_arena) as usize)
+        {
+            Some(&k) if k != NO_ARENA => Some(k as usize),
+            _ => None,
+        }
+    }
+
     /// The in-use span whose pages hold `p`, if any.
+    #[inline]
     fn span_at(&mut self, p: u64) -> Option<u32> {
         if p < self.lo || p >= self.hi {
             return None;
         }
         let hl = self.hl;
         let ai = p.wrapping_sub(hl.arena_base_offset) >> hl.log_heap_arena_bytes;
-        let a = self.arenas.binary_search_by_key(&ai, |a| a.index).ok()?;
+        let a = self.arena_at(ai)?;
         let page = match self.page_shift {
             Some(shift) => p >> shift,
             None => p / hl.page_size,
@@ -264,17 +320,26 @@ impl<'a> Heap<'a> {
     }
 
     /// The allocated object containing `p`, if `p` points into the heap.
+    #[inline]
     pub fn find(&mut self, p: u64) -> Option<Obj> {
         let si = self.span_at(p)?;
         let s = &self.spans[si as usize];
         if p < s.start || p >= s.limit {
             return None;
         }
-        let idx = (p - s.start) / s.elemsize;
+        let idx = s.index(p - s.start);
         (idx < s.nelems && s.allocated(idx)).then_some(Obj {
             span: si,
             idx: idx as u32,
         })
+    }
+
+    /// Marks the allocated object containing `p` for `root`: the object if
+    /// it was not marked before ([`Heap::find`] then [`Heap::mark`]).
+    #[inline]
+    pub fn mark_at(&mut self, p: u64, root: u32) -> Option<Obj> {
+        let o = self.find(p)?;
+        self.mark(o, root).then_some(o)
     }
 
     /// Whether `p` is outside every in-use heap span: a global, a stack, or
@@ -292,6 +357,7 @@ impl<'a> Heap<'a> {
     /// Reads the spans the pages of arena `a` name (those not read yet):
     /// their headers, then their allocation bits, each in a few vectored
     /// reads; every page of the arena is resolved afterwards.
+    #[cold]
     fn load_arena(&mut self, a: usize) {
         let mut sps: Vec<u64> = self.arenas[a]
             .spans
@@ -369,6 +435,11 @@ impl<'a> Heap<'a> {
             elemsize,
             nelems,
             noscan: byte(b, hl.span_spanclass) & 1 == 1,
+            // Offsets below 2³²: the product fits in 64 bits.
+            div_mul: match (limit - start).max(nelems * elemsize) < 1 << 32 {
+                true => (u32::MAX as u64 / elemsize) + 1,
+                false => 0,
+            },
             freeindex: field(b, hl.span_freeindex),
             alloc: vec![0u8; nelems.div_ceil(8) as usize],
             marks: vec![0; nelems.div_ceil(64) as usize],
@@ -381,6 +452,7 @@ impl<'a> Heap<'a> {
     }
 
     /// Sets the mark of `o`; true when it was not marked before.
+    #[inline]
     pub fn mark(&mut self, o: Obj, root: u32) -> bool {
         let s = &mut self.spans[o.span as usize];
         let idx = o.idx as u64;
@@ -433,6 +505,39 @@ impl<'a> Heap<'a> {
     }
 }
 
+/// Hashing for maps keyed by addresses the analysis itself read: a
+/// multiplication (no defence against chosen keys is needed, and SipHash
+/// costs more than the lookup).
+#[derive(Clone, Copy, Default)]
+pub struct AddrHash;
+
+impl std::hash::BuildHasher for AddrHash {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher(0)
+    }
+}
+
+pub struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
 /// Reads `(addr, len)` ranges in a few vectored reads; None for a range
 /// that could not be read.
 fn read_each(mem: &dyn Memory, ranges: impl Iterator<Item = (u64, usize)>) -> Vec<Option<Vec<u8>>> {
@@ -474,5 +579,72 @@ fn mspan_len(hl: &HeapLayout) -> usize {
 impl Drop for Heap<'_> {
     fn drop(&mut self) {
         log::debug!("proof: heap {:?}", self.stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(elemsize: u64, nelems: u64) -> Span {
+        let limit = elemsize * nelems;
+        Span {
+            start: 0,
+            limit,
+            elemsize,
+            nelems,
+            noscan: false,
+            div_mul: (u32::MAX as u64 / elemsize) + 1,
+            freeindex: 0,
+            alloc: Vec::new(),
+            marks: Vec::new(),
+            watched: Vec::new(),
+            grey: Vec::new(),
+            queued: false,
+            whole_failed: false,
+        }
+    }
+
+    /// The reciprocal gives the division's index for every offset of a
+    /// span, Go's size classes and odd sizes alike.
+    #[test]
+    fn index_by_reciprocal_is_the_division() {
+        let sizes = [
+            1,
+            3,
+            7,
+            8,
+            16,
+            24,
+            48,
+            80,
+            96,
+            112,
+            144,
+            208,
+            576,
+            1152,
+            3072,
+            9472,
+            10240,
+            13568,
+            27264,
+            32768,
+            65537,
+            1 << 20,
+            3 << 20,
+        ];
+        for size in sizes {
+            let nelems = ((64u64 << 20) / size).clamp(1, MAX_NELEMS);
+            let s = span(size, nelems);
+            let end = size * nelems;
+            let step = (end / 100_000).max(1);
+            let offsets = (0..end)
+                .step_by(step as usize)
+                .chain((1..nelems.min(1000)).flat_map(|i| [i * size - 1, i * size, i * size + 1]));
+            for off in offsets.filter(|o| *o < end) {
+                assert_eq!(s.index(off), off / size, "size {size} offset {off}");
+            }
+        }
     }
 }
