@@ -35,28 +35,33 @@ fn byte(b: &[u8], off: u64) -> u8 {
     b.get(off as usize).copied().unwrap_or(0)
 }
 
-/// One in-use span, as read once per pass.
+/// One in-use span, as read once per pass. What finding and marking an
+/// object reads comes first, in one cache line (`repr(C)` keeps the order,
+/// the alignment starts each span on a line).
+#[repr(C, align(64))]
 pub struct Span {
     pub start: u64,
     pub limit: u64,
     pub elemsize: u64,
-    pub nelems: u64,
-    pub noscan: bool,
     /// `elemsize`'s reciprocal (⌈2³² / elemsize⌉), 0 for a division.
     div_mul: u64,
-    freeindex: u64,
-    alloc: Vec<u8>,
-    marks: Vec<u64>,
+    nelems: u32,
+    freeindex: u32,
+    /// Allocation and mark bits, interleaved so that both of an object sit
+    /// side by side: word 2k has the allocation bits of objects 64k to
+    /// 64k + 63, word 2k + 1 their marks.
+    bits: Box<[u64]>,
+    pub noscan: bool,
+    /// In the marker's queue of spans to scan (or being scanned).
+    pub queued: bool,
+    /// The span could not be read whole: read object by object.
+    whole_failed: bool,
     /// The watched objects (those a candidate waits on), sorted by index,
     /// each with the root that first reached it ([`NO_ROOT`] until marked):
     /// only their origin is ever asked, so only theirs is kept.
     watched: Vec<(u32, u32)>,
     /// Marked objects not scanned yet, with the root that reached each.
     pub grey: Vec<(u32, u32)>,
-    /// In the marker's queue of spans to scan (or being scanned).
-    pub queued: bool,
-    /// The span could not be read whole: read object by object.
-    whole_failed: bool,
 }
 
 /// A watched object not marked yet.
@@ -78,17 +83,36 @@ impl Span {
     /// `(*mspan).isFree`'s complement: below `freeindex` or allocation bit set.
     #[inline]
     fn allocated(&self, idx: u64) -> bool {
-        idx < self.freeindex
-            || self
-                .alloc
-                .get((idx / 8) as usize)
-                .is_some_and(|b| b >> (idx % 8) & 1 == 1)
+        idx < u64::from(self.freeindex) || self.bit(idx, 0)
     }
 
     pub fn marked(&self, idx: u64) -> bool {
-        self.marks
-            .get((idx / 64) as usize)
+        self.bit(idx, 1)
+    }
+
+    /// Object `idx`'s allocation (`which` 0) or mark (1) bit.
+    #[inline]
+    fn bit(&self, idx: u64, which: usize) -> bool {
+        self.bits
+            .get(2 * (idx / 64) as usize + which)
             .is_some_and(|w| w >> (idx % 64) & 1 == 1)
+    }
+
+    /// Sets the allocation bits from the runtime's bitmap (a bit per
+    /// object, little-endian bytes), or every one when it is unknown.
+    fn set_alloc(&mut self, bitmap: Option<&[u8]>) {
+        for k in 0..self.bits.len() / 2 {
+            self.bits[2 * k] = match bitmap {
+                Some(b) => {
+                    let mut w = [0u8; 8];
+                    let bytes = b.get(8 * k..).unwrap_or(&[]);
+                    let n = bytes.len().min(8);
+                    w[..n].copy_from_slice(&bytes[..n]);
+                    u64::from_le_bytes(w)
+                }
+                None => u64::MAX,
+            };
+        }
     }
 
     /// Which root first reached object `idx`, for a watched object.
@@ -102,7 +126,7 @@ impl Span {
 
     /// Bytes of the span's objects, `[start, start + nelems * elemsize)`.
     pub fn objects_len(&self) -> u64 {
-        self.nelems * self.elemsize
+        u64::from(self.nelems) * self.elemsize
     }
 
     /// Whether the marker reads the span's objects in one piece: a small
@@ -328,7 +352,7 @@ impl<'a> Heap<'a> {
             return None;
         }
         let idx = s.index(p - s.start);
-        (idx < s.nelems && s.allocated(idx)).then_some(Obj {
+        (idx < u64::from(s.nelems) && s.allocated(idx)).then_some(Obj {
             span: si,
             idx: idx as u32,
         })
@@ -377,18 +401,20 @@ impl<'a> Heap<'a> {
         }
         let bits = read_each(
             self.mem,
-            found.iter().map(|(_, (s, bits))| (*bits, s.alloc.len())),
+            found
+                .iter()
+                .map(|(_, (s, at))| (*at, u64::from(s.nelems).div_ceil(8) as usize)),
         );
         for sp in &sps {
             self.by_ptr.insert(*sp, None);
         }
         for ((sp, (mut s, at)), bits) in found.into_iter().zip(bits) {
             match bits {
-                Some(b) if at != 0 => s.alloc = b,
+                Some(b) if at != 0 => s.set_alloc(Some(&b)),
                 // Unknown allocation bits: every slot counts as allocated,
                 // which only adds edges.
                 _ => {
-                    s.alloc.iter_mut().for_each(|x| *x = 0xff);
+                    s.set_alloc(None);
                     self.stats.read_errors += 1;
                 }
             }
@@ -433,16 +459,15 @@ impl<'a> Heap<'a> {
             start,
             limit,
             elemsize,
-            nelems,
+            nelems: nelems as u32,
             noscan: byte(b, hl.span_spanclass) & 1 == 1,
             // Offsets below 2³²: the product fits in 64 bits.
             div_mul: match (limit - start).max(nelems * elemsize) < 1 << 32 {
                 true => (u32::MAX as u64 / elemsize) + 1,
                 false => 0,
             },
-            freeindex: field(b, hl.span_freeindex),
-            alloc: vec![0u8; nelems.div_ceil(8) as usize],
-            marks: vec![0; nelems.div_ceil(64) as usize],
+            freeindex: field(b, hl.span_freeindex).min(u32::MAX.into()) as u32,
+            bits: vec![0; 2 * nelems.div_ceil(64) as usize].into(),
             watched: Vec::new(),
             grey: Vec::new(),
             queued: false,
@@ -456,7 +481,7 @@ impl<'a> Heap<'a> {
     pub fn mark(&mut self, o: Obj, root: u32) -> bool {
         let s = &mut self.spans[o.span as usize];
         let idx = o.idx as u64;
-        let w = &mut s.marks[(idx / 64) as usize];
+        let w = &mut s.bits[2 * (idx / 64) as usize + 1];
         if *w >> (idx % 64) & 1 == 1 {
             return false;
         }
@@ -592,12 +617,11 @@ mod tests {
             start: 0,
             limit,
             elemsize,
-            nelems,
+            nelems: nelems as u32,
             noscan: false,
             div_mul: (u32::MAX as u64 / elemsize) + 1,
             freeindex: 0,
-            alloc: Vec::new(),
-            marks: Vec::new(),
+            bits: Box::new([]),
             watched: Vec::new(),
             grey: Vec::new(),
             queued: false,
