@@ -282,18 +282,24 @@ impl<'a> Heap<'a> {
                 resolved: vec![UNKNOWN; hl.pages_per_arena as usize],
             });
         }
-        heap.arenas.sort_by_key(|a| a.index);
-        if let (Some(first), Some(last)) = (heap.arenas.first(), heap.arenas.last())
-            && last.index - first.index < ARENA_TABLE_MAX
-        {
-            heap.first_arena = first.index;
-            heap.arena_table = vec![NO_ARENA; (last.index - first.index + 1) as usize];
-            for (k, a) in heap.arenas.iter().enumerate() {
-                heap.arena_table[(a.index - first.index) as usize] = k as u32;
-            }
-        }
+        heap.index_arenas();
         heap.stats.arenas = heap.arenas.len() as u64;
         Ok(heap)
+    }
+
+    /// Sorts the arenas and, when their indices are close together, makes
+    /// the table from index to arena.
+    fn index_arenas(&mut self) {
+        self.arenas.sort_by_key(|a| a.index);
+        if let (Some(first), Some(last)) = (self.arenas.first(), self.arenas.last())
+            && last.index - first.index < ARENA_TABLE_MAX
+        {
+            self.first_arena = first.index;
+            self.arena_table = vec![NO_ARENA; (last.index - first.index + 1) as usize];
+            for (k, a) in self.arenas.iter().enumerate() {
+                self.arena_table[(a.index - first.index) as usize] = k as u32;
+            }
+        }
     }
 
     /// Lowest and highest address (exclusive) any arena covers: a word
