@@ -35,45 +35,84 @@ fn byte(b: &[u8], off: u64) -> u8 {
     b.get(off as usize).copied().unwrap_or(0)
 }
 
-/// One in-use span, as read once per pass.
+/// One in-use span, as read once per pass. What finding and marking an
+/// object reads comes first, in one cache line (`repr(C)` keeps the order,
+/// the alignment starts each span on a line).
+#[repr(C, align(64))]
 pub struct Span {
     pub start: u64,
     pub limit: u64,
     pub elemsize: u64,
-    pub nelems: u64,
+    /// `elemsize`'s reciprocal (⌈2³² / elemsize⌉), 0 for a division.
+    div_mul: u64,
+    nelems: u32,
+    freeindex: u32,
+    /// Allocation and mark bits, interleaved so that both of an object sit
+    /// side by side: word 2k has the allocation bits of objects 64k to
+    /// 64k + 63, word 2k + 1 their marks.
+    bits: Box<[u64]>,
     pub noscan: bool,
-    freeindex: u64,
-    alloc: Vec<u8>,
-    marks: Vec<u64>,
+    /// In the marker's queue of spans to scan (or being scanned).
+    pub queued: bool,
+    /// The span could not be read whole: read object by object.
+    whole_failed: bool,
     /// The watched objects (those a candidate waits on), sorted by index,
     /// each with the root that first reached it ([`NO_ROOT`] until marked):
     /// only their origin is ever asked, so only theirs is kept.
     watched: Vec<(u32, u32)>,
     /// Marked objects not scanned yet, with the root that reached each.
     pub grey: Vec<(u32, u32)>,
-    /// In the marker's queue of spans to scan (or being scanned).
-    pub queued: bool,
-    /// The span could not be read whole: read object by object.
-    whole_failed: bool,
 }
 
 /// A watched object not marked yet.
 const NO_ROOT: u32 = u32::MAX;
 
 impl Span {
+    /// The index of the object `off` bytes into the span: a multiplication
+    /// by the reciprocal, which is high by at most one (as Go's
+    /// `divMagic`), corrected; a division for spans of 4 GiB or more.
+    #[inline]
+    fn index(&self, off: u64) -> u64 {
+        if self.div_mul == 0 {
+            return off / self.elemsize;
+        }
+        let q = (off * self.div_mul) >> 32;
+        if q * self.elemsize > off { q - 1 } else { q }
+    }
+
     /// `(*mspan).isFree`'s complement: below `freeindex` or allocation bit set.
+    #[inline]
     fn allocated(&self, idx: u64) -> bool {
-        idx < self.freeindex
-            || self
-                .alloc
-                .get((idx / 8) as usize)
-                .is_some_and(|b| b >> (idx % 8) & 1 == 1)
+        idx < u64::from(self.freeindex) || self.bit(idx, 0)
     }
 
     pub fn marked(&self, idx: u64) -> bool {
-        self.marks
-            .get((idx / 64) as usize)
+        self.bit(idx, 1)
+    }
+
+    /// Object `idx`'s allocation (`which` 0) or mark (1) bit.
+    #[inline]
+    fn bit(&self, idx: u64, which: usize) -> bool {
+        self.bits
+            .get(2 * (idx / 64) as usize + which)
             .is_some_and(|w| w >> (idx % 64) & 1 == 1)
+    }
+
+    /// Sets the allocation bits from the runtime's bitmap (a bit per
+    /// object, little-endian bytes), or every one when it is unknown.
+    fn set_alloc(&mut self, bitmap: Option<&[u8]>) {
+        for k in 0..self.bits.len() / 2 {
+            self.bits[2 * k] = match bitmap {
+                Some(b) => {
+                    let mut w = [0u8; 8];
+                    let bytes = b.get(8 * k..).unwrap_or(&[]);
+                    let n = bytes.len().min(8);
+                    w[..n].copy_from_slice(&bytes[..n]);
+                    u64::from_le_bytes(w)
+                }
+                None => u64::MAX,
+            };
+        }
     }
 
     /// Which root first reached object `idx`, for a watched object.
@@ -87,7 +126,7 @@ impl Span {
 
     /// Bytes of the span's objects, `[start, start + nelems * elemsize)`.
     pub fn objects_len(&self) -> u64 {
-        self.nelems * self.elemsize
+        u64::from(self.nelems) * self.elemsize
     }
 
     /// Whether the marker reads the span's objects in one piece: a small
@@ -127,6 +166,11 @@ pub struct Heap<'a> {
     hl: &'a HeapLayout,
     /// The arenas, sorted by index.
     arenas: Vec<Arena>,
+    /// Arena index − `first_arena` → position in `arenas` ([`NO_ARENA`]:
+    /// none), when the indices are close enough together for a table
+    /// (else empty: a binary search).
+    arena_table: Vec<u32>,
+    first_arena: u64,
     /// Lowest and highest address any arena covers (a cheap filter for
     /// words that cannot be heap pointers).
     lo: u64,
@@ -136,7 +180,7 @@ pub struct Heap<'a> {
     page_shift: Option<u32>,
     pub spans: Vec<Span>,
     /// `*mspan` → index in `spans`; None for a span that is not in use.
-    by_ptr: HashMap<u64, Option<u32>>,
+    by_ptr: HashMap<u64, Option<u32>, AddrHash>,
     mspan_len: usize,
     pub stats: HeapStats,
 }
@@ -153,6 +197,9 @@ struct Arena {
 
 const UNKNOWN: u32 = u32::MAX;
 const NOT_IN_USE: u32 = u32::MAX - 1;
+const NO_ARENA: u32 = u32::MAX;
+/// Largest arena table (indices from the lowest arena's to the highest's).
+const ARENA_TABLE_MAX: u64 = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeapError {
@@ -197,6 +244,8 @@ impl<'a> Heap<'a> {
             mem,
             hl,
             arenas: Vec::new(),
+            arena_table: Vec::new(),
+            first_arena: 0,
             lo: u64::MAX,
             hi: 0,
             page_shift: hl
@@ -204,7 +253,7 @@ impl<'a> Heap<'a> {
                 .is_power_of_two()
                 .then(|| hl.page_size.trailing_zeros()),
             spans: Vec::new(),
-            by_ptr: HashMap::new(),
+            by_ptr: HashMap::default(),
             mspan_len: mspan_len(hl),
             stats: HeapStats::default(),
         };
@@ -233,19 +282,56 @@ impl<'a> Heap<'a> {
                 resolved: vec![UNKNOWN; hl.pages_per_arena as usize],
             });
         }
-        heap.arenas.sort_by_key(|a| a.index);
+        heap.index_arenas();
         heap.stats.arenas = heap.arenas.len() as u64;
         Ok(heap)
     }
 
+    /// Sorts the arenas and, when their indices are close together, makes
+    /// the table from index to arena.
+    fn index_arenas(&mut self) {
+        self.arenas.sort_by_key(|a| a.index);
+        if let (Some(first), Some(last)) = (self.arenas.first(), self.arenas.last())
+            && last.index - first.index < ARENA_TABLE_MAX
+        {
+            self.first_arena = first.index;
+            self.arena_table = vec![NO_ARENA; (last.index - first.index + 1) as usize];
+            for (k, a) in self.arenas.iter().enumerate() {
+                self.arena_table[(a.index - first.index) as usize] = k as u32;
+            }
+        }
+    }
+
+    /// Lowest and highest address (exclusive) any arena covers: a word
+    /// outside is no heap pointer.
+    pub fn range(&self) -> (u64, u64) {
+        (self.lo, self.hi)
+    }
+
+    /// Position in `arenas` of the arena with index `ai`.
+    #[inline]
+    fn arena_at(&self, ai: u64) -> Option<usize> {
+        if self.arena_table.is_empty() {
+            return self.arenas.binary_search_by_key(&ai, |a| a.index).ok();
+        }
+        match self
+            .arena_table
+            .get(ai.wrapping_sub(self.first_arena) as usize)
+        {
+            Some(&k) if k != NO_ARENA => Some(k as usize),
+            _ => None,
+        }
+    }
+
     /// The in-use span whose pages hold `p`, if any.
+    #[inline]
     fn span_at(&mut self, p: u64) -> Option<u32> {
         if p < self.lo || p >= self.hi {
             return None;
         }
         let hl = self.hl;
         let ai = p.wrapping_sub(hl.arena_base_offset) >> hl.log_heap_arena_bytes;
-        let a = self.arenas.binary_search_by_key(&ai, |a| a.index).ok()?;
+        let a = self.arena_at(ai)?;
         let page = match self.page_shift {
             Some(shift) => p >> shift,
             None => p / hl.page_size,
@@ -264,17 +350,26 @@ impl<'a> Heap<'a> {
     }
 
     /// The allocated object containing `p`, if `p` points into the heap.
+    #[inline]
     pub fn find(&mut self, p: u64) -> Option<Obj> {
         let si = self.span_at(p)?;
         let s = &self.spans[si as usize];
         if p < s.start || p >= s.limit {
             return None;
         }
-        let idx = (p - s.start) / s.elemsize;
-        (idx < s.nelems && s.allocated(idx)).then_some(Obj {
+        let idx = s.index(p - s.start);
+        (idx < u64::from(s.nelems) && s.allocated(idx)).then_some(Obj {
             span: si,
             idx: idx as u32,
         })
+    }
+
+    /// Marks the allocated object containing `p` for `root`: the object if
+    /// it was not marked before ([`Heap::find`] then [`Heap::mark`]).
+    #[inline]
+    pub fn mark_at(&mut self, p: u64, root: u32) -> Option<Obj> {
+        let o = self.find(p)?;
+        self.mark(o, root).then_some(o)
     }
 
     /// Whether `p` is outside every in-use heap span: a global, a stack, or
@@ -292,6 +387,7 @@ impl<'a> Heap<'a> {
     /// Reads the spans the pages of arena `a` name (those not read yet):
     /// their headers, then their allocation bits, each in a few vectored
     /// reads; every page of the arena is resolved afterwards.
+    #[cold]
     fn load_arena(&mut self, a: usize) {
         let mut sps: Vec<u64> = self.arenas[a]
             .spans
@@ -311,18 +407,20 @@ impl<'a> Heap<'a> {
         }
         let bits = read_each(
             self.mem,
-            found.iter().map(|(_, (s, bits))| (*bits, s.alloc.len())),
+            found
+                .iter()
+                .map(|(_, (s, at))| (*at, u64::from(s.nelems).div_ceil(8) as usize)),
         );
         for sp in &sps {
             self.by_ptr.insert(*sp, None);
         }
         for ((sp, (mut s, at)), bits) in found.into_iter().zip(bits) {
             match bits {
-                Some(b) if at != 0 => s.alloc = b,
+                Some(b) if at != 0 => s.set_alloc(Some(&b)),
                 // Unknown allocation bits: every slot counts as allocated,
                 // which only adds edges.
                 _ => {
-                    s.alloc.iter_mut().for_each(|x| *x = 0xff);
+                    s.set_alloc(None);
                     self.stats.read_errors += 1;
                 }
             }
@@ -367,11 +465,15 @@ impl<'a> Heap<'a> {
             start,
             limit,
             elemsize,
-            nelems,
+            nelems: nelems as u32,
             noscan: byte(b, hl.span_spanclass) & 1 == 1,
-            freeindex: field(b, hl.span_freeindex),
-            alloc: vec![0u8; nelems.div_ceil(8) as usize],
-            marks: vec![0; nelems.div_ceil(64) as usize],
+            // Offsets below 2³²: the product fits in 64 bits.
+            div_mul: match (limit - start).max(nelems * elemsize) < 1 << 32 {
+                true => (u32::MAX as u64 / elemsize) + 1,
+                false => 0,
+            },
+            freeindex: field(b, hl.span_freeindex).min(u32::MAX.into()) as u32,
+            bits: vec![0; 2 * nelems.div_ceil(64) as usize].into(),
             watched: Vec::new(),
             grey: Vec::new(),
             queued: false,
@@ -381,10 +483,11 @@ impl<'a> Heap<'a> {
     }
 
     /// Sets the mark of `o`; true when it was not marked before.
+    #[inline]
     pub fn mark(&mut self, o: Obj, root: u32) -> bool {
         let s = &mut self.spans[o.span as usize];
         let idx = o.idx as u64;
-        let w = &mut s.marks[(idx / 64) as usize];
+        let w = &mut s.bits[2 * (idx / 64) as usize + 1];
         if *w >> (idx % 64) & 1 == 1 {
             return false;
         }
@@ -433,6 +536,39 @@ impl<'a> Heap<'a> {
     }
 }
 
+/// Hashing for maps keyed by addresses the analysis itself read: a
+/// multiplication (no defence against chosen keys is needed, and SipHash
+/// costs more than the lookup).
+#[derive(Clone, Copy, Default)]
+pub struct AddrHash;
+
+impl std::hash::BuildHasher for AddrHash {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher(0)
+    }
+}
+
+pub struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
 /// Reads `(addr, len)` ranges in a few vectored reads; None for a range
 /// that could not be read.
 fn read_each(mem: &dyn Memory, ranges: impl Iterator<Item = (u64, usize)>) -> Vec<Option<Vec<u8>>> {
@@ -474,5 +610,71 @@ fn mspan_len(hl: &HeapLayout) -> usize {
 impl Drop for Heap<'_> {
     fn drop(&mut self) {
         log::debug!("proof: heap {:?}", self.stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(elemsize: u64, nelems: u64) -> Span {
+        let limit = elemsize * nelems;
+        Span {
+            start: 0,
+            limit,
+            elemsize,
+            nelems: nelems as u32,
+            noscan: false,
+            div_mul: (u32::MAX as u64 / elemsize) + 1,
+            freeindex: 0,
+            bits: Box::new([]),
+            watched: Vec::new(),
+            grey: Vec::new(),
+            queued: false,
+            whole_failed: false,
+        }
+    }
+
+    /// The reciprocal gives the division's index for every offset of a
+    /// span, Go's size classes and odd sizes alike.
+    #[test]
+    fn index_by_reciprocal_is_the_division() {
+        let sizes = [
+            1,
+            3,
+            7,
+            8,
+            16,
+            24,
+            48,
+            80,
+            96,
+            112,
+            144,
+            208,
+            576,
+            1152,
+            3072,
+            9472,
+            10240,
+            13568,
+            27264,
+            32768,
+            65537,
+            1 << 20,
+            3 << 20,
+        ];
+        for size in sizes {
+            let nelems = ((64u64 << 20) / size).clamp(1, MAX_NELEMS);
+            let s = span(size, nelems);
+            let end = size * nelems;
+            let step = (end / 100_000).max(1);
+            let offsets = (0..end)
+                .step_by(step as usize)
+                .chain((1..nelems.min(1000)).flat_map(|i| [i * size - 1, i * size, i * size + 1]));
+            for off in offsets.filter(|o| *o < end) {
+                assert_eq!(s.index(off), off / size, "size {size} offset {off}");
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::process::mem::le_u64;
 /// Largest piece of an object or root range read at once.
 const CHUNK: u64 = 1 << 20;
 /// Bytes read at once (about: a piece or span more may go over).
-const READ_BYTES: u64 = 8 << 20;
+const READ_BYTES: u64 = 1 << 20;
 /// Small spans read at once.
 const SPANS_PER_READ: usize = 1024;
 /// Pieces read at once.
@@ -51,10 +51,20 @@ pub struct Marker<'h, 'a> {
     pub roots: Vec<Root>,
     /// Read buffer, kept between reads.
     buf: Vec<u8>,
+    /// A spare pending list for [`Marker::scan_span`].
+    spare: Vec<(u32, u32)>,
 }
 
 /// A piece of an object or root range to scan: address, length, root.
 type Piece = (u64, u64, u32);
+
+/// Makes `buf` at least `len` bytes long (what it held stays: every read
+/// overwrites its part, and a part whose read failed is not scanned).
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+}
 
 /// Splits `[addr, addr + len)` into pieces of at most [`CHUNK`] bytes.
 fn pieces(out: &mut Vec<Piece>, addr: u64, len: u64, root: u32) {
@@ -76,6 +86,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             queue: VecDeque::new(),
             roots: Vec::new(),
             buf: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -91,27 +102,30 @@ impl<'h, 'a> Marker<'h, 'a> {
 
     /// Marks the object `p` points into (if any) for `root`.
     fn word(&mut self, p: u64, root: u32) {
-        self.word_at(0, p, root);
+        if let Some(o) = self.heap.mark_at(p, root) {
+            self.grey(o, root);
+        }
     }
 
-    /// Marks the object `p` (read at `slot`) points into. A word of a
-    /// goroutine's stack that reaches a new object becomes a root of its
+    /// Marks the object `p` (read at `slot` of a goroutine's stack) points
+    /// into. A stack word that reaches a new object becomes a root of its
     /// own, so that the report can name the frame holding the reference.
     fn word_at(&mut self, slot: u64, p: u64, root: u32) {
+        let Some(&Root::Goroutine {
+            goid, slot: None, ..
+        }) = self.roots.get(root as usize)
+        else {
+            return self.word(p, root);
+        };
         let Some(o) = self.heap.find(p) else { return };
         if self.heap.is_marked(o) {
             return;
         }
-        let root = match self.roots.get(root as usize) {
-            Some(&Root::Goroutine {
-                goid, slot: None, ..
-            }) if slot != 0 => self.root(Root::Goroutine {
-                goid,
-                slot: Some(slot),
-                pc: None,
-            }),
-            _ => root,
-        };
+        let root = self.root(Root::Goroutine {
+            goid,
+            slot: Some(slot),
+            pc: None,
+        });
         if self.heap.mark(o, root) {
             self.grey(o, root);
         }
@@ -138,29 +152,43 @@ impl<'h, 'a> Marker<'h, 'a> {
 
     /// Every aligned word of `bytes`, read from `addr`.
     pub fn scan_bytes(&mut self, addr: u64, bytes: &[u8], root: u32) {
+        let h = self.hidden_from(addr);
+        self.scan_words(addr, bytes, root, h);
+    }
+
+    /// [`Marker::scan_bytes`], with `h` the index in `hidden` of the first
+    /// hidden word at or after `addr` (or any index past every hidden word
+    /// of the range).
+    fn scan_words(&mut self, addr: u64, bytes: &[u8], root: u32, mut h: usize) {
         let skew = ((8 - addr % 8) % 8) as usize;
         let Some(words) = bytes.get(skew..) else {
             return;
         };
         self.heap.stats.bytes_scanned += words.len() as u64;
         let base = addr + skew as u64;
-        let mut h = self.hidden_from(base);
+        let mut next_hidden = self.hidden.get(h).copied().unwrap_or(u64::MAX);
         let trace = trace_target();
+        let (lo, hi) = self.heap.range();
         for (i, w) in words.chunks_exact(8).enumerate() {
             let at = base + 8 * i as u64;
-            while self.hidden.get(h).is_some_and(|x| *x < at) {
-                h += 1;
+            if at >= next_hidden {
+                while next_hidden < at {
+                    h += 1;
+                    next_hidden = self.hidden.get(h).copied().unwrap_or(u64::MAX);
+                }
+                if next_hidden == at {
+                    continue;
+                }
             }
-            if self.hidden.get(h) == Some(&at) {
-                continue;
-            }
-            let v = le_u64(w, 0);
+            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
             if let Some(t) = trace
                 && v & !15 == t & !15
             {
                 log::debug!("proof: word at {at:#x} (root {root}) points at {v:#x}");
             }
-            self.word_at(at, v, root);
+            if v >= lo && v < hi {
+                self.word_at(at, v, root);
+            }
         }
     }
 
@@ -253,8 +281,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             .map(|si| self.heap.spans[*si as usize].objects_len() as usize)
             .collect();
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.resize(lens.iter().sum(), 0);
+        grow(&mut buf, lens.iter().sum());
         let mut ranges = Vec::with_capacity(batch.len());
         let mut rest = &mut buf[..];
         for (si, len) in batch.iter().zip(&lens) {
@@ -282,20 +309,44 @@ impl<'h, 'a> Marker<'h, 'a> {
     /// Scans span `si`'s marked objects from `data` (its objects' bytes),
     /// and those they mark in the span, until none is left.
     fn scan_span(&mut self, si: u32, data: &[u8]) {
+        // The pending list is swapped with a spare one each round, so that
+        // neither is allocated anew.
+        let mut grey = std::mem::take(&mut self.spare);
         loop {
-            let grey = std::mem::take(&mut self.heap.spans[si as usize].grey);
+            grey.clear();
+            std::mem::swap(&mut grey, &mut self.heap.spans[si as usize].grey);
             if grey.is_empty() {
                 break;
             }
-            for (idx, root) in grey {
+            let start = self.heap.spans[si as usize].start;
+            // Hidden words are a few per g or sudog: most spans have none,
+            // and their objects need no search for them.
+            let first = self.hidden_from(start);
+            let none = self
+                .hidden
+                .get(first)
+                .is_none_or(|h| *h >= start + data.len() as u64);
+            for &(idx, root) in &grey {
                 let (base, size) = self.heap.bounds(Obj { span: si, idx });
-                let at = (base - self.heap.spans[si as usize].start) as usize;
-                if let Some(bytes) = data.get(at..at + size as usize) {
+                let at = (base - start) as usize;
+                let Some(bytes) = data.get(at..at + size as usize) else {
+                    continue;
+                };
+                if none {
+                    self.scan_words(base, bytes, root, first);
+                } else {
                     self.scan_bytes(base, bytes, root);
                 }
             }
         }
-        self.heap.spans[si as usize].queued = false;
+        let s = &mut self.heap.spans[si as usize];
+        s.queued = false;
+        let left = std::mem::take(&mut s.grey);
+        self.spare = if left.capacity() > grey.capacity() {
+            left
+        } else {
+            grey
+        };
     }
 
     /// Scans span `si`'s marked objects, each read on its own, until none
@@ -332,8 +383,7 @@ impl<'h, 'a> Marker<'h, 'a> {
                 j += 1;
             }
             let group = &pieces[i..j];
-            buf.clear();
-            buf.resize(bytes as usize, 0);
+            grow(&mut buf, bytes as usize);
             let mut ranges = Vec::with_capacity(group.len());
             let mut rest = &mut buf[..];
             for (addr, len, _) in group {

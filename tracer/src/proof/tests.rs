@@ -114,3 +114,38 @@ fn cond_waiters_are_located_through_their_stack() {
     let c = p.seen.iter().find(|s| s.goid == 17).unwrap();
     assert_eq!(c.waits_on, vec![obj(40) + hl.cond_notify.unwrap()]);
 }
+
+/// A span that cannot be read whole (its last object is not mapped) is
+/// read object by object: the same outcomes, and no read error when the
+/// unmapped object is not reached.
+#[test]
+fn a_span_unreadable_whole_is_read_object_by_object() {
+    let whole = run(&scenario()).expect("a pass");
+    let mut im = scenario();
+    let heap = im.mem.regions.get_mut(&HEAP).unwrap();
+    heap.truncate(((NELEMS - 1) * ELEM) as usize);
+    let p = run(&im).expect("a pass");
+    for s in &whole.seen {
+        assert_eq!(outcome(&p, s.goid), s.outcome, "goroutine {}", s.goid);
+    }
+    assert_eq!(p.incomplete, 0);
+    assert_eq!(p.heap.read_errors, 0);
+    assert_eq!(p.heap.span_reads, 0, "the span was read object by object");
+    assert!(whole.heap.span_reads > 0);
+}
+
+/// Objects marked from inside their own span are scanned from the span's
+/// copy read once: a chain through every object of the span marks them
+/// all with one read of the span.
+#[test]
+fn a_chain_inside_a_span_is_scanned_from_one_read() {
+    let mut im = Image::new();
+    for i in 0..NELEMS - 1 {
+        im.set(obj(i) + 8, obj(i + 1));
+    }
+    im.set(DATA, obj(0));
+    let p = run(&im).expect("a pass");
+    assert_eq!(p.heap.objects_marked, NELEMS);
+    assert_eq!(p.heap.span_reads, 1);
+    assert_eq!(p.heap.bytes_scanned, NELEMS * ELEM + 8 * GLOBALS);
+}

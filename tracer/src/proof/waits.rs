@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::heap::AddrHash;
 use crate::gobin::heap_layout::{HeapLayout, Traceable};
 use crate::process::mem::{Memory, le_u64};
 
@@ -51,15 +52,27 @@ fn traceable(b: &[u8], t: Traceable) -> u64 {
 }
 
 pub fn read_sudog(mem: &dyn Memory, hl: &HeapLayout, at: u64) -> Option<Sudog> {
-    let mut b = vec![0u8; sudog_len(hl)];
-    mem.read(at, &mut b).then(|| Sudog {
+    let len = sudog_len(hl);
+    let mut small = [0u8; 256];
+    let mut big = Vec::new();
+    let b: &mut [u8] = if len <= small.len() {
+        &mut small[..len]
+    } else {
+        big.resize(len, 0);
+        &mut big
+    };
+    if !mem.read(at, b) {
+        return None;
+    }
+    let b = &*b;
+    Some(Sudog {
         at,
-        g: le_u64(&b, hl.sudog_g),
-        elem: traceable(&b, hl.sudog_elem),
-        c: traceable(&b, hl.sudog_c),
-        next: le_u64(&b, hl.sudog_next),
-        prev: le_u64(&b, hl.sudog_prev),
-        waitlink: le_u64(&b, hl.sudog_waitlink),
+        g: le_u64(b, hl.sudog_g),
+        elem: traceable(b, hl.sudog_elem),
+        c: traceable(b, hl.sudog_c),
+        next: le_u64(b, hl.sudog_next),
+        prev: le_u64(b, hl.sudog_prev),
+        waitlink: le_u64(b, hl.sudog_waitlink),
     })
 }
 
@@ -98,7 +111,7 @@ pub struct Prefetched<'m> {
     mem: &'m dyn Memory,
     len: usize,
     /// Sudog address → offset of its bytes in `bytes`.
-    at: HashMap<u64, usize>,
+    at: HashMap<u64, usize, AddrHash>,
     bytes: Vec<u8>,
 }
 
@@ -108,7 +121,7 @@ impl<'m> Prefetched<'m> {
         let mut p = Prefetched {
             mem,
             len,
-            at: HashMap::new(),
+            at: HashMap::default(),
             bytes: Vec::new(),
         };
         let mut level: Vec<u64> = firsts.filter(|a| *a != 0).collect();

@@ -3,11 +3,12 @@
 //! (100 000 goroutines, about 1 GiB of live heap, 5 000 of the goroutines
 //! leaked by design). Each run measures the command's wall and CPU time,
 //! its peak RSS (wait4's ru_maxrss), the proof's own `took_ms` and its
-//! leaked count, which must equal the fixture's. Meanwhile a client sends
-//! the fixture's HTTP server a request every [`PACE`], and the latency of
-//! the requests sent while an analysis runs is compared with the others:
-//! an analysis that stopped the target would delay every request it
-//! overlaps by up to its own length.
+//! leaked count, which must equal the fixture's, and samples the target's
+//! thread states (a stopped or traced thread shows `T` or `t`). Meanwhile a
+//! client sends the fixture's HTTP server a request every [`PACE`], and the
+//! latency of the requests sent while an analysis runs is compared with the
+//! others: an analysis that stopped the target would delay every request
+//! it overlaps by up to its own length.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -23,17 +24,21 @@ use serde_json::{Value, json};
 use super::go_build;
 use super::run::{field_f64, field_u64};
 
-/// The targets: the whole command's wall time (median of the runs) and
-/// its peak RSS (largest of the runs).
+/// The targets: the analysis's wall time (the proof's `took_ms`, and the
+/// whole command's, medians of the runs) and the command's peak RSS
+/// (largest of the runs).
 const WALL_TARGET_S: f64 = 3.0;
 const RSS_TARGET_MIB: f64 = 256.0;
-/// The target counts as never stopped when the p99 latency of requests
-/// sent during the analyses stays within this factor of the baseline p99
-/// plus [`LATENCY_SLACK_MS`]. An analysis stopping the target for its
-/// length (seconds) would delay most requests it overlaps by hundreds of
-/// milliseconds; the slack is for the CPU gotrace takes from the target on
-/// a small machine, and for the other users of a shared one.
-const LATENCY_FACTOR: f64 = 5.0;
+/// The latency target: the p99 latency of requests sent during the
+/// analyses stays within this factor of the baseline p99 plus
+/// [`LATENCY_SLACK_MS`]. gotrace takes one of the 2 cores from the target
+/// (and from the machine's other users) while it runs: on the shared
+/// development VM (load average 4 to 5) that alone raised the p99 from
+/// about 4 ms to 49–59 ms, 15× at most. A stop would add its own length
+/// (seconds for the whole analysis): with 2 ms pacing, stops adding up to
+/// about 250 ms over the runs push the p99 past the limit. The
+/// thread-state samples are the direct check that nothing stops it.
+const LATENCY_FACTOR: f64 = 20.0;
 const LATENCY_SLACK_MS: f64 = 5.0;
 /// One request per PACE, latency counted from the scheduled send time (a
 /// stall delays every request scheduled during it, not only the one in
@@ -59,6 +64,10 @@ pub struct ProofRun {
     pub objects_marked: u64,
     pub bytes_scanned: u64,
     pub read_errors: u64,
+    /// Samples of the target's thread states taken during the run, and
+    /// those where a thread was stopped (`T`) or in a tracing stop (`t`).
+    pub state_samples: u64,
+    pub stopped_samples: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -227,16 +236,65 @@ fn wait_rusage(child: &mut Child, limit: Duration) -> Result<(i32, libc::rusage)
     }
 }
 
+/// Whether a thread of `pid` is stopped (`T`) or in a tracing stop (`t`)
+/// right now, from `/proc/PID/task/*/stat`; None when none could be read.
+fn any_thread_stopped(pid: u32) -> Option<bool> {
+    let mut seen = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The state follows the command name, which ends at the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        seen |= state.is_some();
+        if matches!(state, Some('T' | 't')) {
+            return Some(true);
+        }
+    }
+    seen.then_some(false)
+}
+
+/// Samples the target's thread states every few milliseconds until `done`:
+/// (samples, samples with a stopped thread).
+fn watch_states(pid: u32, done: Arc<AtomicBool>) -> (u64, u64) {
+    let (mut n, mut stopped) = (0, 0);
+    while !done.load(Ordering::Relaxed) {
+        if let Some(s) = any_thread_stopped(pid) {
+            n += 1;
+            stopped += u64::from(s);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (n, stopped)
+}
+
 /// One `gotrace snapshot --pid N --prove --json`.
 fn analyse(gotrace: &Path, pid: u32, out: &Path) -> Result<ProofRun> {
+    let done = Arc::new(AtomicBool::new(false));
+    let states = {
+        let done = done.clone();
+        std::thread::spawn(move || watch_states(pid, done))
+    };
     let t0 = Instant::now();
-    let mut child = Command::new(gotrace)
+    let child = Command::new(gotrace)
         .args(["snapshot", "--pid", &pid.to_string(), "--prove", "--json"])
         .stdout(std::fs::File::create(out)?)
         .stderr(Stdio::null())
-        .spawn()?;
-    let (code, ru) = wait_rusage(&mut child, RUN_TIMEOUT)?;
+        .spawn();
+    let waited = child
+        .map_err(anyhow::Error::from)
+        .and_then(|mut c| wait_rusage(&mut c, RUN_TIMEOUT));
     let wall_s = t0.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let (state_samples, stopped_samples) = states
+        .join()
+        .map_err(|_| anyhow::anyhow!("state sampler panicked"))?;
+    let (code, ru) = waited?;
     if !matches!(code, 0 | 3) {
         bail!("gotrace snapshot --prove exited {code}");
     }
@@ -261,6 +319,8 @@ fn analyse(gotrace: &Path, pid: u32, out: &Path) -> Result<ProofRun> {
         objects_marked: field_u64(&v, "/proof/heap/objects_marked")?,
         bytes_scanned: field_u64(&v, "/proof/heap/bytes_scanned")?,
         read_errors: field_u64(&v, "/proof/heap/read_errors")?,
+        state_samples,
+        stopped_samples,
     })
 }
 
@@ -338,6 +398,11 @@ fn measure_on(gotrace: &Path, work: &Path, runs: usize, target: &mut Child) -> R
     let (samples, request_errors) = client
         .join()
         .map_err(|_| anyhow::anyhow!("latency client panicked"))?;
+    // Every request and run window, for a closer look at the latencies.
+    std::fs::write(
+        work.join("proof-latency.json"),
+        json!({"windows": windows, "requests": samples}).to_string(),
+    )?;
     let during = |t: f64| windows.iter().any(|(a, b)| t >= *a && t <= *b);
     // Before the first run (after a second of warm-up), and between runs
     // from half a second after one ends.
@@ -385,18 +450,23 @@ fn checks(b: &ProofBench) -> Vec<(String, String, String, bool)> {
     let walls: Vec<f64> = b.runs.iter().map(|r| r.wall_s).collect();
     let took: Vec<f64> = b.runs.iter().map(|r| r.took_ms / 1e3).collect();
     let (wall, (wlo, whi)) = (median(walls.clone()), spread(&walls));
+    let (proof, (plo, phi)) = (median(took.clone()), spread(&took));
     let rss = b.runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
     let leaked: Vec<String> = b.runs.iter().map(|r| r.leaked.to_string()).collect();
     let limit = b.baseline.p99_ms * LATENCY_FACTOR + LATENCY_SLACK_MS;
+    let samples: u64 = b.runs.iter().map(|r| r.state_samples).sum();
+    let stopped: u64 = b.runs.iter().map(|r| r.stopped_samples).sum();
     vec![
         (
-            "analysis wall time: the whole `gotrace snapshot --prove --json`, median of the runs"
-                .into(),
+            "analysis wall time: the proof's `took_ms` (both passes), median of the runs".into(),
             format!("≤ {WALL_TARGET_S} s"),
-            format!(
-                "{wall:.2} s ({wlo:.2}–{whi:.2}; the proof alone {:.2} s)",
-                median(took)
-            ),
+            format!("{proof:.2} s ({plo:.2}–{phi:.2})"),
+            proof <= WALL_TARGET_S,
+        ),
+        (
+            "the whole `gotrace snapshot --prove --json` (start, goroutine listing, proof, JSON), median".into(),
+            format!("≤ {WALL_TARGET_S} s"),
+            format!("{wall:.2} s ({wlo:.2}–{whi:.2})"),
             wall <= WALL_TARGET_S,
         ),
         (
@@ -412,8 +482,14 @@ fn checks(b: &ProofBench) -> Vec<(String, String, String, bool)> {
             !b.runs.is_empty() && b.runs.iter().all(|r| r.leaked == b.designed_leaked),
         ),
         (
+            "target never stopped: its threads' states sampled every 5 ms during the runs (`T` or `t` = stopped)".into(),
+            "0 stopped".into(),
+            format!("{stopped} stopped of {samples} samples"),
+            samples > 0 && stopped == 0,
+        ),
+        (
             format!(
-                "target never stopped: request p99 during the analyses vs without (≤ {LATENCY_FACTOR}× + {LATENCY_SLACK_MS} ms)"
+                "target's latency: request p99 during the analyses vs without (≤ {LATENCY_FACTOR}× + {LATENCY_SLACK_MS} ms)"
             ),
             format!("≤ {limit:.1} ms"),
             format!(
@@ -486,6 +562,7 @@ pub fn json(b: &ProofBench) -> Value {
             "took_ms": r.took_ms, "leaked": r.leaked, "wakeable": r.wakeable,
             "unproven": r.unproven, "spans": r.spans, "objects_marked": r.objects_marked,
             "bytes_scanned": r.bytes_scanned, "read_errors": r.read_errors,
+            "state_samples": r.state_samples, "stopped_samples": r.stopped_samples,
         })).collect::<Vec<_>>(),
         "latency": {"baseline": lat(&b.baseline), "during": lat(&b.during),
                     "pace_ms": PACE.as_millis() as u64, "failed_requests": b.request_errors},
