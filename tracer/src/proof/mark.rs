@@ -224,7 +224,7 @@ impl<'h, 'a> Marker<'h, 'a> {
     /// (slot 0).
     pub fn scan_values(&mut self, words: &[(u64, u64, u32)]) {
         for &(slot, v, root) in words {
-            if slot != 0 && !self.hidden.is_empty() && self.hidden.contains(&slot) {
+            if slot != 0 && self.hidden.binary_search(&slot).is_ok() {
                 continue;
             }
             self.word_at(slot, v, root);
