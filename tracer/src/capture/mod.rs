@@ -5,6 +5,8 @@
 //! cannot drift apart.
 
 pub mod record;
+pub mod sampled;
+pub mod sampler;
 pub mod session;
 pub mod validate;
 
@@ -14,6 +16,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
 use crate::probe::counters::KernelCounters;
+
+/// How a trace watches the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every probe, for the whole trace.
+    #[default]
+    Full,
+    /// No probe: goroutine samples only.
+    Sampled,
+    /// Probes under an overhead budget: those that cost too much are
+    /// detached, and samples carry on for what they gave.
+    Budgeted,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Sampled => "sampled",
+            Mode::Budgeted => "budgeted",
+        }
+    }
+}
 
 /// Known at attach time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +62,9 @@ pub struct Meta {
     /// the recording's SNAPSHOT frame).
     #[serde(default)]
     pub snapshot: Option<crate::model::existing::SnapshotInfo>,
+    /// Recordings from before modes existed were full traces.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// Known when the trace ends.
@@ -55,6 +84,14 @@ pub struct End {
     /// Runtime address minus binary address (non-zero for a PIE).
     pub load_bias: u64,
     pub kernel: KernelCounters,
+    /// The samples taken while the trace ran (none in full mode).
+    #[serde(default)]
+    pub samples: Option<sampler::SampleInfo>,
+    /// When the goroutines were last seen as the model holds them, when
+    /// that is before `end_ns`: the last sample of a sampled trace whose
+    /// target exited. Blocked times and ages count up to it.
+    #[serde(default)]
+    pub state_ns: Option<u64>,
 }
 
 pub struct Capture {

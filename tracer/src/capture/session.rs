@@ -35,6 +35,15 @@ impl EndReason {
             EndReason::TargetExec(_) => "target-exec",
         }
     }
+
+    /// How the target ended, if it did.
+    pub fn exit(&self) -> Option<String> {
+        match self {
+            EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+            EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
+            _ => None,
+        }
+    }
 }
 
 pub struct Session<'a> {
@@ -269,11 +278,7 @@ impl Session<'_> {
         };
         Ok(End {
             ended_by: end.name().to_string(),
-            exit: match &end {
-                EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
-                EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
-                _ => None,
-            },
+            exit: end.exit(),
             start_ns: p.start_ns,
             end_ns,
             end_unix_ns: end_unix_ns as i64,
@@ -281,6 +286,8 @@ impl Session<'_> {
             undecodable: p.counts.undecodable,
             load_bias,
             kernel,
+            samples: None,
+            state_ns: None,
         })
     }
 }

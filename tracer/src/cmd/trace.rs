@@ -18,7 +18,7 @@ use super::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TopArgs, TraceArgs};
 use super::open::Opened;
 use crate::capture::record::{RecordError, Recorder};
 use crate::capture::session::Session;
-use crate::capture::{Capture, End, Meta};
+use crate::capture::{Capture, End, Meta, Mode};
 use crate::model::Model;
 use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
 use crate::probe::{Plan, Probes, goroutine};
@@ -97,14 +97,24 @@ pub fn finish(
     })
 }
 
+/// How a trace of `target` watches it: `--sampled`, `--full`, else full
+/// tracing.
+pub(super) fn mode_of(args: &TargetArgs, _target: &Target) -> Mode {
+    if args.sampled {
+        Mode::Sampled
+    } else {
+        Mode::Full
+    }
+}
+
 /// Which process to trace: a running one, or a command gotrace starts.
-enum Target {
+pub(super) enum Target {
     Pid(u32),
     Command(Vec<String>),
 }
 
 impl Target {
-    fn choose(args: &TargetArgs) -> anyhow::Result<Target> {
+    pub(super) fn choose(args: &TargetArgs) -> anyhow::Result<Target> {
         Ok(match (args.pid, args.command.is_empty()) {
             (Some(pid), true) => Target::Pid(pid),
             (None, false) => Target::Command(args.command.clone()),
@@ -113,7 +123,7 @@ impl Target {
     }
 
     /// The executable and how messages name the target.
-    fn exe(&self) -> anyhow::Result<(PathBuf, String)> {
+    pub(super) fn exe(&self) -> anyhow::Result<(PathBuf, String)> {
         Ok(match self {
             Target::Pid(pid) => (process::exe_of(*pid)?, format!("PID {pid}")),
             Target::Command(argv) => {
@@ -127,14 +137,14 @@ impl Target {
 
 /// The target process, once it exists and is locked: a command is held
 /// before exec until the session is ready for its first event.
-struct Started {
-    pid: u32,
-    child: Option<HeldChild>,
+pub(super) struct Started {
+    pub(super) pid: u32,
+    pub(super) child: Option<HeldChild>,
     _lock: TargetLock,
 }
 
 impl Started {
-    fn start(target: &Target, exe: &Path) -> anyhow::Result<Started> {
+    pub(super) fn start(target: &Target, exe: &Path) -> anyhow::Result<Started> {
         // Start a command held before exec (still single-threaded here).
         let (pid, child) = match target {
             Target::Pid(pid) => (*pid, None),
@@ -159,7 +169,7 @@ impl Started {
     }
 
     /// Fails the trace: a held command is killed, never released.
-    fn abort<T>(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Result<T> {
+    pub(super) fn abort<T>(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Result<T> {
         if let Some(c) = self.child.take() {
             c.abort();
         }
@@ -207,6 +217,14 @@ pub fn trace(
     view: ViewChoice,
 ) -> anyhow::Result<(Capture, Opened)> {
     let target = Target::choose(args)?;
+    if mode_of(args, &target) == Mode::Sampled {
+        if record.is_some() {
+            bail!(
+                "--record replays probe events, and --sampled attaches no probe: record with --full"
+            );
+        }
+        return super::sampled::trace(args, &target, leak_threshold, view);
+    }
     let (exe, shown) = target.exe()?;
     let opened = Opened::open(&exe, &shown)?;
     for line in opened.layout_warnings() {
@@ -231,14 +249,20 @@ pub fn trace(
         Target::Pid(_) => Some(read_existing(pid, &opened)),
         Target::Command(_) => None,
     };
-    let meta = meta(
-        pid,
-        &opened,
-        &plan,
-        &probes,
-        leak_threshold,
-        snapshot.as_ref(),
-    );
+    let meta = Meta {
+        contexts_not_traced: plan.contexts.as_ref().err().cloned(),
+        timers_not_traced: plan.timers.as_ref().err().cloned(),
+        probes_attached: probes.attached(),
+        ..meta(
+            pid,
+            &opened,
+            leak_threshold,
+            snapshot.as_ref().map(|s| match s {
+                Ok(snap) => SnapshotInfo::of(snap),
+                Err(e) => SnapshotInfo::failed(e.clone()),
+            }),
+        )
+    };
     let mut recorder = match record.map(|path| start_recording(path, &meta)).transpose() {
         Ok(r) => r,
         Err(e) => {
@@ -329,14 +353,13 @@ impl Run<'_> {
     }
 }
 
-/// What is known at attach, for the report and the recording.
-fn meta(
+/// What is known at attach, for the report and the recording; the probes'
+/// part (none attached, contexts and timers traced) for the caller to set.
+pub(super) fn meta(
     pid: u32,
     opened: &Opened,
-    plan: &Plan,
-    probes: &Probes,
     leak_threshold: Duration,
-    snapshot: Option<&Result<Snapshot, String>>,
+    snapshot: Option<SnapshotInfo>,
 ) -> Meta {
     let bin = &opened.bin;
     Meta {
@@ -348,14 +371,12 @@ fn meta(
         build_id: bin.build_id(),
         go_version: bin.version().raw.clone(),
         arch: format!("{:?}", bin.arch()).to_lowercase(),
-        contexts_not_traced: plan.contexts.as_ref().err().cloned(),
-        timers_not_traced: plan.timers.as_ref().err().cloned(),
-        probes_attached: probes.attached(),
+        contexts_not_traced: None,
+        timers_not_traced: None,
+        probes_attached: 0,
         leak_threshold_ns: leak_threshold.as_nanos() as u64,
-        snapshot: snapshot.map(|s| match s {
-            Ok(snap) => SnapshotInfo::of(snap),
-            Err(e) => SnapshotInfo::failed(e.clone()),
-        }),
+        snapshot,
+        mode: Mode::Full,
     }
 }
 
@@ -396,7 +417,7 @@ fn announce(
     }
 }
 
-fn make_view<'a>(
+pub(super) fn make_view<'a>(
     choice: ViewChoice,
     pid: u32,
     opened: &'a Opened,
@@ -420,7 +441,7 @@ fn make_view<'a>(
 
 /// Every stack the model references: the eBPF walk's came as events,
 /// snapshot stacks were read at attach.
-fn referenced_stacks(
+pub(super) fn referenced_stacks(
     model: &Model,
     mut snapshot_stacks: BTreeMap<i32, Vec<u64>>,
 ) -> BTreeMap<i32, Vec<u64>> {

@@ -247,6 +247,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         probes_attached: 12,
         leak_threshold_ns: 1_000_000_000,
         snapshot: None,
+        mode: crate::capture::Mode::Full,
     };
     let start: u64 = 5_000_000_000;
     let err = |e: crate::capture::record::RecordError| e.to_string();
@@ -357,6 +358,8 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         undecodable: 0,
         load_bias: 0,
         kernel: Default::default(),
+        samples: None,
+        state_ns: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

@@ -25,6 +25,10 @@ pub fn is_snapshot_stack(id: i32) -> bool {
 /// One goroutine as read. Addresses are the process's (load bias included).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapGoroutine {
+    /// Where its g is in the target's memory (0 in recordings from before
+    /// gotrace kept it).
+    #[serde(default)]
+    pub gp: u64,
     pub goid: u64,
     /// `g.parentGoid` (Go 1.21+).
     pub parent_goid: Option<u64>,
@@ -105,4 +109,8 @@ pub struct Snapshot {
     /// Raw stacks by id (see the module doc).
     pub stacks: BTreeMap<i32, Vec<u64>>,
     pub stats: SnapStats,
+    /// The g pointers never read consistently (`stats.skipped` of them):
+    /// whatever goroutine they hold is not in `goroutines`, though alive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_gps: Vec<u64>,
 }

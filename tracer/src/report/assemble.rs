@@ -31,6 +31,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         wait_reasons: input.wait_reasons,
         start_ns: end.start_ns,
         end_ns: end.end_ns,
+        state_ns: end.state_ns.unwrap_or(end.end_ns),
         leak_threshold: input.leak_threshold,
     });
     let stats = model.goroutines.stats();
@@ -49,6 +50,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
             exit: end.exit.clone(),
         },
         trace: Trace {
+            mode: meta.mode.name(),
             duration_s: (end.end_ns.saturating_sub(end.start_ns) as f64 / 1e9).max(1e-9),
             ended_by: end.ended_by.clone(),
             leak_threshold_s,
@@ -59,6 +61,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
             duplicates_ignored: stats.duplicates,
             inconsistent_events: stats.inconsistent,
             snapshot: meta.snapshot.clone(),
+            samples: end.samples.clone(),
         },
         goroutines: g.counts,
         verdict: g.verdict,

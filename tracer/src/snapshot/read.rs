@@ -72,6 +72,8 @@ impl RawG {
 /// changing: its identity and last state without a stack).
 #[derive(Clone, Debug)]
 pub struct LiveG {
+    /// Where the g is in the target's memory.
+    pub gp: u64,
     pub raw: RawG,
     pub state: GState,
     pub stack: Walked,
@@ -227,6 +229,7 @@ impl Reader<'_> {
             match self.read_one(gp) {
                 Some(after) if self.same(&g, &after) => {
                     return Some(LiveG {
+                        gp,
                         raw: after,
                         state,
                         stack,
@@ -240,6 +243,7 @@ impl Reader<'_> {
             Some((raw, state)) => {
                 stats.unstable += 1;
                 Some(LiveG {
+                    gp,
                     raw,
                     state,
                     stack: Walked::default(),
@@ -253,8 +257,9 @@ impl Reader<'_> {
         }
     }
 
-    /// Every live goroutine among the g pointers `gps`.
-    pub fn read_all(&self, gps: &[u64], stats: &mut SnapStats) -> Vec<LiveG> {
+    /// Every live goroutine among the g pointers `gps`, and the pointers
+    /// of the gs never read consistently (counted in `stats.skipped`).
+    pub fn read_all(&self, gps: &[u64], stats: &mut SnapStats) -> (Vec<LiveG>, Vec<u64>) {
         let mut sorted: Vec<u64> = gps.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -317,6 +322,7 @@ impl Reader<'_> {
         for ((gp, g, state, stack), after) in read.into_iter().zip(self.mem.read_many(&gps, span)) {
             match after.map(|b| RawG::decode(&b, &self.off)) {
                 Some(after) if self.same(&g, &after) => live.push(LiveG {
+                    gp,
                     raw: after,
                     state,
                     stack,
@@ -326,9 +332,14 @@ impl Reader<'_> {
             }
         }
         log::debug!("snapshot: gs read again at {:?}", clock.elapsed());
+        let mut skipped = Vec::new();
         for gp in again {
+            let before = stats.skipped;
             live.extend(self.settle(gp, stats));
+            if stats.skipped > before {
+                skipped.push(gp);
+            }
         }
-        live
+        (live, skipped)
     }
 }

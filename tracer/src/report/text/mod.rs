@@ -58,10 +58,15 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
         g.count, g.description
     );
     if let Some(w) = &g.wait_reason {
-        let bound = match g.blocked_before_attach {
-            0 => String::new(),
-            n if n == g.count => " or more (blocked before attach)".to_string(),
-            n => format!("; {n} blocked before attach: or more"),
+        let bound = match (g.blocked_before_attach, g.blocked_seen_by_samples) {
+            (0, 0) => String::new(),
+            (n, 0) if n == g.count => " or more (blocked before attach)".to_string(),
+            (n, 0) => format!("; {n} blocked before attach: or more"),
+            (0, n) if n == g.count => " or more (parks seen by samples)".to_string(),
+            (a, n) => format!(
+                "; {} seen blocked by samples or before attach: or more",
+                a + n
+            ),
         };
         let _ = writeln!(
             out,
@@ -71,6 +76,16 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
     }
     let age = if g.before_attach == g.count {
         "created before attach".to_string()
+    } else if g.age_lower_bound > 0 {
+        let before = match g.before_attach {
+            0 => String::new(),
+            n => format!(", {n} created before attach"),
+        };
+        format!(
+            "{} or more ({} first seen by a sample{before})",
+            span(&g.age_s),
+            g.age_lower_bound
+        )
     } else if g.before_attach > 0 {
         format!(
             "{} ({} created before attach)",
@@ -117,7 +132,10 @@ pub fn render(r: &Report, context_trees: bool) -> String {
     let mut out = String::new();
     let paths = Paths(goroot(r));
     header(&mut out, r);
-    kernel_lines(&mut out, r);
+    if r.trace.mode != "sampled" {
+        kernel_lines(&mut out, r);
+    }
+    samples_line(&mut out, r);
     let _ = writeln!(out);
     suspects(&mut out, r, &paths);
     unbounded_growth(&mut out, r, &paths);
@@ -149,10 +167,21 @@ fn header(out: &mut String, r: &Report) {
             .unwrap_or_default()
     );
     let g = &r.goroutines;
+    let seen = |n: u64, what: &str| match n {
+        0 => String::new(),
+        n => format!(" ({n} {what} only by samples: a lower bound)"),
+    };
     let _ = writeln!(
         out,
-        "goroutines: {} created, {} exited, {} live at end ({} user, {} runtime); {} already running at attach",
-        g.created, g.exited, g.live_at_end, g.live_user, g.live_system, g.seen_before_attach
+        "goroutines: {} created{}, {} exited{}, {} live at end ({} user, {} runtime); {} already running at attach",
+        g.created,
+        seen(g.created_seen_by_samples, "seen"),
+        g.exited,
+        seen(g.exited_seen_by_samples, "seen gone"),
+        g.live_at_end,
+        g.live_user,
+        g.live_system,
+        g.seen_before_attach
     );
     match &r.trace.snapshot {
         Some(s) if s.error.is_none() => {
@@ -171,6 +200,37 @@ fn header(out: &mut String, r: &Report) {
             );
         }
         None => {}
+    }
+}
+
+/// What the samples did, when the trace took some.
+fn samples_line(out: &mut String, r: &Report) {
+    let Some(s) = &r.trace.samples else {
+        return;
+    };
+    let what = if r.trace.mode == "sampled" {
+        "sampled mode (no probes)"
+    } else {
+        "samples"
+    };
+    let _ = writeln!(
+        out,
+        "{what}: {} goroutine samples, every {:.1}s{}, each read in {:.1} ms at most; {} failed, {} goroutines kept changing, {} gs skipped, {} unreadable gs kept alive",
+        s.taken,
+        s.interval_s,
+        if s.max_interval_s > s.interval_s + 1e-3 {
+            format!(" (up to {:.1}s: reading took long)", s.max_interval_s)
+        } else {
+            String::new()
+        },
+        s.took_ms_max,
+        s.failed,
+        s.unstable,
+        s.skipped,
+        s.kept_unread
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "warning: the last sample that failed: {e}");
     }
 }
 
