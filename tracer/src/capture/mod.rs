@@ -4,6 +4,7 @@
 //! `outputs` turns it into the report and the exports, so the two paths
 //! cannot drift apart.
 
+pub mod governor;
 pub mod record;
 pub mod sampled;
 pub mod sampler;
@@ -92,6 +93,10 @@ pub struct End {
     /// target exited. Blocked times and ages count up to it.
     #[serde(default)]
     pub state_ns: Option<u64>,
+    /// What the probes cost the target, and what the overhead budget
+    /// detached (none in sampled mode).
+    #[serde(default)]
+    pub budget: Option<crate::probe::budget::BudgetReport>,
 }
 
 pub struct Capture {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::End;
+use super::record::Recorder;
 use super::sampler::{Sampler, prove};
 use super::session::EndReason;
 use crate::model::{Model, SampleRules};
@@ -22,11 +23,10 @@ pub struct SampledSession<'s, 'a> {
     /// A command gotrace started, held before exec: released once the
     /// loop runs. Its goroutines are all created during the trace.
     pub on_ready: Option<Box<dyn FnOnce() -> std::io::Result<()> + 's>>,
-    /// Where the target's binary is, to find its load bias after exec.
-    pub binary: std::path::PathBuf,
-    pub pie: bool,
     /// Refreshed after each sample.
     pub view: &'s mut dyn crate::view::View,
+    /// Writes every sample and growth sample to a recording (`--record`).
+    pub recorder: Option<&'s mut Recorder>,
     pub exec_watch: Option<crate::process::ExecWatch>,
 }
 
@@ -51,7 +51,7 @@ impl SampledSession<'_, '_> {
         if let Some(ready) = self.on_ready.take() {
             ready()?;
         }
-        self.model.goroutines.sample_sites(0.0);
+        self.growth_sample(0.0);
         let end = loop {
             let next = tokio::time::sleep(self.sampler.next_interval());
             tokio::select! {
@@ -77,19 +77,23 @@ impl SampledSession<'_, '_> {
 
     /// One sample, folded in, with the growth sample of every site.
     fn sample(&mut self, start_ns: u64) -> bool {
-        if self.sampler.bias.is_none() {
-            self.sampler.bias = if self.pie {
-                crate::process::load_bias(self.sampler.pid, &self.binary)
-            } else {
-                Some(0)
-            };
-        }
-        if !self.sampler.sample(self.model, SampleRules::ALL) {
+        if !self
+            .sampler
+            .sample(self.model, SampleRules::ALL, self.recorder.as_deref_mut())
+        {
             return false;
         }
-        let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
-        self.model.goroutines.sample_sites(t);
+        self.growth_sample(monotonic_ns().saturating_sub(start_ns) as f64 / 1e9);
         true
+    }
+
+    /// Every creation site's live count, `t_s` seconds into the trace
+    /// (recorded, so that a replay samples at the same points).
+    fn growth_sample(&mut self, t_s: f64) {
+        if let Some(r) = self.recorder.as_deref_mut() {
+            r.tick(t_s);
+        }
+        self.model.goroutines.sample_sites(t_s);
     }
 
     /// After each interval: a sample, the proof, the view, exec detection.
@@ -106,6 +110,11 @@ impl SampledSession<'_, '_> {
             events_per_s: 0.0,
             kernel: &kernel,
             load_bias: self.sampler.bias.unwrap_or(0),
+            watch: crate::capture::governor::Status {
+                mode: crate::capture::Mode::Sampled.name(),
+                samples: self.sampler.info.taken,
+                ..Default::default()
+            },
         });
         self.exec_watch
             .as_mut()
@@ -130,6 +139,7 @@ impl SampledSession<'_, '_> {
             load_bias: self.sampler.bias.unwrap_or(0),
             kernel: KernelCounters::default(),
             samples: Some(self.sampler.info.clone()),
+            budget: None,
             state_ns: matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_))
                 .then(|| self.model.goroutines.sampling().last_ns),
         }

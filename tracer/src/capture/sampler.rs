@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::record::Recorder;
 use crate::gobin::GoBinary;
 use crate::gobin::layout::RuntimeLayout;
-use crate::model::existing::{Snapshot, SnapshotInfo};
+use crate::model::existing::Snapshot;
 use crate::model::{Model, SampleRules};
+use crate::probe::budget::round3;
 use crate::snapshot::{SnapshotError, StackIds};
 
 /// The shortest interval between samples by default.
@@ -55,6 +57,8 @@ pub struct Sampler<'a> {
     pub pid: u32,
     bin: &'a GoBinary,
     layout: &'a RuntimeLayout,
+    /// The target's executable, where a PIE's load bias is found.
+    exe: &'a std::path::Path,
     /// Load bias, once the target runs its binary (a command gotrace
     /// started does not until it execs).
     pub bias: Option<u64>,
@@ -68,14 +72,23 @@ pub struct Sampler<'a> {
     interval: Duration,
     next: Duration,
     pub info: SampleInfo,
+    /// When the last sample was taken, and the highest goid its gs held.
+    pub last_goid: Option<(u64, u64)>,
 }
 
 impl<'a> Sampler<'a> {
-    pub fn new(pid: u32, bin: &'a GoBinary, layout: &'a RuntimeLayout, interval: Duration) -> Self {
+    pub fn new(
+        pid: u32,
+        bin: &'a GoBinary,
+        layout: &'a RuntimeLayout,
+        exe: &'a std::path::Path,
+        interval: Duration,
+    ) -> Self {
         Self {
             pid,
             bin,
             layout,
+            exe,
             bias: None,
             ids: StackIds::default(),
             last_gs: Vec::new(),
@@ -83,9 +96,10 @@ impl<'a> Sampler<'a> {
             interval,
             next: interval,
             info: SampleInfo {
-                interval_s: interval.as_secs_f64(),
+                interval_s: round3(interval.as_secs_f64()),
                 ..SampleInfo::default()
             },
+            last_goid: None,
         }
     }
 
@@ -98,6 +112,13 @@ impl<'a> Sampler<'a> {
     /// Reads the goroutines now (counted, and the error kept, when it
     /// fails).
     pub fn read(&mut self) -> Result<Snapshot, SnapshotError> {
+        if self.bias.is_none() {
+            self.bias = if self.bin.is_pie() {
+                crate::process::load_bias(self.pid, self.exe)
+            } else {
+                Some(0)
+            };
+        }
         let bias = self
             .bias
             .ok_or_else(|| SnapshotError::Unsupported("the executable is not mapped yet".into()));
@@ -119,9 +140,10 @@ impl<'a> Sampler<'a> {
         let took = Duration::from_nanos(s.took_ns);
         self.next = self.interval.max(took * DUTY);
         i.taken += 1;
-        i.max_interval_s = i.max_interval_s.max(self.next.as_secs_f64());
-        i.took_ms_max = i.took_ms_max.max(s.took_ns as f64 / 1e6);
-        i.took_ms_total += s.took_ns as f64 / 1e6;
+        i.max_interval_s = i.max_interval_s.max(round3(self.next.as_secs_f64()));
+        // Whole µs: the figures go through JSON in a recording.
+        i.took_ms_max = i.took_ms_max.max(round3(s.took_ns as f64 / 1e6));
+        i.took_ms_total = round3(i.took_ms_total + s.took_ns as f64 / 1e6);
         i.goroutines_max = i.goroutines_max.max(s.goroutines.len() as u64);
         i.unstable += s.stats.unstable;
         i.skipped += s.stats.skipped;
@@ -129,6 +151,7 @@ impl<'a> Sampler<'a> {
         for (id, pcs) in &s.stacks {
             self.stacks.entry(*id).or_insert_with(|| pcs.clone());
         }
+        self.last_goid = Some((s.taken_ns, s.stats.max_goid));
     }
 
     /// The goids whose g this sample could not read (sorted), from which
@@ -149,22 +172,29 @@ impl<'a> Sampler<'a> {
         unread
     }
 
-    /// The first sample of a trace of a running process: the goroutines
-    /// that exist before it starts.
-    pub fn seed(&mut self, model: &mut Model) -> Result<SnapshotInfo, SnapshotError> {
+    /// The first reading of a trace of a running process, for the caller
+    /// to seed the model with.
+    pub fn first(&mut self) -> Result<Snapshot, SnapshotError> {
         let snap = self.read()?;
         self.unread(&snap);
-        model.seed(&snap);
-        Ok(SnapshotInfo::of(&snap))
+        Ok(snap)
     }
 
-    /// Takes a sample and folds it into `model` under `rules`; false when
-    /// it could not be read (counted).
-    pub fn sample(&mut self, model: &mut Model, rules: SampleRules) -> bool {
+    /// Takes a sample and folds it into `model` under `rules` (and into
+    /// the recording); false when it could not be read (counted).
+    pub fn sample(
+        &mut self,
+        model: &mut Model,
+        rules: SampleRules,
+        recorder: Option<&mut Recorder>,
+    ) -> bool {
         let Ok(snap) = self.read() else {
             return false;
         };
         let unread = self.unread(&snap);
+        if let Some(r) = recorder {
+            r.sample(&snap, rules, &unread);
+        }
         model.observe(&snap, rules, &unread);
         self.info.kept_unread = model.goroutines.sampling().kept_unread;
         true

@@ -69,15 +69,19 @@ pub struct TargetArgs {
     #[arg(long, conflicts_with_all = ["full", "max_overhead", "bench_empty_probes"])]
     pub sampled: bool,
 
-    /// Full tracing: every probe for the whole trace, whatever it costs
-    /// (the default with `-- CMD`).
-    #[arg(long, conflicts_with = "max_overhead")]
+    /// Full tracing: every probe (parks and wakeups, creations and exits,
+    /// contexts, timers) from the start, whatever it costs, unless
+    /// --max-overhead bounds it. The default with `-- CMD`; with --pid the
+    /// default is goroutine samples plus the creation/exit probes when
+    /// they fit the overhead budget.
+    #[arg(long)]
     pub full: bool,
 
-    /// Overhead budget (the default with --pid, at 3): the CPU the probes
-    /// add to the target, as a percentage of the target's own CPU time.
-    /// When the estimate goes over, the hottest probes are detached and
-    /// goroutine samples carry on for what they gave.
+    /// Overhead budget: the CPU the probes may add to the target, in % of
+    /// the CPU it uses itself (3 by default with --pid). Probes whose
+    /// estimated cost goes over are detached, the hottest first, and
+    /// goroutine samples carry on for what they gave. With --full, none
+    /// unless given.
     #[arg(long, value_name = "PCT", value_parser = parse_percent)]
     pub max_overhead: Option<f64>,
 
@@ -202,6 +206,10 @@ pub struct SnapshotArgs {
 /// Default leak threshold of a live trace.
 pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(5);
 
+/// Default overhead budget of `--pid` (percent of the target's own CPU);
+/// README, Usage, says why.
+pub const DEFAULT_MAX_OVERHEAD: f64 = 3.0;
+
 /// "64K", "8M", "1G" or bytes: a power of two of at least one page.
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
@@ -318,13 +326,14 @@ mod tests {
         for args in [
             &["gotrace", "--sampled", "--full", "--pid", "1"][..],
             &["gotrace", "--sampled", "--max-overhead", "3", "--pid", "1"],
-            &["gotrace", "--full", "--max-overhead", "3", "--pid", "1"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
         let c = Cli::try_parse_from(["gotrace", "--sampled", "--pid", "1"]).unwrap();
         assert!(c.trace.target.sampled);
         assert_eq!(c.trace.target.sample_interval, Duration::from_secs(1));
+        let c = Cli::try_parse_from(["gotrace", "--full", "--max-overhead", "5", "--pid", "1"]);
+        assert_eq!(c.unwrap().trace.target.max_overhead, Some(5.0));
     }
 
     #[test]

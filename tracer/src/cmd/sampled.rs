@@ -2,29 +2,34 @@
 //! read from the target's memory every `--sample-interval`, and the
 //! report is built from those samples (see `capture::sampler`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::cli::TargetArgs;
 use super::open::Opened;
-use super::trace::{Started, Target, ViewChoice, make_view, meta, referenced_stacks};
+use super::trace::{
+    Started, Target, ViewChoice, finish_recording, make_view, meta, referenced_stacks,
+    start_recording,
+};
 use crate::capture::sampled::SampledSession;
 use crate::capture::sampler::Sampler;
 use crate::capture::{Capture, Meta, Mode};
 use crate::model::Model;
-use crate::model::existing::SnapshotInfo;
+use crate::model::existing::{Snapshot, SnapshotInfo};
 use crate::process::{self, ExitWatcher};
 
 /// Why sampled mode has no contexts or timers.
 const NOT_TRACED: &str = "sampled mode has no probes; trace with --full or --max-overhead for them";
 
-/// Samples the target until the trace ends; the capture and the opened
-/// binary.
+/// Samples the target until the trace ends (recording it to `record`);
+/// the capture and the opened binary.
 pub(super) fn trace(
     args: &TargetArgs,
     target: &Target,
     leak_threshold: Duration,
+    record: Option<&Path>,
     view: ViewChoice,
 ) -> anyhow::Result<(Capture, Opened)> {
     let (exe, shown) = target.exe()?;
@@ -41,11 +46,16 @@ pub(super) fn trace(
         Ok(e) => e,
         Err(e) => return started.abort(e),
     };
-    let mut sampler = Sampler::new(pid, &opened.bin, &opened.layout, args.sample_interval);
-    let mut model = Model::default();
-    let snapshot = match target {
-        Target::Pid(_) => match seed(&mut sampler, &mut model, &opened) {
-            Ok(info) => Some(info),
+    let mut sampler = Sampler::new(
+        pid,
+        &opened.bin,
+        &opened.layout,
+        &opened.exe,
+        args.sample_interval,
+    );
+    let first = match target {
+        Target::Pid(_) => match first(&mut sampler, &opened) {
+            Ok(snap) => Some(snap),
             Err(e) => return started.abort(e),
         },
         Target::Command(_) => None,
@@ -54,9 +64,25 @@ pub(super) fn trace(
         mode: Mode::Sampled,
         contexts_not_traced: Some(NOT_TRACED.into()),
         timers_not_traced: Some(NOT_TRACED.into()),
-        ..meta(pid, &opened, leak_threshold, snapshot.clone())
+        ..meta(
+            pid,
+            &opened,
+            leak_threshold,
+            first.as_ref().map(SnapshotInfo::of),
+        )
     };
-    announce(pid, &opened, &sampler, snapshot.as_ref());
+    let mut recorder = match record.map(|path| start_recording(path, &meta)).transpose() {
+        Ok(r) => r,
+        Err(e) => return started.abort(e),
+    };
+    let mut model = Model::default();
+    if let Some(snap) = &first {
+        if let Some(r) = recorder.as_mut() {
+            r.snapshot(snap);
+        }
+        model.seed(snap);
+    }
+    announce(pid, &opened, &sampler, first.as_ref());
     let mut view = make_view(view, pid, &opened);
     let session = SampledSession {
         sampler: &mut sampler,
@@ -67,15 +93,15 @@ pub(super) fn trace(
             .child
             .as_mut()
             .map(|c| Box::new(move || c.release()) as Box<dyn FnOnce() -> std::io::Result<()>>),
-        binary: opened.exe.clone(),
-        pie: opened.bin.is_pie(),
         view: view.as_mut(),
+        recorder: recorder.as_mut(),
         exec_watch: process::ExecWatch::new(pid, &opened.exe),
     };
     let end = runtime.block_on(session.run())?;
     drop(view);
     let stacks = referenced_stacks(&model, std::mem::take(&mut sampler.stacks));
     drop(sampler);
+    finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
         model,
@@ -87,26 +113,23 @@ pub(super) fn trace(
 
 /// The first sample of a running process (the goroutines it has before
 /// the trace starts): without it there is nothing to compare with.
-fn seed(
-    sampler: &mut Sampler<'_>,
-    model: &mut Model,
-    opened: &Opened,
-) -> anyhow::Result<SnapshotInfo> {
+fn first(sampler: &mut Sampler<'_>, opened: &Opened) -> anyhow::Result<Snapshot> {
     let pid = sampler.pid;
     sampler.bias = Some(
         opened
             .load_bias(pid)
             .with_context(|| format!("cannot find where PID {pid} loaded its executable"))?,
     );
-    Ok(sampler.seed(model)?)
+    Ok(sampler.first()?)
 }
 
 /// The "attached" line of sampled mode.
-fn announce(pid: u32, opened: &Opened, sampler: &Sampler<'_>, first: Option<&SnapshotInfo>) {
+fn announce(pid: u32, opened: &Opened, sampler: &Sampler<'_>, first: Option<&Snapshot>) {
     let existing = match first {
         Some(s) => format!(
             ", read {} existing goroutines in {:.1} ms",
-            s.goroutines, s.took_ms
+            s.goroutines.len(),
+            s.took_ns as f64 / 1e6
         ),
         None => String::new(),
     };

@@ -14,13 +14,16 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::Outcome;
-use super::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TopArgs, TraceArgs};
+use super::cli::{DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_OVERHEAD, TargetArgs, TopArgs, TraceArgs};
 use super::open::Opened;
+use crate::capture::governor::Governor;
 use crate::capture::record::{RecordError, Recorder};
+use crate::capture::sampler::Sampler;
 use crate::capture::session::Session;
 use crate::capture::{Capture, End, Meta, Mode};
-use crate::model::Model;
 use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
+use crate::model::{Model, SampleRules};
+use crate::probe::budget::{Budget, ProbeGroup};
 use crate::probe::{Plan, Probes, goroutine};
 use crate::process::lock::TargetLock;
 use crate::process::{self, ExitWatcher, HeldChild};
@@ -97,11 +100,16 @@ pub fn finish(
     })
 }
 
-/// How a trace of `target` watches it: `--sampled`, `--full`, else full
-/// tracing.
-pub(super) fn mode_of(args: &TargetArgs, _target: &Target) -> Mode {
+/// How a trace of `target` watches it: `--sampled`, `--full` (or the
+/// benchmark's empty probes); by default budgeted for a running process
+/// and full for a command (`--max-overhead` sets the budget of either).
+pub(super) fn mode_of(args: &TargetArgs, target: &Target) -> Mode {
     if args.sampled {
         Mode::Sampled
+    } else if args.full || args.bench_empty_probes {
+        Mode::Full
+    } else if matches!(target, Target::Pid(_)) {
+        Mode::Budgeted
     } else {
         Mode::Full
     }
@@ -177,11 +185,14 @@ impl Started {
     }
 
     /// Configures the programs for this process and attaches them.
+    /// Every point of the plan in full mode, none in budgeted mode (the
+    /// overhead budget attaches them when they fit).
     fn attach(
         &self,
         opened: &Opened,
         plan: &Plan,
         args: &TargetArgs,
+        mode: Mode,
     ) -> anyhow::Result<(Probes, ExitWatcher)> {
         let layout = &opened.layout;
         let mut config = goroutine::config(self.pid, layout);
@@ -191,11 +202,15 @@ impl Started {
         if let Ok(p) = &plan.contexts {
             p.configure(&mut config, layout, opened.load_bias(self.pid).unwrap_or(0));
         }
+        let points = match mode {
+            Mode::Full => &plan.points[..],
+            Mode::Budgeted | Mode::Sampled => &[],
+        };
         let probes = Probes::attach(
             config,
             &opened.exe,
             self.pid,
-            &plan.points,
+            points,
             crate::probe::AttachOptions {
                 ring_bytes: args.ring_buffer,
                 empty_programs: args.bench_empty_probes,
@@ -218,12 +233,7 @@ pub fn trace(
 ) -> anyhow::Result<(Capture, Opened)> {
     let target = Target::choose(args)?;
     if mode_of(args, &target) == Mode::Sampled {
-        if record.is_some() {
-            bail!(
-                "--record replays probe events, and --sampled attaches no probe: record with --full"
-            );
-        }
-        return super::sampled::trace(args, &target, leak_threshold, view);
+        return super::sampled::trace(args, &target, leak_threshold, record, view);
     }
     let (exe, shown) = target.exe()?;
     let opened = Opened::open(&exe, &shown)?;
@@ -236,22 +246,32 @@ pub fn trace(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut probes, exit) = match runtime.block_on(async { started.attach(&opened, &plan, args) })
-    {
-        Ok(v) => v,
-        Err(e) => return started.abort(e),
-    };
+    let mode = mode_of(args, &target);
+    let (mut probes, exit) =
+        match runtime.block_on(async { started.attach(&opened, &plan, args, mode) }) {
+            Ok(v) => v,
+            Err(e) => return started.abort(e),
+        };
     let pid = started.pid;
+    let mut sampler = Sampler::new(
+        pid,
+        &opened.bin,
+        &opened.layout,
+        &opened.exe,
+        args.sample_interval,
+    );
     // The goroutines that already exist (--pid only: a command started
     // under gotrace has none), read right after the probes are attached so
     // that none falls between the two.
     let snapshot = match target {
-        Target::Pid(_) => Some(read_existing(pid, &opened)),
+        Target::Pid(_) => Some(read_existing(&mut sampler, &opened)),
         Target::Command(_) => None,
     };
+    let budget = budget(mode, args, &mut probes, &plan);
     let meta = Meta {
-        contexts_not_traced: plan.contexts.as_ref().err().cloned(),
-        timers_not_traced: plan.timers.as_ref().err().cloned(),
+        mode,
+        contexts_not_traced: not_traced(mode, &plan.contexts),
+        timers_not_traced: not_traced(mode, &plan.timers),
         probes_attached: probes.attached(),
         ..meta(
             pid,
@@ -270,8 +290,19 @@ pub fn trace(
             return started.abort(e);
         }
     };
-    announce(pid, &opened, probes.attached(), snapshot.as_ref());
-
+    announce(pid, &opened, probes.attached(), snapshot.as_ref(), &budget);
+    let (rules, pending) = match mode {
+        Mode::Budgeted => (
+            SampleRules::ALL,
+            vec![(
+                ProbeGroup::Lifecycle,
+                group_points(&plan, ProbeGroup::Lifecycle),
+            )],
+        ),
+        Mode::Full | Mode::Sampled => (SampleRules::default(), Vec::new()),
+    };
+    let mut governor = Governor::new(mode, budget, sampler, rules, pending);
+    governor.begin(&probes);
     let run = Run {
         started: &mut started,
         opened: &opened,
@@ -279,15 +310,11 @@ pub fn trace(
         exit: &exit,
         duration: args.duration,
         view,
+        governor: &mut governor,
     };
     let (model, end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
-    if let (Some(r), Some(path)) = (recorder, record) {
-        match r.finish(&end, &stacks) {
-            Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
-            Err(e) => eprintln!("gotrace: warning: {:#}", anyhow::Error::from(e)),
-        }
-    }
+    finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
         model,
@@ -299,16 +326,17 @@ pub fn trace(
 
 /// The session's part of a trace: seed the model with the goroutines that
 /// already exist, run until the trace ends, keep the stacks it references.
-struct Run<'a> {
+struct Run<'a, 'b> {
     started: &'a mut Started,
     opened: &'a Opened,
     probes: &'a mut Probes,
     exit: &'a ExitWatcher,
     duration: Option<Duration>,
     view: ViewChoice,
+    governor: &'a mut Governor<'b>,
 }
 
-impl Run<'_> {
+impl Run<'_, '_> {
     async fn run(
         self,
         snapshot: Option<Result<Snapshot, String>>,
@@ -316,13 +344,11 @@ impl Run<'_> {
     ) -> anyhow::Result<(Model, End, BTreeMap<i32, Vec<u64>>)> {
         let (opened, pid) = (self.opened, self.started.pid);
         let mut model = Model::default();
-        let mut snapshot_stacks = BTreeMap::new();
         if let Some(Ok(snap)) = snapshot {
             if let Some(r) = recorder.as_deref_mut() {
                 r.snapshot(&snap);
             }
             model.seed(&snap);
-            snapshot_stacks = snap.stacks;
         }
         let mut view = make_view(self.view, pid, opened);
         let end =
@@ -343,12 +369,15 @@ impl Run<'_> {
                 recorder,
                 view: view.as_mut(),
                 exec_watch: process::ExecWatch::new(pid, &opened.exe),
+                governor: Some(&mut *self.governor),
             }
             .run()
             .await;
         drop(view);
         let end = end?;
-        let stacks = referenced_stacks(&model, snapshot_stacks);
+        // The stacks of the snapshot at attach and of every sample.
+        let sampled = std::mem::take(&mut self.governor.sampler.stacks);
+        let stacks = referenced_stacks(&model, sampled);
         Ok((model, end, stacks))
     }
 }
@@ -380,7 +409,23 @@ pub(super) fn meta(
     }
 }
 
-fn start_recording(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
+/// Ends the recording (if any) with the end of the trace and its stacks;
+/// a failure is a warning, the trace is done.
+pub(super) fn finish_recording(
+    recorder: Option<Recorder>,
+    record: Option<&Path>,
+    end: &End,
+    stacks: &BTreeMap<i32, Vec<u64>>,
+) {
+    if let (Some(r), Some(path)) = (recorder, record) {
+        match r.finish(end, stacks) {
+            Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
+            Err(e) => eprintln!("gotrace: warning: {:#}", anyhow::Error::from(e)),
+        }
+    }
+}
+
+pub(super) fn start_recording(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
     let f = crate::outputs::file::create(path).map_err(|source| RecordError::Write {
         path: path.to_path_buf(),
         source,
@@ -395,6 +440,7 @@ fn announce(
     opened: &Opened,
     attached: usize,
     snapshot: Option<&Result<Snapshot, String>>,
+    budget: &Budget,
 ) {
     let existing = match snapshot {
         Some(Ok(snap)) => format!(
@@ -404,11 +450,22 @@ fn announce(
         ),
         _ => String::new(),
     };
+    let r = &budget.report;
+    let cost = match (r.max_overhead_pct, r.hit_cost_us) {
+        (Some(max), Some(us)) => {
+            format!(" under a {max}% overhead budget (one probe hit costs {us:.1} µs here)")
+        }
+        (None, Some(us)) => format!(" (one probe hit costs {us:.1} µs here)"),
+        (_, None) => String::new(),
+    };
     eprintln!(
-        "gotrace: attached {attached} uprobes to PID {pid} ({}, {}){existing}; Ctrl-C to stop",
+        "gotrace: attached {attached} uprobes to PID {pid} ({}, {}){cost}{existing}; Ctrl-C to stop",
         opened.exe.display(),
         opened.bin.version().raw
     );
+    if let Some(e) = &r.calibration_error {
+        eprintln!("gotrace: warning: cannot tell what the probes cost ({e}): no overhead budget");
+    }
     if let Some(Err(e)) = snapshot {
         eprintln!(
             "gotrace: warning: cannot read the existing goroutines ({e}); those created before \
@@ -459,10 +516,55 @@ pub(super) fn referenced_stacks(
         .collect()
 }
 
-/// The goroutines of `pid` right now; errors as one line for the report.
-fn read_existing(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
-    let bias = opened
-        .load_bias(pid)
-        .ok_or("cannot find the executable's load address")?;
-    crate::snapshot::take(pid, &opened.bin, &opened.layout, bias).map_err(|e| e.to_string())
+/// The goroutines of the target right now (the sampler's first reading,
+/// so that later samples name stacks alike); errors as one line for the
+/// report.
+fn read_existing(sampler: &mut Sampler<'_>, opened: &Opened) -> Result<Snapshot, String> {
+    sampler.bias = Some(
+        opened
+            .load_bias(sampler.pid)
+            .ok_or("cannot find the executable's load address")?,
+    );
+    sampler.first().map_err(|e| e.to_string())
+}
+
+/// What the probes cost, timed now that they are attached, and the budget
+/// they run under (in full mode, none unless --max-overhead: estimated,
+/// never detached).
+fn budget(mode: Mode, args: &TargetArgs, probes: &mut Probes, plan: &Plan) -> Budget {
+    let (max, groups) = match mode {
+        Mode::Budgeted => (
+            Some(args.max_overhead.unwrap_or(DEFAULT_MAX_OVERHEAD)),
+            Vec::new(),
+        ),
+        Mode::Full | Mode::Sampled => (
+            args.max_overhead,
+            ProbeGroup::ALL
+                .into_iter()
+                .filter(|g| !group_points(plan, *g).is_empty())
+                .collect(),
+        ),
+    };
+    Budget::new(max, probes.calibrate().map_err(|e| e.to_string()), groups)
+}
+
+/// The points of `plan` whose program belongs to `group`.
+fn group_points(plan: &Plan, group: ProbeGroup) -> Vec<goroutine::AttachPoint> {
+    plan.points
+        .iter()
+        .filter(|p| group.programs().iter().any(|q| q.name() == p.program))
+        .cloned()
+        .collect()
+}
+
+/// Why contexts (or timers) are not traced: the plan's reason, or, with
+/// --pid by default, that their probes fire on every operation.
+fn not_traced(mode: Mode, planned: &Result<impl Sized, String>) -> Option<String> {
+    match (planned, mode) {
+        (Err(why), _) => Some(why.clone()),
+        (Ok(_), Mode::Budgeted) => Some(
+            "not traced by default with --pid: their probes fire on every operation; --full traces them".into(),
+        ),
+        (Ok(_), _) => None,
+    }
 }

@@ -360,6 +360,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         kernel: Default::default(),
         samples: None,
         state_ns: None,
+        budget: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

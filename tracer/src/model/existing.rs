@@ -66,6 +66,12 @@ pub struct SnapStats {
     pub list_retries: u64,
     /// pread calls.
     pub reads: u64,
+    /// The highest goid any g holds, free ones included (the runtime does
+    /// not clear it): about the last goid handed out, so its growth from
+    /// one sample to the next counts the goroutines created in between,
+    /// short-lived ones too (give or take the batch of 16 each P takes).
+    #[serde(default)]
+    pub max_goid: u64,
 }
 
 /// What the snapshot taken at attach gave (`trace.snapshot` in the report).

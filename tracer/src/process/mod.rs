@@ -1,6 +1,7 @@
 //! The traced process: find it, or start it held before exec so no goroutine
 //! is missed, and notice when it exits.
 
+pub mod cpu;
 pub mod lock;
 pub mod mem;
 

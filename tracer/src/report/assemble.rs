@@ -62,6 +62,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
             inconsistent_events: stats.inconsistent,
             snapshot: meta.snapshot.clone(),
             samples: end.samples.clone(),
+            budget: end.budget.clone(),
         },
         goroutines: g.counts,
         verdict: g.verdict,
@@ -82,9 +83,13 @@ fn context_report(
     let Capture {
         meta, model, end, ..
     } = input.capture;
-    if let Some(why) = &meta.contexts_not_traced {
+    if let Some(why) = meta
+        .contexts_not_traced
+        .clone()
+        .or_else(|| shed(end, "contexts"))
+    {
         return Ok(contexts::ContextReport {
-            not_traced: Some(why.clone()),
+            not_traced: Some(why),
             ..Default::default()
         });
     }
@@ -113,9 +118,13 @@ fn timer_report(
     let Capture {
         meta, model, end, ..
     } = input.capture;
-    if let Some(why) = &meta.timers_not_traced {
+    if let Some(why) = meta
+        .timers_not_traced
+        .clone()
+        .or_else(|| shed(end, "timers"))
+    {
         return timers::TimerReport {
-            not_traced: Some(why.clone()),
+            not_traced: Some(why),
             ..Default::default()
         };
     }
@@ -131,4 +140,19 @@ fn timer_report(
             ),
         },
     )
+}
+
+/// Why the `probes` group ("contexts", "timers") has no findings when the
+/// overhead budget detached it: what it saw before is a part, and a part
+/// would show contexts never cancelled that were, tickers never stopped
+/// that were.
+fn shed(end: &crate::capture::End, probes: &str) -> Option<String> {
+    let budget = end.budget.as_ref()?;
+    let s = budget.shed.iter().find(|s| s.probes == probes)?;
+    Some(format!(
+        "its probes were detached {:.2}s into the trace, over the {}% overhead budget (they cost ≈ {:.1}% of the target's CPU); --full traces them whatever the cost",
+        s.at_s,
+        budget.max_overhead_pct.unwrap_or(0.0),
+        s.cost_pct
+    ))
 }

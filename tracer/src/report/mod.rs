@@ -84,6 +84,10 @@ pub struct Trace {
     /// The goroutine samples taken while the trace ran; null when none were
     /// (full tracing).
     pub samples: Option<crate::capture::sampler::SampleInfo>,
+    /// What the probes cost the target (estimated from what one hit costs
+    /// here and how many there were) and what the overhead budget detached;
+    /// null in sampled mode.
+    pub budget: Option<crate::probe::budget::BudgetReport>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -286,6 +286,9 @@ impl Reader<'_> {
                 continue;
             };
             let g = RawG::decode(&bytes, &self.off);
+            if g.goid < MAX_GOID {
+                stats.max_goid = stats.max_goid.max(g.goid);
+            }
             match self.kind(&g) {
                 Kind::Free => stats.free += 1,
                 Kind::Again => again.push(*gp),

@@ -22,7 +22,7 @@ use super::{GoroutineModel, Origin, Parked, StackRef, State, WaitChans, add_park
 use crate::model::existing::{SnapGoroutine, Snapshot, is_snapshot_stack};
 
 /// Which parts of the model samples keep up to date.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SampleRules {
     /// Creations and exits (no lifecycle probes): a goroutine a sample no
     /// longer holds has exited.

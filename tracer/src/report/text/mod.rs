@@ -135,6 +135,7 @@ pub fn render(r: &Report, context_trees: bool) -> String {
     if r.trace.mode != "sampled" {
         kernel_lines(&mut out, r);
     }
+    budget_lines(&mut out, r);
     samples_line(&mut out, r);
     let _ = writeln!(out);
     suspects(&mut out, r, &paths);
@@ -200,6 +201,67 @@ fn header(out: &mut String, r: &Report) {
             );
         }
         None => {}
+    }
+}
+
+/// What the probes cost the target and what the budget detached.
+fn budget_lines(out: &mut String, r: &Report) {
+    let Some(b) = &r.trace.budget else {
+        return;
+    };
+    let Some(us) = b.hit_cost_us else {
+        let _ = writeln!(
+            out,
+            "probe cost: unknown ({}): no overhead budget",
+            b.calibration_error.as_deref().unwrap_or("not calibrated")
+        );
+        return;
+    };
+    let budget = match b.max_overhead_pct {
+        Some(max) => format!("budget {max}%"),
+        None => "full tracing, no budget".to_string(),
+    };
+    let estimate = b
+        .estimate_pct
+        .map_or_else(|| "unknown".to_string(), |p| format!("≈ {p:.1}%"));
+    let _ = writeln!(
+        out,
+        "probe cost: {} hits × {us:.1} µs = {:.0} ms of the target's CPU, {estimate} of its own (peak {:.1}% over a check window; {budget})",
+        b.hits, b.added_cpu_ms, b.peak_pct
+    );
+    for a in &b.admitted {
+        let _ = writeln!(
+            out,
+            "attached at {:.1}s: the {} probes ({:.0} hits/s expected, ≈ {:.2}% of the target's CPU)",
+            a.at_s, a.probes, a.hits_per_s, a.predicted_pct
+        );
+    }
+    for a in &b.not_admitted {
+        let _ = writeln!(
+            out,
+            "not attached: the {} probes ({:.0} hits/s expected at {:.1}s, ≈ {:.2}% of the target's CPU: over half the budget); from goroutine samples",
+            a.probes, a.hits_per_s, a.at_s, a.predicted_pct
+        );
+    }
+    for s in &b.shed {
+        let _ = writeln!(
+            out,
+            "SHED at {:.2}s: the {} probes ({:.0} hits/s, ≈ {:.1}% of the target's CPU; all probes ≈ {:.1}%), {}{}",
+            s.at_s,
+            s.probes,
+            s.hits_per_s,
+            s.cost_pct,
+            s.estimate_pct,
+            s.removed_after_s.map_or_else(
+                || "still being removed at the end".to_string(),
+                |r| format!("removed {r:.2}s later")
+            ),
+            match s.probes.as_str() {
+                "park/ready" => ": parks from goroutine samples since",
+                "creation/exit" => ": creations and exits from goroutine samples since",
+                _ => ": not reported",
+            }
+        );
     }
 }
 
