@@ -65,7 +65,8 @@ pub struct TargetArgs {
     /// from its memory every --sample-interval (never stopping it) and
     /// builds the report from those samples: exact groups and counts,
     /// growth per creation site, ages and blocked times as lower bounds;
-    /// no contexts or timers. Needs only CAP_SYS_PTRACE.
+    /// no contexts or timers. Needs no eBPF: CAP_SYS_PTRACE (and, for
+    /// another user's process, CAP_DAC_READ_SEARCH).
     #[arg(long, conflicts_with_all = ["full", "max_overhead", "bench_empty_probes"])]
     pub sampled: bool,
 

@@ -246,12 +246,6 @@ pub fn trace(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mode = mode_of(args, &target);
-    let (mut probes, exit) =
-        match runtime.block_on(async { started.attach(&opened, &plan, args, mode) }) {
-            Ok(v) => v,
-            Err(e) => return started.abort(e),
-        };
     let pid = started.pid;
     let mut sampler = Sampler::new(
         pid,
@@ -260,29 +254,27 @@ pub fn trace(
         &opened.exe,
         args.sample_interval,
     );
+    let (mode, early, max_overhead) = choose_mode(args, &target, &mut sampler, &opened);
+    let (mut probes, exit) =
+        match runtime.block_on(async { started.attach(&opened, &plan, args, mode) }) {
+            Ok(v) => v,
+            Err(e) => return started.abort(e),
+        };
     // The goroutines that already exist (--pid only: a command started
     // under gotrace has none), read right after the probes are attached so
-    // that none falls between the two.
-    let snapshot = match target {
-        Target::Pid(_) => Some(read_existing(&mut sampler, &opened)),
-        Target::Command(_) => None,
-    };
-    let budget = budget(mode, args, &mut probes, &plan);
-    let meta = Meta {
+    // that none falls between the two (or before, when none is attached).
+    let snapshot = early
+        .or_else(|| matches!(target, Target::Pid(_)).then(|| read_existing(&mut sampler, &opened)));
+    let budget = budget(max_overhead, mode, &mut probes, &plan);
+    let meta = trace_meta(
+        pid,
+        &opened,
+        &plan,
         mode,
-        contexts_not_traced: not_traced(mode, &plan.contexts),
-        timers_not_traced: not_traced(mode, &plan.timers),
-        probes_attached: probes.attached(),
-        ..meta(
-            pid,
-            &opened,
-            leak_threshold,
-            snapshot.as_ref().map(|s| match s {
-                Ok(snap) => SnapshotInfo::of(snap),
-                Err(e) => SnapshotInfo::failed(e.clone()),
-            }),
-        )
-    };
+        probes.attached(),
+        leak_threshold,
+        snapshot.as_ref(),
+    );
     let mut recorder = match record.map(|path| start_recording(path, &meta)).transpose() {
         Ok(r) => r,
         Err(e) => {
@@ -291,17 +283,7 @@ pub fn trace(
         }
     };
     announce(pid, &opened, probes.attached(), snapshot.as_ref(), &budget);
-    let (rules, pending) = match mode {
-        Mode::Budgeted => (
-            SampleRules::ALL,
-            vec![(
-                ProbeGroup::Lifecycle,
-                group_points(&plan, ProbeGroup::Lifecycle),
-            )],
-        ),
-        Mode::Full | Mode::Sampled => (SampleRules::default(), Vec::new()),
-    };
-    let mut governor = Governor::new(mode, budget, sampler, rules, pending);
+    let mut governor = governor(mode, budget, sampler, &plan);
     governor.begin(&probes);
     let run = Run {
         started: &mut started,
@@ -322,6 +304,73 @@ pub fn trace(
         end,
     };
     Ok((capture, opened))
+}
+
+/// The mode, the goroutines read before attaching anything (budgeted
+/// mode), and the budget. Budgeted mode stands on goroutine samples: when
+/// the target's memory cannot be read, it traces with every probe under
+/// the budget instead.
+fn choose_mode(
+    args: &TargetArgs,
+    target: &Target,
+    sampler: &mut Sampler<'_>,
+    opened: &Opened,
+) -> (Mode, Option<Result<Snapshot, String>>, Option<f64>) {
+    let mode = mode_of(args, target);
+    if mode != Mode::Budgeted {
+        return (mode, None, args.max_overhead);
+    }
+    let max = args.max_overhead.unwrap_or(DEFAULT_MAX_OVERHEAD);
+    match read_existing(sampler, opened) {
+        Ok(snap) => (mode, Some(Ok(snap)), Some(max)),
+        Err(e) => {
+            eprintln!(
+                "gotrace: warning: cannot read the goroutines of PID {} ({e}): tracing with every probe under the {max}% overhead budget instead",
+                sampler.pid
+            );
+            (Mode::Full, Some(Err(e)), Some(max))
+        }
+    }
+}
+
+/// What is known at attach.
+fn trace_meta(
+    pid: u32,
+    opened: &Opened,
+    plan: &Plan,
+    mode: Mode,
+    attached: usize,
+    leak_threshold: Duration,
+    snapshot: Option<&Result<Snapshot, String>>,
+) -> Meta {
+    let snapshot = snapshot.map(|s| match s {
+        Ok(snap) => SnapshotInfo::of(snap),
+        Err(e) => SnapshotInfo::failed(e.clone()),
+    });
+    Meta {
+        mode,
+        contexts_not_traced: not_traced(mode, &plan.contexts),
+        timers_not_traced: not_traced(mode, &plan.timers),
+        probes_attached: attached,
+        ..meta(pid, opened, leak_threshold, snapshot)
+    }
+}
+
+/// The budget and samples of a trace in `mode`: budgeted mode samples
+/// everything from the start and has the creation/exit probes to attach
+/// once they fit; full mode samples only what the budget sheds.
+fn governor<'b>(mode: Mode, budget: Budget, sampler: Sampler<'b>, plan: &Plan) -> Governor<'b> {
+    let (rules, pending) = match mode {
+        Mode::Budgeted => (
+            SampleRules::ALL,
+            vec![(
+                ProbeGroup::Lifecycle,
+                group_points(plan, ProbeGroup::Lifecycle),
+            )],
+        ),
+        Mode::Full | Mode::Sampled => (SampleRules::default(), Vec::new()),
+    };
+    Governor::new(mode, budget, sampler, rules, pending)
 }
 
 /// The session's part of a trace: seed the model with the goroutines that
@@ -464,7 +513,12 @@ fn announce(
         opened.bin.version().raw
     );
     if let Some(e) = &r.calibration_error {
-        eprintln!("gotrace: warning: cannot tell what the probes cost ({e}): no overhead budget");
+        let then = if attached == 0 {
+            "no probe will be attached: goroutine samples only"
+        } else {
+            "their cost is not estimated, and no budget can apply"
+        };
+        eprintln!("gotrace: warning: cannot time a probe hit ({e}): {then}");
     }
     if let Some(Err(e)) = snapshot {
         eprintln!(
@@ -529,21 +583,15 @@ fn read_existing(sampler: &mut Sampler<'_>, opened: &Opened) -> Result<Snapshot,
 }
 
 /// What the probes cost, timed now that they are attached, and the budget
-/// they run under (in full mode, none unless --max-overhead: estimated,
-/// never detached).
-fn budget(mode: Mode, args: &TargetArgs, probes: &mut Probes, plan: &Plan) -> Budget {
-    let (max, groups) = match mode {
-        Mode::Budgeted => (
-            Some(args.max_overhead.unwrap_or(DEFAULT_MAX_OVERHEAD)),
-            Vec::new(),
-        ),
-        Mode::Full | Mode::Sampled => (
-            args.max_overhead,
-            ProbeGroup::ALL
-                .into_iter()
-                .filter(|g| !group_points(plan, *g).is_empty())
-                .collect(),
-        ),
+/// `max` they run under (none: estimated, never detached). In budgeted
+/// mode no group is attached yet.
+fn budget(max: Option<f64>, mode: Mode, probes: &mut Probes, plan: &Plan) -> Budget {
+    let groups = match mode {
+        Mode::Budgeted => Vec::new(),
+        Mode::Full | Mode::Sampled => ProbeGroup::ALL
+            .into_iter()
+            .filter(|g| !group_points(plan, *g).is_empty())
+            .collect(),
     };
     Budget::new(max, probes.calibrate().map_err(|e| e.to_string()), groups)
 }

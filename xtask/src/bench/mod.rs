@@ -3,9 +3,10 @@
 //! attach time. Writes `target/bench/bench.md` and `bench.json`.
 //!
 //! Overhead: each workload (HTTP with a goroutine and a context per request,
-//! goroutine churn, channel ping-pong) runs untraced, under gotrace, under
-//! the same uprobes with a do-nothing program (the kernel's floor), under
-//! bpftrace counting hits at the same points, and with Go's runtime/trace.
+//! goroutine churn, channel ping-pong) runs untraced, under gotrace's
+//! default `--pid` mode, `--sampled` and `--full`, under the same uprobes
+//! with a do-nothing program (the kernel's floor), under bpftrace counting
+//! hits at the same points, and with Go's runtime/trace.
 //! Runs are interleaved (the order of configurations rotates each round);
 //! the table shows medians, the spread (min–max) and ratios to untraced.
 
@@ -127,6 +128,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         churn_n: if o.quick { 20_000 } else { 50_000 },
         pingpong_n: if o.quick { 30_000 } else { 100_000 },
         http_n: if o.quick { 4_000 } else { 20_000 },
+        // A few seconds untraced: time for a few samples.
+        churn_long: if o.quick { 500_000 } else { 3_000_000 },
+        pingpong_long: if o.quick { 500_000 } else { 5_000_000 },
+        http_long: if o.quick { 20_000 } else { 100_000 },
         http_conns: 16,
         bpftrace_script: &script,
     };
