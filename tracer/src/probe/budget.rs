@@ -268,6 +268,16 @@ pub struct Admission {
     pub predicted_pct: f64,
 }
 
+/// What one group of probes cost the target over the whole trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupCost {
+    pub probes: String,
+    pub hits: u64,
+    pub added_cpu_ms: f64,
+    /// In % of the target's own CPU.
+    pub pct: f64,
+}
+
 /// The budget's part of the report (`trace.budget`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetReport {
@@ -288,6 +298,9 @@ pub struct BudgetReport {
     pub peak_pct: f64,
     /// Probe hits on the target over the trace.
     pub hits: u64,
+    /// The same per group of probes (those with hits).
+    #[serde(default)]
+    pub groups: Vec<GroupCost>,
     /// The groups detached, in order.
     pub shed: Vec<Shed>,
     /// The groups attached during the trace because their cost, predicted
@@ -548,6 +561,19 @@ impl Budget {
         if let Some(w) = self.window(&start, &end) {
             self.report.added_cpu_ms = round3(w.total() / 1e6);
             self.report.estimate_pct = Some(round3(w.pct(w.total())));
+            self.report.groups = ProbeGroup::ALL
+                .into_iter()
+                .filter_map(|g| {
+                    let hits = *w.hits.get(&g)?;
+                    let added = w.added.get(&g).copied().unwrap_or(0.0);
+                    (hits > 0).then(|| GroupCost {
+                        probes: g.name().to_string(),
+                        hits,
+                        added_cpu_ms: round3(added / 1e6),
+                        pct: round3(w.pct(added)),
+                    })
+                })
+                .collect();
         }
     }
 }

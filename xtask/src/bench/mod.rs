@@ -26,12 +26,18 @@ use run::{Config, Env, Sample, Workload};
 
 pub struct Options {
     pub runs: usize,
+    /// Extra rounds of the configurations that do not trap on every event
+    /// (untraced, the default, sampled), whose cost is within this shared
+    /// machine's noise: the more rounds, the steadier the median of the
+    /// per-round ratios.
+    pub pairs: usize,
     pub quick: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 5,
+        pairs: 10,
         quick: false,
     };
     let mut it = args.iter();
@@ -43,6 +49,13 @@ fn parse(args: &[String]) -> Result<Options> {
                     .context("--runs needs a value")?
                     .parse()
                     .context("bad --runs")?
+            }
+            "--pairs" => {
+                o.pairs = it
+                    .next()
+                    .context("--pairs needs a value")?
+                    .parse()
+                    .context("bad --pairs")?
             }
             "--quick" => o.quick = true,
             other => bail!("unknown bench option {other:?}"),
@@ -136,36 +149,16 @@ pub fn bench(args: &[String]) -> Result<()> {
         bpftrace_script: &script,
     };
     let runs = if o.quick { 1 } else { o.runs.max(1) };
+    let pairs = if o.quick { 1 } else { o.pairs };
     println!(
-        "bench: {} workloads x {} configurations x {runs} rounds ({points} probe points)",
+        "bench: {} workloads x {} configurations x {runs} rounds, then {pairs} rounds of {} ({points} probe points)",
         Workload::ALL.len(),
-        Config::ALL.len()
+        Config::ALL.len(),
+        Config::CHEAP.map(|c| c.name()).join(", ")
     );
     let mut samples: BTreeMap<(Workload, Config), Vec<Sample>> = BTreeMap::new();
-    for round in 0..runs {
-        for w in Workload::ALL {
-            for i in 0..Config::ALL.len() {
-                let c = Config::ALL[(i + round) % Config::ALL.len()];
-                let s = run::measure(&env, w, c)
-                    .with_context(|| format!("{} under {}", w.name(), c.name()))?;
-                println!(
-                    "  round {} {:<9} {:<22} {:>12.0} {}/s  {:>8.2} µs CPU/op{}",
-                    round + 1,
-                    w.name(),
-                    c.name(),
-                    s.ops_per_s,
-                    w.unit(),
-                    s.cpu_per_op_s * 1e6,
-                    match (s.events, s.dropped) {
-                        (Some(e), Some(d)) => format!("  ({e} events, {d} dropped)"),
-                        (Some(e), None) => format!("  ({e} hits, no drop count)"),
-                        _ => String::new(),
-                    }
-                );
-                samples.entry((w, c)).or_default().push(s);
-            }
-        }
-    }
+    rounds(&env, 0..runs, &Config::ALL, &mut samples)?;
+    rounds(&env, runs..runs + pairs, &Config::CHEAP, &mut samples)?;
     let user = userspace::measure(&gotrace, &work, o.quick)?;
     let machine = stats::machine();
     let mut md = stats::markdown(&samples, &user, &machine, runs, (points, bt_points));
@@ -182,6 +175,42 @@ pub fn bench(args: &[String]) -> Result<()> {
     )?;
     println!("\n{md}");
     println!("bench: written {}", rel(&work.join("bench.md")).display());
+    Ok(())
+}
+
+/// Rounds `rounds` of every workload under each of `configs`, the order
+/// rotating from one round to the next.
+fn rounds(
+    env: &Env<'_>,
+    rounds: std::ops::Range<usize>,
+    configs: &[Config],
+    samples: &mut BTreeMap<(Workload, Config), Vec<Sample>>,
+) -> Result<()> {
+    for round in rounds {
+        for w in Workload::ALL {
+            for i in 0..configs.len() {
+                let c = configs[(i + round) % configs.len()];
+                let mut s = run::measure(env, w, c)
+                    .with_context(|| format!("{} under {}", w.name(), c.name()))?;
+                s.round = round;
+                println!(
+                    "  round {} {:<9} {:<24} {:>12.0} {}/s  {:>8.2} µs CPU/op{}",
+                    round + 1,
+                    w.name(),
+                    c.name(),
+                    s.ops_per_s,
+                    w.unit(),
+                    s.cpu_per_op_s * 1e6,
+                    match (s.events, s.dropped) {
+                        (Some(e), Some(d)) => format!("  ({e} events, {d} dropped)"),
+                        (Some(e), None) => format!("  ({e} hits, no drop count)"),
+                        _ => String::new(),
+                    }
+                );
+                samples.entry((w, c)).or_default().push(s);
+            }
+        }
+    }
     Ok(())
 }
 

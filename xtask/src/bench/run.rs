@@ -31,6 +31,10 @@ pub enum Config {
 }
 
 impl Config {
+    /// Those whose cost is within the machine's noise: measured in more
+    /// rounds.
+    pub const CHEAP: [Config; 3] = [Config::None, Config::Default, Config::Sampled];
+
     pub const ALL: [Config; 7] = [
         Config::None,
         Config::Default,
@@ -105,6 +109,9 @@ pub struct Sample {
     /// The CPU gotrace estimated its probes added to the target, per
     /// operation, in seconds (gotrace runs with probes).
     pub estimated_per_op_s: Option<f64>,
+    /// The round it belongs to: compared with the untraced run of the
+    /// same round.
+    pub round: usize,
 }
 
 pub struct Env<'a> {
@@ -366,6 +373,7 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
                 events,
                 dropped,
                 estimated_per_op_s: estimated.map(|s| s / n as f64),
+                round: 0,
             })
         }
         Workload::Http => {
@@ -414,6 +422,7 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
                 events,
                 dropped,
                 estimated_per_op_s: estimated.map(|s| s / n as f64),
+                round: 0,
             })
         }
     }

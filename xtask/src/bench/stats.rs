@@ -56,6 +56,43 @@ fn summary(s: &[Sample]) -> Summary {
     }
 }
 
+/// `c` against the untraced run of the same round, over the rounds that
+/// ran both: the median throughput ratio, the median CPU added per op (µs)
+/// and how many rounds. A round's two runs are minutes apart at most, so
+/// a shared machine's load, which moves more than that, cancels out.
+struct Paired {
+    ratio: f64,
+    added_us: f64,
+    rounds: usize,
+}
+
+fn paired(
+    samples: &BTreeMap<(Workload, Config), Vec<Sample>>,
+    w: Workload,
+    c: Config,
+) -> Option<Paired> {
+    let base = samples.get(&(w, Config::None))?;
+    let pairs: Vec<(&Sample, &Sample)> = samples
+        .get(&(w, c))?
+        .iter()
+        .filter_map(|s| Some((s, base.iter().find(|b| b.round == s.round)?)))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let ratios = sorted(pairs.iter().map(|(s, b)| s.ops_per_s / b.ops_per_s));
+    let added = sorted(
+        pairs
+            .iter()
+            .map(|(s, b)| (s.cpu_per_op_s - b.cpu_per_op_s) * 1e6),
+    );
+    Some(Paired {
+        ratio: median(&ratios),
+        added_us: median(&added),
+        rounds: pairs.len(),
+    })
+}
+
 /// The machine the numbers come from.
 pub fn machine() -> BTreeMap<&'static str, String> {
     let mut m = BTreeMap::new();
@@ -114,9 +151,8 @@ pub fn markdown(
         machine["cpu"], machine["cpus"], machine["memory"], machine["kernel"], machine["go"]
     ));
     for w in Workload::ALL {
-        let none = samples.get(&(w, Config::None)).map(|s| summary(s));
         md.push_str(&format!(
-            "**{}** ({}/s; target CPU per {} in µs; gotrace's own estimate of what its probes added)\n\n| configuration | throughput | spread | vs untraced | CPU µs/op | added µs/op | estimated µs/op | events (dropped) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "**{}** ({}/s; target CPU per {} in µs; \"vs untraced\" and \"added\": medians over the rounds of each run against the untraced run of the same round)\n\n| configuration | rounds | throughput | spread | vs untraced | CPU µs/op | added µs/op | estimated µs/op | events (dropped) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             w.name(),
             w.unit(),
             w.unit().trim_end_matches('s')
@@ -125,16 +161,20 @@ pub fn markdown(
             let Some(s) = samples.get(&(w, c)).map(|s| summary(s)) else {
                 continue;
             };
-            let base = none.as_ref();
+            let p = paired(samples, w, c);
             md.push_str(&format!(
-                "| {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {} | {} | {} |\n",
                 c.name(),
+                samples.get(&(w, c)).map_or(0, |v| v.len()),
                 s.ops,
                 s.ops_min,
                 s.ops_max,
-                base.map(|b| ratio(s.ops, b.ops)).unwrap_or_default(),
+                p.as_ref()
+                    .map(|p| format!("{:.3}×", p.ratio))
+                    .unwrap_or_default(),
                 s.cpu_us,
-                base.map(|b| format!("{:+.2}", s.cpu_us - b.cpu_us))
+                p.as_ref()
+                    .map(|p| format!("{:+.2}", p.added_us))
                     .unwrap_or_default(),
                 s.estimated_us
                     .map_or_else(|| "–".to_string(), |e| format!("{e:.2}")),
@@ -203,24 +243,27 @@ fn overhead_checks(samples: &BTreeMap<(Workload, Config), Vec<Sample>>) -> Vec<S
         (Config::Sampled, None),
         (Config::Full, None),
     ] {
-        if let (Some(n), Some(g)) = (get(Workload::Http, Config::None), get(Workload::Http, c)) {
-            let loss = (1.0 - g.ops / n.ops) * 100.0;
-            checks.push(match max {
-                Some(max) => format!(
-                    "| HTTP throughput loss, {} | ≤ {max} % | {loss:.1} % | {} |",
-                    c.name(),
-                    met(loss <= max)
-                ),
-                None => format!("| HTTP throughput loss, {} | – | {loss:.1} % | |", c.name()),
-            });
-        }
+        let Some(p) = paired(samples, Workload::Http, c) else {
+            continue;
+        };
+        let loss = (1.0 - p.ratio) * 100.0;
+        let (wanted, verdict) = match max {
+            Some(max) => (format!("≤ {max} %"), met(loss <= max)),
+            None => ("–".to_string(), ""),
+        };
+        checks.push(format!(
+            "| HTTP throughput loss, {} ({} rounds) | {wanted} | {loss:.1} % | {verdict} |",
+            c.name(),
+            p.rounds
+        ));
     }
     for w in [Workload::Churn, Workload::PingPong] {
-        if let (Some(n), Some(g)) = (get(w, Config::None), get(w, Config::Sampled)) {
-            let loss = (1.0 - g.ops / n.ops) * 100.0;
+        if let Some(p) = paired(samples, w, Config::Sampled) {
+            let loss = (1.0 - p.ratio) * 100.0;
             checks.push(format!(
-                "| {} throughput loss, gotrace --sampled | ≤ 1 % | {loss:.1} % | {} |",
+                "| {} throughput loss, gotrace --sampled ({} rounds) | ≤ 1 % | {loss:.1} % | {} |",
                 w.name(),
+                p.rounds,
                 met(loss <= 1.0)
             ));
         }

@@ -94,6 +94,12 @@ fn a_few_hits_keep_the_window_open_and_an_idle_target_has_a_floor() {
     b.finish(reading(1000, 1, &[(GoPark, 400)]));
     assert_eq!(b.report.hits, 400);
     assert!((b.report.added_cpu_ms - 2.0).abs() < 1e-9);
+    let g = &b.report.groups;
+    assert_eq!(
+        (g.len(), g[0].probes.as_str(), g[0].hits),
+        (1, "park/ready", 400)
+    );
+    assert_eq!(g[0].pct, 2.0);
 }
 
 #[test]

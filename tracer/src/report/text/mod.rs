@@ -229,6 +229,14 @@ fn budget_lines(out: &mut String, r: &Report) {
         "probe cost: {} hits × {us:.1} µs = {:.0} ms of the target's CPU, {estimate} of its own (peak {:.1}% over a check window; {budget})",
         b.hits, b.added_cpu_ms, b.peak_pct
     );
+    if b.groups.len() > 1 {
+        let parts: Vec<String> = b
+            .groups
+            .iter()
+            .map(|g| format!("{} {} hits ≈ {:.1}%", g.probes, g.hits, g.pct))
+            .collect();
+        let _ = writeln!(out, "  by probes: {}", parts.join(", "));
+    }
     for a in &b.admitted {
         let _ = writeln!(
             out,
