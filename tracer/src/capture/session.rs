@@ -195,7 +195,10 @@ impl Session<'_> {
                     self.drain(guard.get_inner_mut(), &mut progress.counts)?;
                     guard.clear_ready();
                 }
-                _ = poll.tick() => {
+                // Nothing to drain while no probe is attached (budgeted
+                // mode before its probes fit, or after all were shed):
+                // no wakeup every 5 ms then.
+                _ = poll.tick(), if self.probes.attached_now() > 0 => {
                     self.probes.flush_logs();
                     self.drain(ring.get_mut(), &mut progress.counts)?;
                 }

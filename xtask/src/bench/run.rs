@@ -112,6 +112,9 @@ pub struct Sample {
     /// The round it belongs to: compared with the untraced run of the
     /// same round.
     pub round: usize,
+    /// The tracer's own CPU during the measured part, in % of one core
+    /// (on a 2-core machine it competes with the target for the CPUs).
+    pub tracer_cpu_pct: Option<f64>,
 }
 
 pub struct Env<'a> {
@@ -164,12 +167,21 @@ pub fn wait_line(out: &mut impl BufRead, needle: &str, timeout: Duration) -> Res
 struct Tracer {
     child: Child,
     config: Config,
+    /// Its CPU time when the measured part began.
+    cpu0: Option<f64>,
     out_dir: PathBuf,
     /// bpftrace's stdout, collected until it exits.
     stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
+    /// Its CPU since the measured part began, in % of one core over
+    /// `wall_s`.
+    fn cpu_pct(&self, wall_s: f64) -> Option<f64> {
+        let now = proc_cpu_s(self.child.id()).ok()?;
+        Some(100.0 * (now - self.cpu0?) / wall_s)
+    }
+
     /// Ends the tracer (bpftrace needs a SIGINT; gotrace ends by itself when
     /// the target exits) and reads gotrace's counters: events, drops, and
     /// the CPU its probes added by its own estimate (seconds).
@@ -281,6 +293,7 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
     // bpftrace prints "Attaching" before the last probes are in place.
     std::thread::sleep(Duration::from_millis(300));
     Ok(Some(Tracer {
+        cpu0: proc_cpu_s(child.id()).ok(),
         child,
         config,
         out_dir,
@@ -358,6 +371,9 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let tracer = attach(env, config, child.id(), env.bench_bin)?;
             std::fs::write(&trigger, "go")?;
             let line = wait_line(&mut out, "\"mode\"", Duration::from_secs(600))?;
+            let v: Value = serde_json::from_str(&line)?;
+            let wall_s = field_f64(&v, "/wall_s")?;
+            let tracer_cpu_pct = tracer.as_ref().and_then(|t| t.cpu_pct(wall_s));
             let status = child.wait()?;
             if !status.success() {
                 bail!("workload {mode} failed: {status}");
@@ -366,8 +382,8 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
                 Some(t) => t.finish()?,
                 None => (None, None, None),
             };
-            let v: Value = serde_json::from_str(&line)?;
             Ok(Sample {
+                tracer_cpu_pct,
                 ops_per_s: field_f64(&v, "/ops_per_s")?,
                 cpu_per_op_s: field_f64(&v, "/cpu_s")? / n as f64,
                 events,
@@ -388,6 +404,7 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let tracer = attach(env, config, pid, env.bench_bin)?;
             std::fs::write(&trigger, "go")?;
             let cpu0 = proc_cpu_s(pid)?;
+            let load_started = Instant::now();
             let n = env.ops(workload, config);
             let load = Command::new(env.bench_bin)
                 .args(["load", &addr, &n.to_string(), &env.http_conns.to_string()])
@@ -395,6 +412,9 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
                 .output()
                 .context("running the load generator")?;
             let cpu1 = proc_cpu_s(pid)?;
+            let tracer_cpu_pct = tracer
+                .as_ref()
+                .and_then(|t| t.cpu_pct(load_started.elapsed().as_secs_f64()));
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             let _ = wait_line(&mut out, "done", Duration::from_secs(30));
@@ -417,6 +437,7 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let v: Value = serde_json::from_str(line)
                 .with_context(|| format!("the load generator's last line: {line}"))?;
             Ok(Sample {
+                tracer_cpu_pct,
                 ops_per_s: field_f64(&v, "/ops_per_s")?,
                 cpu_per_op_s: (cpu1 - cpu0) / n as f64,
                 events,

@@ -34,6 +34,8 @@ struct Summary {
     dropped: Option<u64>,
     /// gotrace's own estimate of the CPU its probes added, µs per op.
     estimated_us: Option<f64>,
+    /// The tracer's own CPU, % of one core.
+    tracer_cpu_pct: Option<f64>,
 }
 
 fn summary(s: &[Sample]) -> Summary {
@@ -51,6 +53,10 @@ fn summary(s: &[Sample]) -> Summary {
                 s.iter()
                     .filter_map(|x| x.estimated_per_op_s.map(|v| v * 1e6)),
             );
+            (!e.is_empty()).then(|| median(&e))
+        },
+        tracer_cpu_pct: {
+            let e = sorted(s.iter().filter_map(|x| x.tracer_cpu_pct));
             (!e.is_empty()).then(|| median(&e))
         },
     }
@@ -147,12 +153,12 @@ pub fn markdown(
 ) -> String {
     let mut md = String::new();
     md.push_str(&format!(
-        "Machine: {} ({} CPUs, {}), Linux {}, Go {}. {runs} interleaved rounds; medians, with min–max. gotrace and the empty program use {points} uprobes; bpftrace counts at the {bt_points} of them that are function entries (its Debian build cannot place uprobes inside functions here). \"events\" is what gotrace received, or bpftrace's hit count (bpftrace counts in a map and has no drop count: n/a). The configurations that trap on every event (gotrace --full, the empty probes, bpftrace) run a shorter workload than the others; figures are per operation. \"estimated\" is the CPU gotrace says its probes added (hits × the cost of one hit it timed at attach).\n\n",
+        "Machine: {} ({} CPUs, {}), Linux {}, Go {}. {runs} interleaved rounds; medians, with min–max. gotrace and the empty program use {points} uprobes; bpftrace counts at the {bt_points} of them that are function entries (its Debian build cannot place uprobes inside functions here). \"events\" is what gotrace received, or bpftrace's hit count (bpftrace counts in a map and has no drop count: n/a). The configurations that trap on every event (gotrace --full, the empty probes, bpftrace) run a shorter workload than the others; figures are per operation. \"estimated\" is the CPU gotrace says its probes added (hits × the cost of one hit it timed at attach); \"tracer's own CPU\" is the tracer's CPU during the measured part, in % of one core (10 ms ticks).\n\n",
         machine["cpu"], machine["cpus"], machine["memory"], machine["kernel"], machine["go"]
     ));
     for w in Workload::ALL {
         md.push_str(&format!(
-            "**{}** ({}/s; target CPU per {} in µs; \"vs untraced\" and \"added\": medians over the rounds of each run against the untraced run of the same round)\n\n| configuration | rounds | throughput | spread | vs untraced | CPU µs/op | added µs/op | estimated µs/op | events (dropped) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "**{}** ({}/s; target CPU per {} in µs; \"vs untraced\" and \"added\": medians over the rounds of each run against the untraced run of the same round)\n\n| configuration | rounds | throughput | spread | vs untraced | CPU µs/op | added µs/op | estimated µs/op | tracer's own CPU | events (dropped) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             w.name(),
             w.unit(),
             w.unit().trim_end_matches('s')
@@ -163,7 +169,7 @@ pub fn markdown(
             };
             let p = paired(samples, w, c);
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {} | {} | {} | {} |\n",
                 c.name(),
                 samples.get(&(w, c)).map_or(0, |v| v.len()),
                 s.ops,
@@ -178,6 +184,8 @@ pub fn markdown(
                     .unwrap_or_default(),
                 s.estimated_us
                     .map_or_else(|| "–".to_string(), |e| format!("{e:.2}")),
+                s.tracer_cpu_pct
+                    .map_or_else(|| "–".to_string(), |e| format!("{e:.1} %")),
                 match (s.events, s.dropped) {
                     (Some(e), Some(d)) => format!("{e} ({d})"),
                     (Some(e), None) => format!("{e} (n/a)"),
@@ -257,6 +265,17 @@ fn overhead_checks(samples: &BTreeMap<(Workload, Config), Vec<Sample>>) -> Vec<S
             p.rounds
         ));
     }
+    for w in Workload::ALL {
+        for c in [Config::Default, Config::Sampled] {
+            if let Some(cpu) = get(w, c).and_then(|s| s.tracer_cpu_pct) {
+                checks.push(format!(
+                    "| {}: gotrace's own CPU, {} | – | {cpu:.2} % of a core | |",
+                    w.name(),
+                    c.name()
+                ));
+            }
+        }
+    }
     for w in [Workload::Churn, Workload::PingPong] {
         if let Some(p) = paired(samples, w, Config::Sampled) {
             let loss = (1.0 - p.ratio) * 100.0;
@@ -323,6 +342,8 @@ pub fn json(
                 "events": s.iter().map(|x| x.events).collect::<Vec<_>>(),
                 "dropped": s.iter().map(|x| x.dropped).collect::<Vec<_>>(),
                 "estimated_per_op_us": s.iter().map(|x| x.estimated_per_op_s.map(|v| v * 1e6)).collect::<Vec<_>>(),
+                "tracer_cpu_pct": s.iter().map(|x| x.tracer_cpu_pct).collect::<Vec<_>>(),
+                "round": s.iter().map(|x| x.round).collect::<Vec<_>>(),
             })
         })
         .collect();
