@@ -65,6 +65,28 @@ fn at_exit_sees_every_planted_goroutine(go: &str) {
     assert_eq!(t.exit_code, Some(3), "{}", t.gotrace_stderr);
 }
 
+/// Sampled mode (no probe) holds a command at its exit too: the last
+/// state is read there and the proof proves the planted receivers leaked.
+fn sampled_mode_holds_at_exit(go: &str) {
+    let bin = fixture("chanrecv", go);
+    let t = trace_command(&bin, "0s", &["--sampled"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let r = &t.report;
+    assert_eq!(r["trace"]["mode"], "sampled", "{r:#}");
+    assert_eq!(r["trace"]["ended_by"], "target-exit", "{r:#}");
+    assert_eq!(r["target"]["exit"], "exit status 0", "{r:#}");
+    let planted = t.fixture_count("planted", "chanrecv");
+    assert_eq!(
+        at_exit_count(r, "main.receiveForever", "chan receive"),
+        planted,
+        "Go {go}: {:#}",
+        r["trace"]["at_exit"]
+    );
+    assert_eq!(r["proof"]["status"], "done", "{:#}", r["proof"]);
+    assert_eq!(r["proof"]["leaked"], planted, "{:#}", r["proof"]);
+    assert_eq!(r["leaked_count"], planted, "{}", t.gotrace_stderr);
+    assert_eq!(t.exit_code, Some(3), "{}", t.gotrace_stderr);
+}
+
 /// The command's programs keep their signals: preemption (SIGURG) under
 /// GOMAXPROCS 1, 200 SIGUSR1 to a handler, SIGCHLD from os/exec, EPIPE.
 fn signals_still_work(go: &str) {
@@ -86,7 +108,11 @@ fn signals_still_work(go: &str) {
     assert_eq!(t.exit_code, Some(0), "{}", t.gotrace_stderr);
 }
 
-per_go_version!(at_exit_sees_every_planted_goroutine, signals_still_work);
+per_go_version!(
+    at_exit_sees_every_planted_goroutine,
+    sampled_mode_holds_at_exit,
+    signals_still_work
+);
 
 /// Each way of ending is reported as it happened, and the last state was
 /// read first (SIGKILL included: on Linux 6.18 a killed thread still stops

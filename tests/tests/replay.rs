@@ -225,8 +225,20 @@ fn offline_report_of_samples_equals_the_live_one() {
         for ((name, a), (_, b)) in live.iter().zip(&offline) {
             assert!(
                 a == b,
-                "{mode}: {name} differs between the live and the offline run"
+                "{mode}: {name} differs between the live and the offline run: {}",
+                first_difference(a, b)
             );
         }
     }
+}
+
+/// The first line where `a` and `b` differ, both sides.
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    a.lines()
+        .zip(b.lines())
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| format!("line {}: live {x:?}, offline {y:?}", i + 1))
+        .unwrap_or_else(|| format!("lengths {} and {}", a.len(), b.len()))
 }

@@ -96,6 +96,18 @@ fn same_suspects(name: &str, full: &Traced, sampled: &Traced) {
     assert_eq!(s["failed"], 0, "{s}");
     assert_eq!(full.exit_code, Some(3));
     assert_eq!(sampled.exit_code, Some(3));
+    // The leak proof runs at the end in both modes and proves the same.
+    for t in [full, sampled] {
+        assert_eq!(
+            t.report["proof"]["status"], "done",
+            "{name}: {:#}",
+            t.report["proof"]
+        );
+    }
+    assert_eq!(
+        full.report["leaked_count"], sampled.report["leaked_count"],
+        "{name}: full vs sampled proven leaks"
+    );
 }
 
 /// The suspect count of the group running `start`.

@@ -66,15 +66,19 @@ impl SampledSession<'_, '_> {
                 _ = sigterm.recv() => break EndReason::Signal,
                 _ = &mut deadline => break EndReason::Duration,
                 ev = exit.next() => match ev {
-                    // Its last state, read before it is let go.
-                    ExitEvent::Held(hold) => at_exit = analyse_held(self.at_exit.take(), hold),
+                    // Its last state, sampled and analysed before it is
+                    // let go.
+                    ExitEvent::Held(hold) => {
+                        self.sample(start_ns, Some(hold.tid));
+                        at_exit = analyse_held(self.at_exit.take(), hold);
+                    }
                     ExitEvent::Exited(status) => break EndReason::TargetExit(status),
                 },
             }
         };
         // The state at the end, unless the target is gone.
         if !matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_)) {
-            self.sample(start_ns);
+            self.sample(start_ns, None);
         }
         self.view.close();
         let mut out = self.end(end, start_ns);
@@ -82,12 +86,17 @@ impl SampledSession<'_, '_> {
         Ok(out)
     }
 
-    /// One sample, folded in, with the growth sample of every site.
-    fn sample(&mut self, start_ns: u64) {
-        if self
-            .sampler
-            .sample(self.model, SampleRules::ALL, self.recorder.as_deref_mut())
-        {
+    /// One sample, folded in, with the growth sample of every site; read
+    /// through thread `tid` when given (a command held at its exit).
+    fn sample(&mut self, start_ns: u64, tid: Option<u32>) {
+        let (model, rec) = (&mut *self.model, self.recorder.as_deref_mut());
+        let read = match tid {
+            Some(tid) => self
+                .sampler
+                .sample_through(tid, model, SampleRules::ALL, rec),
+            None => self.sampler.sample(model, SampleRules::ALL, rec),
+        };
+        if read {
             self.growth_sample(monotonic_ns().saturating_sub(start_ns) as f64 / 1e9);
         }
     }
@@ -103,7 +112,7 @@ impl SampledSession<'_, '_> {
 
     /// After each interval: a sample, the proof, the view, exec detection.
     fn tick(&mut self, start_ns: u64) -> Option<EndReason> {
-        self.sample(start_ns);
+        self.sample(start_ns, None);
         let now = monotonic_ns();
         let kernel = KernelCounters::default();
         self.view.tick(&crate::view::Tick {

@@ -180,6 +180,21 @@ impl<'a> Sampler<'a> {
         Ok(snap)
     }
 
+    /// [`Sampler::sample`], read through thread `tid` of the target: a
+    /// command held at its exit, whose leader may be gone already.
+    pub fn sample_through(
+        &mut self,
+        tid: u32,
+        model: &mut Model,
+        rules: SampleRules,
+        recorder: Option<&mut Recorder>,
+    ) -> bool {
+        let pid = std::mem::replace(&mut self.pid, tid);
+        let read = self.sample(model, rules, recorder);
+        self.pid = pid;
+        read
+    }
+
     /// Takes a sample and folds it into `model` under `rules` (and into
     /// the recording); false when it could not be read (counted).
     pub fn sample(

@@ -362,7 +362,9 @@ impl Budget {
             hit_ns: calibration.as_ref().map(|c| c.hit_ns),
             report: BudgetReport {
                 max_overhead_pct: max_pct,
-                hit_cost_us: calibration.as_ref().map(|c| c.hit_ns / 1e3),
+                // Rounded: a recording keeps it as JSON, and a replay must
+                // print the same figure.
+                hit_cost_us: calibration.as_ref().map(|c| (c.hit_ns * 1e3).round() / 1e6),
                 calibration,
                 calibration_error,
                 ..BudgetReport::default()
