@@ -15,8 +15,10 @@
 //! on a CPU during the analysis (counted as `running`).
 
 pub mod heap;
+pub mod held;
 mod mark;
 mod pass;
+pub mod reach;
 pub mod roots;
 mod waits;
 
@@ -182,16 +184,25 @@ impl Ctx<'_> {
 
 /// Runs the proof on `t`: never fails, says in `status` what it could do.
 pub fn prove(t: &Target) -> Proof {
+    prove_keeping(t).0
+}
+
+/// The proof, and the marks of its two passes (none when it did not run)
+/// for questions about other objects ([`held`]).
+pub fn prove_keeping(t: &Target) -> (Proof, Vec<reach::Reach>) {
     let clock = Instant::now();
     let hl = match HeapLayout::load(t.bin) {
         Ok(hl) => hl,
-        Err(e) => return Proof::not_done("unsupported", e.to_string(), clock.elapsed()),
+        Err(e) => {
+            let p = Proof::not_done("unsupported", e.to_string(), clock.elapsed());
+            return (p, Vec::new());
+        }
     };
     let Some(globals) = hl.globals else {
-        return Proof::not_done(
-            "unsupported",
-            "the runtime's heap globals (mheap_, firstmoduledata) were not found".into(),
-            clock.elapsed(),
+        let why = "the runtime's heap globals (mheap_, firstmoduledata) were not found";
+        return (
+            Proof::not_done("unsupported", why.into(), clock.elapsed()),
+            Vec::new(),
         );
     };
     let functions = |pcs: &[u64]| -> Vec<String> {
@@ -210,16 +221,29 @@ pub fn prove(t: &Target) -> Proof {
     };
     let first = match one_pass(t, &ctx) {
         Ok(p) => p,
-        Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
+        Err(e) => return (Proof::not_done("failed", e, clock.elapsed()), Vec::new()),
     };
     std::thread::sleep(BETWEEN_PASSES);
     let second = match one_pass(t, &ctx) {
         Ok(p) => p,
-        Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
+        Err(e) => return (Proof::not_done("failed", e, clock.elapsed()), Vec::new()),
     };
     let mut proof = combine(&ctx, t, &first, &second);
     proof.took_ms = clock.elapsed().as_secs_f64() * 1e3;
-    proof
+    let keep = |p: Pass| {
+        let mut r = p.reach;
+        r.pcs = p.stacks;
+        r
+    };
+    (proof, vec![keep(first), keep(second)])
+}
+
+/// The proof, and what holds the objects `q` asks about (both passes
+/// agreeing), or why that is not known.
+pub fn prove_asking(t: &Target, q: &held::Queries) -> (Proof, held::Held) {
+    let (proof, reaches) = prove_keeping(t);
+    let held = held::ask(t, &proof, &reaches, q);
+    (proof, held)
 }
 
 /// A pass during which no GC cycle ended, if one of a few attempts is.
@@ -252,7 +276,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
     };
     let dirty = clean(a).or(clean(b));
     let before: HashMap<u64, &pass::Seen> = a.seen.iter().map(|s| (s.goid, s)).collect();
-    let mut names = Namer::new(t, b);
+    let mut names = Namer::new(t, &b.stacks);
     let mut proof = Proof::not_done("done", String::new(), Duration::ZERO);
     proof.error = None;
     proof.passes = 2;
@@ -317,15 +341,16 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
 /// Names the roots that keep primitives alive.
 struct Namer<'a> {
     t: &'a Target<'a>,
-    pass: &'a Pass,
+    /// Each goroutine's stack pcs, by goid.
+    stacks: &'a HashMap<u64, Vec<u64>>,
     globals: HashMap<u64, Option<String>>,
 }
 
 impl<'a> Namer<'a> {
-    fn new(t: &'a Target<'a>, pass: &'a Pass) -> Self {
+    fn new(t: &'a Target<'a>, stacks: &'a HashMap<u64, Vec<u64>>) -> Self {
         Namer {
             t,
-            pass,
+            stacks,
             globals: HashMap::new(),
         }
     }
@@ -355,7 +380,7 @@ impl<'a> Namer<'a> {
                 }
             }
             Some(Root::Goroutine { goid }) => {
-                let pcs = self.pass.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
+                let pcs = self.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
                 let frames: Vec<_> = pcs
                     .iter()
                     .flat_map(|pc| {
@@ -378,6 +403,8 @@ impl<'a> Namer<'a> {
     }
 }
 
+#[cfg(test)]
+mod held_tests;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod image;
 #[cfg(test)]

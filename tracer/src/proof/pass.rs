@@ -48,6 +48,8 @@ pub struct Pass {
     /// Roots that could not be read: a leak seen in this pass is unproven.
     pub incomplete: u64,
     pub sweepgen: (u32, u32),
+    /// The marks, kept for questions about other objects.
+    pub reach: super::reach::Reach,
 }
 
 /// A candidate before marking: its primitives and state.
@@ -115,6 +117,7 @@ pub fn run(
     incomplete += m.drain();
     let outcomes = fixpoint(&mut m, live, &cands, &mut incomplete);
     let heap_stats = m.heap.stats;
+    let reach = super::reach::Reach::keep(ctx, &mut m, live, root_range);
     let seen = cands
         .iter()
         .zip(outcomes)
@@ -147,6 +150,7 @@ pub fn run(
         roots,
         incomplete,
         sweepgen: (sweep0, sweepgen()),
+        reach,
     })
 }
 
