@@ -58,6 +58,10 @@ pub struct End {
     /// The leak proof run at the end of the trace (None: not run).
     #[serde(default)]
     pub proof: Option<crate::proof::Proof>,
+    /// What holds the contexts and tickers the trace saw, from the proof's
+    /// marks (None: the proof did not run).
+    #[serde(default)]
+    pub held: Option<crate::proof::held::Held>,
 }
 
 pub struct Capture {

@@ -282,6 +282,7 @@ impl Session<'_> {
             load_bias,
             kernel,
             proof: None,
+            held: None,
         })
     }
 }

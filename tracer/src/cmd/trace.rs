@@ -260,7 +260,10 @@ pub fn trace(
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
     if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
-        end.proof = Some(prove(pid, &opened, end.load_bias));
+        let q = held_queries(&model, &opened, &end, leak_threshold);
+        let (proof, held) = prove(pid, &opened, end.load_bias, &q);
+        end.proof = Some(proof);
+        end.held = Some(held);
     }
     if let (Some(r), Some(path)) = (recorder, record) {
         match r.finish(&end, &stacks) {
@@ -450,16 +453,74 @@ fn read_existing(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
     crate::snapshot::take(pid, &opened.bin, &opened.layout, bias).map_err(|e| e.to_string())
 }
 
-/// The leak proof over the target's memory as it is now (it keeps running).
-pub fn prove(pid: u32, opened: &Opened, bias: u64) -> crate::proof::Proof {
+/// The leak proof over the target's memory as it is now (it keeps
+/// running), and what holds the contexts and tickers `q` asks about.
+pub fn prove(
+    pid: u32,
+    opened: &Opened,
+    bias: u64,
+    q: &crate::proof::held::Queries,
+) -> (crate::proof::Proof, crate::proof::held::Held) {
     eprintln!("gotrace: proving leaks (reading PID {pid}'s heap; it keeps running)...");
-    let proof = crate::proof::prove(&crate::proof::Target {
-        pid,
-        bin: &opened.bin,
-        layout: &opened.layout,
-        bias,
-        symbolizer: &opened.symbolizer,
-    });
+    let (proof, held) = crate::proof::prove_asking(
+        &crate::proof::Target {
+            pid,
+            bin: &opened.bin,
+            layout: &opened.layout,
+            bias,
+            symbolizer: &opened.symbolizer,
+        },
+        q,
+    );
     eprintln!("gotrace: {}", crate::report::proof_text::summary(&proof));
-    proof
+    (proof, held)
+}
+
+/// What the proof is asked about the trace's contexts and tickers: every
+/// context never cancelled, every one cancelled at least `threshold` ago
+/// (a goroutine may still hold it), every ticker never stopped.
+fn held_queries(
+    model: &Model,
+    opened: &Opened,
+    end: &End,
+    threshold: Duration,
+) -> crate::proof::held::Queries {
+    use crate::proof::held::{CtxQuery, Queries, TickerQuery};
+    let old = end.end_ns.saturating_sub(threshold.as_nanos() as u64);
+    let contexts = model
+        .contexts
+        .nodes()
+        .filter(|n| match &n.cancel {
+            None => !n.superseded && n.created_ns.is_some(),
+            Some(c) => c.ts_ns <= old,
+        })
+        .map(|n| CtxQuery {
+            ptr: n.ptr,
+            parent: n.parent_iface,
+            value_hops: n.value_hops,
+            done: n.done_chan,
+            creator: n.creator_goid,
+        })
+        .collect();
+    let tickers = model
+        .timers
+        .unstopped()
+        .filter(|t| t.period_ns > 0)
+        .map(|t| TickerQuery {
+            ptr: t.ptr,
+            chan: t.chan,
+            creator: t.creator_goid,
+        })
+        .collect();
+    let value_ctx = opened.bin.itabs().ok().and_then(|m| {
+        m.into_iter()
+            .find(|(_, n)| n == "*context.valueCtx,context.Context")
+            .map(|(a, _)| a + end.load_bias)
+    });
+    Queries {
+        contexts,
+        tickers,
+        itab_value_ctx: value_ctx.unwrap_or(0),
+        cancel_ctx_done: opened.layout.cancel_ctx_done,
+    }
 }

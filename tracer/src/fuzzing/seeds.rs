@@ -358,6 +358,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         load_bias: 0,
         kernel: Default::default(),
         proof: None,
+        held: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),
