@@ -260,7 +260,7 @@ pub fn trace(
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
     if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
-        let q = held_queries(&model, &opened, &end, leak_threshold);
+        let q = held_queries(&model, &opened, &end, leak_threshold, pid);
         let (proof, held) = prove(pid, &opened, end.load_bias, &q);
         end.proof = Some(proof);
         end.held = Some(held);
@@ -484,6 +484,7 @@ fn held_queries(
     opened: &Opened,
     end: &End,
     threshold: Duration,
+    pid: u32,
 ) -> crate::proof::held::Queries {
     use crate::proof::held::{CtxQuery, Queries, TickerQuery};
     let old = end.end_ns.saturating_sub(threshold.as_nanos() as u64);
@@ -500,6 +501,7 @@ fn held_queries(
             value_hops: n.value_hops,
             done: n.done_chan,
             creator: n.creator_goid,
+            cancelled: n.cancel.is_some(),
         })
         .collect();
     let tickers = model
@@ -517,10 +519,16 @@ fn held_queries(
             .find(|(_, n)| n == "*context.valueCtx,context.Context")
             .map(|(a, _)| a + end.load_bias)
     });
+    let env_godebug = process::environ_var(pid, "GODEBUG");
     Queries {
         contexts,
         tickers,
         itab_value_ctx: value_ctx.unwrap_or(0),
         cancel_ctx_done: opened.layout.cancel_ctx_done,
+        timers_collected: crate::goruntime::hooks::unreferenced_timers_collected(
+            opened.bin.version(),
+            opened.bin.default_godebug().as_deref(),
+            env_godebug.as_deref(),
+        ),
     }
 }

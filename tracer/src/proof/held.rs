@@ -37,6 +37,8 @@ pub struct CtxQuery {
     pub done: Option<u64>,
     /// The goroutine that made it.
     pub creator: u64,
+    /// Cancelled already (asked about for the goroutines that hold it).
+    pub cancelled: bool,
 }
 
 /// A ticker (or timer) the trace saw started.
@@ -59,6 +61,9 @@ pub struct Queries {
     /// Offset of `cancelCtx.done` (an `atomic.Value`: the channel is its
     /// second word).
     pub cancel_ctx_done: Option<u64>,
+    /// The target's runtime frees a ticker nothing references (Go 1.23+
+    /// without `asynctimerchan=1`).
+    pub timers_collected: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,10 @@ pub struct Held {
     pub tickers: Vec<TickerHeld>,
     /// Ranges that could not be read while looking for holders.
     pub read_errors: u64,
+    /// The target's runtime frees a ticker nothing references: one the
+    /// timer heap still holds is not firing forever.
+    #[serde(default)]
+    pub timers_collected: bool,
 }
 
 impl Held {
@@ -162,6 +171,12 @@ pub fn ask(t: &Target, proof: &Proof, reaches: &[Reach], q: &Queries) -> Held {
         Err(e) => return Held::not_done(format!("cannot read PID {}'s memory: {e}", t.pid)),
     };
     let leaked: HashSet<u64> = proof.leaked_goids().collect();
+    let unproven: HashSet<u64> = proof
+        .goroutines
+        .iter()
+        .filter(|g| g.verdict == super::Verdict::Unproven)
+        .map(|g| g.goid)
+        .collect();
     let fname = |pc: u64| {
         t.bin
             .symbols()
@@ -178,6 +193,7 @@ pub fn ask(t: &Target, proof: &Proof, reaches: &[Reach], q: &Queries) -> Held {
                 mem: &mem,
                 q,
                 leaked: &leaked,
+                unproven: &unproven,
                 fname: &fname,
                 name: &mut |root| namer.kept_by(root),
             })
@@ -193,6 +209,8 @@ pub struct Asked<'a, 'n> {
     pub q: &'a Queries,
     /// Goroutines proven leaked.
     pub leaked: &'a HashSet<u64>,
+    /// Goroutines whose leak the proof could not decide.
+    pub unproven: &'a HashSet<u64>,
     /// Runtime code address → the function starting there.
     pub fname: &'a dyn Fn(u64) -> Option<String>,
     /// Names a root.
@@ -214,33 +232,45 @@ pub fn one(a: &mut Asked<'_, '_>) -> Held {
         }
     }
     let holders = r.holders(a.mem, &targets, &[]);
-    let contexts =
-        a.q.contexts
-            .iter()
-            .map(|c| ctx_held(a, c, holders.of(obj(c.ptr).0)))
-            .collect();
+    // Memory that could not be read may hide a holder (a cancel function).
+    let incomplete = (holders.errors > 0).then(|| {
+        format!(
+            "{} memory ranges could not be read: a holder may be missing",
+            holders.errors
+        )
+    });
+    let mut contexts = Vec::with_capacity(a.q.contexts.len());
+    for c in &a.q.contexts {
+        let mut h = ctx_held(a, c, holders.of(obj(c.ptr).0));
+        if h.cancel_fn.is_none() && h.undecided.is_none() {
+            h.undecided = incomplete.clone();
+        }
+        contexts.push(h);
+    }
     let p_owned = if a.q.tickers.is_empty() {
         Vec::new()
     } else {
         r.p_owned(a.mem)
     };
-    let tickers =
-        a.q.tickers
-            .iter()
-            .map(|t| {
-                let chan = if t.chan == 0 {
-                    &[][..]
-                } else {
-                    holders.of(obj(t.chan).0)
-                };
-                ticker_held(a, t, holders.of(obj(t.ptr).0), chan, &p_owned)
-            })
-            .collect();
+    let mut tickers = Vec::with_capacity(a.q.tickers.len());
+    for t in &a.q.tickers {
+        let chan = if t.chan == 0 {
+            &[][..]
+        } else {
+            holders.of(obj(t.chan).0)
+        };
+        let mut h = ticker_held(a, t, holders.of(obj(t.ptr).0), chan, &p_owned);
+        if h.held_by.is_empty() && h.undecided.is_none() {
+            h.undecided = incomplete.clone();
+        }
+        tickers.push(h);
+    }
     Held {
         status: "done".into(),
         contexts,
         tickers,
         read_errors: holders.errors,
+        timers_collected: a.q.timers_collected,
     }
 }
 
@@ -255,7 +285,7 @@ fn ctx_held(a: &mut Asked<'_, '_>, c: &CtxQuery, hs: &[Holder]) -> CtxHeld {
     let creator_running = r.stacks.iter().any(|s| s.goid == c.creator && s.running);
     let undecided = if identity == Identity::Unknown {
         Some("its memory could not be checked".to_string())
-    } else if creator_running && cancel_fn.is_none() {
+    } else if creator_running && cancel_fn.is_none() && !c.cancelled {
         Some("the goroutine that made it was on a CPU (its registers are not read)".into())
     } else {
         None
@@ -321,6 +351,7 @@ fn ticker_held(
     };
     let mut held_by: Vec<KeptBy> = Vec::new();
     let mut leaked = Vec::new();
+    let mut unproven = false;
     let all = of_ticker.iter().map(|h| (h, false));
     for (h, chan) in all.chain(of_chan.iter().map(|h| (h, true))) {
         let root = match h {
@@ -328,6 +359,13 @@ fn ticker_held(
                 leaked.push(*goid);
                 continue;
             }
+            Holder::Stack { goid, .. } if a.unproven.contains(goid) => {
+                unproven = true;
+                continue;
+            }
+            // The runtime's own goroutines (GC workers...) hold no program
+            // ticker: a word there is stale, from a stack they reused.
+            Holder::Stack { goid, .. } if system_goroutine(a, *goid) => continue,
             Holder::Stack { goid, .. } => Some(super::mark::Root::Goroutine { goid: *goid }),
             Holder::Global { at } => Some(super::mark::Root::Global { addr: *at }),
             Holder::Heap {
@@ -359,6 +397,8 @@ fn ticker_held(
         Some("its memory could not be checked".to_string())
     } else if creator_running && held_by.is_empty() {
         Some("the goroutine that started it was on a CPU (its registers are not read)".into())
+    } else if unproven && held_by.is_empty() {
+        Some("a goroutine that holds it may or may not be leaked (unproven)".into())
     } else {
         None
     };
@@ -372,6 +412,15 @@ fn ticker_held(
     }
 }
 
+/// Whether goroutine `goid` is one of the runtime's own (its stack has no
+/// program frame, and its outermost function is the runtime's).
+fn system_goroutine(a: &mut Asked<'_, '_>, goid: u64) -> bool {
+    let k = (a.name)(Some(&super::mark::Root::Goroutine { goid }));
+    k.function
+        .as_deref()
+        .is_some_and(crate::goruntime::is_system_function)
+}
+
 /// Whether the object at `at` is a sudog of a goroutine waiting on `chan`.
 fn is_sudog(a: &Asked<'_, '_>, at: u64, chan: u64) -> bool {
     let r = a.reach;
@@ -381,30 +430,51 @@ fn is_sudog(a: &Asked<'_, '_>, at: u64, chan: u64) -> bool {
             .is_some_and(|g| r.stacks.iter().any(|s| s.gp == g))
 }
 
-/// Pass `b`'s answers where both passes agree on what decides them.
+/// Pass `b`'s answers, kept where both passes agree on what decides them:
+/// a cancel function either pass found is reachable (it exists); a
+/// goroutine holds an object when both passes saw it on its stack; a
+/// disagreement on anything else makes the answer undecided.
 fn agree(a: &Held, b: &Held) -> Held {
     let mut out = b.clone();
     out.read_errors = a.read_errors + b.read_errors;
+    let disagreed = || Some("the two passes disagreed".to_string());
     for c in &mut out.contexts {
-        let same = a.context(c.ptr).is_some_and(|x| {
-            x.identity == c.identity
-                && x.cancel_fn.is_some() == c.cancel_fn.is_some()
-                && x.reached_by.is_some() == c.reached_by.is_some()
-                && x.stacks.is_empty() == c.stacks.is_empty()
-        });
-        if !same && c.undecided.is_none() {
-            c.undecided = Some("the two passes disagreed".into());
+        let Some(x) = a.context(c.ptr) else {
+            c.undecided = c.undecided.take().or_else(disagreed);
+            continue;
+        };
+        if c.cancel_fn.is_none() {
+            c.cancel_fn = x.cancel_fn.clone();
+        }
+        let any_stack = !c.stacks.is_empty() || !x.stacks.is_empty();
+        c.stacks.retain(|g| x.stacks.contains(g));
+        let differ = x.identity != c.identity
+            || x.reached_by.is_some() != c.reached_by.is_some()
+            || (any_stack && c.stacks.is_empty());
+        if differ && c.undecided.is_none() {
+            c.undecided = disagreed();
+        }
+        if c.undecided.is_none() {
+            c.undecided = x.undecided.clone();
         }
     }
     for t in &mut out.tickers {
-        let same = a.ticker(t.ptr).is_some_and(|x| {
-            x.identity == t.identity
-                && x.held_by.is_empty() == t.held_by.is_empty()
-                && x.leaked_holders.is_empty() == t.leaked_holders.is_empty()
-                && x.runtime_holds == t.runtime_holds
-        });
-        if !same && t.undecided.is_none() {
-            t.undecided = Some("the two passes disagreed".into());
+        let Some(x) = a.ticker(t.ptr) else {
+            t.undecided = t.undecided.take().or_else(disagreed);
+            continue;
+        };
+        let any_leaked = !t.leaked_holders.is_empty() || !x.leaked_holders.is_empty();
+        t.leaked_holders.retain(|g| x.leaked_holders.contains(g));
+        // Firing forever: the runtime held it in both passes.
+        t.runtime_holds &= x.runtime_holds;
+        let differ = x.identity != t.identity
+            || x.held_by.is_empty() != t.held_by.is_empty()
+            || (any_leaked && t.leaked_holders.is_empty());
+        if differ && t.undecided.is_none() {
+            t.undecided = disagreed();
+        }
+        if t.undecided.is_none() {
+            t.undecided = x.undecided.clone();
         }
     }
     out
@@ -443,12 +513,14 @@ fn cancel_closure(a: &Asked<'_, '_>, fn_word: u64, captured: u64, ctx: u64) -> O
 fn ctx_identity(a: &Asked<'_, '_>, c: &CtxQuery) -> Identity {
     let mem = a.mem;
     let mut checked = false;
-    if c.parent != (0, 0) {
+    // Without the valueCtx itab the WithValue layers cannot be followed.
+    let followable = c.value_hops == 0 || a.q.itab_value_ctx != 0;
+    if c.parent != (0, 0) && followable {
         let (Some(mut itab), Some(mut data)) = (mem.u64(c.ptr), mem.u64(c.ptr + 8)) else {
             return Identity::Unknown;
         };
         for _ in 0..c.value_hops.min(MAX_VALUE_HOPS) {
-            if a.q.itab_value_ctx == 0 || itab != a.q.itab_value_ctx {
+            if itab != a.q.itab_value_ctx {
                 break;
             }
             match (mem.u64(data), mem.u64(data + 8)) {

@@ -14,6 +14,7 @@ use super::reach::Holder;
 const FN_CANCEL: u64 = 0x40_1000;
 const FN_TIMER: u64 = 0x40_2000;
 const PARENT_ITAB: u64 = 0x55_0000;
+const VALUE_ITAB: u64 = 0x56_0000;
 
 fn fname(pc: u64) -> Option<String> {
     match pc {
@@ -79,6 +80,17 @@ fn what_holds_contexts_and_tickers() {
     // F: its cancel func did not escape: in sleeping goroutine 31's frame.
     let f = context(&mut im, obj(56), 0xf);
     im.goroutine(31, SLEEP, 0, &[7, FN_CANCEL, obj(56)]);
+    // G: made from a WithValue layer (obj 58) over its cancelable parent.
+    im.set(obj(57), VALUE_ITAB);
+    im.set(obj(57) + 8, obj(58));
+    im.set(obj(58), PARENT_ITAB);
+    im.set(obj(58) + 8, 0x9);
+    let g = CtxQuery {
+        ptr: obj(57),
+        parent: (PARENT_ITAB, 0x9),
+        value_hops: 1,
+        ..CtxQuery::default()
+    };
     // Tickers (word 0: the channel): T1 held by the leaked goroutine 30
     // only, T2 by a global, T3 by nothing.
     for (t, ch) in [(50, 51), (52, 53), (54, 55)] {
@@ -92,10 +104,11 @@ fn what_holds_contexts_and_tickers() {
     });
     let pass = run(&im).expect("a pass");
     let q = Queries {
-        contexts: vec![a, b, c, d, e, f],
+        contexts: vec![a, b, c, d, e, f, g],
         tickers: tickers.to_vec(),
-        itab_value_ctx: 0,
+        itab_value_ctx: VALUE_ITAB,
         cancel_ctx_done: None,
+        timers_collected: false,
     };
     let leaked: HashSet<u64> = [30].into();
     let mut name = name;
@@ -104,6 +117,7 @@ fn what_holds_contexts_and_tickers() {
         mem: &im.mem,
         q: &q,
         leaked: &leaked,
+        unproven: &HashSet::new(),
         fname: &fname,
         name: &mut name,
     });
@@ -128,6 +142,11 @@ fn what_holds_contexts_and_tickers() {
         ctx(48).cancel_fn,
         None,
         "the timer callback cancels only at the deadline"
+    );
+    assert_eq!(
+        ctx(57).identity,
+        Identity::Same,
+        "through its WithValue layer"
     );
     let sf = ctx(56)
         .cancel_fn

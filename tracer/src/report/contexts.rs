@@ -173,9 +173,11 @@ pub struct CtxLeak {
     pub sample_waiting_goids: Vec<u64>,
     /// The evidence: what still holds them (distinct roots, at most 5)...
     pub held_by: Vec<KeptBy>,
-    /// ... and goroutines that hold them (on their stacks, or waiting on
-    /// Done) without being roots.
+    /// ... goroutines that hold them (on their stacks, or waiting on
+    /// Done) without being roots...
     pub held_by_goroutines: usize,
+    /// ... and how many live parents hold them in their children.
+    pub held_by_parents: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -632,13 +634,18 @@ fn judge_never_cancelled(
     input: &ContextInput<'_>,
 ) -> NeverCancelled {
     let mut counts = NeverCancelled::default();
+    let live: Vec<bool> = out.iter().map(|o| o.state == "live").collect();
     for (o, n) in out.iter_mut().zip(nodes) {
         if o.state != "live" {
             continue;
         }
         let h = held.get(&n.ptr).copied();
-        let (verdict, evidence) =
-            reachability::never_cancelled(o.kind, h, input.held, &o.waiting_goroutines);
+        let known = reachability::Known {
+            waiting: &o.waiting_goroutines,
+            armed: o.kind == "timer" && o.deadline_in_s.is_some_and(|d| d > 0.0),
+            registered_with: o.parent.filter(|p| live.get(*p).copied().unwrap_or(false)),
+        };
+        let (verdict, evidence) = reachability::never_cancelled(o.kind, h, input.held, known);
         counts.total += 1;
         match verdict {
             "leaked" => counts.leaked += 1,
@@ -687,6 +694,14 @@ fn leak_group(ns: &[&CtxOut]) -> CtxLeak {
     }
     goroutines.sort_unstable();
     goroutines.dedup();
+    let parents = ns
+        .iter()
+        .filter(|n| {
+            n.evidence
+                .as_ref()
+                .is_some_and(|e| e.held_by_parent.is_some())
+        })
+        .count();
     CtxLeak {
         kind: ns[0].kind,
         created_at: ns[0].created_at.clone(),
@@ -703,6 +718,7 @@ fn leak_group(ns: &[&CtxOut]) -> CtxLeak {
         sample_waiting_goids: waiting.into_iter().take(SAMPLES).collect(),
         held_by,
         held_by_goroutines: goroutines.len(),
+        held_by_parents: parents,
     }
 }
 
@@ -765,6 +781,9 @@ fn ignored_cancels(
             }
         }
         if goroutines.is_empty() {
+            if suspected && let Some(why) = &h.undecided {
+                undecided.add(why);
+            }
             continue;
         }
         let cancel = out[i].cancel.as_ref();
@@ -888,6 +907,9 @@ fn group_ignored_cancels(
     (groups, each)
 }
 
+/// Pattern 7: a context program code made from Background/TODO in a
+/// goroutine started under a cancelable context (cancelling that one does
+/// not reach it).
 fn broken_chains(
     nodes: &[&CtxNode],
     pos: &HashMap<usize, usize>,
@@ -899,6 +921,17 @@ fn broken_chains(
         .filter_map(|(i, n)| {
             let root = &out[i].parent_kind;
             if !root.starts_with("context.Background") && !root.starts_with("context.TODO") {
+                return None;
+            }
+            // Only what program code made: the standard library's own
+            // roots (net/http's per-connection contexts) are its design,
+            // and a goroutine "started under" a context is only the one
+            // its creator last made, maybe unrelated.
+            let by_program = out[i]
+                .created_at
+                .as_ref()
+                .is_some_and(|f| is_user_function(&f.function));
+            if !by_program || out[i].created_by.is_some() {
                 return None;
             }
             let outer = pos.get(&n.creator_context?).copied()?;

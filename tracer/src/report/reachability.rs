@@ -50,6 +50,9 @@ pub struct Evidence {
     /// channel) without being roots: proven leaked, or not decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held_by_goroutines: Vec<u64>,
+    /// The live parent context (id) whose children hold it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_parent: Option<usize>,
     /// Tickers: what of the program references it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referenced_by: Vec<KeptBy>,
@@ -64,13 +67,29 @@ pub struct Evidence {
     pub reason: Option<String>,
 }
 
-/// The verdict on a context never cancelled, and its evidence.
+/// What the trace itself knows holds a context never cancelled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known<'a> {
+    /// Live goroutines parked on its Done channel.
+    pub waiting: &'a [u64],
+    /// Its deadline's timer is armed: the runtime holds it until then.
+    pub armed: bool,
+    /// The live cancelable parent (report id) it is registered with,
+    /// whose children hold it until that parent is cancelled.
+    pub registered_with: Option<usize>,
+}
+
+/// The verdict on a context never cancelled, and its evidence. A goroutine
+/// stack alone is no evidence that something holds it: stacks are scanned
+/// conservatively, and a stale word may point at a context long gone from
+/// the program's hands.
 pub fn never_cancelled(
     kind: &str,
     h: Option<&CtxHeld>,
     held: Option<&Held>,
-    waiting: &[u64],
+    known: Known<'_>,
 ) -> (&'static str, Evidence) {
+    let waiting = known.waiting;
     if kind == "afterfunc" {
         return ("afterfunc", Evidence::default());
     }
@@ -91,18 +110,37 @@ pub fn never_cancelled(
     if let Some(why) = &h.undecided {
         return undecided(why.clone());
     }
-    if h.identity == Identity::Gone {
+    if h.identity == Identity::Gone && waiting.is_empty() {
         return collected("its memory holds another object now");
+    }
+    if h.identity == Identity::Gone {
+        // Collected (its cancel function with it), while goroutines still
+        // wait on its Done channel: nothing can ever close it.
+        let e = Evidence {
+            held_by_goroutines: waiting.to_vec(),
+            reason: Some("collected, but goroutines still wait on its Done channel".into()),
+            ..Evidence::default()
+        };
+        return ("leaked", e);
     }
     let mut goroutines: Vec<u64> = h.stacks.iter().chain(waiting).copied().collect();
     goroutines.sort_unstable();
     goroutines.dedup();
-    if h.reached_by.is_none() && goroutines.is_empty() {
+    let rooted = h.reached_by.as_ref().is_some_and(|k| k.kind != "goroutine");
+    let registered = known.registered_with.is_some();
+    let decisive = rooted || !waiting.is_empty() || known.armed || registered;
+    if !decisive && (h.reached_by.is_some() || !goroutines.is_empty()) {
+        return undecided(
+            "only goroutine stacks hold it (scanned conservatively: maybe a stale word)".into(),
+        );
+    }
+    if !decisive {
         return collected("nothing references it");
     }
     let e = Evidence {
         held_by: h.reached_by.clone(),
         held_by_goroutines: goroutines,
+        held_by_parent: known.registered_with,
         ..Evidence::default()
     };
     ("leaked", e)
@@ -126,15 +164,21 @@ pub fn ticker(h: Option<&TickerHeld>, held: Option<&Held>) -> (&'static str, Evi
     if h.identity == Identity::Gone {
         return collected("its memory holds another object now");
     }
-    if !h.leaked_holders.is_empty() || h.runtime_holds {
+    let collects = held.is_some_and(|h| h.timers_collected);
+    let fires = h.runtime_holds && !collects;
+    if !h.leaked_holders.is_empty() || fires {
         let e = Evidence {
             leaked_holders: h.leaked_holders.clone(),
-            runtime_holds: h.runtime_holds,
+            runtime_holds: fires,
             ..Evidence::default()
         };
         return ("leaked", e);
     }
-    collected("nothing references it, not even the runtime's timer heap")
+    if collects {
+        collected("nothing references it: this runtime frees it (Go 1.23+ timers)")
+    } else {
+        collected("nothing references it, not even the runtime's timer heap")
+    }
 }
 
 fn undecided(why: String) -> (&'static str, Evidence) {
@@ -189,8 +233,13 @@ mod tests {
     #[test]
     fn context_verdicts() {
         let h = held();
-        let v =
-            |c: &CtxHeld, waiting: &[u64]| never_cancelled("cancel", Some(c), Some(&h), waiting).0;
+        let v = |c: &CtxHeld, waiting: &[u64]| {
+            let known = Known {
+                waiting,
+                ..Known::default()
+            };
+            never_cancelled("cancel", Some(c), Some(&h), known).0
+        };
         assert_eq!(v(&ctx(), &[]), "collected");
         assert_eq!(v(&ctx(), &[7]), "leaked", "goroutines wait on its Done");
         let rooted = CtxHeld {
@@ -212,16 +261,35 @@ mod tests {
             identity: Identity::Gone,
             ..rooted.clone()
         };
-        assert_eq!(v(&gone, &[7]), "collected");
+        assert_eq!(v(&gone, &[]), "collected");
+        assert_eq!(v(&gone, &[7]), "leaked", "its waiters remain");
         let racing = CtxHeld {
             undecided: Some("passes disagreed".into()),
             ..rooted
         };
         assert_eq!(v(&racing, &[]), "undecided");
-        assert_eq!(never_cancelled("cancel", None, None, &[]).0, "undecided");
-        assert_eq!(never_cancelled("afterfunc", None, None, &[]).0, "afterfunc");
+        // A goroutine stack alone decides nothing; a registration does.
+        let on_stack = CtxHeld {
+            reached_by: Some(kept("goroutine")),
+            ..ctx()
+        };
+        assert_eq!(v(&on_stack, &[]), "undecided");
+        let registered = Known {
+            registered_with: Some(3),
+            ..Known::default()
+        };
+        assert_eq!(
+            never_cancelled("cancel", Some(&on_stack), Some(&h), registered).0,
+            "leaked"
+        );
+        let none = Known::default();
+        assert_eq!(never_cancelled("cancel", None, None, none).0, "undecided");
+        assert_eq!(
+            never_cancelled("afterfunc", None, None, none).0,
+            "afterfunc"
+        );
         let not_run = Held::not_done("the leak proof is failed".into());
-        let (verdict, e) = never_cancelled("timer", None, Some(&not_run), &[]);
+        let (verdict, e) = never_cancelled("timer", None, Some(&not_run), none);
         assert_eq!(verdict, "undecided");
         assert_eq!(e.reason.as_deref(), Some("the leak proof is failed"));
     }
@@ -255,5 +323,14 @@ mod tests {
         };
         assert_eq!(v(&looping), "running");
         assert_eq!(ticker(None, None).0, "undecided");
+        let collects = Held {
+            timers_collected: true,
+            ..held()
+        };
+        let fired = TickerHeld {
+            runtime_holds: true,
+            ..t.clone()
+        };
+        assert_eq!(ticker(Some(&fired), Some(&collects)).0, "collected");
     }
 }

@@ -200,11 +200,26 @@ fn holders(l: &crate::report::contexts::CtxLeak) -> String {
     let mut v: Vec<String> = l
         .held_by
         .iter()
-        .map(crate::report::proof_text::kept_by)
+        .map(|k| match k.name.as_deref() {
+            // allp: the Ps' timer heaps, where an armed deadline's timer is.
+            Some(name) if k.kind == "global" && name.starts_with("runtime.") => {
+                format!("the runtime (from {name}: timers...)")
+            }
+            _ => crate::report::proof_text::kept_by(k),
+        })
         .collect();
+    if l.held_by_parents > 0 {
+        v.push(format!(
+            "{} live parent context(s) (their children)",
+            l.held_by_parents
+        ));
+    }
+    if l.timers_alive > 0 {
+        v.push(format!("{} armed deadline timer(s)", l.timers_alive));
+    }
     if l.held_by_goroutines > 0 {
         v.push(format!(
-            "{} goroutine(s) that are not roots (waiting on Done or keeping it on their stacks)",
+            "{} goroutine(s) waiting on Done or keeping it on their stacks",
             l.held_by_goroutines
         ));
     }
