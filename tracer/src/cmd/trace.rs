@@ -473,6 +473,18 @@ pub fn prove(
         q,
     );
     eprintln!("gotrace: {}", crate::report::proof_text::summary(&proof));
+    if !q.contexts.is_empty() || !q.tickers.is_empty() {
+        eprintln!(
+            "gotrace: what holds {} context(s) and {} ticker(s): {}",
+            q.contexts.len(),
+            q.tickers.len(),
+            if held.done() {
+                format!("answered in {:.0} ms", held.took_ms)
+            } else {
+                format!("not answered ({})", held.status)
+            }
+        );
+    }
     (proof, held)
 }
 

@@ -130,6 +130,9 @@ pub struct Held {
     /// timer heap still holds is not firing forever.
     #[serde(default)]
     pub timers_collected: bool,
+    /// Time spent answering (both passes' holders).
+    #[serde(default)]
+    pub took_ms: f64,
 }
 
 impl Held {
@@ -155,6 +158,7 @@ impl Held {
 
 /// Answers `q` from both passes of a proof.
 pub fn ask(t: &Target, proof: &Proof, reaches: &[Reach], q: &Queries) -> Held {
+    let clock = std::time::Instant::now();
     if !proof.done() || reaches.len() != 2 {
         return Held::not_done(format!(
             "the leak proof is {}{}",
@@ -199,7 +203,9 @@ pub fn ask(t: &Target, proof: &Proof, reaches: &[Reach], q: &Queries) -> Held {
             })
         })
         .collect();
-    agree(&answers[0], &answers[1])
+    let mut held = agree(&answers[0], &answers[1]);
+    held.took_ms = clock.elapsed().as_secs_f64() * 1e3;
+    held
 }
 
 /// What one pass's answers need.
@@ -271,6 +277,7 @@ pub fn one(a: &mut Asked<'_, '_>) -> Held {
         tickers,
         read_errors: holders.errors,
         timers_collected: a.q.timers_collected,
+        took_ms: 0.0,
     }
 }
 
