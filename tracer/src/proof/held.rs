@@ -237,7 +237,7 @@ pub fn one(a: &mut Asked<'_, '_>) -> Held {
             targets.push(obj(t.chan));
         }
     }
-    let holders = r.holders(a.mem, &targets, &[]);
+    let holders = r.holders(a.mem, &targets);
     // Memory that could not be read may hide a holder (a cancel function).
     let incomplete = (holders.errors > 0).then(|| {
         format!(

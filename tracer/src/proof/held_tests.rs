@@ -175,7 +175,7 @@ fn objects_and_holders() {
     assert_eq!((o.base, o.size, o.marked), (obj(5), 64, true));
     assert!(!r.object(obj(7)).expect("in the heap").marked);
     assert_eq!(r.object(0x1234), None);
-    let hs = r.holders(&im.mem, &[(obj(5), 64), (obj(3), 64)], &[]);
+    let hs = r.holders(&im.mem, &[(obj(5), 64), (obj(3), 64)]);
     assert_eq!(hs.errors, 0);
     let of5 = hs.of(obj(5));
     assert!(of5.contains(&Holder::Stack {

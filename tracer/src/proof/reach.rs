@@ -158,11 +158,6 @@ impl Reach {
         self.roots.get(o.origin? as usize)
     }
 
-    /// Whether any span the pass read contains `addr`.
-    pub fn in_heap(&self, addr: u64) -> bool {
-        self.object(addr).is_some()
-    }
-
     /// The marked objects of pointer-bearing spans.
     fn marked_scannable(&self) -> impl Iterator<Item = Object> + '_ {
         self.spans.iter().filter(|s| !s.noscan).flat_map(|s| {
@@ -177,13 +172,12 @@ impl Reach {
 
     /// What holds a pointer into each target `(addr, len)`: marked objects
     /// of pointer-bearing spans, every goroutine's stack words and the
-    /// modules' pointer words, read now. `extra` objects (e.g. unmarked
-    /// ones held only by a leaked goroutine) are scanned too. Keyed by
-    /// target address; a range that could not be read counts in `errors`.
-    pub fn holders(&self, mem: &dyn Memory, targets: &[(u64, u64)], extra: &[Object]) -> Holders {
+    /// modules' pointer words, read now. Keyed by target address; a range
+    /// that could not be read counts in `errors`.
+    pub fn holders(&self, mem: &dyn Memory, targets: &[(u64, u64)]) -> Holders {
         let mut t = Targets::new(targets);
         let mut pieces: Vec<(u64, u64, Source)> = Vec::new();
-        for o in self.marked_scannable().chain(extra.iter().copied()) {
+        for o in self.marked_scannable() {
             push_pieces(&mut pieces, o.base, o.size, Source::Object(o));
         }
         for (i, s) in self.stacks.iter().enumerate() {
