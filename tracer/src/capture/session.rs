@@ -44,7 +44,8 @@ impl EndReason {
 /// leader, hence `/proc/PID/mem`, may be gone). The process is let go when
 /// it returns, or after [`crate::process::ptrace::HOLD_LIMIT`] whatever it
 /// is doing (then its reads fail, and the report says the hold timed out).
-pub type AtExitHook<'a> = Box<dyn FnOnce(&ExitHold) -> AtExitAnalysis + 'a>;
+/// It gets the model as the command's last events left it.
+pub type AtExitHook<'a> = Box<dyn FnOnce(&ExitHold, &Model) -> AtExitAnalysis + 'a>;
 
 pub struct Session<'a> {
     pub probes: &'a mut Probes,
@@ -230,7 +231,7 @@ impl Session<'_> {
     /// Runs the hook on the held target (once), then lets it go.
     fn analyse_at_exit(&mut self, hold: ExitHold) -> Option<AtExit> {
         let hook = self.at_exit.take()?; // without one, dropping `hold` lets go
-        let analysis = hook(&hold);
+        let analysis = hook(&hold, self.model);
         let tid = hold.tid;
         let released = hold.release();
         Some(AtExit {
@@ -315,6 +316,7 @@ impl Session<'_> {
             kernel,
             proof: None,
             at_exit: p.at_exit,
+            held: None,
         })
     }
 }

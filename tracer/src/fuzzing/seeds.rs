@@ -359,6 +359,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         kernel: Default::default(),
         proof: None,
         at_exit: None,
+        held: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),
