@@ -3,7 +3,8 @@
 //! every tested Go and traced by the real gotrace binary: from its first
 //! goroutine, or (the patterns the leak proof decides) attached with --pid
 //! before the fixture plants anything and stopped by --duration while it
-//! still runs, so that the proof reads its memory.
+//! still runs, so that the proof reads its memory; and the same verdicts
+//! under `-- CMD`, decided while the command is held at its exit.
 
 use gotrace_e2e::{Traced, fixture, func, list, root_guard, trace_command, trace_pid};
 use serde_json::Value;
@@ -412,6 +413,54 @@ fn ctxdecoys(go: &str) {
     }
 }
 
+/// `-- CMD`: the command is held at its exit and the proof reads its last
+/// state there, so the discarded cancel funcs are decided as with --pid:
+/// the 11 contexts leaked, none undecided.
+fn ctxleak_at_exit(go: &str) {
+    let t = run("ctxleak", go, "1s");
+    assert_eq!(t.report["trace"]["ended_by"], "target-exit");
+    let proof = &t.report["proof"];
+    assert_eq!(proof["status"], "done", "{proof:#}\n{}", t.gotrace_stderr);
+    let c = ctx(&t);
+    assert_eq!(never_cancelled(c), (11, 0, 0, 0), "{c:#}");
+    let leaks = list(c, "leaks");
+    let count = |f: &str| {
+        leaks
+            .iter()
+            .find(|l| func(&l["created_at"]) == f)
+            .map(|l| l["count"].clone())
+    };
+    assert_eq!(count("main.startJob"), Some(7.into()), "{leaks:#?}");
+    assert_eq!(count("main.makeIdleContexts"), Some(4.into()), "{leaks:#?}");
+    assert!(
+        t.gotrace_stdout.contains("CONTEXT LEAK"),
+        "{}",
+        t.gotrace_stdout
+    );
+}
+
+/// `-- CMD`: the pollers' tickers, held only by their proven-leaked
+/// goroutines, are decided leaked at the command's exit; no ticker is
+/// left undecided.
+fn tickers_at_exit(go: &str) {
+    let t = run("tickers", go, "1s");
+    assert_eq!(t.report["trace"]["ended_by"], "target-exit");
+    let proof = &t.report["proof"];
+    assert_eq!(proof["status"], "done", "{proof:#}\n{}", t.gotrace_stderr);
+    let timers = &t.report["timers"];
+    let g = list(timers, "tickers_never_stopped")
+        .iter()
+        .find(|g| func(&g["created_at"]) == "main.startPoller")
+        .cloned()
+        .unwrap_or_else(|| panic!("the pollers' tickers: {timers:#}"));
+    assert_eq!(g["count"], 3, "{g:#}");
+    assert_eq!(g["verdict"], "leak", "{g:#}");
+    assert_eq!(list(&g, "leaked_holders").len(), 3, "{g:#}");
+    let n = &timers["never_stopped"];
+    assert_eq!(n["undecided"]["count"], 0, "{n:#}");
+    assert!(n["leaked"].as_u64().unwrap() >= 3, "{n:#}");
+}
+
 fn fixture_total(t: &Traced, key: &str) -> u64 {
     t.fixture_stdout
         .lines()
@@ -420,7 +469,17 @@ fn fixture_total(t: &Traced, key: &str) -> u64 {
 }
 
 gotrace_e2e::per_go_version!(
-    ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount, tickers, ctxdecoys,
+    ctxleak,
+    ctxignore,
+    ctxbroken,
+    ctxnested,
+    ctxcause,
+    ctxcontrol,
+    ctxcount,
+    tickers,
+    ctxdecoys,
+    ctxleak_at_exit,
+    tickers_at_exit,
 );
 
 /// `gotrace --pid N --contexts` prints the cancel-propagation tree of a

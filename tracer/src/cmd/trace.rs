@@ -522,7 +522,10 @@ fn analyse_at_exit(
     let (proof, held) = match (proving, bias) {
         (Some(threshold), Some(bias)) => {
             let now = process::monotonic_ns();
-            let q = held_queries(model, opened, now, bias, threshold, hold.tid);
+            let q = crate::proof::held::Queries {
+                at_exit: true,
+                ..held_queries(model, opened, now, bias, threshold, hold.tid)
+            };
             let (proof, held) = prove(hold.tid, opened, bias, true, &q);
             (Some(proof), Some(held))
         }
@@ -649,5 +652,6 @@ fn held_queries(
             opened.bin.default_godebug().as_deref(),
             env_godebug.as_deref(),
         ),
+        at_exit: false,
     }
 }

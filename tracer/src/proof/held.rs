@@ -64,6 +64,9 @@ pub struct Queries {
     /// The target's runtime frees a ticker nothing references (Go 1.23+
     /// without `asynctimerchan=1`).
     pub timers_collected: bool,
+    /// The process is held at its exit: no goroutine runs again, so what a
+    /// goroutine on a CPU keeps in its registers cancels or stops nothing.
+    pub at_exit: bool,
 }
 
 impl Queries {
@@ -303,7 +306,7 @@ fn ctx_held(a: &mut Asked<'_, '_>, c: &CtxQuery, hs: &[Holder]) -> CtxHeld {
         .filter(|o| o.marked)
         .map(|o| (a.name)(r.root_of(&o)));
     let cancel_fn = cancel_fn(a, c, hs);
-    let creator_running = r.stacks.iter().any(|s| s.goid == c.creator && s.running);
+    let creator_running = running(a, c.creator);
     let undecided = if identity == Identity::Unknown {
         Some("its memory could not be checked".to_string())
     } else if creator_running && cancel_fn.is_none() && !c.cancelled {
@@ -412,7 +415,7 @@ fn ticker_held(
     }
     leaked.sort_unstable();
     leaked.dedup();
-    let creator_running = r.stacks.iter().any(|s| s.goid == t.creator && s.running);
+    let creator_running = running(a, t.creator);
     let undecided = if identity == Identity::Unknown {
         Some("its memory could not be checked".to_string())
     } else if creator_running && held_by.is_empty() {
@@ -430,6 +433,12 @@ fn ticker_held(
         runtime_holds: o.is_some_and(|o| o.marked),
         undecided,
     }
+}
+
+/// Whether goroutine `goid` was on a CPU during the pass and may still use
+/// what its registers hold (not at the process's exit).
+fn running(a: &Asked<'_, '_>, goid: u64) -> bool {
+    !a.q.at_exit && a.reach.stacks.iter().any(|s| s.goid == goid && s.running)
 }
 
 /// Whether goroutine `goid` is one of the runtime's own (its stack has no

@@ -109,6 +109,7 @@ fn what_holds_contexts_and_tickers() {
         itab_value_ctx: VALUE_ITAB,
         cancel_ctx_done: None,
         timers_collected: false,
+        at_exit: false,
     };
     let leaked: HashSet<u64> = [30].into();
     let mut name = name;
