@@ -1,4 +1,6 @@
-//! A pass's marks, kept once it returns: which heap objects the roots
+//! A pass's marks, kept once it returns when the proof has questions to
+//! ask (`Ctx::keep`; the pass then keeps every marked object's root,
+//! [`super::heap::Heap::keep_origins`]): which heap objects the roots
 //! reach and which root reached each first, every goroutine's stack range,
 //! the modules' pointer words. Callers ask about objects the trace knows
 //! (contexts, tickers): is the object containing ADDR reachable, from which
