@@ -593,6 +593,46 @@ fn trace_pid_with(
     })
 }
 
+/// `gotrace [args] --pid PID` on a process the test runs (not a fixture):
+/// `then` runs once the probes are attached, while the trace goes on
+/// (`args` should end it, e.g. with --duration).
+pub fn trace_running(pid: u32, args: &[&str], then: impl FnOnce()) -> anyhow::Result<Traced> {
+    let dir = out_dir(&format!("running-{pid}"));
+    let mut gotrace = Command::new(gotrace_bin())
+        .args(args)
+        .arg("-o")
+        .arg(&dir)
+        .arg("--pid")
+        .arg(pid.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn_within(RUN_TIMEOUT)?;
+    let mut err = BufReader::new(gotrace.stderr.take().expect("stderr"));
+    let mut gotrace_stderr = String::new();
+    wait_for_line(
+        &mut err,
+        "attached",
+        Duration::from_secs(30),
+        &mut gotrace_stderr,
+    )?;
+    then();
+    let err_thread = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    let out = gotrace.wait_with_output()?;
+    gotrace_stderr.push_str(&err_thread.join().unwrap_or_default());
+    Ok(Traced {
+        report: read_report(&dir, &out)?,
+        exit_code: out.status.code(),
+        gotrace_stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        gotrace_stderr,
+        fixture_stdout: String::new(),
+    })
+}
+
 /// `gotrace ARGS` with no stdin, to completion (within [`RUN_TIMEOUT`]).
 pub fn gotrace(args: &[&str]) -> Output {
     Command::new(gotrace_bin())
@@ -664,6 +704,33 @@ pub fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
     v[key]
         .as_array()
         .unwrap_or_else(|| panic!("{key} is not an array: {v:#}"))
+}
+
+/// Whether the report's leak proof ran (`proof.status` "done"): the
+/// context and ticker verdicts need it.
+pub fn proof_done(report: &Value) -> bool {
+    report["proof"]["status"] == "done"
+}
+
+/// The context leak group created in `function`, with `n` contexts, when
+/// the leak proof ran; otherwise (a command that exited before anything
+/// could read its memory) at least `n` contexts never cancelled counted
+/// undecided and no leak group at all, and None. Either way exact: what
+/// cannot be decided is never a finding nor silently dropped.
+pub fn context_leak<'a>(report: &'a Value, function: &str, n: u64) -> Option<&'a Value> {
+    let c = &report["contexts"];
+    if !proof_done(report) {
+        assert!(list(c, "leaks").is_empty(), "{c:#}");
+        let undecided = c["never_cancelled"]["undecided"]["count"].as_u64().unwrap();
+        assert!(undecided >= n, "{:#}", c["never_cancelled"]);
+        return None;
+    }
+    let leak = list(c, "leaks")
+        .iter()
+        .find(|l| func(&l["created_at"]) == function)
+        .unwrap_or_else(|| panic!("no leak created in {function}: {c:#}"));
+    assert_eq!(leak["count"], n, "{leak:#}");
+    Some(leak)
 }
 
 /// A report frame's function name ("" for null).

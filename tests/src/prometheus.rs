@@ -174,6 +174,20 @@ impl Prometheus {
         bail!("job {job} not scraped after {timeout:?}; targets: {last}")
     }
 
+    /// Rewrites the config with `extra` jobs (besides itself) and has the
+    /// server reload it with SIGHUP, as an operator would: it starts a
+    /// scrape pool and loop per new job.
+    pub fn reload(&self, extra: &[ScrapeTarget]) -> anyhow::Result<()> {
+        let cfg = self.dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config(self.port, extra))?;
+        // SAFETY: kill(2) on our own child's pid, which it still is (the
+        // child is reaped only when `self` is dropped).
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP to prometheus: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// `GET path` on the server: (status, body).
     pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         http_get(SocketAddr::from(([127, 0, 0, 1], self.port)), path)

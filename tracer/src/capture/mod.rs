@@ -105,6 +105,10 @@ pub struct End {
     /// detached (none in sampled mode).
     #[serde(default)]
     pub budget: Option<crate::probe::budget::BudgetReport>,
+    /// What holds the contexts and tickers the trace saw, from the proof's
+    /// marks (None: the proof did not run).
+    #[serde(default)]
+    pub held: Option<crate::proof::held::Held>,
 }
 
 /// The analysis of a command's last state, made while it was held at its
@@ -118,6 +122,10 @@ pub struct AtExitAnalysis {
     /// The leak proof on that last state (lifted into [`End::proof`]).
     #[serde(default, skip)]
     pub proof: Option<crate::proof::Proof>,
+    /// What holds the trace's contexts and tickers in that last state
+    /// (lifted into [`End::held`]).
+    #[serde(default, skip)]
+    pub held: Option<crate::proof::held::Held>,
 }
 
 /// A hold at exit: which thread held it, for how long, and the analysis.

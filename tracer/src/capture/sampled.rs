@@ -70,7 +70,7 @@ impl SampledSession<'_, '_> {
                     // let go.
                     ExitEvent::Held(hold) => {
                         self.sample(start_ns, Some(hold.tid));
-                        at_exit = analyse_held(self.at_exit.take(), hold);
+                        at_exit = analyse_held(self.at_exit.take(), hold, self.model);
                     }
                     ExitEvent::Exited(status) => break EndReason::TargetExit(status),
                 },
@@ -152,6 +152,7 @@ impl SampledSession<'_, '_> {
             kernel: KernelCounters::default(),
             proof: None,
             at_exit: None,
+            held: None,
             samples: Some(self.sampler.info.clone()),
             budget: None,
             state_ns: matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_))

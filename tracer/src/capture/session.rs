@@ -53,7 +53,8 @@ impl EndReason {
 /// leader, hence `/proc/PID/mem`, may be gone). The process is let go when
 /// it returns, or after [`crate::process::ptrace::HOLD_LIMIT`] whatever it
 /// is doing (then its reads fail, and the report says the hold timed out).
-pub type AtExitHook<'a> = Box<dyn FnOnce(&ExitHold) -> AtExitAnalysis + 'a>;
+/// It gets the model as the command's last events left it.
+pub type AtExitHook<'a> = Box<dyn FnOnce(&ExitHold, &Model) -> AtExitAnalysis + 'a>;
 
 pub struct Session<'a> {
     pub probes: &'a mut Probes,
@@ -229,7 +230,7 @@ impl Session<'_> {
                     ExitEvent::Held(hold) => {
                         // Its last events first, then its last state.
                         self.drain(ring.get_mut(), &mut progress.counts)?;
-                        progress.at_exit = analyse_held(self.at_exit.take(), hold);
+                        progress.at_exit = analyse_held(self.at_exit.take(), hold, self.model);
                     }
                     ExitEvent::Exited(status) => break EndReason::TargetExit(status),
                 },
@@ -351,6 +352,7 @@ impl Session<'_> {
             samples: None,
             state_ns: None,
             budget: None,
+            held: None,
         };
         if let Some(g) = self.governor.as_deref_mut() {
             g.close(self.probes, self.model, &mut out, gone);
@@ -361,8 +363,8 @@ impl Session<'_> {
 
 /// Runs `hook` on the held target, then lets it go (without a hook,
 /// dropping `hold` lets it go).
-pub fn analyse_held(hook: Option<AtExitHook<'_>>, hold: ExitHold) -> Option<AtExit> {
-    let analysis = hook?(&hold);
+pub fn analyse_held(hook: Option<AtExitHook<'_>>, hold: ExitHold, model: &Model) -> Option<AtExit> {
+    let analysis = hook?(&hold, model);
     let tid = hold.tid;
     let released = hold.release();
     Some(AtExit {

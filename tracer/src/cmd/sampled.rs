@@ -87,8 +87,8 @@ pub(super) fn trace(
     let session = SampledSession {
         sampler: &mut sampler,
         model: &mut model,
-        at_exit: Some(Box::new(|hold: &ExitHold| {
-            analyse_at_exit(&opened, hold, args.prove())
+        at_exit: Some(Box::new(|hold: &ExitHold, model: &Model| {
+            analyse_at_exit(&opened, hold, model, args.prove().then_some(leak_threshold))
         })),
         duration: args.duration,
         on_ready: started
@@ -103,7 +103,7 @@ pub(super) fn trace(
     drop(view);
     let stacks = referenced_stacks(&model, std::mem::take(&mut sampler.stacks));
     drop(sampler);
-    end_proof(args, pid, &opened, &mut end);
+    end_proof(args, leak_threshold, (pid, &opened), &model, &mut end);
     finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,

@@ -324,6 +324,7 @@ pub fn trace(
         started: &mut started,
         opened: &opened,
         prove: args.prove(),
+        threshold: leak_threshold,
         probes: &mut probes,
         exit: &mut exit,
         duration: args.duration,
@@ -332,7 +333,7 @@ pub fn trace(
     };
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
-    end_proof(args, pid, &opened, &mut end);
+    end_proof(args, leak_threshold, (pid, &opened), &model, &mut end);
     finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
@@ -417,6 +418,8 @@ struct Run<'a, 'b> {
     opened: &'a Opened,
     /// Run the leak proof at the end (on a command: at its exit).
     prove: bool,
+    /// The leak threshold (which cancelled contexts the proof is asked about).
+    threshold: Duration,
     probes: &'a mut Probes,
     exit: &'a mut TargetExit,
     duration: Option<Duration>,
@@ -443,8 +446,9 @@ impl Run<'_, '_> {
             Session {
                 probes: self.probes,
                 model: &mut model,
-                at_exit: Some(Box::new(move |hold: &ExitHold| {
-                    analyse_at_exit(opened, hold, self.prove)
+                at_exit: Some(Box::new(move |hold: &ExitHold, model: &Model| {
+                    let prove = self.prove.then_some(self.threshold);
+                    analyse_at_exit(opened, hold, model, prove)
                 })),
                 duration: self.duration,
                 pie_pid: opened.bin.is_pie().then(|| (pid, opened.exe.clone())),
@@ -611,12 +615,14 @@ pub(super) fn referenced_stacks(
         .collect()
 }
 
-/// The analysis of a command held at its exit (for now its goroutines),
-/// read through the exiting thread that holds it.
+/// The analysis of a command held at its exit (its goroutines; with
+/// `proving`, a leak threshold, the leak proof and what holds its contexts
+/// and tickers), read through the exiting thread that holds it.
 pub(super) fn analyse_at_exit(
     opened: &Opened,
     hold: &ExitHold,
-    prove_it: bool,
+    model: &Model,
+    proving: Option<Duration>,
 ) -> crate::capture::AtExitAnalysis {
     use crate::capture::AtExitAnalysis;
     if let Some(ms) = std::env::var("GOTRACE_TEST_AT_EXIT_DELAY_MS")
@@ -633,20 +639,31 @@ pub(super) fn analyse_at_exit(
         Err("it exec'd another program".to_string())
     };
     // Memory is read through the held thread: the leader may be gone.
-    let proof = (prove_it && ours)
-        .then(|| opened.load_bias(hold.tid))
-        .flatten()
-        .map(|bias| prove(hold.tid, opened, bias, true));
+    let bias = ours.then(|| opened.load_bias(hold.tid)).flatten();
+    let (proof, held) = match (proving, bias) {
+        (Some(threshold), Some(bias)) => {
+            let now = process::monotonic_ns();
+            let q = crate::proof::held::Queries {
+                at_exit: true,
+                ..held_queries(model, opened, now, bias, threshold, hold.tid)
+            };
+            let (proof, held) = prove(hold.tid, opened, bias, true, &q);
+            (Some(proof), Some(held))
+        }
+        _ => (None, None),
+    };
     match snap {
         Ok(snap) => AtExitAnalysis {
             snapshot: SnapshotInfo::of(&snap),
             goroutines: snap.goroutines,
             proof,
+            held,
         },
         Err(e) => AtExitAnalysis {
             snapshot: SnapshotInfo::failed(e),
             goroutines: Vec::new(),
             proof,
+            held,
         },
     }
 }
@@ -707,31 +724,133 @@ fn not_traced(mode: Mode, planned: &Result<impl Sized, String>) -> Option<String
     }
 }
 
-/// The leak proof of a trace: the one made while a command was held at
-/// its exit, else (unless `--no-prove`) one over the target as it is now,
-/// when it is still there.
-pub(super) fn end_proof(args: &TargetArgs, pid: u32, opened: &Opened, end: &mut End) {
-    end.proof = end.at_exit.as_mut().and_then(|a| a.analysis.proof.take());
+/// The leak proof of a trace, with what holds the contexts and tickers
+/// the model saw: the one made while a command was held at its exit, else
+/// (unless `--no-prove`) one over the target as it is now, when it is
+/// still there.
+pub(super) fn end_proof(
+    args: &TargetArgs,
+    leak_threshold: Duration,
+    (pid, opened): (u32, &Opened),
+    model: &Model,
+    end: &mut End,
+) {
+    if let Some(a) = end.at_exit.as_mut() {
+        end.proof = a.analysis.proof.take();
+        end.held = a.analysis.held.take();
+    }
     if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
-        end.proof = Some(prove(pid, opened, end.load_bias, false));
+        let q = held_queries(
+            model,
+            opened,
+            end.end_ns,
+            end.load_bias,
+            leak_threshold,
+            pid,
+        );
+        let (proof, held) = prove(pid, opened, end.load_bias, false, &q);
+        end.proof = Some(proof);
+        end.held = Some(held);
     }
 }
 
-/// The leak proof over the target's memory as it is now (it keeps running).
-pub fn prove(pid: u32, opened: &Opened, bias: u64, held: bool) -> crate::proof::Proof {
+/// The leak proof over the target's memory as it is now (it keeps running,
+/// or is `held` at its exit), and what holds the contexts and tickers `q`
+/// asks about.
+pub fn prove(
+    pid: u32,
+    opened: &Opened,
+    bias: u64,
+    held: bool,
+    q: &crate::proof::held::Queries,
+) -> (crate::proof::Proof, crate::proof::held::Held) {
     let how = if held {
         "held at its exit"
     } else {
         "it keeps running"
     };
     eprintln!("gotrace: proving leaks (reading PID {pid}'s heap; {how})...");
-    let proof = crate::proof::prove(&crate::proof::Target {
-        pid,
-        bin: &opened.bin,
-        layout: &opened.layout,
-        bias,
-        symbolizer: &opened.symbolizer,
-    });
+    let (proof, held) = crate::proof::prove_asking(
+        &crate::proof::Target {
+            pid,
+            bin: &opened.bin,
+            layout: &opened.layout,
+            bias,
+            symbolizer: &opened.symbolizer,
+        },
+        q,
+    );
     eprintln!("gotrace: {}", crate::report::proof_text::summary(&proof));
-    proof
+    if !q.contexts.is_empty() || !q.tickers.is_empty() {
+        eprintln!(
+            "gotrace: what holds {} context(s) and {} ticker(s): {}",
+            q.contexts.len(),
+            q.tickers.len(),
+            if held.done() {
+                format!("answered in {:.0} ms", held.took_ms)
+            } else {
+                format!("not answered ({})", held.status)
+            }
+        );
+    }
+    (proof, held)
+}
+
+/// What the proof is asked about the trace's contexts and tickers: every
+/// context never cancelled, every one cancelled at least `threshold` ago
+/// (a goroutine may still hold it), every ticker never stopped.
+fn held_queries(
+    model: &Model,
+    opened: &Opened,
+    now_ns: u64,
+    bias: u64,
+    threshold: Duration,
+    pid: u32,
+) -> crate::proof::held::Queries {
+    use crate::proof::held::{CtxQuery, Queries, TickerQuery};
+    let old = now_ns.saturating_sub(threshold.as_nanos() as u64);
+    let contexts = model
+        .contexts
+        .nodes()
+        .filter(|n| match &n.cancel {
+            None => !n.superseded && n.created_ns.is_some(),
+            Some(c) => c.ts_ns <= old,
+        })
+        .map(|n| CtxQuery {
+            ptr: n.ptr,
+            parent: n.parent_iface,
+            value_hops: n.value_hops,
+            done: n.done_chan,
+            creator: n.creator_goid,
+            cancelled: n.cancel.is_some(),
+        })
+        .collect();
+    let tickers = model
+        .timers
+        .unstopped()
+        .filter(|t| t.period_ns > 0)
+        .map(|t| TickerQuery {
+            ptr: t.ptr,
+            chan: t.chan,
+            creator: t.creator_goid,
+        })
+        .collect();
+    let value_ctx = opened.bin.itabs().ok().and_then(|m| {
+        m.into_iter()
+            .find(|(_, n)| n == "*context.valueCtx,context.Context")
+            .map(|(a, _)| a + bias)
+    });
+    let env_godebug = process::environ_var(pid, "GODEBUG");
+    Queries {
+        contexts,
+        tickers,
+        itab_value_ctx: value_ctx.unwrap_or(0),
+        cancel_ctx_done: opened.layout.cancel_ctx_done,
+        timers_collected: crate::goruntime::hooks::unreferenced_timers_collected(
+            opened.bin.version(),
+            opened.bin.default_godebug().as_deref(),
+            env_godebug.as_deref(),
+        ),
+        at_exit: false,
+    }
 }

@@ -363,6 +363,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         samples: None,
         state_ns: None,
         budget: None,
+        held: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

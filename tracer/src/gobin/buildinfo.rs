@@ -36,6 +36,27 @@ pub fn parse_buildinfo(section_data: &[u8]) -> Result<GoVersion, BinaryError> {
     Ok(GoVersion::parse(raw))
 }
 
+/// The `DefaultGODEBUG` build setting of a `.go.buildinfo` section (the
+/// go.mod's go line and `//go:debug` directives as the linker recorded
+/// them, e.g. `asynctimerchan=1,...`), from the module info that follows
+/// the version string; None when there is none.
+pub fn default_godebug(section_data: &[u8]) -> Option<String> {
+    let mut rest = section_data.get(HEADER_LEN..)?;
+    for _ in 0..2 {
+        let (len, n) = read_uvarint(rest)?;
+        let len = usize::try_from(len).ok()?;
+        let text = rest.get(n..n.checked_add(len)?)?;
+        if let Some(v) = String::from_utf8_lossy(text)
+            .lines()
+            .find_map(|l| l.strip_prefix("build\tDefaultGODEBUG="))
+        {
+            return Some(v.to_string());
+        }
+        rest = &rest[n + len..];
+    }
+    None
+}
+
 /// Decodes a protobuf/Go-style unsigned varint; returns (value, bytes used).
 fn read_uvarint(buf: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
@@ -51,6 +72,25 @@ fn read_uvarint(buf: &[u8]) -> Option<(u64, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_godebug_from_the_module_info() {
+        let mut d = section(FLAG_INLINE_STRINGS, "go1.26.6");
+        d.pop(); // the empty module info
+        let info =
+            "path\tx\nbuild\tDefaultGODEBUG=asynctimerchan=1,panicnil=1\nbuild\tCGO_ENABLED=0\n";
+        d.push(info.len() as u8);
+        d.extend_from_slice(info.as_bytes());
+        assert_eq!(
+            default_godebug(&d).as_deref(),
+            Some("asynctimerchan=1,panicnil=1")
+        );
+        assert_eq!(
+            default_godebug(&section(FLAG_INLINE_STRINGS, "go1.19")),
+            None
+        );
+        assert_eq!(default_godebug(&d[..d.len() - 5]), None);
+    }
 
     fn section(flags: u8, version: &str) -> Vec<u8> {
         let mut d = MAGIC.to_vec();

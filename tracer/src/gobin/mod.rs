@@ -370,6 +370,15 @@ impl GoBinary {
         Ok(found)
     }
 
+    /// The `DefaultGODEBUG` the binary was built with, from
+    /// `.go.buildinfo`; None when it has none.
+    pub fn default_godebug(&self) -> Option<String> {
+        use object::{Object as _, ObjectSection as _};
+        let elf = self.elf().ok()?;
+        let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
+        buildinfo::default_godebug(data)
+    }
+
     /// The data symbol (`.symtab`, a variable) whose bytes hold `vaddr`
     /// (link-time): the smallest one, so that a section's marker symbol
     /// (`runtime.bss`) never hides the variable. None in a stripped binary.

@@ -165,10 +165,25 @@ pub fn timer_hooks(version: &GoVersion) -> Vec<Hook> {
     hooks
 }
 
-/// From Go 1.23 (when the main module's go.mod says 1.23 or later) a Ticker
-/// or Timer nothing references is garbage collected without Stop.
-pub fn unreferenced_timers_collected(version: &GoVersion) -> bool {
-    version.at_least(1, 23)
+/// Whether a Ticker or Timer nothing references is garbage collected
+/// without Stop: from Go 1.23, unless `asynctimerchan=1`, the default when
+/// the main module's go.mod says an older Go (`default_godebug`, the
+/// binary's `DefaultGODEBUG`), which the process's own `GODEBUG`
+/// environment overrides.
+pub fn unreferenced_timers_collected(
+    version: &GoVersion,
+    default_godebug: Option<&str>,
+    env_godebug: Option<&str>,
+) -> bool {
+    let setting = |s: Option<&str>| {
+        s.into_iter()
+            .flat_map(|s| s.split(','))
+            .filter_map(|kv| kv.trim().strip_prefix("asynctimerchan="))
+            .next_back()
+            .map(str::to_string)
+    };
+    let value = setting(env_godebug).or_else(|| setting(default_godebug));
+    version.at_least(1, 23) && value.as_deref() != Some("1")
 }
 
 /// Whether a frame-pointer walk from a function `systemstack` runs on g0
@@ -231,6 +246,34 @@ pub fn goroutine_hooks(version: &GoVersion, arm64: bool) -> Vec<Hook> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreferenced_timers_are_collected_from_go_1_23_unless_asynctimerchan_1() {
+        let v = |s| GoVersion::parse(s);
+        let old_mod = Some("asynctimerchan=1,panicnil=1");
+        assert!(!unreferenced_timers_collected(&v("go1.22.10"), None, None));
+        assert!(unreferenced_timers_collected(&v("go1.23.9"), None, None));
+        assert!(!unreferenced_timers_collected(
+            &v("go1.26.6"),
+            old_mod,
+            None
+        ));
+        assert!(unreferenced_timers_collected(
+            &v("go1.26.6"),
+            old_mod,
+            Some("asynctimerchan=0")
+        ));
+        assert!(!unreferenced_timers_collected(
+            &v("go1.26.6"),
+            Some("asynctimerchan=0"),
+            Some("x=1,asynctimerchan=1")
+        ));
+        assert!(!unreferenced_timers_collected(
+            &v("go1.19.8"),
+            Some("asynctimerchan=0"),
+            None
+        ));
+    }
 
     #[test]
     fn newproc_entry_probe_where_the_creator_is_not_reachable_otherwise() {

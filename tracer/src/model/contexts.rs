@@ -69,6 +69,10 @@ pub struct CtxNode {
     /// cancelled (created before tracing).
     pub itab: u64,
     pub parent: Parent,
+    /// The parent `Context` interface (itab, data) `propagateCancel` got,
+    /// after `value_hops` WithValue layers: what the context's memory
+    /// starts with while it lives. (0, 0) when its creation was not seen.
+    pub parent_iface: (u64, u64),
     pub value_hops: u32,
     pub created_ns: Option<u64>,
     pub creator_goid: u64,
@@ -297,6 +301,7 @@ impl ContextModel {
                 ptr: e.ctx,
                 itab: e.child_itab,
                 parent,
+                parent_iface: (e.parent_itab, e.parent_data),
                 value_hops: e.value_hops,
                 created_ns: Some(e.header.ts_ns),
                 creator_goid: e.goid,
@@ -329,6 +334,7 @@ impl ContextModel {
                         ptr: e.ctx,
                         itab: 0,
                         parent: Parent::Other { itab: 0, data: 0 },
+                        parent_iface: (0, 0),
                         value_hops: 0,
                         created_ns: None,
                         creator_goid: 0,

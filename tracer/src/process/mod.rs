@@ -40,6 +40,17 @@ pub enum TargetError {
     },
 }
 
+/// The value of `name` in a process's environment as it was exec'd
+/// (`/proc/PID/environ`); None when unset or unreadable.
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    env.split(|b| *b == 0)
+        .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .next_back()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Path of a running process's executable, as the kernel resolves it (works
 /// across mount namespaces).
 pub fn exe_of(pid: u32) -> Result<PathBuf, TargetError> {

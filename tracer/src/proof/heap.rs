@@ -62,6 +62,10 @@ pub struct Span {
     watched: Vec<(u32, u32)>,
     /// Marked objects not scanned yet, with the root that reached each.
     pub grey: Vec<(u32, u32)>,
+    /// Every object's root ([`NO_ROOT`]: not marked), when the pass keeps
+    /// them all ([`Heap::keep_origins`]); empty otherwise (then `watched`
+    /// has the few asked for).
+    origins: Box<[u32]>,
 }
 
 /// A watched object not marked yet.
@@ -115,13 +119,36 @@ impl Span {
         }
     }
 
-    /// Which root first reached object `idx`, for a watched object.
+    /// Which root first reached object `idx`, for a watched object (any
+    /// object when every origin is kept).
     pub fn origin(&self, idx: u64) -> Option<u32> {
+        if !self.origins.is_empty() {
+            return self
+                .origins
+                .get(idx as usize)
+                .copied()
+                .filter(|r| *r != NO_ROOT);
+        }
         let k = self
             .watched
             .binary_search_by_key(&(idx as u32), |w| w.0)
             .ok()?;
         Some(self.watched[k].1).filter(|r| *r != NO_ROOT)
+    }
+
+    /// How many objects the span has.
+    pub fn nelems(&self) -> u64 {
+        u64::from(self.nelems)
+    }
+
+    /// The index of the object containing `addr`, if one does (allocated
+    /// or not).
+    pub fn slot(&self, addr: u64) -> Option<u64> {
+        if addr < self.start || addr >= self.limit {
+            return None;
+        }
+        let idx = self.index(addr - self.start);
+        (idx < u64::from(self.nelems)).then_some(idx)
     }
 
     /// Bytes of the span's objects, `[start, start + nelems * elemsize)`.
@@ -182,6 +209,8 @@ pub struct Heap<'a> {
     /// `*mspan` → index in `spans`; None for a span that is not in use.
     by_ptr: HashMap<u64, Option<u32>, AddrHash>,
     mspan_len: usize,
+    /// Keep every marked object's root, not only the watched ones'.
+    all_origins: bool,
     pub stats: HeapStats,
 }
 
@@ -255,6 +284,7 @@ impl<'a> Heap<'a> {
             spans: Vec::new(),
             by_ptr: HashMap::default(),
             mspan_len: mspan_len(hl),
+            all_origins: false,
             stats: HeapStats::default(),
         };
         let arena_bytes = 1u64 << hl.log_heap_arena_bytes;
@@ -476,6 +506,10 @@ impl<'a> Heap<'a> {
             bits: vec![0; 2 * nelems.div_ceil(64) as usize].into(),
             watched: Vec::new(),
             grey: Vec::new(),
+            origins: match self.all_origins {
+                true => vec![NO_ROOT; nelems as usize].into(),
+                false => Box::new([]),
+            },
             queued: false,
             whole_failed: false,
         };
@@ -492,13 +526,25 @@ impl<'a> Heap<'a> {
             return false;
         }
         *w |= 1 << (idx % 64);
-        if !s.watched.is_empty()
+        if !s.origins.is_empty() {
+            s.origins[idx as usize] = root;
+        } else if !s.watched.is_empty()
             && let Ok(k) = s.watched.binary_search_by_key(&o.idx, |w| w.0)
         {
             s.watched[k].1 = root;
         }
         self.stats.objects_marked += 1;
         true
+    }
+
+    /// From now on, every marked object's root is kept (4 bytes an object
+    /// of every span read), for questions asked after the pass. Before
+    /// marking starts.
+    pub fn keep_origins(&mut self) {
+        self.all_origins = true;
+        for s in self.spans.iter_mut().filter(|s| s.origins.is_empty()) {
+            s.origins = vec![NO_ROOT; s.nelems as usize].into();
+        }
     }
 
     /// Keeps the origin of the object holding `p` (a primitive a candidate
@@ -630,6 +676,7 @@ mod tests {
             bits: Box::new([]),
             watched: Vec::new(),
             grey: Vec::new(),
+            origins: Box::new([]),
             queued: false,
             whole_failed: false,
         }

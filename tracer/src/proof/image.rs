@@ -274,6 +274,15 @@ impl Image {
 
 /// Runs one pass over the image.
 pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
+    run_with(image, false)
+}
+
+/// Runs one pass over the image, keeping its marks ([`super::reach`]).
+pub fn run_keeping(image: &Image) -> Result<super::pass::Pass, String> {
+    run_with(image, true)
+}
+
+fn run_with(image: &Image, keep: bool) -> Result<super::pass::Pass, String> {
     let hl = layout();
     let reasons = wait_reasons();
     let functions = |_: &[u64]| Vec::new();
@@ -285,6 +294,7 @@ pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
         bias: 0,
         functions: &functions,
         stacks: None,
+        keep,
     };
     super::pass::run(&ctx, &image.live, &[], &image.mem)
 }

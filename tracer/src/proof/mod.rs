@@ -17,8 +17,10 @@
 //! on a CPU during the analysis (counted as `running`).
 
 pub mod heap;
+pub mod held;
 mod mark;
 mod pass;
+pub mod reach;
 pub mod roots;
 pub mod stacks;
 mod waits;
@@ -183,6 +185,9 @@ pub struct Ctx<'a> {
     pub functions: &'a dyn Fn(&[u64]) -> Vec<String>,
     /// The binary's stack maps (None: stacks are scanned conservatively).
     pub stacks: Option<stacks::StackCtx<'a>>,
+    /// Keep each pass's marks ([`reach::Reach`]), with every marked
+    /// object's root.
+    pub keep: bool,
 }
 
 impl Ctx<'_> {
@@ -199,16 +204,27 @@ fn millis(d: Duration) -> f64 {
 
 /// Runs the proof on `t`: never fails, says in `status` what it could do.
 pub fn prove(t: &Target) -> Proof {
+    prove_keeping(t, false).0
+}
+
+/// The proof, and, with `keep`, the marks of its two passes (none when it
+/// did not run) for questions about other objects ([`held`]). Keeping them
+/// costs memory (both passes' spans, every marked object's root): only
+/// when there are questions.
+pub fn prove_keeping(t: &Target, keep: bool) -> (Proof, Vec<reach::Reach>) {
     let clock = Instant::now();
     let hl = match HeapLayout::load(t.bin) {
         Ok(hl) => hl,
-        Err(e) => return Proof::not_done("unsupported", e.to_string(), clock.elapsed()),
+        Err(e) => {
+            let p = Proof::not_done("unsupported", e.to_string(), clock.elapsed());
+            return (p, Vec::new());
+        }
     };
     let Some(globals) = hl.globals else {
-        return Proof::not_done(
-            "unsupported",
-            "the runtime's heap globals (mheap_, firstmoduledata) were not found".into(),
-            clock.elapsed(),
+        let why = "the runtime's heap globals (mheap_, firstmoduledata) were not found";
+        return (
+            Proof::not_done("unsupported", why.into(), clock.elapsed()),
+            Vec::new(),
         );
     };
     let functions = |pcs: &[u64]| -> Vec<String> {
@@ -226,6 +242,7 @@ pub fn prove(t: &Target) -> Proof {
         globals,
         bias: t.bias,
         functions: &functions,
+        keep,
         stacks: maps
             .as_ref()
             .zip(g_off.as_ref())
@@ -233,19 +250,35 @@ pub fn prove(t: &Target) -> Proof {
     };
     let first = match one_pass(t, &ctx) {
         Ok(p) => p,
-        Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
+        Err(e) => return (Proof::not_done("failed", e, clock.elapsed()), Vec::new()),
     };
     std::thread::sleep(BETWEEN_PASSES);
     let second = match one_pass(t, &ctx) {
         Ok(p) => p,
-        Err(e) => return Proof::not_done("failed", e, clock.elapsed()),
+        Err(e) => return (Proof::not_done("failed", e, clock.elapsed()), Vec::new()),
     };
     let mut proof = combine(&ctx, t, &first, &second);
     if ctx.stacks.is_some_and(|s| s.maps.precise()) {
         proof.method = "stack maps, conservative heap".to_string();
     }
     proof.took_ms = millis(clock.elapsed());
-    proof
+    let keep = |p: Pass| {
+        p.reach.map(|mut r| {
+            r.pcs = p.stacks;
+            r
+        })
+    };
+    let reaches = [keep(first), keep(second)].into_iter().flatten().collect();
+    (proof, reaches)
+}
+
+/// The proof, and what holds the objects `q` asks about (both passes
+/// agreeing), or why that is not known. The passes keep their marks only
+/// when `q` asks about something.
+pub fn prove_asking(t: &Target, q: &held::Queries) -> (Proof, held::Held) {
+    let (proof, reaches) = prove_keeping(t, !q.is_empty());
+    let held = held::ask(t, &proof, &reaches, q);
+    (proof, held)
 }
 
 /// A pass during which no GC cycle ended, if one of a few attempts is.
@@ -278,7 +311,7 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
     };
     let dirty = clean(a).or(clean(b));
     let before: HashMap<u64, &pass::Seen> = a.seen.iter().map(|s| (s.goid, s)).collect();
-    let mut names = Namer::new(t, b);
+    let mut names = Namer::new(t, &b.stacks);
     let mut proof = Proof::not_done("done", String::new(), Duration::ZERO);
     proof.error = None;
     proof.passes = 2;
@@ -344,15 +377,16 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
 /// Names the roots that keep primitives alive.
 struct Namer<'a> {
     t: &'a Target<'a>,
-    pass: &'a Pass,
+    /// Each goroutine's stack pcs, by goid.
+    stacks: &'a HashMap<u64, Vec<u64>>,
     globals: HashMap<u64, Option<String>>,
 }
 
 impl<'a> Namer<'a> {
-    fn new(t: &'a Target<'a>, pass: &'a Pass) -> Self {
+    fn new(t: &'a Target<'a>, stacks: &'a HashMap<u64, Vec<u64>>) -> Self {
         Namer {
             t,
-            pass,
+            stacks,
             globals: HashMap::new(),
         }
     }
@@ -393,7 +427,7 @@ impl<'a> Namer<'a> {
                     .map(symbolize)
                     .and_then(|frames| frames.last().cloned())
                     .filter(|f| crate::goruntime::is_user_function(&f.function));
-                let pcs = self.pass.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
+                let pcs = self.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
                 let frames: Vec<_> = pcs.iter().flat_map(|pc| symbolize(*pc)).collect();
                 // The program's frame, else the outermost (a runtime
                 // worker such as runtime.gcBgMarkWorker).
@@ -410,6 +444,8 @@ impl<'a> Namer<'a> {
     }
 }
 
+#[cfg(test)]
+mod held_tests;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod image;
 #[cfg(test)]

@@ -47,6 +47,8 @@ pub struct Pass {
     /// Roots that could not be read: a leak seen in this pass is unproven.
     pub incomplete: u64,
     pub sweepgen: (u32, u32),
+    /// The marks, kept for questions about other objects (`Ctx::keep`).
+    pub reach: Option<super::reach::Reach>,
 }
 
 /// A candidate before marking: its primitives and state.
@@ -102,6 +104,9 @@ pub fn run(
         }
     }
     drop(ahead);
+    if ctx.keep {
+        heap.keep_origins();
+    }
     for p in cands.iter().flat_map(|c| &c.waits_on) {
         heap.watch(*p);
     }
@@ -131,6 +136,9 @@ pub fn run(
     let mut outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
     name_frames(ctx, &mut outcomes, live, mem);
     let heap_stats = m.heap.stats;
+    let reach = ctx
+        .keep
+        .then(|| super::reach::Reach::keep(ctx, &mut m, live, root_range));
     let seen = cands
         .iter()
         .zip(outcomes)
@@ -164,6 +172,7 @@ pub fn run(
         stack_scan: stacks.stats,
         incomplete,
         sweepgen: (sweep0, sweepgen()),
+        reach,
     })
 }
 
@@ -391,6 +400,18 @@ fn cond_wait(ctx: &Ctx, mem: &dyn crate::process::mem::Memory, g: &LiveG) -> Opt
         .filter(|w| *w != 0 && w % 8 == 0)
         .flat_map(|w| [w + notify, w])
         .find(|nl| holds_g(*nl))
+}
+
+/// The words of `g`'s stack a holder may be in: all of it when it is on a
+/// CPU, in a system call or was read while changing, else from where it
+/// resumes.
+fn root_range(g: &LiveG) -> Option<(u64, u64)> {
+    let r = &g.raw;
+    if matches!(g.state, GState::Running | GState::Syscall) || !g.stable {
+        let sane = r.lo < r.hi && r.hi - r.lo <= super::stacks::MAX_STACK;
+        return sane.then_some((r.lo, r.hi));
+    }
+    stack_range(g)
 }
 
 /// `[sched.sp, hi)` of a parked or runnable goroutine.

@@ -91,7 +91,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         live: g.live,
         growth: g.growth,
         contexts: context_report(&input, resolver, leak_threshold_s)?,
-        timers: timer_report(&input, resolver, leak_threshold_s),
+        timers: timer_report(&input, resolver),
         proof: end.proof.clone(),
     })
 }
@@ -162,15 +162,12 @@ fn context_report(
             end_ns: end.end_ns,
             end_unix_ns: end.end_unix_ns as i128,
             leak_threshold_s,
+            held: end.held.as_ref(),
         },
     ))
 }
 
-fn timer_report(
-    input: &Input<'_>,
-    resolver: &mut StackResolver<'_>,
-    leak_threshold_s: f64,
-) -> timers::TimerReport {
+fn timer_report(input: &Input<'_>, resolver: &mut StackResolver<'_>) -> timers::TimerReport {
     let Capture {
         meta, model, end, ..
     } = input.capture;
@@ -190,10 +187,7 @@ fn timer_report(
         resolver,
         &timers::TimerInput {
             end_ns: end.end_ns,
-            leak_threshold_s,
-            collects_unreferenced: crate::goruntime::hooks::unreferenced_timers_collected(
-                input.bin.version(),
-            ),
+            held: end.held.as_ref(),
         },
     )
 }

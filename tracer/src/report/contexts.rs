@@ -10,10 +10,13 @@ use tracer_common::{
 };
 
 use super::Summary;
+use super::reachability::{self, Evidence};
 use crate::gobin::symbolize::Frame;
 use crate::goruntime::{is_system_function, is_user_function, package_of};
 use crate::model::contexts::{Cancel, ContextModel, CtxNode, Parent, cancel_error_name};
 use crate::model::{GoroutineModel, State};
+use crate::proof::KeptBy;
+use crate::proof::held::{CtxHeld, Held, Identity};
 use crate::resolve::StackResolver;
 
 /// Nodes listed in full in `report.json`; beyond this only counts and groups.
@@ -38,14 +41,22 @@ pub struct ContextReport {
     /// Old finished contexts dropped during the trace to bound memory (the
     /// counts above include them; the nodes and findings do not).
     pub retired: u64,
-    /// Pattern 5: contexts never cancelled, grouped by creation site.
+    /// Contexts never cancelled, by verdict (what the leak proof decided).
+    pub never_cancelled: NeverCancelled,
+    /// Pattern 5: contexts never cancelled that nothing reachable can
+    /// cancel any more and that something still holds, grouped by creation
+    /// site.
     pub leaks: Vec<CtxLeak>,
     /// Pattern 6 grouped by creation site, cancel site and origin: what the
     /// summary prints.
     pub ignored_cancel_groups: Vec<IgnoredCancelGroup>,
-    /// Pattern 6, one entry per context (cancelled, with goroutines started
-    /// under it still alive); `group` indexes `ignored_cancel_groups`.
+    /// Pattern 6, one entry per context (cancelled at least the threshold
+    /// ago, still held on the stacks of goroutines parked on something
+    /// else since); `group` indexes `ignored_cancel_groups`.
     pub ignored_cancels: Vec<IgnoredCancel>,
+    /// Cancelled contexts with goroutines started under them still alive
+    /// whose holders could not be read (no proof, or not checkable).
+    pub ignored_cancel_undecided: Undecided,
     /// Pattern 7: Background/TODO-rooted contexts made under a cancelable one.
     pub broken_chains: Vec<BrokenChain>,
     /// Contexts cancelled by an ancestor's deadline before their own.
@@ -83,6 +94,42 @@ pub struct CtxOut {
     pub waiting_goroutines: Vec<u64>,
     /// Live goroutines started while this was their creator's context.
     pub started_goroutines_alive: Vec<u64>,
+    /// Never cancelled: "leaked", "live" (a reachable cancel function),
+    /// "collected" (nothing holds it), "afterfunc" or "undecided"; null
+    /// once cancelled.
+    pub verdict: Option<&'static str>,
+    /// What decided `verdict`.
+    pub evidence: Option<Evidence>,
+}
+
+/// Contexts never cancelled, by verdict.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NeverCancelled {
+    pub total: usize,
+    /// Nothing reachable can cancel them, and something holds them.
+    pub leaked: usize,
+    /// A reachable cancel function: live, cancel still possible.
+    pub live: usize,
+    /// Held by nothing: garbage, collected without a cancel (nothing leaks).
+    pub collected: usize,
+    /// AfterFunc registrations: they end with their parent.
+    pub afterfunc: usize,
+    pub undecided: Undecided,
+}
+
+/// What could not be decided, and why.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Undecided {
+    pub count: usize,
+    /// Reason → count.
+    pub reasons: BTreeMap<String, usize>,
+}
+
+impl Undecided {
+    pub fn add(&mut self, why: &str) {
+        self.count += 1;
+        *self.reasons.entry(why.to_string()).or_default() += 1;
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -124,6 +171,13 @@ pub struct CtxLeak {
     /// Goroutines still parked on their Done channels.
     pub waiting_goroutines: usize,
     pub sample_waiting_goids: Vec<u64>,
+    /// The evidence: what still holds them (distinct roots, at most 5)...
+    pub held_by: Vec<KeptBy>,
+    /// ... goroutines that hold them (on their stacks, or waiting on
+    /// Done) without being roots...
+    pub held_by_goroutines: usize,
+    /// ... and how many live parents hold them in their children.
+    pub held_by_parents: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,7 +192,8 @@ pub struct IgnoredCancel {
     /// The cancel's origin ("cancel func", "deadline", "parent", ...).
     pub origin: String,
     pub cancelled_for_s: f64,
-    /// Goroutines started under the context, alive after its cancel.
+    /// Goroutines whose stacks hold the context, parked on something else
+    /// for at least the threshold (the evidence).
     pub goroutines: Vec<u64>,
     pub start_functions: Vec<String>,
 }
@@ -197,6 +252,8 @@ pub struct ContextInput<'a> {
     /// Wall clock (unix ns) at `end_ns`, to place deadlines.
     pub end_unix_ns: i128,
     pub leak_threshold_s: f64,
+    /// What the leak proof found holding the contexts (None: not run).
+    pub held: Option<&'a Held>,
 }
 
 fn itab_type(itabs: &HashMap<u64, String>, itab: u64) -> Option<&str> {
@@ -427,6 +484,8 @@ fn node_out(
             .filter_map(|c| pos.get(c).copied())
             .collect(),
         waiting_goroutines: waiting.remove(&n.id).unwrap_or_default(),
+        verdict: None,
+        evidence: None,
         started_goroutines_alive: n
             .started
             .iter()
@@ -521,8 +580,19 @@ pub fn build(
         asked_deadline.push(asked);
     }
     let nested = propagation_roots(&mut out, &nodes, &origins, &asked_deadline, input);
-    let leaks = leaks(&out, input);
-    let ignored = ignored_cancels(&nodes, gs, nc.resolver, &out, input);
+    let held = held_by_ptr(input.held);
+    let never_cancelled = judge_never_cancelled(&mut out, &nodes, &held, input);
+    let leaks = leaks(&out);
+    let mut ignored_undecided = Undecided::default();
+    let ignored = ignored_cancels(
+        &nodes,
+        gs,
+        nc.resolver,
+        &out,
+        input,
+        &held,
+        &mut ignored_undecided,
+    );
     let (ignored_groups, ignored) = group_ignored_cancels(ignored);
     let broken = broken_chains(&nodes, &pos, &out);
     let stats = ctxs.stats();
@@ -539,60 +609,135 @@ pub fn build(
         nodes: out,
         nodes_truncated: truncated,
         retired: stats.retired,
+        never_cancelled,
         leaks,
         ignored_cancel_groups: ignored_groups,
         ignored_cancels: ignored,
+        ignored_cancel_undecided: ignored_undecided,
         broken_chains: broken,
         nested_deadlines: nested,
     }
 }
 
-fn leaks(out: &[CtxOut], input: &ContextInput<'_>) -> Vec<CtxLeak> {
-    let mut groups: BTreeMap<(String, &'static str), Vec<&CtxOut>> = BTreeMap::new();
-    for n in out.iter().filter(|n| n.state == "live") {
-        let Some(age) = n.age_s else { continue };
-        if age < input.leak_threshold_s {
+/// The proof's answers by context address.
+fn held_by_ptr(held: Option<&Held>) -> HashMap<u64, &CtxHeld> {
+    held.map(|h| h.contexts.iter().map(|c| (c.ptr, c)).collect())
+        .unwrap_or_default()
+}
+
+/// Sets the verdict and evidence of every context never cancelled, and
+/// counts them.
+fn judge_never_cancelled(
+    out: &mut [CtxOut],
+    nodes: &[&CtxNode],
+    held: &HashMap<u64, &CtxHeld>,
+    input: &ContextInput<'_>,
+) -> NeverCancelled {
+    let mut counts = NeverCancelled::default();
+    let live: Vec<bool> = out.iter().map(|o| o.state == "live").collect();
+    for (o, n) in out.iter_mut().zip(nodes) {
+        if o.state != "live" {
             continue;
         }
+        let h = held.get(&n.ptr).copied();
+        let known = reachability::Known {
+            waiting: &o.waiting_goroutines,
+            armed: o.kind == "timer" && o.deadline_in_s.is_some_and(|d| d > 0.0),
+            registered_with: o.parent.filter(|p| live.get(*p).copied().unwrap_or(false)),
+        };
+        let (verdict, evidence) = reachability::never_cancelled(o.kind, h, input.held, known);
+        counts.total += 1;
+        match verdict {
+            "leaked" => counts.leaked += 1,
+            "live" => counts.live += 1,
+            "collected" => counts.collected += 1,
+            "afterfunc" => counts.afterfunc += 1,
+            _ => counts
+                .undecided
+                .add(evidence.reason.as_deref().unwrap_or("unknown")),
+        }
+        o.verdict = Some(verdict);
+        o.evidence = Some(evidence);
+    }
+    counts
+}
+
+/// Pattern 5: the contexts judged leaked, grouped by creation site.
+fn leaks(out: &[CtxOut]) -> Vec<CtxLeak> {
+    let mut groups: BTreeMap<(String, &'static str), Vec<&CtxOut>> = BTreeMap::new();
+    for n in out.iter().filter(|n| n.verdict == Some("leaked")) {
         groups
             .entry((site_key(&n.created_at), n.kind))
             .or_default()
             .push(n);
     }
-    let mut leaks: Vec<CtxLeak> = groups
-        .into_values()
-        .map(|ns| {
-            let waiting: Vec<u64> = ns
-                .iter()
-                .flat_map(|n| n.waiting_goroutines.iter().copied())
-                .collect();
-            CtxLeak {
-                kind: ns[0].kind,
-                created_at: ns[0].created_at.clone(),
-                created_by: ns[0].created_by,
-                creation_stack: Vec::new(),
-                count: ns.len(),
-                sample_ids: ns.iter().take(SAMPLES).map(|n| n.id).collect(),
-                age_s: Summary::of(ns.iter().filter_map(|n| n.age_s).collect()),
-                timers_alive: ns
-                    .iter()
-                    .filter(|n| n.deadline_in_s.is_some_and(|d| d > 0.0))
-                    .count(),
-                waiting_goroutines: waiting.len(),
-                sample_waiting_goids: waiting.into_iter().take(SAMPLES).collect(),
-            }
-        })
-        .collect();
+    let mut leaks: Vec<CtxLeak> = groups.into_values().map(|ns| leak_group(&ns)).collect();
     leaks.sort_by_key(|l| std::cmp::Reverse(l.count));
     leaks
 }
 
+fn leak_group(ns: &[&CtxOut]) -> CtxLeak {
+    let waiting: Vec<u64> = ns
+        .iter()
+        .flat_map(|n| n.waiting_goroutines.iter().copied())
+        .collect();
+    let mut held_by: Vec<KeptBy> = Vec::new();
+    let mut goroutines: Vec<u64> = Vec::new();
+    for e in ns.iter().filter_map(|n| n.evidence.as_ref()) {
+        if let Some(k) = &e.held_by
+            && !held_by.contains(k)
+            && held_by.len() < SAMPLES
+        {
+            held_by.push(k.clone());
+        }
+        goroutines.extend(&e.held_by_goroutines);
+    }
+    goroutines.sort_unstable();
+    goroutines.dedup();
+    let parents = ns
+        .iter()
+        .filter(|n| {
+            n.evidence
+                .as_ref()
+                .is_some_and(|e| e.held_by_parent.is_some())
+        })
+        .count();
+    CtxLeak {
+        kind: ns[0].kind,
+        created_at: ns[0].created_at.clone(),
+        created_by: ns[0].created_by,
+        creation_stack: Vec::new(),
+        count: ns.len(),
+        sample_ids: ns.iter().take(SAMPLES).map(|n| n.id).collect(),
+        age_s: Summary::of(ns.iter().filter_map(|n| n.age_s).collect()),
+        timers_alive: ns
+            .iter()
+            .filter(|n| n.deadline_in_s.is_some_and(|d| d > 0.0))
+            .count(),
+        waiting_goroutines: waiting.len(),
+        sample_waiting_goids: waiting.into_iter().take(SAMPLES).collect(),
+        held_by,
+        held_by_goroutines: goroutines.len(),
+        held_by_parents: parents,
+    }
+}
+
+/// Pattern 6: per context cancelled at least the threshold ago, the
+/// goroutines started under it whose stacks hold it and that have stayed
+/// parked on something else for the threshold since (see [`ignores`]).
+/// Being started under it is required too: stacks are scanned
+/// conservatively, and a goroutine's stack reuses the memory of exited
+/// ones, whose stale words may point at any context. What the proof could
+/// not answer is counted in `undecided`, for the contexts that have
+/// goroutines started under them still alive.
 fn ignored_cancels(
     nodes: &[&CtxNode],
     gs: &GoroutineModel,
     resolver: &mut StackResolver<'_>,
     out: &[CtxOut],
     input: &ContextInput<'_>,
+    held: &HashMap<u64, &CtxHeld>,
+    undecided: &mut Undecided,
 ) -> Vec<IgnoredCancel> {
     let mut res = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -601,24 +746,44 @@ fn ignored_cancels(
         if cancelled_for < input.leak_threshold_s {
             continue;
         }
+        let h = held.get(&n.ptr).copied();
+        let suspected = !out[i].started_goroutines_alive.is_empty();
+        let h = match h {
+            Some(h) if h.identity == Identity::Same => h,
+            // Collected since: no goroutine can hold it.
+            Some(h) if h.identity == Identity::Gone => continue,
+            Some(h) => {
+                if suspected {
+                    undecided.add(
+                        h.undecided
+                            .as_deref()
+                            .unwrap_or("its memory could not be checked"),
+                    );
+                }
+                continue;
+            }
+            None => {
+                if suspected {
+                    undecided.add(&reachability::not_asked(input.held));
+                }
+                continue;
+            }
+        };
         let mut goroutines = Vec::new();
         let mut start_functions = Vec::new();
-        for goid in &out[i].started_goroutines_alive {
-            let Some(g) = gs.get(*goid) else { continue };
-            // Started before the cancel and still here well after it.
-            if g.created_ns().is_some_and(|t| t > c.ts_ns) {
+        for goid in h.stacks.iter().filter(|g| n.started.contains(g)) {
+            let Some(f) = ignores(gs, resolver, n, c, *goid, input) else {
                 continue;
-            }
-            let f = resolver.start_function(g.startpc());
-            if is_system_function(&f) {
-                continue;
-            }
+            };
             goroutines.push(*goid);
             if !start_functions.contains(&f) {
                 start_functions.push(f);
             }
         }
         if goroutines.is_empty() {
+            if suspected && let Some(why) = &h.undecided {
+                undecided.add(why);
+            }
             continue;
         }
         let cancel = out[i].cancel.as_ref();
@@ -636,6 +801,42 @@ fn ignored_cancels(
         });
     }
     res
+}
+
+/// Whether goroutine `goid`, whose stack holds the cancelled context `n`,
+/// ignores its cancel: alive, parked for at least the threshold on
+/// something other than the context's Done channel, running program code
+/// (not only the standard library's, such as a keep-alive connection's
+/// loops), and not the goroutine that cancelled it. Its start function
+/// when it does.
+fn ignores(
+    gs: &GoroutineModel,
+    resolver: &mut StackResolver<'_>,
+    n: &CtxNode,
+    c: &Cancel,
+    goid: u64,
+    input: &ContextInput<'_>,
+) -> Option<String> {
+    let g = gs.get(goid)?;
+    let State::Parked(p) = g.state() else {
+        return None;
+    };
+    let parked_s = input.end_ns.saturating_sub(p.since_ns) as f64 / 1e9;
+    if goid == c.goid || parked_s < input.leak_threshold_s {
+        return None;
+    }
+    if n.done_chan.is_some_and(|d| p.chans.iter().any(|w| *w == d)) {
+        return None;
+    }
+    let f = resolver.start_function(g.startpc());
+    if is_system_function(&f) {
+        return None;
+    }
+    let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
+    frames
+        .iter()
+        .any(|fr| is_user_function(&fr.function))
+        .then_some(f)
 }
 
 /// A grouping key for a site: function, file and line.
@@ -706,6 +907,9 @@ fn group_ignored_cancels(
     (groups, each)
 }
 
+/// Pattern 7: a context program code made from Background/TODO in a
+/// goroutine started under a cancelable context (cancelling that one does
+/// not reach it).
 fn broken_chains(
     nodes: &[&CtxNode],
     pos: &HashMap<usize, usize>,
@@ -717,6 +921,17 @@ fn broken_chains(
         .filter_map(|(i, n)| {
             let root = &out[i].parent_kind;
             if !root.starts_with("context.Background") && !root.starts_with("context.TODO") {
+                return None;
+            }
+            // Only what program code made: the standard library's own
+            // roots (net/http's per-connection contexts) are its design,
+            // and a goroutine "started under" a context is only the one
+            // its creator last made, maybe unrelated.
+            let by_program = out[i]
+                .created_at
+                .as_ref()
+                .is_some_and(|f| is_user_function(&f.function));
+            if !by_program || out[i].created_by.is_some() {
                 return None;
             }
             let outer = pos.get(&n.creator_context?).copied()?;

@@ -9,6 +9,7 @@ pub mod contexts;
 pub mod grouping;
 pub mod groups;
 pub mod proof_text;
+pub mod reachability;
 pub mod snapshot;
 pub mod text;
 pub mod timers;

@@ -63,7 +63,13 @@ fn node_line(n: &CtxOut, frame: &dyn Fn(&Frame) -> String) -> String {
         let _ = write!(s, ", deadline {d:+.1}s");
     }
     match &n.cancel {
-        None => s.push_str(" — live"),
+        None => s.push_str(match n.verdict {
+            Some("leaked") => " — never cancelled: LEAKED (no reachable cancel function)",
+            Some("live") => " — live (its cancel function is reachable)",
+            Some("collected") => " — never cancelled, collected (nothing holds it)",
+            Some("afterfunc") => " — live (AfterFunc)",
+            _ => " — live (undecided)",
+        }),
         Some(c) => {
             let _ = write!(s, " — cancelled: {} by {}", c.err, c.origin);
             if let Some(cause) = &c.cause {
@@ -119,35 +125,108 @@ pub fn render_timers(
         return;
     }
     for g in &t.tickers_never_stopped {
-        let what = if g.verdict == "leak" {
-            "TICKER NEVER STOPPED [leak pattern 4]"
-        } else {
-            "ticker never stopped (advice)"
-        };
+        ticker_line(out, g, frame);
+    }
+    let n = &t.never_stopped;
+    if n.total > 0 {
         let _ = writeln!(
             out,
-            "\n{what}: {} time.Ticker(s) every {:.3}s created at {}, never stopped (age {}){}",
-            g.count,
-            g.period_s,
-            at(&g.created_at, frame),
-            g.age_s
-                .as_ref()
-                .map(|a| format!("{:.1}s", a.max))
-                .unwrap_or_default(),
-            if g.waiting_goroutines.is_empty() {
-                if g.verdict == "advice" {
-                    "; Go 1.23+ collects it once nothing references it".to_string()
-                } else {
-                    String::new()
-                }
-            } else {
-                format!(
-                    "; goroutine(s) {} still loop on its channel in {}",
-                    ids(&g.waiting_goroutines),
-                    g.looping_functions.join(", ")
-                )
-            }
+            "\ntickers never stopped: {} — {} leaked, {} running (referenced by live code), {} collected, {} undecided{}",
+            n.total,
+            n.leaked,
+            n.running,
+            n.collected,
+            n.undecided.count,
+            reasons(&n.undecided)
         );
+    }
+}
+
+fn ticker_line(
+    out: &mut String,
+    g: &crate::report::timers::TickerGroup,
+    frame: &dyn Fn(&Frame) -> String,
+) {
+    let what = if g.verdict == "leak" {
+        "TICKER NEVER STOPPED [leak pattern 4]"
+    } else {
+        "ticker never stopped (collected, advice)"
+    };
+    let why = if g.verdict != "leak" {
+        "nothing references it any more: Go 1.23+ frees it without Stop".to_string()
+    } else if !g.leaked_holders.is_empty() {
+        format!(
+            "its only holders, goroutine(s) {}, are proven leaked: nothing will ever stop it",
+            ids(&g.leaked_holders)
+        )
+    } else {
+        "the program no longer references it; the runtime's timer heap keeps it firing forever"
+            .to_string()
+    };
+    let _ = writeln!(
+        out,
+        "\n{what}: {} time.Ticker(s) every {:.3}s created at {}: {why} (age {}){}",
+        g.count,
+        g.period_s,
+        at(&g.created_at, frame),
+        g.age_s
+            .as_ref()
+            .map(|a| format!("{:.1}s", a.max))
+            .unwrap_or_default(),
+        if g.waiting_goroutines.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; goroutine(s) {} wait on its channel in {}",
+                ids(&g.waiting_goroutines),
+                g.looping_functions.join(", ")
+            )
+        }
+    );
+}
+
+/// " (why: n, ...)" for undecided counts.
+fn reasons(u: &crate::report::contexts::Undecided) -> String {
+    if u.reasons.is_empty() {
+        return String::new();
+    }
+    let v: Vec<String> = u.reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    format!(" ({})", v.join("; "))
+}
+
+/// "the global main.x", "goroutine 12's stack (main.f)", ... for a leak's
+/// holders.
+fn holders(l: &crate::report::contexts::CtxLeak) -> String {
+    let mut v: Vec<String> = l
+        .held_by
+        .iter()
+        .map(|k| match k.name.as_deref() {
+            // allp: the Ps' timer heaps, where an armed deadline's timer is.
+            Some(name) if k.kind == "global" && name.starts_with("runtime.") => {
+                format!("the runtime (from {name}: timers...)")
+            }
+            _ => crate::report::proof_text::kept_by(k),
+        })
+        .collect();
+    if l.held_by_parents > 0 {
+        v.push(format!(
+            "{} live parent context(s) (their children)",
+            l.held_by_parents
+        ));
+    }
+    if l.timers_alive > 0 {
+        v.push(format!("{} armed deadline timer(s)", l.timers_alive));
+    }
+    if l.held_by_goroutines > 0 {
+        v.push(format!(
+            "{} goroutine(s) waiting on Done or keeping it on their stacks",
+            l.held_by_goroutines
+        ));
+    }
+    if v.is_empty() {
+        "?".into()
+    } else {
+        v.join(", ")
     }
 }
 
@@ -171,20 +250,17 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
             String::new()
         }
     );
-    if c.leaks.is_empty() {
-        let _ = writeln!(
-            out,
-            "no context leaks (every context older than the threshold was cancelled)"
-        );
-    }
+    never_cancelled_line(out, c);
     for l in &c.leaks {
         let _ = writeln!(
             out,
-            "  CONTEXT LEAK [leak pattern 5]: {} {} context(s) never cancelled, created at {} (age {}); \
-             {} timer(s) still armed, {} goroutine(s) waiting on Done",
+            "  CONTEXT LEAK [leak pattern 5]: {} {} context(s) created at {} never cancelled, and no \
+             reachable reference can cancel them any more (their cancel function is garbage); held by {} \
+             (age {}); {} timer(s) still armed, {} goroutine(s) waiting on Done",
             l.count,
             l.kind,
             site(&l.created_at, l.created_by, frame),
+            holders(l),
             l.age_s
                 .as_ref()
                 .map(|a| format!("{:.1}s", a.max))
@@ -195,6 +271,14 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
     }
     for g in &c.ignored_cancel_groups {
         ignored_cancel_line(out, g, frame);
+    }
+    if c.ignored_cancel_undecided.count > 0 {
+        let _ = writeln!(
+            out,
+            "  ignored cancels undecided: {} cancelled context(s) with goroutines started under them still alive{}",
+            c.ignored_cancel_undecided.count,
+            reasons(&c.ignored_cancel_undecided)
+        );
     }
     broken_chain_lines(out, c, frame);
     nested_deadline_lines(out, c, frame);
@@ -209,6 +293,30 @@ pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&
             let _ = writeln!(out, "  ... (truncated; every node is in report.json)");
         }
     }
+}
+
+/// How the contexts never cancelled were judged.
+fn never_cancelled_line(out: &mut String, c: &ContextReport) {
+    let n = &c.never_cancelled;
+    if n.total == 0 {
+        let _ = writeln!(out, "no context leaks (every context seen was cancelled)");
+        return;
+    }
+    if n.leaked == 0 {
+        let _ = writeln!(out, "no context leaks");
+    }
+    let _ = writeln!(
+        out,
+        "  never cancelled: {} — {} leaked, {} live (a reachable cancel function), {} collected \
+         (nothing holds them), {} AfterFunc, {} undecided{}",
+        n.total,
+        n.leaked,
+        n.live,
+        n.collected,
+        n.afterfunc,
+        n.undecided.count,
+        reasons(&n.undecided)
+    );
 }
 
 fn ignored_cancel_line(
@@ -238,7 +346,7 @@ fn ignored_cancel_line(
     let _ = writeln!(
         out,
         "  IGNORED CANCEL [leak pattern 6]: {} context(s) created at {}, {cancelled} {ago} ago, \
-         but {} goroutine(s) started under them still run: {} (goids {}); contexts {}",
+         but {} goroutine(s) that hold them on their stacks stay parked on something else: {} (goids {}); contexts {}",
         g.count,
         site(&g.created_at, g.created_by, frame),
         g.goroutines,
