@@ -120,6 +120,19 @@ fn same_suspects(name: &str, full: &Traced, sampled: &Traced) {
             })
             .collect()
     };
+    // A mutex or WaitGroup is a tiny allocation: when it shares the P's
+    // current tiny block, a root (as in Go's own detector), its waiters
+    // are wakeable. Which ones do is down to allocation timing, so with
+    // locks each run proves a subset of the suspects; with channels the
+    // same goroutines.
+    if name == "locks" {
+        for t in [full, sampled] {
+            let leaked = t.report["leaked_count"].as_u64().unwrap();
+            let suspects = t.report["suspect_count"].as_u64().unwrap();
+            assert!(leaked < suspects, "{name}: {leaked} of {suspects}");
+        }
+        return;
+    }
     assert_eq!(
         full.report["leaked_count"],
         sampled.report["leaked_count"],
