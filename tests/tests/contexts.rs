@@ -20,7 +20,7 @@ fn run(name: &str, go: &str, hold: &str) -> Traced {
 /// ends while it runs, and the leak proof reads it.
 fn run_proved(name: &str, go: &str, duration: &str) -> Traced {
     let bin = fixture(name, go);
-    let args = ["--leak-threshold", "1s", "--duration", duration];
+    let args = ["--full", "--leak-threshold", "1s", "--duration", duration];
     let t =
         trace_pid(&bin, "60s", &args).unwrap_or_else(|e| panic!("tracing {name} (Go {go}): {e:#}"));
     let proof = &t.report["proof"];

@@ -40,7 +40,7 @@ fn no_site_in_package_context(c: &Value) {
 /// never cancels are garbage once the request is done (no leak).
 fn leakyservice(go: &str) {
     let bin = fixture("leakyservice", go);
-    let args = ["--leak-threshold", "1s", "--duration", "8s"];
+    let args = ["--full", "--leak-threshold", "1s", "--duration", "8s"];
     let t =
         trace_pid(&bin, "60s", &args).unwrap_or_else(|e| panic!("leakyservice (Go {go}): {e:#}"));
     assert_eq!(t.report["proof"]["status"], "done", "{}", t.gotrace_stderr);
