@@ -286,7 +286,9 @@ pub fn run(image: &Image) -> Result<super::pass::Pass, String> {
         functions: &functions,
         stacks: None,
     };
-    super::pass::run(&ctx, &image.live, &[], &image.mem)
+    let mut pass = super::pass::run(&ctx, &image.live, &[], &image.mem)?;
+    pass.keep_stacks(image.live.clone());
+    Ok(pass)
 }
 
 pub fn gp(goid: u64) -> u64 {

@@ -255,7 +255,8 @@ fn one_pass(t: &Target, ctx: &Ctx) -> Result<Pass, String> {
         let read =
             crate::snapshot::read_live(t.pid, t.bin, t.layout, t.bias, Some(ctx.heap.g_param))
                 .map_err(|e| e.to_string())?;
-        let p = pass::run(ctx, &read.live, &read.all, &read.mem)?;
+        let mut p = pass::run(ctx, &read.live, &read.all, &read.mem)?;
+        p.keep_stacks(read.live);
         if p.sweepgen.0 == p.sweepgen.1 {
             return Ok(p);
         }
@@ -393,7 +394,7 @@ impl<'a> Namer<'a> {
                     .map(symbolize)
                     .and_then(|frames| frames.last().cloned())
                     .filter(|f| crate::goruntime::is_user_function(&f.function));
-                let pcs = self.pass.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
+                let pcs = self.pass.stack_of(*goid);
                 let frames: Vec<_> = pcs.iter().flat_map(|pc| symbolize(*pc)).collect();
                 // The program's frame, else the outermost (a runtime
                 // worker such as runtime.gcBgMarkWorker).

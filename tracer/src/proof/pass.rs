@@ -4,7 +4,7 @@
 //! channel or sync primitive), then, to a fixpoint, turn every candidate
 //! whose primitive is marked (or not in the heap) into a root.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::heap::{Heap, HeapStats};
 use super::mark::{Marker, Root};
@@ -38,8 +38,10 @@ pub enum Outcome {
 
 pub struct Pass {
     pub seen: Vec<Seen>,
-    /// Stacks of the goroutines (by goid), for naming a goroutine root.
-    pub stacks: HashMap<u64, Vec<u64>>,
+    /// Stacks of the goroutines `(goid, pcs)`, sorted by goid, for naming
+    /// a goroutine root: left empty by [`run`], which only borrows the
+    /// goroutines, for its caller to move them in ([`Pass::stack_of`]).
+    pub stacks: Vec<(u64, Vec<u64>)>,
     pub running: u64,
     pub heap: HeapStats,
     pub roots: RootStats,
@@ -47,6 +49,26 @@ pub struct Pass {
     /// Roots that could not be read: a leak seen in this pass is unproven.
     pub incomplete: u64,
     pub sweepgen: (u32, u32),
+}
+
+impl Pass {
+    /// Moves in the stacks of `live` (the goroutines this pass ran on).
+    pub fn keep_stacks(&mut self, live: Vec<LiveG>) {
+        // A new list rather than `collect` in place, which would keep the
+        // goroutines' far larger allocation alive.
+        self.stacks = Vec::with_capacity(live.len());
+        self.stacks
+            .extend(live.into_iter().map(|g| (g.raw.goid, g.stack.pcs)));
+        self.stacks.sort_unstable_by_key(|(goid, _)| *goid);
+    }
+
+    /// The stack of goroutine `goid` (empty if unknown).
+    pub fn stack_of(&self, goid: u64) -> &[u64] {
+        match self.stacks.binary_search_by_key(&goid, |(g, _)| *g) {
+            Ok(i) => &self.stacks[i].1,
+            Err(_) => &[],
+        }
+    }
 }
 
 /// A candidate before marking: its primitives and state.
@@ -78,13 +100,15 @@ pub fn run(
             ctx.globals.semtable.unwrap_or(0).wrapping_add(ctx.bias),
         )
     });
-    let mut hidden: HashSet<u64> = match ctx.g_stack_hi {
+    // Word addresses collected in a list (the marker sorts them once): a
+    // hash set of the 100 000s of them costs more.
+    let mut hidden: Vec<u64> = match ctx.g_stack_hi {
         Some(hi) => all
             .iter()
             .chain(&super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
             .map(|gp| gp + hi)
             .collect(),
-        None => HashSet::new(),
+        None => Vec::new(),
     };
     hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
     let ahead = waits::Prefetched::new(
@@ -154,10 +178,7 @@ pub fn run(
         .collect();
     Ok(Pass {
         seen,
-        stacks: live
-            .iter()
-            .map(|g| (g.raw.goid, g.stack.pcs.clone()))
-            .collect(),
+        stacks: Vec::new(),
         running,
         heap: heap_stats,
         roots,
@@ -279,7 +300,7 @@ fn candidate(
     wait: ProofWait,
     i: usize,
     sem: Option<&SemTable>,
-    hidden: &mut HashSet<u64>,
+    hidden: &mut Vec<u64>,
 ) -> Cand {
     let hl = ctx.heap;
     let mut c = Cand {
