@@ -2,6 +2,7 @@
 //! now, grouped, without stopping it and without any probe.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use anyhow::Context as _;
 
@@ -58,7 +59,13 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
         proof,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Streamed: with the proof's goroutines the document is tens of MB,
+        // not worth building as one string first.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &report).context("writing the JSON report")?;
+        writeln!(out)
+            .and_then(|()| out.flush())
+            .context("writing the JSON report")?;
     } else {
         print!("{}", group::render(&report));
     }

@@ -252,9 +252,10 @@ pub struct HeapLayout {
     pub cond_notify: Option<u64>,
     /// `(offset, bytes)` of the fields of a `p` that hold stale copies of
     /// pointers the GC never scans as roots: `wbBuf` (the write barrier's
-    /// buffer of recently written pointers) and `gcw` (the GC's work
-    /// queues: grey objects, Green Tea's span queues of tagged object
-    /// pointers).
+    /// buffer of recently written pointers), `gcw` (the GC's work queues:
+    /// grey objects, Green Tea's span queues of tagged object pointers) and
+    /// `pcache` (the P's cache of free heap pages: its `base` is a page
+    /// address, a uintptr, where a span allocated since may start).
     #[serde(default)]
     pub p_stale: Vec<(u64, u64)>,
 }
@@ -557,6 +558,10 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
             (
                 t.off(&t.structure("p")?, "gcw")?,
                 t.structure("gcWork")?.size,
+            ),
+            (
+                t.off(&t.structure("p")?, "pcache")?,
+                t.structure("pageCache")?.size,
             ),
         ],
         mcache_tiny: Some(t.off(&t.structure("mcache")?, "tiny")?),

@@ -1,4 +1,5 @@
-//! Reading another process's memory through `/proc/PID/mem` with `pread`:
+//! Reading another process's memory through `/proc/PID/mem` with `pread`,
+//! and many ranges at once with `process_vm_readv`:
 //! the process keeps running (no ptrace stop); what we read may change under
 //! us, which the callers detect and retry.
 
@@ -10,6 +11,9 @@ use std::os::unix::fs::FileExt as _;
 const IOV_BATCH: usize = 1024;
 /// Largest single read when batching neighbouring objects.
 const CHUNK_MAX: u64 = 256 << 10;
+/// Bytes of such reads done in one `process_vm_readv` (about: one read
+/// may go over).
+const GROUP_MAX: usize = 1 << 20;
 /// g structs further apart than this are read separately.
 const GAP_MAX: u64 = 8 << 10;
 /// Used parts of stacks further apart than this are read separately (small
@@ -123,45 +127,103 @@ impl ProcMem {
     }
 
     /// Reads each `(addr, len)` of `ranges`, batching ranges less than `gap`
-    /// apart into one read of at most [`CHUNK_MAX`] bytes. Results are in
-    /// the order of `ranges`; a range that cannot be read is None.
+    /// apart into one read of at most [`CHUNK_MAX`] bytes, and those reads
+    /// into `process_vm_readv` calls of about [`GROUP_MAX`] bytes (one copy,
+    /// where `pread` on `/proc/PID/mem` copies each page twice). Results are
+    /// in the order of `ranges`; a range that cannot be read is None.
     pub fn read_ranges(&self, ranges: &[(u64, u64)], gap: u64) -> Vec<Option<Vec<u8>>> {
         let mut order: Vec<usize> = (0..ranges.len()).collect();
         order.sort_by_key(|i| ranges[*i].0);
+        let chunks = chunks(ranges, &order, gap);
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ranges.len()];
-        let end = |i: usize| ranges[i].0.saturating_add(ranges[i].1);
-        let mut chunk = Vec::new();
-        let mut k = 0;
-        while k < order.len() {
-            // order[k..j] go in one read of [start, stop).
-            let start = ranges[order[k]].0;
-            let mut stop = end(order[k]);
-            let mut j = k + 1;
-            while j < order.len() {
-                let (a, e) = (ranges[order[j]].0, end(order[j]));
-                if a.saturating_sub(stop) > gap || e.max(stop) - start > CHUNK_MAX {
-                    break;
+        let mut buf = Vec::new();
+        let mut c = 0;
+        while c < chunks.len() {
+            // chunks[c..d] go in one vectored read.
+            let (mut d, mut bytes) = (c, 0);
+            while d < chunks.len()
+                && d - c < IOV_BATCH
+                && (d == c || bytes + chunks[d].len() <= GROUP_MAX)
+            {
+                bytes += chunks[d].len();
+                d += 1;
+            }
+            buf.resize(bytes, 0);
+            let mut io = Vec::with_capacity(d - c);
+            let mut rest = &mut buf[..];
+            for ch in &chunks[c..d] {
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(ch.len());
+                io.push((ch.start, piece));
+                rest = tail;
+            }
+            let ok = self.read_vectored(&mut io);
+            drop(io);
+            let mut off = 0;
+            for (ch, ok) in chunks[c..d].iter().zip(ok) {
+                let chunk = &buf[off..off + ch.len()];
+                off += ch.len();
+                for &i in &order[ch.first..ch.end] {
+                    let (a, len) = ranges[i];
+                    out[i] = if ok {
+                        let at = (a - ch.start) as usize;
+                        Some(chunk[at..at + len as usize].to_vec())
+                    } else if ch.end - ch.first > 1 {
+                        // Something in between is not mapped: alone.
+                        let mut b = vec![0u8; len as usize];
+                        self.read(a, &mut b).then_some(b)
+                    } else {
+                        // Alone already (and retried so by read_vectored).
+                        None
+                    };
                 }
-                stop = stop.max(e);
-                j += 1;
             }
-            chunk.resize((stop - start) as usize, 0);
-            let whole = j - k > 1 && self.read(start, &mut chunk);
-            for &i in &order[k..j] {
-                let (a, len) = ranges[i];
-                out[i] = if whole {
-                    let off = (a - start) as usize;
-                    Some(chunk[off..off + len as usize].to_vec())
-                } else {
-                    // Alone, or something in between is not mapped.
-                    let mut b = vec![0u8; len as usize];
-                    self.read(a, &mut b).then_some(b)
-                };
-            }
-            k = j;
+            c = d;
         }
         out
     }
+}
+
+/// One read of `[start, stop)` covering the ranges `order[first..end]`.
+struct Chunk {
+    start: u64,
+    stop: u64,
+    first: usize,
+    end: usize,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        (self.stop - self.start) as usize
+    }
+}
+
+/// The reads of `ranges` (visited in `order`, by address): neighbours less
+/// than `gap` apart together, each read at most [`CHUNK_MAX`] bytes.
+fn chunks(ranges: &[(u64, u64)], order: &[usize], gap: u64) -> Vec<Chunk> {
+    let end = |i: usize| ranges[i].0.saturating_add(ranges[i].1);
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < order.len() {
+        let start = ranges[order[k]].0;
+        let mut stop = end(order[k]);
+        let mut j = k + 1;
+        while j < order.len() {
+            let (a, e) = (ranges[order[j]].0, end(order[j]));
+            if a.saturating_sub(stop) > gap || e.max(stop) - start > CHUNK_MAX {
+                break;
+            }
+            stop = stop.max(e);
+            j += 1;
+        }
+        out.push(Chunk {
+            start,
+            stop,
+            first: k,
+            end: j,
+        });
+        k = j;
+    }
+    out
 }
 
 /// A little-endian reader over bytes read from the target.

@@ -296,7 +296,9 @@ fn run_with(image: &Image, keep: bool) -> Result<super::pass::Pass, String> {
         stacks: None,
         keep,
     };
-    super::pass::run(&ctx, &image.live, &[], &image.mem)
+    let mut pass = super::pass::run(&ctx, &image.live, &[], &image.mem)?;
+    pass.keep_stacks(image.live.clone());
+    Ok(pass)
 }
 
 pub fn gp(goid: u64) -> u64 {

@@ -5,7 +5,7 @@
 //! invent one. Words of the waiters' own sudogs that Go's detector hides
 //! (`hidden`) are skipped.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::heap::{Heap, Obj};
 use crate::process::mem::le_u64;
@@ -77,9 +77,10 @@ fn pieces(out: &mut Vec<Piece>, addr: u64, len: u64, root: u32) {
 }
 
 impl<'h, 'a> Marker<'h, 'a> {
-    pub fn new(heap: &'h mut Heap<'a>, hidden: HashSet<u64>) -> Self {
-        let mut hidden: Vec<u64> = hidden.into_iter().collect();
+    /// `hidden`: the hidden word addresses, in any order, repeats allowed.
+    pub fn new(heap: &'h mut Heap<'a>, mut hidden: Vec<u64>) -> Self {
         hidden.sort_unstable();
+        hidden.dedup();
         Marker {
             heap,
             hidden,

@@ -288,7 +288,8 @@ fn one_pass(t: &Target, ctx: &Ctx) -> Result<Pass, String> {
         let read =
             crate::snapshot::read_live(t.pid, t.bin, t.layout, t.bias, Some(ctx.heap.g_param))
                 .map_err(|e| e.to_string())?;
-        let p = pass::run(ctx, &read.live, &read.all, &read.mem)?;
+        let mut p = pass::run(ctx, &read.live, &read.all, &read.mem)?;
+        p.keep_stacks(read.live);
         if p.sweepgen.0 == p.sweepgen.1 {
             return Ok(p);
         }
@@ -377,13 +378,13 @@ fn combine(ctx: &Ctx, t: &Target, a: &Pass, b: &Pass) -> Proof {
 /// Names the roots that keep primitives alive.
 struct Namer<'a> {
     t: &'a Target<'a>,
-    /// Each goroutine's stack pcs, by goid.
-    stacks: &'a HashMap<u64, Vec<u64>>,
+    /// Each goroutine's stack pcs, sorted by goid.
+    stacks: &'a [(u64, Vec<u64>)],
     globals: HashMap<u64, Option<String>>,
 }
 
 impl<'a> Namer<'a> {
-    fn new(t: &'a Target<'a>, stacks: &'a HashMap<u64, Vec<u64>>) -> Self {
+    fn new(t: &'a Target<'a>, stacks: &'a [(u64, Vec<u64>)]) -> Self {
         Namer {
             t,
             stacks,
@@ -427,7 +428,7 @@ impl<'a> Namer<'a> {
                     .map(symbolize)
                     .and_then(|frames| frames.last().cloned())
                     .filter(|f| crate::goruntime::is_user_function(&f.function));
-                let pcs = self.stacks.get(goid).map(Vec::as_slice).unwrap_or(&[]);
+                let pcs = pass::stack_in(self.stacks, *goid);
                 let frames: Vec<_> = pcs.iter().flat_map(|pc| symbolize(*pc)).collect();
                 // The program's frame, else the outermost (a runtime
                 // worker such as runtime.gcBgMarkWorker).

@@ -4,7 +4,7 @@
 //! channel or sync primitive), then, to a fixpoint, turn every candidate
 //! whose primitive is marked (or not in the heap) into a root.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::heap::{Heap, HeapStats};
 use super::mark::{Marker, Root};
@@ -38,8 +38,10 @@ pub enum Outcome {
 
 pub struct Pass {
     pub seen: Vec<Seen>,
-    /// Stacks of the goroutines (by goid), for naming a goroutine root.
-    pub stacks: HashMap<u64, Vec<u64>>,
+    /// Stacks of the goroutines `(goid, pcs)`, sorted by goid, for naming
+    /// a goroutine root: left empty by [`run`], which only borrows the
+    /// goroutines, for its caller to move them in (looked up with [`stack_in`]).
+    pub stacks: Vec<(u64, Vec<u64>)>,
     pub running: u64,
     pub heap: HeapStats,
     pub roots: RootStats,
@@ -49,6 +51,26 @@ pub struct Pass {
     pub sweepgen: (u32, u32),
     /// The marks, kept for questions about other objects (`Ctx::keep`).
     pub reach: Option<super::reach::Reach>,
+}
+
+impl Pass {
+    /// Moves in the stacks of `live` (the goroutines this pass ran on).
+    pub fn keep_stacks(&mut self, live: Vec<LiveG>) {
+        // A new list rather than `collect` in place, which would keep the
+        // goroutines' far larger allocation alive.
+        self.stacks = Vec::with_capacity(live.len());
+        self.stacks
+            .extend(live.into_iter().map(|g| (g.raw.goid, g.stack.pcs)));
+        self.stacks.sort_unstable_by_key(|(goid, _)| *goid);
+    }
+}
+
+/// The pcs of `goid` in `stacks` (sorted by goid; empty when absent).
+pub fn stack_in(stacks: &[(u64, Vec<u64>)], goid: u64) -> &[u64] {
+    match stacks.binary_search_by_key(&goid, |(g, _)| *g) {
+        Ok(i) => &stacks[i].1,
+        Err(_) => &[],
+    }
 }
 
 /// A candidate before marking: its primitives and state.
@@ -80,13 +102,15 @@ pub fn run(
             ctx.globals.semtable.unwrap_or(0).wrapping_add(ctx.bias),
         )
     });
-    let mut hidden: HashSet<u64> = match ctx.g_stack_hi {
+    // Word addresses collected in a list (the marker sorts them once): a
+    // hash set of the 100 000s of them costs more.
+    let mut hidden: Vec<u64> = match ctx.g_stack_hi {
         Some(hi) => all
             .iter()
             .chain(&super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
             .map(|gp| gp + hi)
             .collect(),
-        None => HashSet::new(),
+        None => Vec::new(),
     };
     hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
     let ahead = waits::Prefetched::new(
@@ -162,10 +186,7 @@ pub fn run(
         .collect();
     Ok(Pass {
         seen,
-        stacks: live
-            .iter()
-            .map(|g| (g.raw.goid, g.stack.pcs.clone()))
-            .collect(),
+        stacks: Vec::new(),
         running,
         heap: heap_stats,
         roots,
@@ -288,7 +309,7 @@ fn candidate(
     wait: ProofWait,
     i: usize,
     sem: Option<&SemTable>,
-    hidden: &mut HashSet<u64>,
+    hidden: &mut Vec<u64>,
 ) -> Cand {
     let hl = ctx.heap;
     let mut c = Cand {

@@ -88,8 +88,9 @@ pub struct Reach {
     /// `sudog.g` and `sudog.c` offsets (a channel's waiters are sudogs).
     pub sudog_g: u64,
     pub sudog_c: u64,
-    /// Each goroutine's stack pcs by goid (set by the caller, for naming).
-    pub pcs: HashMap<u64, Vec<u64>>,
+    /// Each goroutine's stack pcs, sorted by goid (set by the caller, for
+    /// naming).
+    pub pcs: Vec<(u64, Vec<u64>)>,
 }
 
 impl Reach {
@@ -132,7 +133,7 @@ impl Reach {
             ps: ps(mem, ctx.globals.allp.map(|a| a.wrapping_add(ctx.bias))),
             sudog_g: ctx.heap.sudog_g,
             sudog_c: ctx.heap.sudog_c.off,
-            pcs: HashMap::new(),
+            pcs: Vec::new(),
         }
     }
 

@@ -91,9 +91,10 @@ fn tiny_blocks(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64, st: 
     }
 }
 
-/// The words of every P's write-barrier buffer and GC work queues
-/// ([`HeapLayout::p_stale`]): stale copies of pointers, which Go never
-/// scans as roots.
+/// The words of every P's write-barrier buffer, GC work queues and page
+/// cache ([`HeapLayout::p_stale`]): stale copies of pointers and page
+/// addresses, which Go never scans (a P is scanned by its type, and these
+/// are uintptrs or point outside the heap; `markroot` adds no P root).
 pub fn p_stale_words(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
     let Some(allp) = g.allp.filter(|_| !hl.p_stale.is_empty()) else {
         return Vec::new();

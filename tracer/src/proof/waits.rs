@@ -77,10 +77,10 @@ pub fn read_sudog(mem: &dyn Memory, hl: &HeapLayout, at: u64) -> Option<Sudog> {
 }
 
 /// The words of `field` in the sudog at `at` (both halves from Go 1.26).
-pub fn hide(hidden: &mut HashSet<u64>, at: u64, field: Traceable) {
-    hidden.insert(at + field.off);
+pub fn hide(hidden: &mut Vec<u64>, at: u64, field: Traceable) {
+    hidden.push(at + field.off);
     if let Some(vu) = field.vu {
-        hidden.insert(at + vu);
+        hidden.push(at + vu);
     }
 }
 
