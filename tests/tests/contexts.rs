@@ -539,7 +539,7 @@ fn prometheus_has_no_context_or_ticker_findings() {
     prom.wait_scraped("prometheus", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let again = ScrapeTarget::new("again", &format!("127.0.0.1:{}", prom.port), "/metrics");
-    let t = gotrace_e2e::trace_running(prom.pid, &["--duration", "10s"], || {
+    let t = gotrace_e2e::trace_running(prom.pid, &["--full", "--duration", "10s"], || {
         prom.reload(std::slice::from_ref(&again))
             .unwrap_or_else(|e| panic!("{e:#}"))
     })
