@@ -281,10 +281,16 @@ fn check_proof(proof: &Value, d: &Design, symbols: bool) {
 
     // Exactly the planted goroutines are proven leaked.
     let leaked = goids_with(&c, "leaked");
+    let verdicts = |ids: &BTreeSet<u64>| -> Vec<String> {
+        ids.symmetric_difference(&leaked)
+            .filter_map(|g| c.get(g).map(|v| format!("{g}: {v}")))
+            .collect()
+    };
     assert!(
         leaked == planted,
-        "proven leaked vs planted: {}",
-        diff(d, &planted, &leaked)
+        "proven leaked vs planted: {}; their verdicts: {:#?}",
+        diff(d, &planted, &leaked),
+        verdicts(&planted)
     );
     assert_eq!(proof["leaked"], designed, "{proof:#}");
     if let Some(oracle) = &d.oracle {
