@@ -28,7 +28,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<Outcome> {
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
-        .context("invalid --match pattern")?;
+        .map_err(|e| {
+            // regex's message spans lines (the pattern, a caret, the
+            // error): one line here.
+            let msg = e.to_string();
+            anyhow::anyhow!(
+                "invalid --match pattern: {}",
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })?;
     let cfg = Config {
         listen: args.listen,
         pids: args.pids,
