@@ -500,6 +500,26 @@ pub fn trace_pid_with_siblings(
     args: &[&str],
     siblings: usize,
 ) -> anyhow::Result<Traced> {
+    trace_pid_with(bin, hold, args, siblings, &[])
+}
+
+/// Like [`trace_pid`], the fixture started with `env` too.
+pub fn trace_pid_env(
+    bin: &Path,
+    hold: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Traced> {
+    trace_pid_with(bin, hold, args, 0, env)
+}
+
+fn trace_pid_with(
+    bin: &Path,
+    hold: &str,
+    args: &[&str],
+    siblings: usize,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Traced> {
     let dir = out_dir(&format!(
         "pid-{}",
         bin.file_name().unwrap().to_string_lossy()
@@ -508,6 +528,7 @@ pub fn trace_pid_with_siblings(
     let mut fixture = Command::new(bin)
         .env("GOTRACE_TRIGGER", &trigger)
         .env("GOTRACE_HOLD", hold)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn_within(RUN_TIMEOUT)?;

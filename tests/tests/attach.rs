@@ -92,7 +92,9 @@ fn sigterm_ends_trace_and_detaches() {
     let original = code_byte(target.id(), probed);
     assert_ne!(original, 0xcc);
     let mut gotrace = Command::new(gotrace_bin())
-        .args(["--leak-threshold", "100ms", "-o"])
+        // Every probe from the start: by default --pid attaches the
+        // creation/exit probes only once it has seen they fit the budget.
+        .args(["--full", "--leak-threshold", "100ms", "-o"])
         .arg(&dir)
         .arg("--pid")
         .arg(target.id().to_string())

@@ -86,13 +86,13 @@ fn pie_command() {
     assert!(why.contains("--pid"), "{why}");
 }
 
-/// PIE attached with --pid: everything, contexts included.
+/// PIE attached with --pid --full: everything, contexts included.
 #[test]
 fn pie_pid() {
     let Some(_g) = root_guard() else { return };
     let bin = fixture_variant("cgoleak", "1.26", "pie", &["-buildmode=pie"]);
-    let t = trace_pid(&bin, "60s", &["--duration", "3s", "--leak-threshold", "1s"])
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let args = ["--full", "--duration", "3s", "--leak-threshold", "1s"];
+    let t = trace_pid(&bin, "60s", &args).unwrap_or_else(|e| panic!("{e:#}"));
     check_leaks(&t, true);
 }
 

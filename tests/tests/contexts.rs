@@ -272,8 +272,9 @@ gotrace_e2e::per_go_version!(
     ctxleak, ctxignore, ctxbroken, ctxnested, ctxcause, ctxcontrol, ctxcount, tickers,
 );
 
-/// `gotrace --pid N --contexts` prints the cancel-propagation tree of a
-/// process that was already running.
+/// `gotrace --full --pid N --contexts` prints the cancel-propagation tree
+/// of a process that was already running (`--full`: with --pid, context
+/// probes are not attached by default).
 #[test]
 fn context_tree_of_a_running_process() {
     let Some(_g) = root_guard() else { return };
@@ -281,7 +282,14 @@ fn context_tree_of_a_running_process() {
     let t = gotrace_e2e::trace_pid(
         &bin,
         "60s",
-        &["--contexts", "--duration", "3s", "--leak-threshold", "1s"],
+        &[
+            "--full",
+            "--contexts",
+            "--duration",
+            "3s",
+            "--leak-threshold",
+            "1s",
+        ],
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     let out = &t.gotrace_stdout;

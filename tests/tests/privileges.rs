@@ -47,11 +47,11 @@ fn exactly_the_documented_capabilities() {
         .unwrap();
     let pid = target.id();
 
-    // One capability short: a clear line, no files.
+    // One capability short: full tracing is a clear line, no files.
     let short = out_dir(tmp.path(), "short");
     let out: Output = capped(
         "cap_bpf,cap_perfmon,cap_sys_ptrace",
-        &format!("--pid {pid} --duration 1s -o {}", short.display()),
+        &format!("--full --pid {pid} --duration 1s -o {}", short.display()),
     )
     .output_within(RUN_TIMEOUT)
     .unwrap();
@@ -59,8 +59,26 @@ fn exactly_the_documented_capabilities() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+    // Sampled mode needs no eBPF: CAP_SYS_PTRACE, and, for another
+    // user's process, CAP_DAC_READ_SEARCH (/proc/PID/mem is its owner's,
+    // mode 0600).
+    let sampled = out_dir(tmp.path(), "sampled");
+    let out: Output = capped(
+        "cap_sys_ptrace,cap_dac_read_search",
+        &format!(
+            "--sampled --pid {pid} --duration 1s -o {}",
+            sampled.display()
+        ),
+    )
+    .output_within(RUN_TIMEOUT)
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(sampled.join("report.json").exists(), "{stderr}");
 
-    // The documented set: a full trace.
+    // The documented set: a full trace (by default: budgeted mode cannot
+    // read the root-owned target's goroutines without CAP_DAC_READ_SEARCH
+    // and traces with every probe under the budget instead).
     let dir = out_dir(tmp.path(), "out");
     let mut gotrace = capped(
         NEEDED,

@@ -60,6 +60,7 @@ fn offline_report_equals_the_live_one() {
         &bin,
         "60s",
         &[
+            "--full",
             "--duration",
             "3s",
             "--leak-threshold",
@@ -185,4 +186,47 @@ fn offline_report_equals_the_live_one() {
     let (code, _, stderr) = gotrace_as_nobody(&["report".as_ref(), bin.as_os_str()]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("is not a gotrace recording"), "{stderr}");
+}
+
+/// The goroutine samples of sampled mode, and of the default `--pid`
+/// (budgeted: samples, creation/exit probes once they fit), are recorded
+/// too: the offline outputs are the live ones, byte for byte.
+#[test]
+fn offline_report_of_samples_equals_the_live_one() {
+    let Some(_g) = root_guard() else { return };
+    let bin = fixture("growth", "1.26");
+    for mode in ["--sampled", "--max-overhead=3"] {
+        let rec_dir = tempfile::tempdir().unwrap();
+        let rec = rec_dir.path().join("trace.gotrace");
+        let args = [mode, "--duration", "3s", "--record", rec.to_str().unwrap()];
+        let t = trace_pid(&bin, "60s", &args).unwrap_or_else(|e| panic!("{mode}: {e:#}"));
+        assert!(
+            t.report["trace"]["samples"]["taken"].as_u64().unwrap() >= 3,
+            "{mode}: {:#}",
+            t.report["trace"]
+        );
+        let live_dir = out_dir(&t.gotrace_stderr);
+        let off = tempfile::tempdir().unwrap();
+        let out = Command::new(gotrace_bin())
+            .arg("report")
+            .arg(&rec)
+            .arg("-o")
+            .arg(off.path())
+            .output_within(RUN_TIMEOUT)
+            .unwrap();
+        assert_eq!(out.status.code(), t.exit_code, "{mode}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            t.gotrace_stdout,
+            "{mode}"
+        );
+        let (live, offline) = (outputs(&live_dir), outputs(off.path()));
+        assert_eq!(live.len(), offline.len(), "{mode}");
+        for ((name, a), (_, b)) in live.iter().zip(&offline) {
+            assert!(
+                a == b,
+                "{mode}: {name} differs between the live and the offline run"
+            );
+        }
+    }
 }

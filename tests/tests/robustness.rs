@@ -104,7 +104,8 @@ fn ring_buffer_overflow_is_counted() {
 fn exec_ends_the_trace_with_a_report() {
     let Some(_g) = root_guard() else { return };
     let bin = fixture("execer", "1.26");
-    let t = trace_pid(&bin, "2s", &["--leak-threshold", "1s"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let t = trace_pid(&bin, "2s", &["--full", "--leak-threshold", "1s"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let r = &t.report;
     assert_eq!(r["trace"]["ended_by"], "target-exec", "{r:#}");
     let exit = r["target"]["exit"].as_str().unwrap();

@@ -32,6 +32,8 @@ fn plain_lines_when_not_a_terminal() {
         "contexts_live=",
         "events_per_s=",
         "dropped=0",
+        "mode=budgeted",
+        "budget_pct=3",
     ] {
         assert!(last.contains(field), "{field} missing: {last}");
     }

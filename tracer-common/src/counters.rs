@@ -2,8 +2,11 @@
 //! that userspace can report it. Slot layout:
 //! - `[0, MAX_KINDS)`: ring-buffer drops per event kind (index = kind number);
 //! - `[MAX_KINDS, READ_ERRORS_BASE)`: the named counters below;
-//! - `[READ_ERRORS_BASE, COUNTER_SLOTS)`: failed user-memory reads per
-//!   program (index = [`Program`] number).
+//! - `[READ_ERRORS_BASE, HITS_BASE)`: failed user-memory reads per
+//!   program (index = [`Program`] number);
+//! - `[HITS_BASE, COUNTER_SLOTS)`: runs per program on the target's
+//!   threads, i.e. probe hits (index = [`Program`] number), from which
+//!   userspace estimates what the probes cost the target.
 
 /// Number of slots for per-kind drops (index = kind number).
 pub const MAX_KINDS: u32 = 16;
@@ -22,8 +25,10 @@ pub const COUNTER_WAIT_CHANS_TRUNCATED: u32 = MAX_KINDS + 3;
 pub const READ_ERRORS_BASE: u32 = 32;
 /// Programs the per-program counters have room for.
 pub const MAX_PROGRAMS: u32 = 32;
+/// First slot of the per-program hit counters.
+pub const HITS_BASE: u32 = READ_ERRORS_BASE + MAX_PROGRAMS;
 /// Slots of the `COUNTERS` map.
-pub const COUNTER_SLOTS: u32 = READ_ERRORS_BASE + MAX_PROGRAMS;
+pub const COUNTER_SLOTS: u32 = HITS_BASE + MAX_PROGRAMS;
 
 const _: () = assert!(COUNTER_WAIT_CHANS_TRUNCATED < READ_ERRORS_BASE);
 
@@ -33,7 +38,7 @@ macro_rules! programs {
     ($($(#[$doc:meta])* $prog:ident = $n:literal => $name:literal;)*) => {
         /// Every eBPF program, by its counter number.
         #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Program {
             $($(#[$doc])* $prog = $n,)*
         }
@@ -79,6 +84,11 @@ impl Program {
     pub const fn read_errors_slot(self) -> u32 {
         READ_ERRORS_BASE + self as u32
     }
+
+    /// Slot of the program's hit counter in `COUNTERS`.
+    pub const fn hits_slot(self) -> u32 {
+        HITS_BASE + self as u32
+    }
 }
 
 #[cfg(all(test, not(target_arch = "bpf")))]
@@ -90,7 +100,8 @@ mod tests {
         assert!(crate::EventKind::ALL.iter().all(|k| k.index() < MAX_KINDS));
         for p in Program::ALL {
             assert!((*p as u32) < MAX_PROGRAMS, "{}", p.name());
-            assert!(p.read_errors_slot() < COUNTER_SLOTS);
+            assert!(p.read_errors_slot() < HITS_BASE);
+            assert!(p.hits_slot() < COUNTER_SLOTS);
         }
     }
 }

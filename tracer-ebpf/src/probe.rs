@@ -80,6 +80,8 @@ impl<'a> Probe<'a> {
         if tgid != cfg.target_tgid {
             return None;
         }
+        // What the target pays per hit is estimated from these.
+        bump(prog.hits_slot());
         Some(Self {
             ctx,
             prog,

@@ -4,7 +4,10 @@
 //! `outputs` turns it into the report and the exports, so the two paths
 //! cannot drift apart.
 
+pub mod governor;
 pub mod record;
+pub mod sampled;
+pub mod sampler;
 pub mod session;
 pub mod validate;
 
@@ -15,6 +18,30 @@ use serde::{Deserialize, Serialize};
 use crate::model::Model;
 use crate::model::existing::{SnapGoroutine, SnapshotInfo};
 use crate::probe::counters::KernelCounters;
+
+/// How a trace watches the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every probe, for the whole trace.
+    #[default]
+    Full,
+    /// No probe: goroutine samples only.
+    Sampled,
+    /// Probes under an overhead budget: those that cost too much are
+    /// detached, and samples carry on for what they gave.
+    Budgeted,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Sampled => "sampled",
+            Mode::Budgeted => "budgeted",
+        }
+    }
+}
 
 /// Known at attach time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +64,9 @@ pub struct Meta {
     /// the recording's SNAPSHOT frame).
     #[serde(default)]
     pub snapshot: Option<crate::model::existing::SnapshotInfo>,
+    /// Recordings from before modes existed were full traces.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// Known when the trace ends.
@@ -63,6 +93,18 @@ pub struct End {
     /// None otherwise.
     #[serde(default)]
     pub at_exit: Option<AtExit>,
+    /// The samples taken while the trace ran (none in full mode).
+    #[serde(default)]
+    pub samples: Option<sampler::SampleInfo>,
+    /// When the goroutines were last seen as the model holds them, when
+    /// that is before `end_ns`: the last sample of a sampled trace whose
+    /// target exited. Blocked times and ages count up to it.
+    #[serde(default)]
+    pub state_ns: Option<u64>,
+    /// What the probes cost the target, and what the overhead budget
+    /// detached (none in sampled mode).
+    #[serde(default)]
+    pub budget: Option<crate::probe::budget::BudgetReport>,
 }
 
 /// The analysis of a command's last state, made while it was held at its

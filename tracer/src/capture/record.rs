@@ -17,8 +17,9 @@
 //! | 3 TICK  | u64 LE: bits of the f64 seconds since start of a growth sample |
 //! | 4 END   | JSON: [`Trailer`] (end of trace, counters, raw stacks) |
 //! | 5 SNAPSHOT | JSON: the [`Snapshot`] of existing goroutines (`--pid`), right after META |
+//! | 6 SAMPLE | JSON: a [`SampleFrame`], a goroutine sample taken during the trace |
 //!
-//! Format 2 added SNAPSHOT; format 1 recordings (without it) still replay.
+//! Format 2 added SNAPSHOT, format 3 SAMPLE; older recordings still replay.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -29,11 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::{Capture, End, Meta};
 use crate::decode::decode;
-use crate::model::Model;
 use crate::model::existing::Snapshot;
+use crate::model::{Model, SampleRules};
 
 const MAGIC: &[u8; 8] = b"GOTRACE\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Oldest format this gotrace reads.
 const OLDEST_VERSION: u32 = 1;
 const TAG_META: u8 = 1;
@@ -41,6 +42,7 @@ const TAG_EVENT: u8 = 2;
 const TAG_TICK: u8 = 3;
 const TAG_END: u8 = 4;
 const TAG_SNAPSHOT: u8 = 5;
+const TAG_SAMPLE: u8 = 6;
 /// Largest frame accepted when reading (a corrupt length must not make us
 /// allocate gigabytes).
 const MAX_FRAME: u32 = 256 << 20;
@@ -81,6 +83,14 @@ pub enum RecordError {
         "{path} ends before the end of its trace (the recording gotrace was killed or the disk filled up)"
     )]
     Truncated { path: PathBuf },
+}
+
+/// A SAMPLE frame: what `Model::observe` was given.
+#[derive(Serialize, Deserialize)]
+pub struct SampleFrame {
+    pub snapshot: Snapshot,
+    pub rules: SampleRules,
+    pub unread: Vec<u64>,
 }
 
 /// The END frame.
@@ -144,6 +154,23 @@ impl Recorder {
     pub fn snapshot(&mut self, snap: &Snapshot) {
         let json = serde_json::to_vec(snap).expect("Snapshot serialises");
         self.frame(TAG_SNAPSHOT, &json);
+    }
+
+    /// A goroutine sample folded into the model under `rules`.
+    pub fn sample(&mut self, snapshot: &Snapshot, rules: SampleRules, unread: &[u64]) {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            snapshot: &'a Snapshot,
+            rules: SampleRules,
+            unread: &'a [u64],
+        }
+        let frame = Frame {
+            snapshot,
+            rules,
+            unread,
+        };
+        let json = serde_json::to_vec(&frame).expect("a sample serialises");
+        self.frame(TAG_SAMPLE, &json);
     }
 
     /// One ring-buffer record, as received.
@@ -212,6 +239,11 @@ pub fn replay_from(mut r: impl Read, path: &Path) -> Result<Capture, RecordError
                 let snap: Snapshot =
                     serde_json::from_slice(&buf).map_err(|e| corrupt(format!("snapshot: {e}")))?;
                 model.seed(&snap);
+            }
+            TAG_SAMPLE => {
+                let s: SampleFrame =
+                    serde_json::from_slice(&buf).map_err(|e| corrupt(format!("sample: {e}")))?;
+                model.observe(&s.snapshot, s.rules, &s.unread);
             }
             TAG_EVENT => {
                 // Undecodable records were counted live; they are in End.

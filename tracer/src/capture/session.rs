@@ -37,6 +37,15 @@ impl EndReason {
             EndReason::TargetExec(_) => "target-exec",
         }
     }
+
+    /// How the target ended, if it did.
+    pub fn exit(&self) -> Option<String> {
+        match self {
+            EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
+            EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
+            _ => None,
+        }
+    }
 }
 
 /// The analysis of a command's last state, run while it is held at its
@@ -65,6 +74,9 @@ pub struct Session<'a> {
     pub view: &'a mut dyn crate::view::View,
     /// Ends the trace when the target execs another program.
     pub exec_watch: Option<crate::process::ExecWatch>,
+    /// Estimates what the probes cost and, with a budget, detaches the
+    /// hottest, with goroutine samples for what they gave.
+    pub governor: Option<&'a mut dyn crate::capture::governor::Govern>,
 }
 
 /// Polls for a PIE target's load bias for up to `wait` (exec may still be
@@ -162,6 +174,13 @@ impl Session<'_> {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let governed = self.governor.is_some();
+        let first_check = self
+            .governor
+            .as_ref()
+            .map_or(Duration::MAX, |g| g.next_check());
+        let budget_check = tokio::time::sleep(first_check.min(Duration::from_secs(3600)));
+        tokio::pin!(budget_check);
         let mut progress = Progress {
             counts: Counts {
                 events: 0,
@@ -187,7 +206,10 @@ impl Session<'_> {
                     self.drain(guard.get_inner_mut(), &mut progress.counts)?;
                     guard.clear_ready();
                 }
-                _ = poll.tick() => {
+                // Nothing to drain while no probe is attached (budgeted
+                // mode before its probes fit, or after all were shed):
+                // no wakeup every 5 ms then.
+                _ = poll.tick(), if self.probes.attached_now() > 0 => {
                     self.probes.flush_logs();
                     self.drain(ring.get_mut(), &mut progress.counts)?;
                 }
@@ -196,6 +218,10 @@ impl Session<'_> {
                         break end;
                     }
                 }
+                _ = &mut budget_check, if governed => {
+                    let next = self.check_budget(start_ns);
+                    budget_check.as_mut().reset(tokio::time::Instant::now() + next);
+                }
                 _ = sigint.recv() => break EndReason::Signal,
                 _ = sigterm.recv() => break EndReason::Signal,
                 _ = &mut deadline => break EndReason::Duration,
@@ -203,7 +229,7 @@ impl Session<'_> {
                     ExitEvent::Held(hold) => {
                         // Its last events first, then its last state.
                         self.drain(ring.get_mut(), &mut progress.counts)?;
-                        progress.at_exit = self.analyse_at_exit(hold);
+                        progress.at_exit = analyse_held(self.at_exit.take(), hold);
                     }
                     ExitEvent::Exited(status) => break EndReason::TargetExit(status),
                 },
@@ -227,22 +253,24 @@ impl Session<'_> {
         )
     }
 
-    /// Runs the hook on the held target (once), then lets it go.
-    fn analyse_at_exit(&mut self, hold: ExitHold) -> Option<AtExit> {
-        let hook = self.at_exit.take()?; // without one, dropping `hold` lets go
-        let analysis = hook(&hold);
-        let tid = hold.tid;
-        let released = hold.release();
-        Some(AtExit {
-            tid,
-            held_ms: (released.held.as_secs_f64() * 1e6).round() / 1e3,
-            timed_out: released.timed_out,
-            analysis,
-        })
+    /// A budget check; when the next one is due.
+    fn check_budget(&mut self, start_ns: u64) -> Duration {
+        let t = monotonic_ns().saturating_sub(start_ns) as f64 / 1e9;
+        match self.governor.as_deref_mut() {
+            Some(g) => {
+                g.check(self.probes, t);
+                g.next_check()
+            }
+            None => Duration::from_secs(3600),
+        }
     }
 
     /// Once a second: growth samples, the view, exec detection.
     fn tick(&mut self, p: &mut Progress) -> Option<EndReason> {
+        if let Some(g) = self.governor.as_deref_mut() {
+            let t = monotonic_ns().saturating_sub(p.start_ns) as f64 / 1e9;
+            g.tick(self.model, self.probes, self.recorder.as_deref_mut(), t);
+        }
         if p.load_bias.is_none() {
             p.load_bias = self
                 .pie_pid
@@ -261,6 +289,11 @@ impl Session<'_> {
             events_per_s: (p.counts.events - p.last_events) as f64 / secs,
             kernel: &kernel,
             load_bias: p.load_bias.unwrap_or(0),
+            watch: self
+                .governor
+                .as_ref()
+                .map(|g| g.status())
+                .unwrap_or_default(),
         });
         p.last_tick_ns = now;
         p.last_events = p.counts.events;
@@ -285,6 +318,10 @@ impl Session<'_> {
         // Whatever the kernel wrote before we stopped still belongs to the trace.
         self.probes.flush_logs();
         self.drain(ring, &mut p.counts)?;
+        let gone = matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_));
+        if let Some(g) = self.governor.as_deref_mut() {
+            g.finish_samples(self.model, gone, self.recorder.as_deref_mut());
+        }
         sample(
             self.model,
             self.recorder.as_deref_mut(),
@@ -299,13 +336,9 @@ impl Session<'_> {
                 .unwrap_or(0),
             None => 0,
         };
-        Ok(End {
+        let mut out = End {
             ended_by: end.name().to_string(),
-            exit: match &end {
-                EndReason::TargetExit(s) => s.clone().or(Some("exited".into())),
-                EndReason::TargetExec(new) => Some(format!("exec'd {new}")),
-                _ => None,
-            },
+            exit: end.exit(),
             start_ns: p.start_ns,
             end_ns,
             end_unix_ns: end_unix_ns as i64,
@@ -315,6 +348,27 @@ impl Session<'_> {
             kernel,
             proof: None,
             at_exit: p.at_exit,
-        })
+            samples: None,
+            state_ns: None,
+            budget: None,
+        };
+        if let Some(g) = self.governor.as_deref_mut() {
+            g.close(self.probes, self.model, &mut out, gone);
+        }
+        Ok(out)
     }
+}
+
+/// Runs `hook` on the held target, then lets it go (without a hook,
+/// dropping `hold` lets it go).
+pub fn analyse_held(hook: Option<AtExitHook<'_>>, hold: ExitHold) -> Option<AtExit> {
+    let analysis = hook?(&hold);
+    let tid = hold.tid;
+    let released = hold.release();
+    Some(AtExit {
+        tid,
+        held_ms: (released.held.as_secs_f64() * 1e6).round() / 1e3,
+        timed_out: released.timed_out,
+        analysis,
+    })
 }

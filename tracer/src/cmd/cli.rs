@@ -65,6 +65,37 @@ pub struct TargetArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, default_value = "8M")]
     pub ring_buffer: u32,
 
+    /// Sampled mode: no probe at all. gotrace reads the target's goroutines
+    /// from its memory every --sample-interval (never stopping it) and
+    /// builds the report from those samples: exact groups and counts,
+    /// growth per creation site, ages and blocked times as lower bounds;
+    /// no contexts or timers. Needs no eBPF: CAP_SYS_PTRACE (and, for
+    /// another user's process, CAP_DAC_READ_SEARCH).
+    #[arg(long, conflicts_with_all = ["full", "max_overhead", "bench_empty_probes"])]
+    pub sampled: bool,
+
+    /// Full tracing: every probe (parks and wakeups, creations and exits,
+    /// contexts, timers) from the start, whatever it costs, unless
+    /// --max-overhead bounds it. The default with `-- CMD`; with --pid the
+    /// default is goroutine samples plus the creation/exit probes when
+    /// they fit the overhead budget.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Overhead budget: the CPU the probes may add to the target, in % of
+    /// the CPU it uses itself (3 by default with --pid). Probes whose
+    /// estimated cost goes over are detached, the hottest first, and
+    /// goroutine samples carry on for what they gave. With --full, none
+    /// unless given.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+    pub max_overhead: Option<f64>,
+
+    /// Shortest interval between goroutine samples (sampled mode, and
+    /// after probes were shed); longer when reading the goroutines takes
+    /// more than 1/50 of it.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
+    pub sample_interval: Duration,
+
     /// Benchmark floor: attach a do-nothing program at every probe point
     /// (no events, no report content). Used by `cargo xtask bench`.
     #[arg(long, hide = true)]
@@ -250,6 +281,10 @@ pub struct AgentArgs {
 /// Default leak threshold of a live trace.
 pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(5);
 
+/// Default overhead budget of `--pid` (percent of the target's own CPU);
+/// README, Usage, says why.
+pub const DEFAULT_MAX_OVERHEAD: f64 = 3.0;
+
 /// "64K", "8M", "1G" or bytes: a power of two of at least one page.
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
@@ -272,6 +307,21 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(bytes as u32)
+}
+
+/// "3", "0.5" or "3%": a percentage above 0 and at most 1000.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let n: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid percentage {s:?} (try 3 or 0.5)"))?;
+    if !n.is_finite() || n <= 0.0 || n > 1000.0 {
+        return Err(format!("percentage {s:?} must be above 0 and at most 1000"));
+    }
+    Ok(n)
 }
 
 /// The longest duration or threshold accepted: a year. Longer values are
@@ -334,6 +384,31 @@ mod tests {
         assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
         assert!(parse_duration("8761h").is_err());
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("3"), Ok(3.0));
+        assert_eq!(parse_percent("0.5%"), Ok(0.5));
+        assert!(parse_percent("0").is_err());
+        assert!(parse_percent("-1").is_err());
+        assert!(parse_percent("NaN").is_err());
+        assert!(parse_percent("x").is_err());
+    }
+
+    #[test]
+    fn modes_exclude_each_other() {
+        for args in [
+            &["gotrace", "--sampled", "--full", "--pid", "1"][..],
+            &["gotrace", "--sampled", "--max-overhead", "3", "--pid", "1"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let c = Cli::try_parse_from(["gotrace", "--sampled", "--pid", "1"]).unwrap();
+        assert!(c.trace.target.sampled);
+        assert_eq!(c.trace.target.sample_interval, Duration::from_secs(1));
+        let c = Cli::try_parse_from(["gotrace", "--full", "--max-overhead", "5", "--pid", "1"]);
+        assert_eq!(c.unwrap().trace.target.max_overhead, Some(5.0));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod open;
 pub mod probes;
 pub mod report;
+pub mod sampled;
 pub mod snapshot;
 pub mod trace;
 

@@ -14,13 +14,16 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::Outcome;
-use super::cli::{DEFAULT_LEAK_THRESHOLD, TargetArgs, TopArgs, TraceArgs};
+use super::cli::{DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_OVERHEAD, TargetArgs, TopArgs, TraceArgs};
 use super::open::Opened;
+use crate::capture::governor::Governor;
 use crate::capture::record::{RecordError, Recorder};
+use crate::capture::sampler::Sampler;
 use crate::capture::session::Session;
-use crate::capture::{Capture, End, Meta};
-use crate::model::Model;
+use crate::capture::{Capture, End, Meta, Mode};
 use crate::model::existing::{Snapshot, SnapshotInfo, is_snapshot_stack};
+use crate::model::{Model, SampleRules};
+use crate::probe::budget::{Budget, ProbeGroup};
 use crate::probe::{Plan, Probes, goroutine};
 use crate::process::lock::TargetLock;
 use crate::process::ptrace::{ExitHold, TracedChild};
@@ -99,14 +102,29 @@ pub fn finish(
     })
 }
 
+/// How a trace of `target` watches it: `--sampled`, `--full` (or the
+/// benchmark's empty probes); by default budgeted for a running process
+/// and full for a command (`--max-overhead` sets the budget of either).
+pub(super) fn mode_of(args: &TargetArgs, target: &Target) -> Mode {
+    if args.sampled {
+        Mode::Sampled
+    } else if args.full || args.bench_empty_probes {
+        Mode::Full
+    } else if matches!(target, Target::Pid(_)) {
+        Mode::Budgeted
+    } else {
+        Mode::Full
+    }
+}
+
 /// Which process to trace: a running one, or a command gotrace starts.
-enum Target {
+pub(super) enum Target {
     Pid(u32),
     Command(Vec<String>),
 }
 
 impl Target {
-    fn choose(args: &TargetArgs) -> anyhow::Result<Target> {
+    pub(super) fn choose(args: &TargetArgs) -> anyhow::Result<Target> {
         Ok(match (args.pid, args.command.is_empty()) {
             (Some(pid), true) => Target::Pid(pid),
             (None, false) => Target::Command(args.command.clone()),
@@ -115,7 +133,7 @@ impl Target {
     }
 
     /// The executable and how messages name the target.
-    fn exe(&self) -> anyhow::Result<(PathBuf, String)> {
+    pub(super) fn exe(&self) -> anyhow::Result<(PathBuf, String)> {
         Ok(match self {
             Target::Pid(pid) => (process::exe_of(*pid)?, format!("PID {pid}")),
             Target::Command(argv) => {
@@ -130,9 +148,9 @@ impl Target {
 /// The target process, once it exists and is locked: a command is held
 /// before exec until the session is ready for its first event, and traced
 /// with ptrace so that it can be held at its exit too.
-struct Started {
-    pid: u32,
-    child: Option<HeldChild>,
+pub(super) struct Started {
+    pub(super) pid: u32,
+    pub(super) child: Option<HeldChild>,
     /// The command's ptrace thread (None for `--pid`, or when ptrace was
     /// refused: then its exit is only watched).
     traced: Option<TracedChild>,
@@ -140,7 +158,7 @@ struct Started {
 }
 
 impl Started {
-    fn start(target: &Target, exe: &Path, shown: &str) -> anyhow::Result<Started> {
+    pub(super) fn start(target: &Target, exe: &Path, shown: &str) -> anyhow::Result<Started> {
         // Start a command held before exec (still single-threaded here).
         let (pid, child) = match target {
             Target::Pid(pid) => (*pid, None),
@@ -179,7 +197,7 @@ impl Started {
     }
 
     /// Fails the trace: a held command is killed, never released.
-    fn abort<T>(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Result<T> {
+    pub(super) fn abort<T>(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Result<T> {
         if let Some(c) = self.child.take() {
             match self.traced.take() {
                 // Its ptrace thread reaps it (no hold: nobody listens).
@@ -194,11 +212,14 @@ impl Started {
     }
 
     /// Configures the programs for this process and attaches them.
+    /// Every point of the plan in full mode, none in budgeted mode (the
+    /// overhead budget attaches them when they fit).
     fn attach(
         &mut self,
         opened: &Opened,
         plan: &Plan,
         args: &TargetArgs,
+        mode: Mode,
     ) -> anyhow::Result<(Probes, TargetExit)> {
         let layout = &opened.layout;
         let mut config = goroutine::config(self.pid, layout);
@@ -208,11 +229,15 @@ impl Started {
         if let Ok(p) = &plan.contexts {
             p.configure(&mut config, layout, opened.load_bias(self.pid).unwrap_or(0));
         }
+        let points = match mode {
+            Mode::Full => &plan.points[..],
+            Mode::Budgeted | Mode::Sampled => &[],
+        };
         let probes = Probes::attach(
             config,
             &opened.exe,
             self.pid,
-            &plan.points,
+            points,
             crate::probe::AttachOptions {
                 ring_bytes: args.ring_buffer,
                 empty_programs: args.bench_empty_probes,
@@ -220,11 +245,16 @@ impl Started {
                     || log::log_enabled!(target: "tracer_ebpf", log::Level::Debug),
             },
         )?;
-        let exit = match self.traced.take() {
+        Ok((probes, self.exit_watch()?))
+    }
+
+    /// How the session learns that the target ends: through the command's
+    /// ptrace thread (which holds it at its exit), else a pidfd.
+    pub(super) fn exit_watch(&mut self) -> anyhow::Result<TargetExit> {
+        Ok(match self.traced.take() {
             Some(t) => TargetExit::Traced(t),
             None => TargetExit::Watched(ExitWatcher::new(self.pid, self.child.is_some())?),
-        };
-        Ok((probes, exit))
+        })
     }
 }
 
@@ -237,6 +267,9 @@ pub fn trace(
     view: ViewChoice,
 ) -> anyhow::Result<(Capture, Opened)> {
     let target = Target::choose(args)?;
+    if mode_of(args, &target) == Mode::Sampled {
+        return super::sampled::trace(args, &target, leak_threshold, record, view);
+    }
     let (exe, shown) = target.exe()?;
     let opened = Opened::open(&exe, &shown)?;
     for line in opened.layout_warnings() {
@@ -248,24 +281,32 @@ pub fn trace(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let pid = started.pid;
+    let mut sampler = Sampler::new(
+        pid,
+        &opened.bin,
+        &opened.layout,
+        &opened.exe,
+        args.sample_interval,
+    );
+    let (mode, early, max_overhead) = choose_mode(args, &target, &mut sampler, &opened);
     let (mut probes, mut exit) =
-        match runtime.block_on(async { started.attach(&opened, &plan, args) }) {
+        match runtime.block_on(async { started.attach(&opened, &plan, args, mode) }) {
             Ok(v) => v,
             Err(e) => return started.abort(e),
         };
-    let pid = started.pid;
     // The goroutines that already exist (--pid only: a command started
     // under gotrace has none), read right after the probes are attached so
-    // that none falls between the two.
-    let snapshot = match target {
-        Target::Pid(_) => Some(read_existing(pid, &opened)),
-        Target::Command(_) => None,
-    };
-    let meta = meta(
+    // that none falls between the two (or before, when none is attached).
+    let snapshot = early
+        .or_else(|| matches!(target, Target::Pid(_)).then(|| read_existing(&mut sampler, &opened)));
+    let budget = budget(max_overhead, mode, &mut probes, &plan);
+    let meta = trace_meta(
         pid,
         &opened,
         &plan,
-        &probes,
+        mode,
+        probes.attached(),
         leak_threshold,
         snapshot.as_ref(),
     );
@@ -276,8 +317,9 @@ pub fn trace(
             return started.abort(e);
         }
     };
-    announce(pid, &opened, probes.attached(), snapshot.as_ref());
-
+    announce(pid, &opened, probes.attached(), snapshot.as_ref(), &budget);
+    let mut governor = governor(mode, budget, sampler, &plan);
+    governor.begin(&probes);
     let run = Run {
         started: &mut started,
         opened: &opened,
@@ -286,19 +328,12 @@ pub fn trace(
         exit: &mut exit,
         duration: args.duration,
         view,
+        governor: &mut governor,
     };
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
-    end.proof = end.at_exit.as_mut().and_then(|a| a.analysis.proof.take());
-    if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
-        end.proof = Some(prove(pid, &opened, end.load_bias, false));
-    }
-    if let (Some(r), Some(path)) = (recorder, record) {
-        match r.finish(&end, &stacks) {
-            Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
-            Err(e) => eprintln!("gotrace: warning: {:#}", anyhow::Error::from(e)),
-        }
-    }
+    end_proof(args, pid, &opened, &mut end);
+    finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
         model,
@@ -308,9 +343,76 @@ pub fn trace(
     Ok((capture, opened))
 }
 
+/// The mode, the goroutines read before attaching anything (budgeted
+/// mode), and the budget. Budgeted mode stands on goroutine samples: when
+/// the target's memory cannot be read, it traces with every probe under
+/// the budget instead.
+fn choose_mode(
+    args: &TargetArgs,
+    target: &Target,
+    sampler: &mut Sampler<'_>,
+    opened: &Opened,
+) -> (Mode, Option<Result<Snapshot, String>>, Option<f64>) {
+    let mode = mode_of(args, target);
+    if mode != Mode::Budgeted {
+        return (mode, None, args.max_overhead);
+    }
+    let max = args.max_overhead.unwrap_or(DEFAULT_MAX_OVERHEAD);
+    match read_existing(sampler, opened) {
+        Ok(snap) => (mode, Some(Ok(snap)), Some(max)),
+        Err(e) => {
+            eprintln!(
+                "gotrace: warning: cannot read the goroutines of PID {} ({e}): tracing with every probe under the {max}% overhead budget instead",
+                sampler.pid
+            );
+            (Mode::Full, Some(Err(e)), Some(max))
+        }
+    }
+}
+
+/// What is known at attach.
+fn trace_meta(
+    pid: u32,
+    opened: &Opened,
+    plan: &Plan,
+    mode: Mode,
+    attached: usize,
+    leak_threshold: Duration,
+    snapshot: Option<&Result<Snapshot, String>>,
+) -> Meta {
+    let snapshot = snapshot.map(|s| match s {
+        Ok(snap) => SnapshotInfo::of(snap),
+        Err(e) => SnapshotInfo::failed(e.clone()),
+    });
+    Meta {
+        mode,
+        contexts_not_traced: not_traced(mode, &plan.contexts),
+        timers_not_traced: not_traced(mode, &plan.timers),
+        probes_attached: attached,
+        ..meta(pid, opened, leak_threshold, snapshot)
+    }
+}
+
+/// The budget and samples of a trace in `mode`: budgeted mode samples
+/// everything from the start and has the creation/exit probes to attach
+/// once they fit; full mode samples only what the budget sheds.
+fn governor<'b>(mode: Mode, budget: Budget, sampler: Sampler<'b>, plan: &Plan) -> Governor<'b> {
+    let (rules, pending) = match mode {
+        Mode::Budgeted => (
+            SampleRules::ALL,
+            vec![(
+                ProbeGroup::Lifecycle,
+                group_points(plan, ProbeGroup::Lifecycle),
+            )],
+        ),
+        Mode::Full | Mode::Sampled => (SampleRules::default(), Vec::new()),
+    };
+    Governor::new(mode, budget, sampler, rules, pending)
+}
+
 /// The session's part of a trace: seed the model with the goroutines that
 /// already exist, run until the trace ends, keep the stacks it references.
-struct Run<'a> {
+struct Run<'a, 'b> {
     started: &'a mut Started,
     opened: &'a Opened,
     /// Run the leak proof at the end (on a command: at its exit).
@@ -319,9 +421,10 @@ struct Run<'a> {
     exit: &'a mut TargetExit,
     duration: Option<Duration>,
     view: ViewChoice,
+    governor: &'a mut Governor<'b>,
 }
 
-impl Run<'_> {
+impl Run<'_, '_> {
     async fn run(
         self,
         snapshot: Option<Result<Snapshot, String>>,
@@ -329,13 +432,11 @@ impl Run<'_> {
     ) -> anyhow::Result<(Model, End, BTreeMap<i32, Vec<u64>>)> {
         let (opened, pid) = (self.opened, self.started.pid);
         let mut model = Model::default();
-        let mut snapshot_stacks = BTreeMap::new();
         if let Some(Ok(snap)) = snapshot {
             if let Some(r) = recorder.as_deref_mut() {
                 r.snapshot(&snap);
             }
             model.seed(&snap);
-            snapshot_stacks = snap.stacks;
         }
         let mut view = make_view(self.view, pid, opened);
         let end =
@@ -358,24 +459,26 @@ impl Run<'_> {
                 recorder,
                 view: view.as_mut(),
                 exec_watch: process::ExecWatch::new(pid, &opened.exe),
+                governor: Some(&mut *self.governor),
             }
             .run(self.exit)
             .await;
         drop(view);
         let end = end?;
-        let stacks = referenced_stacks(&model, snapshot_stacks);
+        // The stacks of the snapshot at attach and of every sample.
+        let sampled = std::mem::take(&mut self.governor.sampler.stacks);
+        let stacks = referenced_stacks(&model, sampled);
         Ok((model, end, stacks))
     }
 }
 
-/// What is known at attach, for the report and the recording.
-fn meta(
+/// What is known at attach, for the report and the recording; the probes'
+/// part (none attached, contexts and timers traced) for the caller to set.
+pub(super) fn meta(
     pid: u32,
     opened: &Opened,
-    plan: &Plan,
-    probes: &Probes,
     leak_threshold: Duration,
-    snapshot: Option<&Result<Snapshot, String>>,
+    snapshot: Option<SnapshotInfo>,
 ) -> Meta {
     let bin = &opened.bin;
     Meta {
@@ -387,18 +490,32 @@ fn meta(
         build_id: bin.build_id(),
         go_version: bin.version().raw.clone(),
         arch: format!("{:?}", bin.arch()).to_lowercase(),
-        contexts_not_traced: plan.contexts.as_ref().err().cloned(),
-        timers_not_traced: plan.timers.as_ref().err().cloned(),
-        probes_attached: probes.attached(),
+        contexts_not_traced: None,
+        timers_not_traced: None,
+        probes_attached: 0,
         leak_threshold_ns: leak_threshold.as_nanos() as u64,
-        snapshot: snapshot.map(|s| match s {
-            Ok(snap) => SnapshotInfo::of(snap),
-            Err(e) => SnapshotInfo::failed(e.clone()),
-        }),
+        snapshot,
+        mode: Mode::Full,
     }
 }
 
-fn start_recording(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
+/// Ends the recording (if any) with the end of the trace and its stacks;
+/// a failure is a warning, the trace is done.
+pub(super) fn finish_recording(
+    recorder: Option<Recorder>,
+    record: Option<&Path>,
+    end: &End,
+    stacks: &BTreeMap<i32, Vec<u64>>,
+) {
+    if let (Some(r), Some(path)) = (recorder, record) {
+        match r.finish(end, stacks) {
+            Ok(()) => eprintln!("gotrace: recording written to {}", path.display()),
+            Err(e) => eprintln!("gotrace: warning: {:#}", anyhow::Error::from(e)),
+        }
+    }
+}
+
+pub(super) fn start_recording(path: &Path, meta: &Meta) -> Result<Recorder, RecordError> {
     let f = crate::outputs::file::create(path).map_err(|source| RecordError::Write {
         path: path.to_path_buf(),
         source,
@@ -413,6 +530,7 @@ fn announce(
     opened: &Opened,
     attached: usize,
     snapshot: Option<&Result<Snapshot, String>>,
+    budget: &Budget,
 ) {
     let existing = match snapshot {
         Some(Ok(snap)) => format!(
@@ -422,11 +540,27 @@ fn announce(
         ),
         _ => String::new(),
     };
+    let r = &budget.report;
+    let cost = match (r.max_overhead_pct, r.hit_cost_us) {
+        (Some(max), Some(us)) => {
+            format!(" under a {max}% overhead budget (one probe hit costs {us:.1} µs here)")
+        }
+        (None, Some(us)) => format!(" (one probe hit costs {us:.1} µs here)"),
+        (_, None) => String::new(),
+    };
     eprintln!(
-        "gotrace: attached {attached} uprobes to PID {pid} ({}, {}){existing}; Ctrl-C to stop",
+        "gotrace: attached {attached} uprobes to PID {pid} ({}, {}){cost}{existing}; Ctrl-C to stop",
         opened.exe.display(),
         opened.bin.version().raw
     );
+    if let Some(e) = &r.calibration_error {
+        let then = if attached == 0 {
+            "no probe will be attached: goroutine samples only"
+        } else {
+            "their cost is not estimated, and no budget can apply"
+        };
+        eprintln!("gotrace: warning: cannot time a probe hit ({e}): {then}");
+    }
     if let Some(Err(e)) = snapshot {
         eprintln!(
             "gotrace: warning: cannot read the existing goroutines ({e}); those created before \
@@ -435,7 +569,7 @@ fn announce(
     }
 }
 
-fn make_view<'a>(
+pub(super) fn make_view<'a>(
     choice: ViewChoice,
     pid: u32,
     opened: &'a Opened,
@@ -459,7 +593,7 @@ fn make_view<'a>(
 
 /// Every stack the model references: the eBPF walk's came as events,
 /// snapshot stacks were read at attach.
-fn referenced_stacks(
+pub(super) fn referenced_stacks(
     model: &Model,
     mut snapshot_stacks: BTreeMap<i32, Vec<u64>>,
 ) -> BTreeMap<i32, Vec<u64>> {
@@ -479,7 +613,7 @@ fn referenced_stacks(
 
 /// The analysis of a command held at its exit (for now its goroutines),
 /// read through the exiting thread that holds it.
-fn analyse_at_exit(
+pub(super) fn analyse_at_exit(
     opened: &Opened,
     hold: &ExitHold,
     prove_it: bool,
@@ -494,7 +628,7 @@ fn analyse_at_exit(
     }
     let ours = process::runs(hold.tid, &opened.exe) != Some(false);
     let snap = if ours {
-        read_existing(hold.tid, opened)
+        read_at(hold.tid, opened)
     } else {
         Err("it exec'd another program".to_string())
     };
@@ -517,12 +651,70 @@ fn analyse_at_exit(
     }
 }
 
-/// The goroutines of `pid` right now; errors as one line for the report.
-fn read_existing(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
+/// The goroutines of `pid` right now, read without the sampler (a held
+/// command's exiting thread); errors as one line for the report.
+fn read_at(pid: u32, opened: &Opened) -> Result<Snapshot, String> {
     let bias = opened
         .load_bias(pid)
         .ok_or("cannot find the executable's load address")?;
     crate::snapshot::take(pid, &opened.bin, &opened.layout, bias).map_err(|e| e.to_string())
+}
+
+/// The goroutines of the target right now (the sampler's first reading,
+/// so that later samples name stacks alike); errors as one line for the
+/// report.
+fn read_existing(sampler: &mut Sampler<'_>, opened: &Opened) -> Result<Snapshot, String> {
+    sampler.bias = Some(
+        opened
+            .load_bias(sampler.pid)
+            .ok_or("cannot find the executable's load address")?,
+    );
+    sampler.first().map_err(|e| e.to_string())
+}
+
+/// What the probes cost, timed now that they are attached, and the budget
+/// `max` they run under (none: estimated, never detached). In budgeted
+/// mode no group is attached yet.
+fn budget(max: Option<f64>, mode: Mode, probes: &mut Probes, plan: &Plan) -> Budget {
+    let groups = match mode {
+        Mode::Budgeted => Vec::new(),
+        Mode::Full | Mode::Sampled => ProbeGroup::ALL
+            .into_iter()
+            .filter(|g| !group_points(plan, *g).is_empty())
+            .collect(),
+    };
+    Budget::new(max, probes.calibrate().map_err(|e| e.to_string()), groups)
+}
+
+/// The points of `plan` whose program belongs to `group`.
+fn group_points(plan: &Plan, group: ProbeGroup) -> Vec<goroutine::AttachPoint> {
+    plan.points
+        .iter()
+        .filter(|p| group.programs().iter().any(|q| q.name() == p.program))
+        .cloned()
+        .collect()
+}
+
+/// Why contexts (or timers) are not traced: the plan's reason, or, with
+/// --pid by default, that their probes fire on every operation.
+fn not_traced(mode: Mode, planned: &Result<impl Sized, String>) -> Option<String> {
+    match (planned, mode) {
+        (Err(why), _) => Some(why.clone()),
+        (Ok(_), Mode::Budgeted) => Some(
+            "not traced by default with --pid: their probes fire on every operation; --full traces them".into(),
+        ),
+        (Ok(_), _) => None,
+    }
+}
+
+/// The leak proof of a trace: the one made while a command was held at
+/// its exit, else (unless `--no-prove`) one over the target as it is now,
+/// when it is still there.
+pub(super) fn end_proof(args: &TargetArgs, pid: u32, opened: &Opened, end: &mut End) {
+    end.proof = end.at_exit.as_mut().and_then(|a| a.analysis.proof.take());
+    if args.prove() && end.proof.is_none() && end.ended_by != "target-exit" {
+        end.proof = Some(prove(pid, opened, end.load_bias, false));
+    }
 }
 
 /// The leak proof over the target's memory as it is now (it keeps running).

@@ -247,6 +247,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         probes_attached: 12,
         leak_threshold_ns: 1_000_000_000,
         snapshot: None,
+        mode: crate::capture::Mode::Full,
     };
     let start: u64 = 5_000_000_000;
     let err = |e: crate::capture::record::RecordError| e.to_string();
@@ -359,6 +360,9 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         kernel: Default::default(),
         proof: None,
         at_exit: None,
+        samples: None,
+        state_ns: None,
+        budget: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

@@ -25,6 +25,10 @@ pub fn is_snapshot_stack(id: i32) -> bool {
 /// One goroutine as read. Addresses are the process's (load bias included).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapGoroutine {
+    /// Where its g is in the target's memory (0 in recordings from before
+    /// gotrace kept it).
+    #[serde(default)]
+    pub gp: u64,
     pub goid: u64,
     /// `g.parentGoid` (Go 1.21+).
     pub parent_goid: Option<u64>,
@@ -62,6 +66,12 @@ pub struct SnapStats {
     pub list_retries: u64,
     /// pread calls.
     pub reads: u64,
+    /// The highest goid any g holds, free ones included (the runtime does
+    /// not clear it): about the last goid handed out, so its growth from
+    /// one sample to the next counts the goroutines created in between,
+    /// short-lived ones too (give or take the batch of 16 each P takes).
+    #[serde(default)]
+    pub max_goid: u64,
 }
 
 /// What the snapshot taken at attach gave (`trace.snapshot` in the report).
@@ -105,4 +115,8 @@ pub struct Snapshot {
     /// Raw stacks by id (see the module doc).
     pub stacks: BTreeMap<i32, Vec<u64>>,
     pub stats: SnapStats,
+    /// The g pointers never read consistently (`stats.skipped` of them):
+    /// whatever goroutine they hold is not in `goroutines`, though alive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_gps: Vec<u64>,
 }

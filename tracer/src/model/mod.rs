@@ -14,7 +14,8 @@ pub mod timers;
 
 pub use contexts::{ContextModel, CtxNode};
 pub use goroutines::{
-    Goroutine, GoroutineModel, GoroutineRef, ModelStats, Origin, Parked, StackRef, State,
+    Goroutine, GoroutineModel, GoroutineRef, ModelStats, Origin, Parked, SampleRules, Sampling,
+    StackRef, State,
 };
 pub use sites::{SiteKey, SiteStats};
 
@@ -40,6 +41,13 @@ impl Model {
     /// event is applied).
     pub fn seed(&mut self, snap: &existing::Snapshot) {
         self.goroutines.seed(snap);
+    }
+
+    /// Folds in a sample taken while the trace runs (see
+    /// [`goroutines::SampleRules`] for what it may change); `unread`: the
+    /// goids (sorted) of live goroutines whose g it could not read.
+    pub fn observe(&mut self, snap: &existing::Snapshot, rules: SampleRules, unread: &[u64]) {
+        self.goroutines.observe(snap, rules, unread);
     }
 
     pub fn apply(&mut self, event: &crate::decode::Event) {

@@ -37,6 +37,12 @@ pub struct KernelCounters {
     pub read_errors: BTreeMap<String, u64>,
     #[serde(default)]
     pub read_errors_total: Option<u64>,
+    /// Probe hits on the target's threads, per program name (the programs
+    /// with none are left out; empty when unknown).
+    #[serde(default)]
+    pub hits: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub hits_total: Option<u64>,
 }
 
 /// Sums the per-CPU values of every slot; all `None` if any slot cannot be
@@ -74,7 +80,28 @@ fn from_slots(sum: impl Fn(u32) -> Option<u64>) -> Option<KernelCounters> {
         total += n;
     }
     c.read_errors_total = Some(total);
+    let hits = hits_from_slots(&sum)?;
+    c.hits_total = Some(hits.values().sum());
+    c.hits = hits
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(p, n)| (p.name().to_string(), n))
+        .collect();
     Some(c)
+}
+
+/// Hits per program (every program); `None` if a slot is unreadable.
+fn hits_from_slots(sum: &impl Fn(u32) -> Option<u64>) -> Option<BTreeMap<Program, u64>> {
+    Program::ALL
+        .iter()
+        .map(|p| Some((*p, sum(p.hits_slot())?)))
+        .collect()
+}
+
+/// The hit counters alone (what the overhead budget reads often): hits per
+/// program; `None` if a slot is unreadable.
+pub fn read_hits(map: &PerCpuArray<&MapData, u64>) -> Option<BTreeMap<Program, u64>> {
+    hits_from_slots(&|slot: u32| map.get(&slot, 0).ok().map(|v| v.iter().sum()))
 }
 
 /// A count for the summary: the number, or "unknown".

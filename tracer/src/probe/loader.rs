@@ -7,7 +7,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
     },
 };
 use tracer_common::Config;
@@ -49,6 +49,8 @@ pub enum ProbeError {
     },
     #[error("reading the probes' diagnostics: {0}")]
     Log(String),
+    #[error("timing one probe hit: {0}")]
+    Calibration(String),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -126,6 +128,18 @@ pub struct AttachOptions {
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
+    /// The programs loaded into the kernel.
+    loaded: Vec<&'static str>,
+    /// Every uprobe still attached, with its program: what the overhead
+    /// budget detaches.
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Where and for whom points attach (`attach_more`).
+    binary: std::path::PathBuf,
+    scope: UProbeScope,
+    empty_programs: bool,
+    /// (program, CLOCK_MONOTONIC ns) of each uprobe `detach` removed, as
+    /// the kernel finishes removing it.
+    removed: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>,
     /// Reads the probes' diagnostics (`--debug-probes`).
     logs: Option<aya_log::EbpfLogger<ProbeLog>>,
 }
@@ -158,37 +172,49 @@ impl Probes {
         let mut probes = Probes {
             ebpf,
             attached: 0,
+            loaded: Vec::new(),
+            links: Vec::new(),
+            binary: binary.to_path_buf(),
+            scope: match NonZeroU32::new(pid) {
+                Some(pid) => UProbeScope::OneProcess(pid),
+                None => UProbeScope::AllProcesses,
+            },
+            empty_programs: opts.empty_programs,
+            removed: Default::default(),
             logs,
         };
-        let scope = match NonZeroU32::new(pid) {
-            Some(pid) => UProbeScope::OneProcess(pid),
-            None => UProbeScope::AllProcesses,
-        };
-        let mut loaded: Vec<&'static str> = Vec::new();
+        probes.attach_more(points)?;
+        Ok(probes)
+    }
+
+    /// Attaches more points (the overhead budget admits a group of probes
+    /// during the trace).
+    pub fn attach_more(&mut self, points: &[AttachPoint]) -> Result<(), ProbeError> {
+        let binary = self.binary.clone();
         for point in points {
             let point = &AttachPoint {
-                program: if opts.empty_programs {
+                program: if self.empty_programs {
                     EMPTY_PROGRAM
                 } else {
                     point.program
                 },
                 ..point.clone()
             };
-            probes.attach_point(point, binary, scope, &mut loaded)?;
-            probes.attached += 1;
+            let link = self.attach_point(point, &binary, self.scope)?;
+            self.links.push((point.program, link));
+            self.attached += 1;
         }
-        Ok(probes)
+        Ok(())
     }
 
-    /// Loads `point`'s program (once: `loaded` lists those already loaded)
-    /// and attaches it at `point` in `binary`.
-    fn attach_point(
+    /// Loads `point`'s program (once) and attaches it at `point` in
+    /// `binary`.
+    pub(super) fn attach_point(
         &mut self,
         point: &AttachPoint,
         binary: &Path,
         scope: UProbeScope,
-        loaded: &mut Vec<&'static str>,
-    ) -> Result<(), ProbeError> {
+    ) -> Result<UProbeLinkId, ProbeError> {
         let program: &mut UProbe = self
             .ebpf
             .program_mut(point.program)
@@ -198,7 +224,7 @@ impl Probes {
                 program: point.program,
                 source,
             })?;
-        if !loaded.contains(&point.program) {
+        if !self.loaded.contains(&point.program) {
             program.load().map_err(|source| {
                 if is_eperm(&source) {
                     ProbeError::Permission
@@ -209,7 +235,7 @@ impl Probes {
                     }
                 }
             })?;
-            loaded.push(point.program);
+            self.loaded.push(point.program);
         }
         program
             .attach(
@@ -231,13 +257,88 @@ impl Probes {
                         source,
                     }
                 }
-            })?;
-        Ok(())
+            })
     }
 
-    /// Number of uprobes attached.
+    /// Detaches `link`, a uprobe of `program`.
+    pub(super) fn detach_link(
+        &mut self,
+        program: &'static str,
+        link: UProbeLinkId,
+    ) -> Result<(), ProbeError> {
+        let p: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { program, source })?;
+        p.detach(link)
+            .map_err(|source| ProbeError::Program { program, source })
+    }
+
+    /// Detaches every uprobe of the programs in `programs`, in that order,
+    /// without waiting; how many. The kernel removes uprobes one at a time,
+    /// each after a grace period (on a loaded 2-core VM, 100 to 400 ms
+    /// each), and a uprobe costs the target until then: a thread drops the
+    /// links, the session goes on.
+    pub fn detach(&mut self, programs: &[&str]) -> Result<usize, ProbeError> {
+        let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(p, _)| programs.contains(p));
+        self.links = kept;
+        gone.sort_by_key(|(p, _)| programs.iter().position(|q| q == p));
+        let mut links = Vec::with_capacity(gone.len());
+        for (program, id) in gone {
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(ProbeError::MissingProgram(program))?
+                .try_into()
+                .map_err(|source| ProbeError::Program { program, source })?;
+            let link = p
+                .take_link(id)
+                .map_err(|source| ProbeError::Program { program, source })?;
+            links.push((program, link));
+        }
+        let n = links.len();
+        let removed = self.removed.clone();
+        std::thread::spawn(move || {
+            for (program, link) in links {
+                drop(link);
+                let now = crate::process::monotonic_ns();
+                removed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((program, now));
+            }
+        });
+        Ok(n)
+    }
+
+    /// When the kernel finished removing each uprobe `detach` was given:
+    /// (program, CLOCK_MONOTONIC ns), so far.
+    pub fn removed(&self) -> Vec<(&'static str, u64)> {
+        self.removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Number of uprobes attached, those detached since included.
     pub fn attached(&self) -> usize {
         self.attached
+    }
+
+    /// Number of uprobes attached now.
+    pub fn attached_now(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The hit counters per program; `None` when unreadable.
+    pub fn hits(&self) -> Option<std::collections::BTreeMap<tracer_common::Program, u64>> {
+        let map = self.ebpf.map("COUNTERS")?;
+        let arr = PerCpuArray::<&MapData, u64>::try_from(map).ok()?;
+        counters::read_hits(&arr)
     }
 
     /// Takes the ring buffer (once).

@@ -1,6 +1,7 @@
 //! Userspace half of the probes: load the embedded eBPF object with the
 //! target's configuration, attach uprobes, and expose the maps.
 
+pub mod budget;
 pub mod compat;
 pub mod context;
 pub mod counters;

@@ -2,6 +2,7 @@
 //! is missed, and notice when it exits (a command gotrace started: held at
 //! its exit through ptrace, [`ptrace`]).
 
+pub mod cpu;
 pub mod lock;
 pub mod mem;
 pub mod ptrace;

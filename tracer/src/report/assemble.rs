@@ -37,6 +37,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
         wait_reasons: input.wait_reasons,
         start_ns: end.start_ns,
         end_ns: end.end_ns,
+        state_ns: end.state_ns.unwrap_or(end.end_ns),
         leak_threshold: input.leak_threshold,
         proven: proven.as_ref(),
     });
@@ -56,6 +57,7 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
             exit: end.exit.clone(),
         },
         trace: Trace {
+            mode: meta.mode.name(),
             duration_s: (end.end_ns.saturating_sub(end.start_ns) as f64 / 1e9).max(1e-9),
             ended_by: end.ended_by.clone(),
             leak_threshold_s,
@@ -70,6 +72,8 @@ pub fn assemble(input: Input<'_>, resolver: &mut StackResolver<'_>) -> anyhow::R
                 .at_exit
                 .as_ref()
                 .map(|a| at_exit_report(a, resolver, input.wait_reasons)),
+            samples: end.samples.clone(),
+            budget: end.budget.clone(),
         },
         goroutines: g.counts,
         verdict: g.verdict,
@@ -135,9 +139,13 @@ fn context_report(
     let Capture {
         meta, model, end, ..
     } = input.capture;
-    if let Some(why) = &meta.contexts_not_traced {
+    if let Some(why) = meta
+        .contexts_not_traced
+        .clone()
+        .or_else(|| shed(end, "contexts"))
+    {
         return Ok(contexts::ContextReport {
-            not_traced: Some(why.clone()),
+            not_traced: Some(why),
             ..Default::default()
         });
     }
@@ -166,9 +174,13 @@ fn timer_report(
     let Capture {
         meta, model, end, ..
     } = input.capture;
-    if let Some(why) = &meta.timers_not_traced {
+    if let Some(why) = meta
+        .timers_not_traced
+        .clone()
+        .or_else(|| shed(end, "timers"))
+    {
         return timers::TimerReport {
-            not_traced: Some(why.clone()),
+            not_traced: Some(why),
             ..Default::default()
         };
     }
@@ -184,4 +196,19 @@ fn timer_report(
             ),
         },
     )
+}
+
+/// Why the `probes` group ("contexts", "timers") has no findings when the
+/// overhead budget detached it: what it saw before is a part, and a part
+/// would show contexts never cancelled that were, tickers never stopped
+/// that were.
+fn shed(end: &crate::capture::End, probes: &str) -> Option<String> {
+    let budget = end.budget.as_ref()?;
+    let s = budget.shed.iter().find(|s| s.probes == probes)?;
+    Some(format!(
+        "its probes were detached {:.2}s into the trace, over the {}% overhead budget (they cost ≈ {:.1}% of the target's CPU); --full traces them whatever the cost",
+        s.at_s,
+        budget.max_overhead_pct.unwrap_or(0.0),
+        s.cost_pct
+    ))
 }

@@ -21,6 +21,9 @@ pub struct GroupInput<'a, 'r> {
     pub wait_reasons: &'a BTreeMap<u8, String>,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// When the goroutines were last seen as the model holds them (ages and
+    /// blocked times count up to it): `end_ns`, or the last sample.
+    pub state_ns: u64,
     pub leak_threshold: Duration,
     /// Goids the leak proof proved leaked; None when it did not run.
     pub proven: Option<&'a HashSet<u64>>,
@@ -56,7 +59,9 @@ struct Members {
     ages: Vec<f64>,
     blocked_for: Vec<f64>,
     before_attach: usize,
+    age_lower_bound: usize,
     blocked_before_attach: usize,
+    blocked_seen_by_samples: usize,
     creation_stack: Vec<Frame>,
     blocked_stack: Vec<Frame>,
     site: Option<SiteKey>,
@@ -104,6 +109,7 @@ pub fn build(input: GroupInput<'_, '_>) -> Groups {
         wait_reasons,
         start_ns,
         end_ns,
+        state_ns,
         leak_threshold,
         proven,
     } = input;
@@ -112,7 +118,7 @@ pub fn build(input: GroupInput<'_, '_>) -> Groups {
         model,
         resolver,
         wait_reasons,
-        (end_ns, leak_threshold),
+        (state_ns, leak_threshold),
         proven,
     );
     let (suspects, live) = into_groups(found.groups, model, duration_s);
@@ -129,6 +135,8 @@ pub fn build(input: GroupInput<'_, '_>) -> Groups {
             seen_before_attach: stats.seen_before_attach,
             read_at_attach: stats.from_snapshot,
             unseen_exits: stats.unseen_exits,
+            created_seen_by_samples: stats.created_seen_by_samples,
+            exited_seen_by_samples: stats.exited_seen_by_samples,
         },
         verdict: verdict(suspect_count, &suspects, proven.is_some()),
         suspect_count,
@@ -145,12 +153,13 @@ struct Found {
     live_system: usize,
 }
 
-/// Sorts every live goroutine into its group.
+/// Sorts every live goroutine into its group, as of `now_ns` (ages and
+/// blocked times count up to it).
 fn collect(
     model: &GoroutineModel,
     resolver: &mut StackResolver<'_>,
     wait_reasons: &BTreeMap<u8, String>,
-    (end_ns, leak_threshold): (u64, Duration),
+    (now_ns, leak_threshold): (u64, Duration),
     proven: Option<&HashSet<u64>>,
 ) -> Found {
     let threshold_s = leak_threshold.as_secs_f64();
@@ -172,11 +181,12 @@ fn collect(
         let state = g.state();
         let parked_before_attach = matches!(&state, State::Parked(p) if p.before_attach);
         let leaked = proven.is_some_and(|p| p.contains(&g.goid()));
+        let park_sampled = matches!(&state, State::Parked(p) if p.sampled);
         let (suspect, wait, pattern, idle, blocked_stack, blocked_for) = match state {
             State::Parked(p) => {
                 let frames = p.stack.map(|s| resolver.frames(s)).unwrap_or_default();
                 let (text, pattern, idle) = classify(p.reason, wait_reasons, &frames);
-                let blocked_for = secs(end_ns.saturating_sub(p.since_ns));
+                let blocked_for = secs(now_ns.saturating_sub(p.since_ns));
                 let suspect = blocked_for >= threshold_s && pattern.can_leak();
                 (
                     suspect,
@@ -223,9 +233,11 @@ fn collect(
         }
         m.blocked_for.extend(blocked_for);
         m.blocked_before_attach += usize::from(parked_before_attach);
-        match (g.origin(), g.created_ns()) {
-            (Origin::Created, Some(t)) => m.ages.push(secs(end_ns.saturating_sub(t))),
-            _ => m.before_attach += 1,
+        m.blocked_seen_by_samples += usize::from(park_sampled);
+        m.age_lower_bound += usize::from(g.origin() == Origin::Sampled);
+        match g.created_ns() {
+            Some(t) => m.ages.push(secs(now_ns.saturating_sub(t))),
+            None => m.before_attach += 1,
         }
     }
     found
@@ -285,9 +297,11 @@ fn group(key: GroupKey, m: Members, growth_per_s: Option<f64>) -> Group {
         created_at: key.created_at,
         blocked_at: key.blocked_at,
         age_s: Summary::of(m.ages),
+        age_lower_bound: m.age_lower_bound,
         before_attach: m.before_attach,
         blocked_for_s: Summary::of(m.blocked_for),
         blocked_before_attach: m.blocked_before_attach,
+        blocked_seen_by_samples: m.blocked_seen_by_samples,
         creation_stack: m.creation_stack,
         blocked_stack: m.blocked_stack,
         growth_per_s,

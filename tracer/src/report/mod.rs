@@ -67,6 +67,10 @@ pub struct Target {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Trace {
+    /// "full" (every probe), "sampled" (goroutine samples, no probe) or
+    /// "budgeted" (probes under an overhead budget, samples for what was
+    /// shed).
+    pub mode: &'static str,
     pub duration_s: f64,
     /// "duration", "signal" or "target-exit".
     pub ended_by: String,
@@ -85,6 +89,13 @@ pub struct Trace {
     /// The command's last state, read while it was held at its exit
     /// (`-- CMD`); null otherwise.
     pub at_exit: Option<AtExitReport>,
+    /// The goroutine samples taken while the trace ran; null when none were
+    /// (full tracing).
+    pub samples: Option<crate::capture::sampler::SampleInfo>,
+    /// What the probes cost the target (estimated from what one hit costs
+    /// here and how many there were) and what the overhead budget detached;
+    /// null in sampled mode.
+    pub budget: Option<crate::probe::budget::BudgetReport>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -125,6 +136,11 @@ pub struct GoroutineCounts {
     pub read_at_attach: u64,
     /// Exits of goroutines created before attach and never seen otherwise.
     pub unseen_exits: u64,
+    /// Of `created`, those only samples saw (no creation probe): a lower
+    /// bound, since a goroutine that lived between two samples is missed.
+    pub created_seen_by_samples: u64,
+    /// Of `exited`, those only samples saw go.
+    pub exited_seen_by_samples: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -172,6 +188,9 @@ pub struct Group {
     pub blocked_at: Option<Frame>,
     /// Seconds since creation (goroutines created during the trace).
     pub age_s: Option<Summary>,
+    /// Goroutines of the group whose creation only a sample saw: their age
+    /// counts from that sample, a lower bound.
+    pub age_lower_bound: usize,
     /// Goroutines of the group that existed before tracing began.
     pub before_attach: usize,
     /// Seconds parked, as of the end of the trace.
@@ -180,6 +199,10 @@ pub struct Group {
     /// is a lower bound (since `g.waitsince`, the first GC that saw them
     /// parked, when the runtime recorded it; else since attach).
     pub blocked_before_attach: usize,
+    /// Goroutines of the group whose park only a sample saw (no park
+    /// probe): their blocked_for_s counts from that sample (or from
+    /// `g.waitsince`), a lower bound.
+    pub blocked_seen_by_samples: usize,
     /// Creator's stack at the `go` statement (innermost first).
     pub creation_stack: Vec<Frame>,
     /// Stack where the goroutines are parked (innermost first).

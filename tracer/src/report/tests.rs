@@ -96,6 +96,7 @@ fn blocked_goroutines_grouped_with_real_names() {
             wait_reasons: &layout.wait_reasons,
             start_ns: 0,
             end_ns: 10_000_000_000,
+            state_ns: 10_000_000_000,
             leak_threshold: Duration::from_secs(5),
             proven: None,
         });

@@ -94,6 +94,28 @@ pub struct LiveRead {
     /// Every entry of `allgs` (dead goroutines' g structs too).
     pub all: Vec<u64>,
     pub stats: SnapStats,
+    /// The g structs skipped because they could not be read.
+    pub skipped_gps: Vec<u64>,
+}
+
+/// Stack ids that stay the same across the snapshots of one trace: each
+/// distinct stack gets one id, counting down from [`FIRST_STACK_ID`], the
+/// first time any snapshot reads it.
+#[derive(Debug, Default)]
+pub struct StackIds {
+    ids: HashMap<Vec<u64>, i32>,
+}
+
+impl StackIds {
+    /// The id of `pcs`, a new one if it was never seen.
+    fn id(&mut self, pcs: &[u64]) -> i32 {
+        if let Some(id) = self.ids.get(pcs) {
+            return *id;
+        }
+        let id = FIRST_STACK_ID - self.ids.len() as i32;
+        self.ids.insert(pcs.to_vec(), id);
+        id
+    }
 }
 
 /// Reads every goroutine of `pid`, which runs `bin` loaded at `bias`.
@@ -103,21 +125,34 @@ pub fn take(
     layout: &RuntimeLayout,
     bias: u64,
 ) -> Result<Snapshot, SnapshotError> {
-    let read = read_live(pid, bin, layout, bias, None)?;
-    Ok(into_snapshot(read))
+    take_with(pid, bin, layout, bias, &mut StackIds::default())
 }
 
-/// The snapshot of goroutines read by [`read_live`].
-pub fn into_snapshot(read: LiveRead) -> Snapshot {
+/// [`take`], naming stacks with `ids` (kept from one snapshot to the next
+/// by a trace that samples, so that a stack keeps its id).
+pub fn take_with(
+    pid: u32,
+    bin: &GoBinary,
+    layout: &RuntimeLayout,
+    bias: u64,
+    ids: &mut StackIds,
+) -> Result<Snapshot, SnapshotError> {
+    let read = read_live(pid, bin, layout, bias, None)?;
+    Ok(into_snapshot(read, ids))
+}
+
+/// The snapshot of goroutines read by [`read_live`], stacks named by `ids`.
+pub fn into_snapshot(read: LiveRead, ids: &mut StackIds) -> Snapshot {
     let LiveRead {
         mem,
         taken_ns,
         clock,
         live,
         mut stats,
+        skipped_gps,
         ..
     } = read;
-    let (goroutines, stacks) = intern(live, taken_ns, &mut stats);
+    let (goroutines, stacks) = intern(live, taken_ns, &mut stats, ids);
     stats.live = goroutines.len() as u64;
     stats.reads = mem.reads();
     Snapshot {
@@ -126,6 +161,7 @@ pub fn into_snapshot(read: LiveRead) -> Snapshot {
         goroutines,
         stacks,
         stats,
+        skipped_gps,
     }
 }
 
@@ -177,7 +213,7 @@ pub fn read_live(
         statuses: &statuses,
         amd64: bin.arch() == Arch::X86_64,
     };
-    let mut live = reader.read_all(&list, &mut stats);
+    let (mut live, skipped_gps) = reader.read_all(&list, &mut stats);
     if live.is_empty() && stats.skipped > 0 {
         if gone() {
             return Err(SnapshotError::Gone(pid));
@@ -196,6 +232,7 @@ pub fn read_live(
         live,
         all: list,
         stats,
+        skipped_gps,
     })
 }
 
@@ -212,26 +249,25 @@ pub fn open_mem(pid: u32) -> Result<ProcMem, SnapshotError> {
 }
 
 /// The goroutines as the model takes them, each distinct stack once under
-/// its own id (counting down from [`FIRST_STACK_ID`]).
+/// its id in `ids`.
 fn intern(
     live: Vec<read::LiveG>,
     taken_ns: u64,
     stats: &mut SnapStats,
+    ids: &mut StackIds,
 ) -> (Vec<SnapGoroutine>, BTreeMap<i32, Vec<u64>>) {
-    let mut ids: HashMap<Vec<u64>, i32> = HashMap::new();
     let mut stacks = BTreeMap::new();
     let mut goroutines = Vec::with_capacity(live.len());
     for g in live {
         stats.stacks_truncated += u64::from(g.stack.truncated);
         let stack = (!g.stack.pcs.is_empty()).then(|| {
-            let next = FIRST_STACK_ID - ids.len() as i32;
-            *ids.entry(g.stack.pcs.clone()).or_insert_with(|| {
-                stacks.insert(next, g.stack.pcs.clone());
-                next
-            })
+            let id = ids.id(&g.stack.pcs);
+            stacks.entry(id).or_insert_with(|| g.stack.pcs.clone());
+            id
         });
         let r = &g.raw;
         goroutines.push(SnapGoroutine {
+            gp: g.gp,
             goid: r.goid,
             parent_goid: (r.parent_goid != 0).then_some(r.parent_goid),
             gopc: r.gopc,

@@ -263,8 +263,9 @@ impl Reader<'_> {
         }
     }
 
-    /// Every live goroutine among the g pointers `gps`.
-    pub fn read_all(&self, gps: &[u64], stats: &mut SnapStats) -> Vec<LiveG> {
+    /// Every live goroutine among the g pointers `gps`, and the pointers
+    /// of the gs never read consistently (counted in `stats.skipped`).
+    pub fn read_all(&self, gps: &[u64], stats: &mut SnapStats) -> (Vec<LiveG>, Vec<u64>) {
         let mut sorted: Vec<u64> = gps.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -291,6 +292,9 @@ impl Reader<'_> {
                 continue;
             };
             let g = RawG::decode(&bytes, &self.off);
+            if g.goid < MAX_GOID {
+                stats.max_goid = stats.max_goid.max(g.goid);
+            }
             match self.kind(&g) {
                 Kind::Free => stats.free += 1,
                 Kind::Again => again.push(*gp),
@@ -337,9 +341,14 @@ impl Reader<'_> {
             }
         }
         log::debug!("snapshot: gs read again at {:?}", clock.elapsed());
+        let mut skipped = Vec::new();
         for gp in again {
+            let before = stats.skipped;
             live.extend(self.settle(gp, stats));
+            if stats.skipped > before {
+                skipped.push(gp);
+            }
         }
-        live
+        (live, skipped)
     }
 }

@@ -23,6 +23,9 @@ pub struct Tick<'m> {
     pub kernel: &'m KernelCounters,
     /// Runtime address minus binary address, once known (PIE).
     pub load_bias: u64,
+    /// How the trace watches the target: its mode, the probes' cost and
+    /// the budget, the samples.
+    pub watch: crate::capture::governor::Status,
 }
 
 pub trait View {

@@ -32,13 +32,20 @@ impl View for StatusLine {
         }
         let g = &t.model.goroutines;
         let s = g.stats();
+        let w = &t.watch;
+        let shed = match w.shed.len() {
+            0 => String::new(),
+            n => format!(" | {n} probe groups shed"),
+        };
         eprint!(
-            "\r\x1b[Kgotrace: {} live | {} created | {} exited | {:.0} events/s | {} dropped",
+            "\r\x1b[Kgotrace: {} live | {} created | {} exited | {:.0} events/s | {} dropped | {}{shed} | {} samples",
             g.live_count(),
             s.created,
             s.exited,
             t.events_per_s,
-            crate::probe::counters::shown(t.kernel.dropped_total)
+            crate::probe::counters::shown(t.kernel.dropped_total),
+            w.mode,
+            w.samples
         );
         let _ = std::io::stderr().flush();
         self.drawn = true;

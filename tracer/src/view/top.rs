@@ -66,6 +66,8 @@ pub struct Screen {
     pub events_total: u64,
     /// `None`: the counters could not be read.
     pub dropped: Option<u64>,
+    /// The mode, the probes' cost and budget, what was shed, the samples.
+    pub watch: crate::capture::governor::Status,
 }
 
 pub struct Top<'a> {
@@ -159,6 +161,7 @@ impl<'a> Top<'a> {
             events_per_s: t.events_per_s,
             events_total: t.events_total,
             dropped: t.kernel.dropped_total,
+            watch: t.watch.clone(),
         }
     }
 }
@@ -225,6 +228,7 @@ pub fn render_line(s: &Screen) -> String {
         s.events_per_s,
         crate::probe::counters::shown(s.dropped)
     );
+    line.push_str(&watch_fields(&s.watch));
     if let Some(g) = s.groups.first() {
         line.push_str(&format!(
             " top={}{} live={} growth={:+.1}/s",
@@ -238,6 +242,44 @@ pub fn render_line(s: &Screen) -> String {
         ));
     }
     line
+}
+
+/// ` mode=... cost_pct=... budget_pct=... shed=... samples=...` of the
+/// plain line (the cost and budget only when there are probes).
+fn watch_fields(w: &crate::capture::governor::Status) -> String {
+    let mut out = format!(" mode={}", w.mode);
+    if w.mode != "sampled" {
+        out.push_str(&format!(" cost_pct={:.1}", w.last_pct));
+    }
+    if let Some(max) = w.max_pct {
+        out.push_str(&format!(" budget_pct={max}"));
+    }
+    if !w.shed.is_empty() {
+        out.push_str(&format!(" shed={}", w.shed.join(",").replace(" at ", "@")));
+    }
+    out.push_str(&format!(" samples={}", w.samples));
+    out
+}
+
+/// The screen's line on the mode, the probes' cost and what was shed.
+fn watch_line(w: &crate::capture::governor::Status) -> String {
+    let cost = match (w.mode, w.max_pct) {
+        ("sampled", _) => "no probes".to_string(),
+        (_, Some(max)) => format!(
+            "probes ≈ {:.1}% of the target's CPU (peak {:.1}%, budget {max}%)",
+            w.last_pct, w.peak_pct
+        ),
+        (_, None) => format!(
+            "probes ≈ {:.1}% of the target's CPU (peak {:.1}%, no budget)",
+            w.last_pct, w.peak_pct
+        ),
+    };
+    let shed = if w.shed.is_empty() {
+        String::new()
+    } else {
+        format!(" | SHED: {}", w.shed.join(", "))
+    };
+    format!("Mode: {} | {cost}{shed} | Samples: {}", w.mode, w.samples)
 }
 
 /// The full screen, `width` columns wide.
@@ -266,6 +308,7 @@ pub fn render_screen(title: &str, s: &Screen, width: usize) -> String {
         s.events_total,
         crate::probe::counters::shown(s.dropped)
     ));
+    line(watch_line(&s.watch));
     line(String::new());
     line(format!(
         "{:<32} {:>10}",
@@ -382,6 +425,14 @@ mod tests {
             events_per_s: 250.0,
             events_total: 3000,
             dropped: Some(0),
+            watch: crate::capture::governor::Status {
+                mode: "full",
+                max_pct: Some(3.0),
+                last_pct: 1.25,
+                peak_pct: 40.0,
+                shed: vec!["park/ready at 0.02s".into()],
+                samples: 4,
+            },
         }
     }
 
@@ -394,6 +445,10 @@ mod tests {
         );
         assert!(l.contains("dropped=0"), "{l}");
         assert!(
+            l.contains(" mode=full cost_pct=1.2 budget_pct=3 shed=park/ready@0.02s samples=4 "),
+            "{l}"
+        );
+        assert!(
             l.ends_with("top=main.worker@main.go:42 live=100 growth=+10.0/s"),
             "{l}"
         );
@@ -404,6 +459,11 @@ mod tests {
         let s = render_screen("PID 1 /srv/x (go1.26.6)", &screen(), 60);
         assert!(s.lines().all(|l| l.chars().count() <= 60), "{s}");
         assert!(s.contains("chan receive"), "{s}");
+        let s = render_screen("x", &screen(), 200);
+        assert!(
+            s.contains("| SHED: park/ready at 0.02s | Samples: 4"),
+            "{s}"
+        );
         let s = render_screen("PID 1 /srv/x (go1.26.6)", &screen(), 120);
         assert!(s.contains("main.worker (main.go:42)"), "{s}");
     }

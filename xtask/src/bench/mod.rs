@@ -3,9 +3,10 @@
 //! attach time. Writes `target/bench/bench.md` and `bench.json`.
 //!
 //! Overhead: each workload (HTTP with a goroutine and a context per request,
-//! goroutine churn, channel ping-pong) runs untraced, under gotrace, under
-//! the same uprobes with a do-nothing program (the kernel's floor), under
-//! bpftrace counting hits at the same points, and with Go's runtime/trace.
+//! goroutine churn, channel ping-pong) runs untraced, under gotrace's
+//! default `--pid` mode, `--sampled` and `--full`, under the same uprobes
+//! with a do-nothing program (the kernel's floor), under bpftrace counting
+//! hits at the same points, and with Go's runtime/trace.
 //! Runs are interleaved (the order of configurations rotates each round);
 //! the table shows medians, the spread (min–max) and ratios to untraced.
 //! `cargo xtask bench proof` runs only the leak proof at scale ([`proof`]).
@@ -27,6 +28,11 @@ use run::{Config, Env, Sample, Workload};
 
 pub struct Options {
     pub runs: usize,
+    /// Extra rounds of the configurations that do not trap on every event
+    /// (untraced, the default, sampled), whose cost is within this shared
+    /// machine's noise: the more rounds, the steadier the median of the
+    /// per-round ratios.
+    pub pairs: usize,
     pub quick: bool,
     /// `bench proof`: the leak proof section alone.
     pub proof_only: bool,
@@ -35,6 +41,7 @@ pub struct Options {
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 5,
+        pairs: 10,
         quick: false,
         proof_only: false,
     };
@@ -47,6 +54,13 @@ fn parse(args: &[String]) -> Result<Options> {
                     .context("--runs needs a value")?
                     .parse()
                     .context("bad --runs")?
+            }
+            "--pairs" => {
+                o.pairs = it
+                    .next()
+                    .context("--pairs needs a value")?
+                    .parse()
+                    .context("bad --pairs")?
             }
             "--quick" => o.quick = true,
             "proof" => o.proof_only = true,
@@ -138,39 +152,23 @@ pub fn bench(args: &[String]) -> Result<()> {
         churn_n: if o.quick { 20_000 } else { 50_000 },
         pingpong_n: if o.quick { 30_000 } else { 100_000 },
         http_n: if o.quick { 4_000 } else { 20_000 },
+        // A few seconds untraced: time for a few samples.
+        churn_long: if o.quick { 500_000 } else { 3_000_000 },
+        pingpong_long: if o.quick { 500_000 } else { 5_000_000 },
+        http_long: if o.quick { 20_000 } else { 100_000 },
         http_conns: 16,
         bpftrace_script: &script,
     };
+    let pairs = if o.quick { 1 } else { o.pairs };
     println!(
-        "bench: {} workloads x {} configurations x {runs} rounds ({points} probe points)",
+        "bench: {} workloads x {} configurations x {runs} rounds, then {pairs} rounds of {} ({points} probe points)",
         Workload::ALL.len(),
-        Config::ALL.len()
+        Config::ALL.len(),
+        Config::CHEAP.map(|c| c.name()).join(", ")
     );
     let mut samples: BTreeMap<(Workload, Config), Vec<Sample>> = BTreeMap::new();
-    for round in 0..runs {
-        for w in Workload::ALL {
-            for i in 0..Config::ALL.len() {
-                let c = Config::ALL[(i + round) % Config::ALL.len()];
-                let s = run::measure(&env, w, c)
-                    .with_context(|| format!("{} under {}", w.name(), c.name()))?;
-                println!(
-                    "  round {} {:<9} {:<22} {:>12.0} {}/s  {:>8.2} µs CPU/op{}",
-                    round + 1,
-                    w.name(),
-                    c.name(),
-                    s.ops_per_s,
-                    w.unit(),
-                    s.cpu_per_op_s * 1e6,
-                    match (s.events, s.dropped) {
-                        (Some(e), Some(d)) => format!("  ({e} events, {d} dropped)"),
-                        (Some(e), None) => format!("  ({e} hits, no drop count)"),
-                        _ => String::new(),
-                    }
-                );
-                samples.entry((w, c)).or_default().push(s);
-            }
-        }
-    }
+    rounds(&env, 0..runs, &Config::ALL, &mut samples)?;
+    rounds(&env, runs..runs + pairs, &Config::CHEAP, &mut samples)?;
     let user = userspace::measure(&gotrace, &work, o.quick)?;
     let proof = proof::measure(&gotrace, &work, proof_runs)?;
     let machine = stats::machine();
@@ -191,6 +189,42 @@ pub fn bench(args: &[String]) -> Result<()> {
     )?;
     println!("\n{md}");
     println!("bench: written {}", rel(&work.join("bench.md")).display());
+    Ok(())
+}
+
+/// Rounds `rounds` of every workload under each of `configs`, the order
+/// rotating from one round to the next.
+fn rounds(
+    env: &Env<'_>,
+    rounds: std::ops::Range<usize>,
+    configs: &[Config],
+    samples: &mut BTreeMap<(Workload, Config), Vec<Sample>>,
+) -> Result<()> {
+    for round in rounds {
+        for w in Workload::ALL {
+            for i in 0..configs.len() {
+                let c = configs[(i + round) % configs.len()];
+                let mut s = run::measure(env, w, c)
+                    .with_context(|| format!("{} under {}", w.name(), c.name()))?;
+                s.round = round;
+                println!(
+                    "  round {} {:<9} {:<24} {:>12.0} {}/s  {:>8.2} µs CPU/op{}",
+                    round + 1,
+                    w.name(),
+                    c.name(),
+                    s.ops_per_s,
+                    w.unit(),
+                    s.cpu_per_op_s * 1e6,
+                    match (s.events, s.dropped) {
+                        (Some(e), Some(d)) => format!("  ({e} events, {d} dropped)"),
+                        (Some(e), None) => format!("  ({e} hits, no drop count)"),
+                        _ => String::new(),
+                    }
+                );
+                samples.entry((w, c)).or_default().push(s);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,10 +1,15 @@
 //! One measurement: a workload under one tracing configuration.
 //!
 //! Every workload waits at a trigger file after printing "ready", so the
-//! tracer attaches before the measured part starts: gotrace (`--pid`), the
-//! same uprobes with a do-nothing program (`--bench-empty-probes`, the floor
-//! of this kernel), bpftrace counting hits at the same points, or Go's own
-//! runtime/trace (started by the workload at the trigger).
+//! tracer attaches before the measured part starts: gotrace's default
+//! (`--pid`: goroutine samples, creation/exit probes only when they fit the
+//! 3 % budget), gotrace `--sampled` (no probe), gotrace `--full` (every
+//! probe), the same uprobes with a do-nothing program
+//! (`--bench-empty-probes`, the floor of this kernel), bpftrace counting
+//! hits at the same points, or Go's own runtime/trace (started by the
+//! workload at the trigger). The configurations that trap on every event
+//! run a shorter workload than the others (`Env::ops`): the comparison is
+//! per operation.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -17,16 +22,24 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Config {
     None,
-    Gotrace,
+    Default,
+    Sampled,
+    Full,
     EmptyProbes,
     Bpftrace,
     RuntimeTrace,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [
+    /// Those whose cost is within the machine's noise: measured in more
+    /// rounds.
+    pub const CHEAP: [Config; 3] = [Config::None, Config::Default, Config::Sampled];
+
+    pub const ALL: [Config; 7] = [
         Config::None,
-        Config::Gotrace,
+        Config::Default,
+        Config::Sampled,
+        Config::Full,
         Config::EmptyProbes,
         Config::Bpftrace,
         Config::RuntimeTrace,
@@ -35,11 +48,23 @@ impl Config {
     pub fn name(self) -> &'static str {
         match self {
             Config::None => "untraced",
-            Config::Gotrace => "gotrace",
+            Config::Default => "gotrace --pid (default)",
+            Config::Sampled => "gotrace --sampled",
+            Config::Full => "gotrace --full",
             Config::EmptyProbes => "empty probes (floor)",
             Config::Bpftrace => "bpftrace (count)",
             Config::RuntimeTrace => "Go runtime/trace",
         }
+    }
+
+    /// Traps on every event: runs the shorter workload.
+    pub fn traps(self) -> bool {
+        matches!(self, Config::Full | Config::EmptyProbes | Config::Bpftrace)
+    }
+
+    /// A gotrace configuration (its report.json is read).
+    fn gotrace(self) -> bool {
+        matches!(self, Config::Default | Config::Sampled | Config::Full)
     }
 }
 
@@ -81,19 +106,46 @@ pub struct Sample {
     /// Events gotrace received and dropped (gotrace runs only).
     pub events: Option<u64>,
     pub dropped: Option<u64>,
+    /// The CPU gotrace estimated its probes added to the target, per
+    /// operation, in seconds (gotrace runs with probes).
+    pub estimated_per_op_s: Option<f64>,
+    /// The round it belongs to: compared with the untraced run of the
+    /// same round.
+    pub round: usize,
+    /// The tracer's own CPU during the measured part, in % of one core
+    /// (on a 2-core machine it competes with the target for the CPUs).
+    pub tracer_cpu_pct: Option<f64>,
 }
 
 pub struct Env<'a> {
     pub gotrace: &'a Path,
     pub bench_bin: &'a Path,
     pub work: &'a Path,
-    /// Operations per workload.
+    /// Operations per workload, under the configurations that trap on
+    /// every event (`_n`) and under the others (`_long`).
     pub churn_n: u64,
     pub pingpong_n: u64,
     pub http_n: u64,
+    pub churn_long: u64,
+    pub pingpong_long: u64,
+    pub http_long: u64,
     pub http_conns: u64,
     /// The bpftrace script counting hits at gotrace's probe points.
     pub bpftrace_script: &'a Path,
+}
+
+impl Env<'_> {
+    /// Operations of `w` under `c`.
+    pub fn ops(&self, w: Workload, c: Config) -> u64 {
+        match (w, c.traps()) {
+            (Workload::Http, true) => self.http_n,
+            (Workload::Churn, true) => self.churn_n,
+            (Workload::PingPong, true) => self.pingpong_n,
+            (Workload::Http, false) => self.http_long,
+            (Workload::Churn, false) => self.churn_long,
+            (Workload::PingPong, false) => self.pingpong_long,
+        }
+    }
 }
 
 /// Reads lines from `out` until one contains `needle`; returns that line.
@@ -115,15 +167,25 @@ pub fn wait_line(out: &mut impl BufRead, needle: &str, timeout: Duration) -> Res
 struct Tracer {
     child: Child,
     config: Config,
+    /// Its CPU time when the measured part began.
+    cpu0: Option<f64>,
     out_dir: PathBuf,
     /// bpftrace's stdout, collected until it exits.
     stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
+    /// Its CPU since the measured part began, in % of one core over
+    /// `wall_s`.
+    fn cpu_pct(&self, wall_s: f64) -> Option<f64> {
+        let now = proc_cpu_s(self.child.id()).ok()?;
+        Some(100.0 * (now - self.cpu0?) / wall_s)
+    }
+
     /// Ends the tracer (bpftrace needs a SIGINT; gotrace ends by itself when
-    /// the target exits) and reads gotrace's counters.
-    fn finish(mut self) -> Result<(Option<u64>, Option<u64>)> {
+    /// the target exits) and reads gotrace's counters: events, drops, and
+    /// the CPU its probes added by its own estimate (seconds).
+    fn finish(mut self) -> Result<(Option<u64>, Option<u64>, Option<f64>)> {
         if self.config == Config::Bpftrace {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -157,15 +219,21 @@ impl Tracer {
             }
             // Counting into a map loses nothing it could report: no drop
             // figure, rather than a made-up 0.
-            return Ok((hits, None));
+            return Ok((hits, None, None));
         }
-        if !matches!(self.config, Config::Gotrace) {
-            return Ok((None, None));
+        if !self.config.gotrace() {
+            return Ok((None, None, None));
         }
         let r: Value = serde_json::from_slice(&std::fs::read(self.out_dir.join("report.json"))?)?;
+        let estimated = r
+            .pointer("/trace/budget/added_cpu_ms")
+            .and_then(Value::as_f64)
+            .map(|ms| ms / 1e3);
         Ok((
             Some(field_u64(&r, "/trace/events_received")?),
-            Some(field_u64(&r, "/trace/kernel/dropped_total")?),
+            r.pointer("/trace/kernel/dropped_total")
+                .and_then(Value::as_u64),
+            estimated,
         ))
     }
 }
@@ -175,13 +243,16 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
     std::fs::create_dir_all(&out_dir)?;
     let mut c = match config {
         Config::None | Config::RuntimeTrace => return Ok(None),
-        Config::Gotrace | Config::EmptyProbes => {
+        Config::Default | Config::Sampled | Config::Full | Config::EmptyProbes => {
             let mut c = Command::new(env.gotrace);
             // The default ring buffer: the overhead a user gets.
             c.args(["--pid", &pid.to_string(), "-o"]).arg(&out_dir);
-            if config == Config::EmptyProbes {
-                c.arg("--bench-empty-probes");
-            }
+            match config {
+                Config::EmptyProbes => c.arg("--bench-empty-probes"),
+                Config::Sampled => c.arg("--sampled"),
+                Config::Full => c.arg("--full"),
+                _ => &mut c,
+            };
             c.stdout(Stdio::null()).stderr(Stdio::piped());
             c
         }
@@ -222,6 +293,7 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
     // bpftrace prints "Attaching" before the last probes are in place.
     std::thread::sleep(Duration::from_millis(300));
     Ok(Some(Tracer {
+        cpu0: proc_cpu_s(child.id()).ok(),
         child,
         config,
         out_dir,
@@ -287,11 +359,8 @@ fn proc_cpu_s(pid: u32) -> Result<f64> {
 pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Sample> {
     match workload {
         Workload::Churn | Workload::PingPong => {
-            let (mode, n) = if workload == Workload::Churn {
-                ("churn", env.churn_n)
-            } else {
-                ("pingpong", env.pingpong_n)
-            };
+            let n = env.ops(workload, config);
+            let mode = workload.name();
             let args = [mode.to_string(), n.to_string()];
             let Held {
                 mut child,
@@ -302,20 +371,25 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let tracer = attach(env, config, child.id(), env.bench_bin)?;
             std::fs::write(&trigger, "go")?;
             let line = wait_line(&mut out, "\"mode\"", Duration::from_secs(600))?;
+            let v: Value = serde_json::from_str(&line)?;
+            let wall_s = field_f64(&v, "/wall_s")?;
+            let tracer_cpu_pct = tracer.as_ref().and_then(|t| t.cpu_pct(wall_s));
             let status = child.wait()?;
             if !status.success() {
                 bail!("workload {mode} failed: {status}");
             }
-            let (events, dropped) = match tracer {
+            let (events, dropped, estimated) = match tracer {
                 Some(t) => t.finish()?,
-                None => (None, None),
+                None => (None, None, None),
             };
-            let v: Value = serde_json::from_str(&line)?;
             Ok(Sample {
+                tracer_cpu_pct,
                 ops_per_s: field_f64(&v, "/ops_per_s")?,
                 cpu_per_op_s: field_f64(&v, "/cpu_s")? / n as f64,
                 events,
                 dropped,
+                estimated_per_op_s: estimated.map(|s| s / n as f64),
+                round: 0,
             })
         }
         Workload::Http => {
@@ -330,24 +404,24 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let tracer = attach(env, config, pid, env.bench_bin)?;
             std::fs::write(&trigger, "go")?;
             let cpu0 = proc_cpu_s(pid)?;
+            let load_started = Instant::now();
+            let n = env.ops(workload, config);
             let load = Command::new(env.bench_bin)
-                .args([
-                    "load",
-                    &addr,
-                    &env.http_n.to_string(),
-                    &env.http_conns.to_string(),
-                ])
+                .args(["load", &addr, &n.to_string(), &env.http_conns.to_string()])
                 .stdin(Stdio::null())
                 .output()
                 .context("running the load generator")?;
             let cpu1 = proc_cpu_s(pid)?;
+            let tracer_cpu_pct = tracer
+                .as_ref()
+                .and_then(|t| t.cpu_pct(load_started.elapsed().as_secs_f64()));
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             let _ = wait_line(&mut out, "done", Duration::from_secs(30));
             let _ = server.wait();
-            let (events, dropped) = match tracer {
+            let (events, dropped, estimated) = match tracer {
                 Some(t) => t.finish()?,
-                None => (None, None),
+                None => (None, None, None),
             };
             if !load.status.success() {
                 bail!(
@@ -363,10 +437,13 @@ pub fn measure(env: &Env<'_>, workload: Workload, config: Config) -> Result<Samp
             let v: Value = serde_json::from_str(line)
                 .with_context(|| format!("the load generator's last line: {line}"))?;
             Ok(Sample {
+                tracer_cpu_pct,
                 ops_per_s: field_f64(&v, "/ops_per_s")?,
-                cpu_per_op_s: (cpu1 - cpu0) / env.http_n as f64,
+                cpu_per_op_s: (cpu1 - cpu0) / n as f64,
                 events,
                 dropped,
+                estimated_per_op_s: estimated.map(|s| s / n as f64),
+                round: 0,
             })
         }
     }

@@ -189,7 +189,15 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
     let dir = work.join("park");
     let _ = std::fs::remove_dir_all(&dir);
     let mut g = Command::new(gotrace)
-        .args(["--ring-buffer", "1G", "--pid", &park.id().to_string(), "-o"])
+        // --full: the memory of the model the events build.
+        .args([
+            "--full",
+            "--ring-buffer",
+            "1G",
+            "--pid",
+            &park.id().to_string(),
+            "-o",
+        ])
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -243,7 +251,8 @@ pub fn measure(gotrace: &Path, work: &Path, quick: bool) -> Result<Userspace> {
         wait_line(&mut t_out, "waiting for trigger", Duration::from_secs(30))?;
         let t0 = Instant::now();
         let mut g = Command::new(gotrace)
-            .args(["--pid", &target.id().to_string(), "-o"])
+            // --full: every uprobe attached before "attached".
+            .args(["--full", "--pid", &target.id().to_string(), "-o"])
             .arg(work.join("big"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

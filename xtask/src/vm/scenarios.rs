@@ -99,14 +99,22 @@ pub const TICKERS: Scenario = Scenario {
     ],
 };
 
-/// Attached with `--pid` before the trigger, oldest supported Go.
+/// Attached with `--pid --full` before the trigger (every probe, as
+/// under `-- CMD`), oldest supported Go.
 pub const LOCKS_PID: Scenario = Scenario {
     fixture: "locks",
     go: "1.19.8",
     mode: Mode::Pid,
     variant: "",
     build_flags: &[],
-    args: &["--leak-threshold", "1s", "--duration", "3s", "--no-prove"],
+    args: &[
+        "--full",
+        "--leak-threshold",
+        "1s",
+        "--duration",
+        "3s",
+        "--no-prove",
+    ],
     exit: 3,
     expect: &[
         "live_user {mutex+waitgroup+rwmutex+abba+1}",

@@ -9,6 +9,7 @@
 //! Live goroutines are stored compactly (see [`slab`]): a program with a
 //! million parked goroutines is what this tool is for.
 
+mod sampled;
 mod slab;
 mod tables;
 
@@ -19,6 +20,7 @@ use tracer_common::{GoIdentity, NO_STACK, WAIT_CHANS};
 use super::sites::{SiteKey, SiteStats};
 use crate::decode::Event;
 
+pub use sampled::{SampleRules, Sampling};
 pub use slab::{Goroutine, GoroutineRef};
 use slab::{Slab, Tables};
 
@@ -50,6 +52,9 @@ pub struct Parked {
     /// is at most the park time (`g.waitsince`, or else the attach time),
     /// so how long it has been blocked is a lower bound.
     pub before_attach: bool,
+    /// A sample saw it parked, not the park probe: `since_ns` is when a
+    /// sample first saw this park (or `g.waitsince`), a lower bound.
+    pub sampled: bool,
 }
 
 /// Channels a park waits on: the first [`WAIT_CHANS`] (all that most parks
@@ -93,6 +98,9 @@ pub enum Origin {
     /// It already existed when tracing began: read from the process's
     /// memory at attach (`snapshot`).
     Snapshot,
+    /// Created during the trace, first seen by a sample (no creation
+    /// probe): its creation time is that sample's, a lower bound of its age.
+    Sampled,
 }
 
 /// Counters over the whole trace.
@@ -113,6 +121,12 @@ pub struct ModelStats {
     pub duplicates: u64,
     /// Events that made no sense for the model's state (e.g. after drops).
     pub inconsistent: u64,
+    /// Of `created`, the goroutines no creation event told of: first seen
+    /// by a sample (one that lived between two samples is not counted).
+    pub created_seen_by_samples: u64,
+    /// Of `exited`, the goroutines no exit event told of: gone from a
+    /// sample.
+    pub exited_seen_by_samples: u64,
 }
 
 /// Parked time accumulated per (blocked stack, wait reason).
@@ -135,6 +149,8 @@ pub struct GoroutineModel {
     /// Parked time is counted from here at the earliest (the snapshot's
     /// time: what happened before attach is not in the trace).
     observed_from: u64,
+    /// The samples folded in so far (see [`sampled`]).
+    sampling: Sampling,
 }
 
 impl GoroutineModel {
@@ -216,6 +232,7 @@ impl GoroutineModel {
     /// update it like any goroutine.
     pub fn seed(&mut self, snap: &crate::model::existing::Snapshot) {
         self.observed_from = self.observed_from.max(snap.taken_ns);
+        self.sampling.seeded(snap);
         for s in &snap.goroutines {
             if s.goid == 0 || self.live.contains(s.goid) {
                 continue;
@@ -227,6 +244,7 @@ impl GoroutineModel {
                     stack: s.stack.map(|id| StackRef { id, caller_pc: 0 }),
                     chans: WaitChans::default(),
                     before_attach: true,
+                    sampled: false,
                 }),
                 _ => State::Runnable,
             };
@@ -266,6 +284,7 @@ impl GoroutineModel {
                     stack: StackRef::new(e.stack_id, e.caller_pc),
                     chans: e.chans.into(),
                     before_attach: false,
+                    sampled: false,
                 },
             ),
             Event::Ready(e) => self.on_ready(e.goid),
@@ -296,12 +315,19 @@ impl GoroutineModel {
             .map(|gr| (gr.origin(), self.site_of(gr)))
         {
             None => {}
-            Some((Origin::Snapshot, site)) => {
-                // Created after attach, then read by the snapshot: the
-                // events tell its story from the start.
-                self.stats.seen_before_attach -= 1;
-                self.stats.from_snapshot -= 1;
+            Some((origin @ (Origin::Snapshot | Origin::Sampled), site)) => {
+                // Created after attach, then read by a snapshot or a sample
+                // before its creation event came: the events tell its story
+                // from the start.
                 let site = self.sites.entry(site).or_default();
+                if origin == Origin::Snapshot {
+                    self.stats.seen_before_attach -= 1;
+                    self.stats.from_snapshot -= 1;
+                } else {
+                    self.stats.created -= 1;
+                    self.stats.created_seen_by_samples -= 1;
+                    site.created = site.created.saturating_sub(1);
+                }
                 site.live = site.live.saturating_sub(1);
                 self.live.remove(g.goid, &mut self.tables);
             }
@@ -392,22 +418,29 @@ impl GoroutineModel {
     }
 
     fn on_exit(&mut self, goid: u64) {
-        match self.live.remove(goid, &mut self.tables) {
-            Some(gr) => {
-                if let Some(p) = gr.parked(&self.tables) {
-                    add_parked(&mut self.off_cpu, &p, self.observed_from, self.last_ns);
-                }
-                self.stats.exited += 1;
-                let site = self.site_of(&gr);
-                if let Some(site) = self.sites.get_mut(&site) {
-                    site.live = site.live.saturating_sub(1);
-                    if gr.origin() == Origin::Created {
-                        site.exited += 1;
-                    }
-                }
-            }
-            None => self.stats.unseen_exits += 1,
+        if !self.exit_at(goid, self.last_ns) {
+            self.stats.unseen_exits += 1;
         }
+    }
+
+    /// Removes goroutine `goid`, which exited by `until_ns` (its park, if
+    /// any, lasted until then); false if it was not live.
+    fn exit_at(&mut self, goid: u64, until_ns: u64) -> bool {
+        let Some(gr) = self.live.remove(goid, &mut self.tables) else {
+            return false;
+        };
+        if let Some(p) = gr.parked(&self.tables) {
+            add_parked(&mut self.off_cpu, &p, self.observed_from, until_ns);
+        }
+        self.stats.exited += 1;
+        let site = self.site_of(&gr);
+        if let Some(site) = self.sites.get_mut(&site) {
+            site.live = site.live.saturating_sub(1);
+            if matches!(gr.origin(), Origin::Created | Origin::Sampled) {
+                site.exited += 1;
+            }
+        }
+        true
     }
 
     /// Records each site's live count at `t_s` seconds since trace start.

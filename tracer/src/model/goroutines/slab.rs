@@ -35,10 +35,13 @@ const ORIGIN_MASK: u8 = 0b11;
 const ORIGIN_CREATED: u8 = 0;
 const ORIGIN_BEFORE_ATTACH: u8 = 1;
 const ORIGIN_SNAPSHOT: u8 = 2;
+const ORIGIN_SAMPLED: u8 = 3;
 /// State::Parked (else Runnable).
 const PARKED: u8 = 1 << 2;
 /// Parked::before_attach.
 const PARK_BEFORE_ATTACH: u8 = 1 << 3;
+/// Parked::sampled.
+const PARK_SAMPLED: u8 = 1 << 4;
 
 /// One live goroutine as stored (72 bytes; see the `slot_size` test).
 /// Impossible values stand for "none" instead of `Option`s:
@@ -50,8 +53,8 @@ pub struct Goroutine {
     /// 0 = unknown: the probes and the snapshot report 0 when the runtime
     /// has no parent goid, and no goroutine has goid 0.
     parent_goid: u64,
-    /// Creation time, meaningful only for [`Origin::Created`] (the one
-    /// origin that knows it; 0 otherwise).
+    /// Creation time, meaningful only for [`Origin::Created`] and (a lower
+    /// bound of the age) [`Origin::Sampled`]; 0 otherwise.
     created_ns: u64,
     /// Park time, meaningful only while parked.
     since_ns: u64,
@@ -70,7 +73,7 @@ pub struct Goroutine {
     parks: u32,
     /// Raw `waitReason` while parked.
     reason: u8,
-    /// Origin and park bits (`ORIGIN_*`, `PARKED`, `PARK_BEFORE_ATTACH`).
+    /// Origin and park bits (`ORIGIN_*`, `PARKED`, `PARK_*`).
     flags: u8,
 }
 
@@ -91,7 +94,8 @@ impl Goroutine {
     };
 
     /// A runnable goroutine with no parks. `created_ns` only counts for
-    /// [`Origin::Created`]; `site` and `create_stack` are table indices.
+    /// [`Origin::Created`] and [`Origin::Sampled`]; `site` and
+    /// `create_stack` are table indices.
     pub fn new(
         g: &GoIdentity,
         site: u32,
@@ -103,11 +107,12 @@ impl Goroutine {
             Origin::Created => ORIGIN_CREATED,
             Origin::BeforeAttach => ORIGIN_BEFORE_ATTACH,
             Origin::Snapshot => ORIGIN_SNAPSHOT,
+            Origin::Sampled => ORIGIN_SAMPLED,
         };
         Goroutine {
             goid: g.goid,
             parent_goid: g.parent_goid,
-            created_ns: if origin == ORIGIN_CREATED {
+            created_ns: if matches!(origin, ORIGIN_CREATED | ORIGIN_SAMPLED) {
                 created_ns
             } else {
                 0
@@ -127,7 +132,8 @@ impl Goroutine {
         match self.flags & ORIGIN_MASK {
             ORIGIN_CREATED => Origin::Created,
             ORIGIN_BEFORE_ATTACH => Origin::BeforeAttach,
-            _ => Origin::Snapshot,
+            ORIGIN_SNAPSHOT => Origin::Snapshot,
+            _ => Origin::Sampled,
         }
     }
 
@@ -168,6 +174,7 @@ impl Goroutine {
             stack: t.stacks.get(self.park_stack),
             chans,
             before_attach: self.flags & PARK_BEFORE_ATTACH != 0,
+            sampled: self.flags & PARK_SAMPLED != 0,
         })
     }
 
@@ -194,6 +201,9 @@ impl Goroutine {
             self.flags |= PARKED;
             if p.before_attach {
                 self.flags |= PARK_BEFORE_ATTACH;
+            }
+            if p.sampled {
+                self.flags |= PARK_SAMPLED;
             }
             (self.reason, self.since_ns) = (p.reason, p.since_ns);
             self.park_stack = t.stack_index(p.stack);
@@ -250,9 +260,11 @@ impl<'a> GoroutineRef<'a> {
         self.slot.origin()
     }
 
-    /// Monotonic ns of creation (None before attach).
+    /// Monotonic ns of creation (None before attach); for
+    /// [`Origin::Sampled`], the sample that first saw it (so the age is a
+    /// lower bound).
     pub fn created_ns(&self) -> Option<u64> {
-        (self.origin() == Origin::Created).then_some(self.slot.created_ns)
+        matches!(self.origin(), Origin::Created | Origin::Sampled).then_some(self.slot.created_ns)
     }
 
     pub fn create_stack(&self) -> Option<StackRef> {

@@ -55,6 +55,7 @@ fn lifecycle_and_duplicates() {
             stack: StackRef::new(5, 9),
             chans: [0; 4].into(),
             before_attach: false,
+            sampled: false,
         })
     );
     m.apply(&Event::Ready(GoReadyEvent {
@@ -131,6 +132,7 @@ fn snapshot_seeds_goroutines_and_events_win() {
     use crate::goruntime::gstatus::GState;
     use crate::model::existing::{SnapGoroutine, Snapshot};
     let g = |goid, state, reason, since| SnapGoroutine {
+        gp: 0,
         goid,
         parent_goid: Some(1),
         gopc: 0x100,
@@ -258,6 +260,7 @@ fn slot_round_trips_logical_values() {
         stack: StackRef::new(5, 9),
         chans: [0xa, 0xb, 0xc, 0xd].into(),
         before_attach: false,
+        sampled: false,
     };
     assert_eq!(m.get(10).unwrap().state(), State::Parked(want));
     assert_eq!(m.tables.more_chans.in_use(), 1);
@@ -351,6 +354,7 @@ fn reused_slot_does_not_leak_old_state() {
             stack: None,
             chans: [5, 0, 0, 0].into(),
             before_attach: false,
+            sampled: false,
         })
     );
     assert!(m.get(10).is_none());

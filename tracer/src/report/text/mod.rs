@@ -58,10 +58,15 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
         g.count, g.description
     );
     if let Some(w) = &g.wait_reason {
-        let bound = match g.blocked_before_attach {
-            0 => String::new(),
-            n if n == g.count => " or more (blocked before attach)".to_string(),
-            n => format!("; {n} blocked before attach: or more"),
+        let bound = match (g.blocked_before_attach, g.blocked_seen_by_samples) {
+            (0, 0) => String::new(),
+            (n, 0) if n == g.count => " or more (blocked before attach)".to_string(),
+            (n, 0) => format!("; {n} blocked before attach: or more"),
+            (0, n) if n == g.count => " or more (parks seen by samples)".to_string(),
+            (a, n) => format!(
+                "; {} seen blocked by samples or before attach: or more",
+                a + n
+            ),
         };
         let _ = writeln!(
             out,
@@ -71,6 +76,16 @@ fn group(out: &mut String, p: &Paths, i: usize, g: &Group, stacks: bool) {
     }
     let age = if g.before_attach == g.count {
         "created before attach".to_string()
+    } else if g.age_lower_bound > 0 {
+        let before = match g.before_attach {
+            0 => String::new(),
+            n => format!(", {n} created before attach"),
+        };
+        format!(
+            "{} or more ({} first seen by a sample{before})",
+            span(&g.age_s),
+            g.age_lower_bound
+        )
     } else if g.before_attach > 0 {
         format!(
             "{} ({} created before attach)",
@@ -117,7 +132,11 @@ pub fn render(r: &Report, context_trees: bool) -> String {
     let mut out = String::new();
     let paths = Paths(goroot(r));
     header(&mut out, r);
-    kernel_lines(&mut out, r);
+    if r.trace.mode != "sampled" {
+        kernel_lines(&mut out, r);
+    }
+    budget_lines(&mut out, r);
+    samples_line(&mut out, r);
     let _ = writeln!(out);
     suspects(&mut out, r, &paths);
     unbounded_growth(&mut out, r, &paths);
@@ -149,10 +168,21 @@ fn header(out: &mut String, r: &Report) {
             .unwrap_or_default()
     );
     let g = &r.goroutines;
+    let seen = |n: u64, what: &str| match n {
+        0 => String::new(),
+        n => format!(" ({n} {what} only by samples: a lower bound)"),
+    };
     let _ = writeln!(
         out,
-        "goroutines: {} created, {} exited, {} live at end ({} user, {} runtime); {} already running at attach",
-        g.created, g.exited, g.live_at_end, g.live_user, g.live_system, g.seen_before_attach
+        "goroutines: {} created{}, {} exited{}, {} live at end ({} user, {} runtime); {} already running at attach",
+        g.created,
+        seen(g.created_seen_by_samples, "seen"),
+        g.exited,
+        seen(g.exited_seen_by_samples, "seen gone"),
+        g.live_at_end,
+        g.live_user,
+        g.live_system,
+        g.seen_before_attach
     );
     match &r.trace.snapshot {
         Some(s) if s.error.is_none() => {
@@ -199,6 +229,106 @@ fn at_exit(out: &mut String, a: &crate::report::AtExitReport) {
         "held at exit (thread {}) for {:.1} ms: {read}{limit}",
         a.tid, a.held_ms
     );
+}
+
+/// What the probes cost the target and what the budget detached.
+fn budget_lines(out: &mut String, r: &Report) {
+    let Some(b) = &r.trace.budget else {
+        return;
+    };
+    let Some(us) = b.hit_cost_us else {
+        let _ = writeln!(
+            out,
+            "probe cost: unknown ({}): no overhead budget",
+            b.calibration_error.as_deref().unwrap_or("not calibrated")
+        );
+        return;
+    };
+    let budget = match b.max_overhead_pct {
+        Some(max) => format!("budget {max}%"),
+        None => "full tracing, no budget".to_string(),
+    };
+    let estimate = b
+        .estimate_pct
+        .map_or_else(|| "unknown".to_string(), |p| format!("≈ {p:.1}%"));
+    let _ = writeln!(
+        out,
+        "probe cost: {} hits × {us:.1} µs = {:.0} ms of the target's CPU, {estimate} of its own (peak {:.1}% over a check window; {budget})",
+        b.hits, b.added_cpu_ms, b.peak_pct
+    );
+    if b.groups.len() > 1 {
+        let parts: Vec<String> = b
+            .groups
+            .iter()
+            .map(|g| format!("{} {} hits ≈ {:.1}%", g.probes, g.hits, g.pct))
+            .collect();
+        let _ = writeln!(out, "  by probes: {}", parts.join(", "));
+    }
+    for a in &b.admitted {
+        let _ = writeln!(
+            out,
+            "attached at {:.1}s: the {} probes ({:.0} hits/s expected, ≈ {:.2}% of the target's CPU)",
+            a.at_s, a.probes, a.hits_per_s, a.predicted_pct
+        );
+    }
+    for a in &b.not_admitted {
+        let _ = writeln!(
+            out,
+            "not attached: the {} probes ({:.0} hits/s expected at {:.1}s, ≈ {:.2}% of the target's CPU: over half the budget); from goroutine samples",
+            a.probes, a.hits_per_s, a.at_s, a.predicted_pct
+        );
+    }
+    for s in &b.shed {
+        let _ = writeln!(
+            out,
+            "SHED at {:.2}s: the {} probes ({:.0} hits/s, ≈ {:.1}% of the target's CPU; all probes ≈ {:.1}%), {}{}",
+            s.at_s,
+            s.probes,
+            s.hits_per_s,
+            s.cost_pct,
+            s.estimate_pct,
+            s.removed_after_s.map_or_else(
+                || "still being removed at the end".to_string(),
+                |r| format!("removed {r:.2}s later")
+            ),
+            match s.probes.as_str() {
+                "park/ready" => ": parks from goroutine samples since",
+                "creation/exit" => ": creations and exits from goroutine samples since",
+                _ => ": not reported",
+            }
+        );
+    }
+}
+
+/// What the samples did, when the trace took some.
+fn samples_line(out: &mut String, r: &Report) {
+    let Some(s) = &r.trace.samples else {
+        return;
+    };
+    let what = if r.trace.mode == "sampled" {
+        "sampled mode (no probes)"
+    } else {
+        "samples"
+    };
+    let _ = writeln!(
+        out,
+        "{what}: {} goroutine samples, every {:.1}s{}, each read in {:.1} ms at most; {} failed, {} goroutines kept changing, {} gs skipped, {} unreadable gs kept alive",
+        s.taken,
+        s.interval_s,
+        if s.max_interval_s > s.interval_s + 1e-3 {
+            format!(" (up to {:.1}s: reading took long)", s.max_interval_s)
+        } else {
+            String::new()
+        },
+        s.took_ms_max,
+        s.failed,
+        s.unstable,
+        s.skipped,
+        s.kept_unread
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "warning: the last sample that failed: {e}");
+    }
 }
 
 fn suspects(out: &mut String, r: &Report, paths: &Paths) {
