@@ -345,6 +345,101 @@ fn agent_feeds_prometheus() {
     drop(fresh);
 }
 
+/// A copy of fixture `name` whose Go version strings read go1.17 (the
+/// build info's and the runtime's, same length): a Go program of a version
+/// gotrace does not read. It still runs.
+fn old_go_copy(name: &str, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut data = std::fs::read(fixture(name, GO)).unwrap();
+    let (from, to) = (format!("go{GO}.").into_bytes(), b"go1.17.");
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = data[i..].windows(from.len()).position(|w| w == from) {
+        data[i + at..i + at + to.len()].copy_from_slice(to);
+        i += at + to.len();
+        n += 1;
+    }
+    assert!(n > 0, "no go{GO}. in the fixture");
+    let p = dir.join("agentoldgo");
+    std::fs::write(&p, data).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Series of family `name` (and a label filter) in an exposition.
+fn series<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// The bounds: label sets per process capped (the rest under "other",
+/// sums kept), processes capped; a Go binary of an unsupported version
+/// counted, not watched.
+#[test]
+fn agent_bounds_and_refusals() {
+    let Some(_root) = root_guard() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let _leaky = hold_fixture(
+        &fixture("proofleaks", GO),
+        &[("GOTRACE_HOLD", "300s")],
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let _old = Command::new(old_go_copy("chanrecv", dir.path()))
+        .env("GOTRACE_TRIGGER", dir.path().join("never"))
+        .stdout(Stdio::null())
+        .spawn_within(RUN_TIMEOUT)
+        .expect("start the old-Go copy");
+    let agent = Agent::start(&[
+        "--match",
+        "^(proofleaks|agentoldgo|chanrecv)$",
+        "--max-sites",
+        "3",
+        "--max-processes",
+        "1",
+    ]);
+    let leaked = "gotrace_goroutines_leaked{process=\"proofleaks\"";
+    let m = until("32 proven leaks", Duration::from_secs(60), || {
+        let m = agent.metrics();
+        let sum: f64 = series(&m, leaked)
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        (sum == 32.0).then_some(m)
+    });
+    let rows = series(&m, leaked);
+    assert_eq!(rows.len(), 4, "3 sites and other: {rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("creation_site=\"other\",blocked_site=\"other\"")),
+        "{rows:#?}"
+    );
+    let sites = series(
+        &m,
+        "gotrace_creation_site_goroutines{process=\"proofleaks\"",
+    );
+    assert_eq!(sites.len(), 4, "{sites:#?}");
+    assert_eq!(
+        value(&m, "gotrace_agent_errors_total{kind=\"unsupported_go\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(!m.contains("process=\"agentoldgo\""), "{m}");
+    // A second Go process over --max-processes 1: counted, not watched.
+    let _second = hold_fixture(&fixture("chanrecv", GO), &[], Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let m = until("process_cap counted", Duration::from_secs(10), || {
+        let m = agent.metrics();
+        (value(&m, "gotrace_agent_errors_total{kind=\"process_cap\"}") == Some(1.0)).then_some(m)
+    });
+    assert_eq!(
+        value(&m, "gotrace_agent_processes_watched"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(!m.contains("process=\"chanrecv\""), "{m}");
+}
+
 /// The shipped Prometheus config and alert rules pass promtool, and the
 /// rules' unit tests (each alert firing on a recorded series) pass.
 #[test]

@@ -1,8 +1,9 @@
 //! The host-wide loop: every interval, find the Go processes to watch
 //! (following starts, restarts and exits), read each in turn, and publish
 //! what the endpoints serve. One thread does it all, one process after
-//! another: the agent's cost is at most one core however many processes
-//! it watches, and a slow interval delays the next one instead of piling up.
+//! another, and the wait after a pass is stretched so that passes take at
+//! most `--max-cpu` percent of one core: a host with many or large
+//! processes is read less often, never at a higher cost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,15 @@ use super::watch::{self, ErrorKind, Loaded, Sample, Watched};
 /// the cache is emptied: a bound on the agent's memory on a busy host.
 const MAX_REJECTED_EXES: usize = 4096;
 
+/// The wait after a pass that took `took`: the rest of `interval`, and at
+/// least what keeps the passes within `budget` percent of one core (a pass
+/// is busy on one thread all along, at most).
+pub fn pause(interval: Duration, took: Duration, budget: u32) -> Duration {
+    let budget = budget.clamp(1, 100);
+    let idle = took.mul_f64(f64::from(100 - budget) / f64::from(budget));
+    interval.saturating_sub(took).max(idle)
+}
+
 /// What the HTTP endpoints read: the latest sample of each watched process
 /// and the agent's own health.
 #[derive(Default)]
@@ -26,6 +36,9 @@ pub struct Published {
     pub watched: usize,
     /// Duration of the latest full pass over every watched process.
     pub pass_s: f64,
+    /// Time from the start of the latest pass to the start of the next:
+    /// the interval, or longer to keep within the CPU budget.
+    pub interval_s: f64,
     pub passes: u64,
 }
 
@@ -70,7 +83,9 @@ impl Host {
         while !stop.load(Ordering::Relaxed) {
             let start = Instant::now();
             self.pass();
-            let left = self.cfg.interval.saturating_sub(start.elapsed());
+            let took = start.elapsed();
+            let left = pause(self.cfg.interval, took, self.cfg.max_cpu_percent);
+            lock(&self.shared).interval_s = (took + left).as_secs_f64();
             let wake = Instant::now() + left;
             // Sleep in short steps to notice `stop`.
             while !stop.load(Ordering::Relaxed) && Instant::now() < wake {
@@ -167,11 +182,16 @@ impl Host {
 
     fn start_watching(&mut self, f: Found) {
         let explicit = self.cfg.explicit();
-        let result = if self.watched.len() >= self.cfg.max_processes {
-            Err(ErrorKind::ProcessCap)
-        } else {
-            self.loaded(&f)
-        };
+        // Whether it is a Go program gotrace reads comes first: a process
+        // over the cap is counted as such only if it would be watched.
+        let full = self.watched.len() >= self.cfg.max_processes;
+        let result = self.loaded(&f).and_then(|l| {
+            if full {
+                Err(ErrorKind::ProcessCap)
+            } else {
+                Ok(l)
+            }
+        });
         match result {
             Ok(loaded) => {
                 self.rejected.remove(&f.id);
@@ -213,5 +233,22 @@ impl Host {
                 Err(kind)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_stay_within_the_cpu_budget() {
+        let ms = Duration::from_millis;
+        // A short pass: the rest of the interval.
+        assert_eq!(pause(ms(1000), ms(50), 10), ms(950));
+        // A long one (a proof): nine times as long idle at 10 %.
+        assert_eq!(pause(ms(1000), ms(500), 10), ms(4500));
+        assert_eq!(pause(ms(1000), ms(2000), 50), ms(2000));
+        assert_eq!(pause(ms(1000), ms(2000), 100), ms(0));
+        assert_eq!(pause(ms(1000), ms(10), 0), ms(990));
     }
 }

@@ -227,6 +227,12 @@ fn agent_families(p: &Published, http: &HttpStats) -> Vec<Family> {
         "How long the latest pass over every watched process took (discovery, reads, proofs).",
     );
     pass.add(Vec::new(), p.pass_s);
+    let mut interval = Family::new(
+        "gotrace_agent_interval_seconds",
+        "gauge",
+        "Time between the starts of the latest two passes: --interval, or longer to keep within --max-cpu.",
+    );
+    interval.add(Vec::new(), p.interval_s);
     let mut passes = Family::new(
         "gotrace_agent_passes_total",
         "counter",
@@ -248,7 +254,7 @@ fn agent_families(p: &Published, http: &HttpStats) -> Vec<Family> {
         let n = http.rejected.get(reason).copied().unwrap_or(0);
         rejected.add(vec![("reason", reason.to_string())], n as f64);
     }
-    vec![watched, errors, pass, passes, requests, rejected]
+    vec![watched, errors, pass, interval, passes, requests, rejected]
 }
 
 #[cfg(test)]

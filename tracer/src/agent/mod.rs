@@ -48,6 +48,9 @@ pub struct Config {
     pub interval: Duration,
     pub prove_every: Duration,
     pub max_processes: usize,
+    /// Passes take at most this percent of one core (the interval is
+    /// stretched otherwise).
+    pub max_cpu_percent: u32,
     /// Add a `pid` label to every process's series.
     pub pid_label: bool,
     pub limits: Limits,

@@ -20,6 +20,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<Outcome> {
     if args.interval < Duration::from_millis(100) {
         bail!("--interval must be at least 100ms");
     }
+    if !(1..=100).contains(&args.max_cpu) {
+        bail!("--max-cpu must be between 1 and 100 (percent of one core)");
+    }
     if args.max_processes == 0 || args.max_sites == 0 {
         bail!("--max-processes and --max-sites must be at least 1");
     }
@@ -44,6 +47,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<Outcome> {
         interval: args.interval,
         prove_every: args.prove_every,
         max_processes: args.max_processes,
+        max_cpu_percent: args.max_cpu,
         pid_label: args.pid_label,
         limits: Limits {
             max_sites: args.max_sites,

@@ -262,6 +262,12 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub leak_threshold: Duration,
 
+    /// CPU budget: the passes (reads and proofs, one process after
+    /// another on one thread) take at most this percent of one core; the
+    /// interval is stretched to keep within it.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10)]
+    pub max_cpu: u32,
+
     /// Processes watched at most (more are counted as errors, kind
     /// process_cap).
     #[arg(long, default_value_t = 64)]
