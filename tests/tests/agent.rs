@@ -440,6 +440,68 @@ fn agent_bounds_and_refusals() {
     assert!(!m.contains("process=\"chanrecv\""), "{m}");
 }
 
+/// A process in a container-like setting: its own mount and PID
+/// namespaces, its executable on a tmpfs only that mount namespace sees.
+/// The agent finds it by scanning /proc, opens its executable through
+/// /proc/PID/exe and proves chanrecv's 10 receivers leaked.
+#[test]
+fn agent_watches_a_process_in_another_namespace() {
+    let Some(_root) = root_guard() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    // An existing trigger: the fixture plants at once, then holds.
+    let trigger = dir.path().join("trigger");
+    std::fs::write(&trigger, b"go").unwrap();
+    let script = format!(
+        "mount -t tmpfs none {0} && cp {1} {0}/agentcontained && exec {0}/agentcontained",
+        inner.display(),
+        fixture("chanrecv", GO).display()
+    );
+    let mut ns = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", &script])
+        .env("GOTRACE_TRIGGER", &trigger)
+        .env("GOTRACE_HOLD", "100s")
+        .stdout(Stdio::piped())
+        .spawn_within(RUN_TIMEOUT)
+        .expect("unshare");
+    let mut out = BufReader::new(ns.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("planted") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "fixture ended early");
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    assert!(
+        !inner.join("agentcontained").exists(),
+        "the binary must not be visible outside the namespace"
+    );
+    let agent = Agent::start(&["--match", "^agentcontained$"]);
+    let leaked =
+        "gotrace_goroutines_leaked{process=\"agentcontained\",creation_site=\"main.startReceivers ";
+    let m = until("10 proven leaks", Duration::from_secs(30), || {
+        let m = agent.metrics();
+        let sum: f64 = series(&m, leaked)
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        (sum == 10.0).then_some(m)
+    });
+    assert_eq!(
+        value(&m, "gotrace_agent_processes_watched"),
+        Some(1.0),
+        "{m}"
+    );
+}
+
 /// The shipped Prometheus config and alert rules pass promtool, and the
 /// rules' unit tests (each alert firing on a recorded series) pass.
 #[test]
