@@ -502,6 +502,36 @@ fn agent_watches_a_process_in_another_namespace() {
     );
 }
 
+/// The `growth` fixture leaves one goroutine behind per request, 100 a
+/// second, at one `go` statement of main.serve: that site's growth gauge
+/// rises from one pass to the next.
+#[test]
+fn agent_sees_a_creation_site_grow() {
+    let Some(_root) = root_guard() else { return };
+    let _fx = Command::new(fixture("growth", GO))
+        .env("GOTRACE_HOLD", "60s")
+        .stdout(Stdio::null())
+        .spawn_within(RUN_TIMEOUT)
+        .expect("start growth");
+    let agent = Agent::start(&["--match", "^growth$"]);
+    let prefix =
+        "gotrace_creation_site_growth_goroutines{process=\"growth\",creation_site=\"main.serve ";
+    let growth = || -> Option<f64> {
+        let m = agent.metrics();
+        series(&m, prefix)
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .reduce(f64::max)
+    };
+    let first = until("growth of 100", Duration::from_secs(30), || {
+        growth().filter(|g| *g >= 100.0)
+    });
+    let later = until("more growth", Duration::from_secs(10), || {
+        growth().filter(|g| *g > first)
+    });
+    eprintln!("growth at main.serve: {first} then {later}");
+}
+
 /// The shipped Prometheus config and alert rules pass promtool, and the
 /// rules' unit tests (each alert firing on a recorded series) pass.
 #[test]
