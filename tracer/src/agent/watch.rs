@@ -469,6 +469,44 @@ mod tests {
         assert_eq!(cap_rows(vec![row("a", 0, 0, 1)], 50).len(), 1);
     }
 
+    /// A real Go program (tracer/testdata/probe -wait) read while it runs,
+    /// then killed: the next sample is a counted error, not a crash.
+    #[test]
+    fn a_process_gone_is_an_error_kind() {
+        use std::process::{Command, Stdio};
+        assert_eq!(load(Path::new("/bin/sleep")).err(), Some(ErrorKind::NotGo));
+        let path = crate::gobin::testutil::probe("1.27");
+        let mut child = Command::new(&path)
+            .arg("-wait")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let limits = Limits {
+            max_sites: 50,
+            max_groups: 500,
+            max_goids: 10,
+            leak_threshold: Duration::from_secs(600),
+        };
+        let found = discover::look(pid).expect("the probe program");
+        let mut w = Watched::new(found.clone(), Arc::new(load(&found.exe_path).unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let sample = loop {
+            // Its runtime may not have published its goroutines yet.
+            match w.sample(&limits, false) {
+                Ok((s, _)) if s.report.user > 0 => break s,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => panic!("no sample of the probe program"),
+            }
+        };
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!((sample.pid, sample.name.as_str()), (pid, name));
+        assert!(sample.states.get("waiting").is_some_and(|n| *n >= 1));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(w.sample(&limits, true).err(), Some(ErrorKind::Gone));
+    }
+
     #[test]
     fn site_labels() {
         let f = Frame {
