@@ -10,6 +10,7 @@
 //! recording) → `report` and `export` → `outputs` (files) and `view` (live
 //! screens) → `cmd` (the commands; the only place that prints).
 
+pub mod agent;
 pub mod capture;
 pub mod cmd;
 pub mod decode;

@@ -244,6 +244,8 @@ fn ensure_system_tools() -> Result<()> {
 /// Debian's Prometheus server, which the tests start themselves
 /// (`tests/src/prometheus.rs`).
 const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Its rule and config checker, from the same package.
+const PROMTOOL: &str = "/usr/bin/promtool";
 
 /// Where Debian's maintainer scripts ask whether they may start a service.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -288,6 +290,11 @@ fn ensure_prometheus() -> Result<()> {
     }
     if probe(cmd(PROMETHEUS).arg("--version")).is_none() {
         bail!("{PROMETHEUS} does not run after installing Debian's prometheus package");
+    }
+    // The same package ships promtool, which checks contrib/'s config and
+    // alert rules (tests/tests/agent.rs).
+    if probe(cmd(PROMTOOL).arg("--version")).is_none() {
+        bail!("{PROMTOOL} does not run after installing Debian's prometheus package");
     }
     Ok(())
 }

@@ -41,6 +41,10 @@ pub enum Command {
     /// Check that this kernel can run gotrace: load every eBPF program
     /// (attaching nothing) and print what the verifier reports for each.
     Check(CheckArgs),
+    /// Watch every Go process of the host (or those named) without probes
+    /// and serve Prometheus metrics, pprof goroutine profiles and
+    /// report.json over HTTP (loopback by default), until Ctrl-C/SIGTERM.
+    Agent(AgentArgs),
 }
 
 /// What to trace and for how long.
@@ -223,6 +227,63 @@ pub struct SnapshotArgs {
     pub prove: bool,
 }
 
+/// Where the agent listens unless told otherwise: loopback only.
+pub const AGENT_LISTEN: &str = "127.0.0.1:9977";
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Address to serve HTTP on. The endpoints show function names and
+    /// source paths of the watched programs: keep it on loopback or behind
+    /// a firewall.
+    #[arg(long, value_name = "ADDR", default_value = AGENT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+
+    /// Watch this process (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Watch the processes whose executable's base name matches REGEX (as
+    /// processes start, restart and exit). Without --pid and --match:
+    /// every Go process.
+    #[arg(long = "match", value_name = "REGEX")]
+    pub pattern: Option<String>,
+
+    /// How often to look for processes and read their goroutines.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub interval: Duration,
+
+    /// How often to run the leak proof on each process (heavier: two passes
+    /// over its heap).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub prove_every: Duration,
+
+    /// Goroutines parked at least this long and not proven leaked are
+    /// counted as suspects.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub leak_threshold: Duration,
+
+    /// CPU budget: the passes (reads and proofs, one process after
+    /// another on one thread) take at most this percent of one core; the
+    /// interval is stretched to keep within it.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10)]
+    pub max_cpu: u32,
+
+    /// Processes watched at most (more are counted as errors, kind
+    /// process_cap).
+    #[arg(long, default_value_t = 64)]
+    pub max_processes: usize,
+
+    /// Label sets per process and metric (the sites with the most
+    /// goroutines; the rest summed under site="other").
+    #[arg(long, default_value_t = 50)]
+    pub max_sites: usize,
+
+    /// Add a `pid` label to every series (one series per process instead
+    /// of one per executable name).
+    #[arg(long)]
+    pub pid_label: bool,
+}
+
 /// Default leak threshold of a live trace.
 pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(5);
 
@@ -397,5 +458,13 @@ mod tests {
         };
         assert_eq!((s.pid, s.json, s.all), (7, true, false));
         assert!(Cli::try_parse_from(["gotrace", "snapshot"]).is_err());
+        let c = Cli::try_parse_from(["gotrace", "agent", "--pid", "3", "--pid", "4"]).unwrap();
+        let Some(Command::Agent(a)) = c.cmd else {
+            panic!("not agent")
+        };
+        assert_eq!(a.pids, vec![3, 4]);
+        assert_eq!(a.listen.to_string(), AGENT_LISTEN);
+        assert!(a.listen.ip().is_loopback());
+        assert_eq!(a.interval, Duration::from_secs(15));
     }
 }

@@ -2,6 +2,7 @@
 //! pipeline and prints; argument parsing is [`cli`]. Only this folder
 //! prints to stdout, and nothing outside it imports it.
 
+pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod open;
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Probes(args)) => probes::run(args)?,
         Some(Command::Snapshot(args)) => snapshot::run(args)?,
         Some(Command::Check(args)) => check::run(args)?,
+        Some(Command::Agent(args)) => agent::run(args)?,
     };
     Ok(outcome.exit_code())
 }
