@@ -16,6 +16,7 @@ use crate::probe::Probes;
 use crate::probe::budget::{Admission, Budget, ProbeGroup, Reading, round3};
 use crate::probe::goroutine::AttachPoint;
 use crate::process::monotonic_ns;
+use crate::view::WatchStatus;
 
 /// What the live loop (`capture::session`) asks of the budget.
 pub trait Govern {
@@ -38,22 +39,7 @@ pub trait Govern {
     /// The totals into `end`.
     fn close(&mut self, probes: &Probes, model: &Model, end: &mut End, gone: bool);
     /// The budget as it stands, for the live view.
-    fn status(&self) -> Status;
-}
-
-/// How the trace watches the target, as the live view shows it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Status {
-    /// "full", "sampled" or "budgeted".
-    pub mode: &'static str,
-    /// None: no budget.
-    pub max_pct: Option<f64>,
-    /// The last window's estimate and the highest, % of the target's CPU.
-    pub last_pct: f64,
-    pub peak_pct: f64,
-    /// "park/ready at 0.01s", in order.
-    pub shed: Vec<String>,
-    pub samples: u64,
+    fn status(&self) -> WatchStatus;
 }
 
 /// The budget and the samples of one trace.
@@ -250,9 +236,9 @@ impl Govern for Governor<'_> {
         end.samples = (self.sampler.info.taken > 0).then(|| self.sampler.info.clone());
     }
 
-    fn status(&self) -> Status {
+    fn status(&self) -> WatchStatus {
         let r = &self.budget.report;
-        Status {
+        WatchStatus {
             mode: self.mode.name(),
             max_pct: r.max_overhead_pct,
             last_pct: self.budget.last_pct,

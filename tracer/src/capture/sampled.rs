@@ -122,7 +122,7 @@ impl SampledSession<'_, '_> {
             events_per_s: 0.0,
             kernel: &kernel,
             load_bias: self.sampler.bias.unwrap_or(0),
-            watch: crate::capture::governor::Status {
+            watch: crate::view::WatchStatus {
                 mode: crate::capture::Mode::Sampled.name(),
                 samples: self.sampler.info.taken,
                 ..Default::default()

@@ -25,11 +25,26 @@ pub struct Tick<'m> {
     pub load_bias: u64,
     /// How the trace watches the target: its mode, the probes' cost and
     /// the budget, the samples.
-    pub watch: crate::capture::governor::Status,
+    pub watch: WatchStatus,
 }
 
 pub trait View {
     fn tick(&mut self, tick: &Tick<'_>);
     /// The trace is over: restore the terminal.
     fn close(&mut self);
+}
+
+/// How the trace watches the target, as the live view shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WatchStatus {
+    /// "full", "sampled" or "budgeted".
+    pub mode: &'static str,
+    /// None: no budget.
+    pub max_pct: Option<f64>,
+    /// The last window's estimate and the highest, % of the target's CPU.
+    pub last_pct: f64,
+    pub peak_pct: f64,
+    /// "park/ready at 0.01s", in order.
+    pub shed: Vec<String>,
+    pub samples: u64,
 }

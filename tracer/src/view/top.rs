@@ -67,7 +67,7 @@ pub struct Screen {
     /// `None`: the counters could not be read.
     pub dropped: Option<u64>,
     /// The mode, the probes' cost and budget, what was shed, the samples.
-    pub watch: crate::capture::governor::Status,
+    pub watch: crate::view::WatchStatus,
 }
 
 pub struct Top<'a> {
@@ -246,7 +246,7 @@ pub fn render_line(s: &Screen) -> String {
 
 /// ` mode=... cost_pct=... budget_pct=... shed=... samples=...` of the
 /// plain line (the cost and budget only when there are probes).
-fn watch_fields(w: &crate::capture::governor::Status) -> String {
+fn watch_fields(w: &crate::view::WatchStatus) -> String {
     let mut out = format!(" mode={}", w.mode);
     if w.mode != "sampled" {
         out.push_str(&format!(" cost_pct={:.1}", w.last_pct));
@@ -262,7 +262,7 @@ fn watch_fields(w: &crate::capture::governor::Status) -> String {
 }
 
 /// The screen's line on the mode, the probes' cost and what was shed.
-fn watch_line(w: &crate::capture::governor::Status) -> String {
+fn watch_line(w: &crate::view::WatchStatus) -> String {
     let cost = match (w.mode, w.max_pct) {
         ("sampled", _) => "no probes".to_string(),
         (_, Some(max)) => format!(
@@ -425,7 +425,7 @@ mod tests {
             events_per_s: 250.0,
             events_total: 3000,
             dropped: Some(0),
-            watch: crate::capture::governor::Status {
+            watch: crate::view::WatchStatus {
                 mode: "full",
                 max_pct: Some(3.0),
                 last_pct: 1.25,
