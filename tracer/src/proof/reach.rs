@@ -191,20 +191,7 @@ impl Reach {
         let mut out = Holders::default();
         self.scan(mem, &pieces, &mut t, &mut out);
         for s in &self.sections {
-            let mut bytes = vec![0u8; (s.end - s.start) as usize];
-            if !mem.read(s.start, &mut bytes) {
-                out.errors += 1;
-                continue;
-            }
-            for (i, w) in bytes.chunks_exact(8).enumerate() {
-                if s.mask.get(i / 8).is_none_or(|m| m >> (i % 8) & 1 == 0) {
-                    continue;
-                }
-                if let Some(target) = t.hit(le_u64(w, 0)) {
-                    let at = s.start + 8 * i as u64;
-                    out.add(target, Holder::Global { at });
-                }
-            }
+            global_holders(mem, s, &t, &mut out);
         }
         out
     }
@@ -412,4 +399,35 @@ fn ps(mem: &dyn Memory, allp: Option<u64>) -> Vec<u64> {
         .filter_map(|i| mem.u64(ptr + 8 * i))
         .filter(|p| *p != 0)
         .collect()
+}
+
+/// The pointer words of section `s` that hit a target of `t`, the section
+/// read in pieces (a multiple of 64 bytes: one mask byte each) so that
+/// gotrace's memory does not follow the target's sizes.
+fn global_holders(mem: &dyn Memory, s: &Section, t: &Targets, out: &mut Holders) {
+    const PIECE: u64 = 1 << 20;
+    let len = s.end - s.start;
+    let mut bytes = vec![0u8; len.min(PIECE) as usize];
+    for off in (0..len).step_by(PIECE as usize) {
+        let piece = &mut bytes[..(len - off).min(PIECE) as usize];
+        if !mem.read(s.start + off, piece) {
+            out.errors += 1;
+            continue;
+        }
+        let first = (off / 8) as usize;
+        for (i, w) in piece.chunks_exact(8).enumerate() {
+            let i = first + i;
+            if s.mask.get(i / 8).is_none_or(|m| m >> (i % 8) & 1 == 0) {
+                continue;
+            }
+            if let Some(target) = t.hit(le_u64(w, 0)) {
+                out.add(
+                    target,
+                    Holder::Global {
+                        at: s.start + 8 * i as u64,
+                    },
+                );
+            }
+        }
+    }
 }

@@ -13,8 +13,12 @@ use crate::process::mem::{Memory, le_u64};
 const MAX_MODULES: usize = 64;
 /// Bytes of one module's data or bss beyond this are a misread.
 const MAX_SECTION: u64 = 1 << 30;
+/// Bytes of a data or bss section read at a time (a multiple of 64).
+const SECTION_PIECE: u64 = 1 << 20;
 /// Spans in `mheap_.allspans` beyond this are a misread.
 const MAX_SPANS: u64 = 1 << 26;
+/// Entries of `mheap_.allspans` read at a time.
+const SPANS_PER_READ: u64 = 1 << 16;
 /// Special records on one span, finalizer or cleanup blocks, beyond this.
 const MAX_LIST: usize = 1 << 20;
 /// Ps (GOMAXPROCS) and Ms (threads) beyond these are a misread.
@@ -180,12 +184,24 @@ fn section(m: &mut Marker, hl: &HeapLayout, start: u64, end: u64, bv: &[u8]) -> 
     let data = le_u64(bv, hl.bitvector_bytedata);
     let words = (end - start) / 8;
     let mut mask = vec![0u8; nbits.min(words).div_ceil(8) as usize];
-    let mut bytes = vec![0u8; (end - start) as usize];
-    if !mem.read(data, &mut mask) || !mem.read(start, &mut bytes) {
+    if !mem.read(data, &mut mask) {
         return false;
     }
-    m.scan_masked(start, &bytes, &mask);
-    true
+    // The section in pieces (a multiple of 64 bytes: one mask byte each),
+    // so that gotrace's memory does not follow the target's sizes.
+    let len = end - start;
+    let mut bytes = vec![0u8; len.min(SECTION_PIECE) as usize];
+    let mut whole = true;
+    for off in (0..len).step_by(SECTION_PIECE as usize) {
+        let piece = &mut bytes[..(len - off).min(SECTION_PIECE) as usize];
+        if !mem.read(start + off, piece) {
+            whole = false;
+            continue;
+        }
+        let mask = mask.get((off / 64) as usize..).unwrap_or(&[]);
+        m.scan_masked(start + off, piece, mask);
+    }
+    whole
 }
 
 /// The special records of every in-use span (`mheap_.allspans`).
@@ -202,12 +218,24 @@ fn specials(m: &mut Marker, hl: &HeapLayout, mheap: u64, st: &mut RootStats) {
         st.incomplete += 1;
         return;
     }
-    let mut list = vec![0u8; len as usize * 8];
-    if !mem.read(ptr, &mut list) {
-        st.incomplete += 1;
-        return;
+    // The list in pieces: its length is the target's word, and gotrace's
+    // memory must not follow it.
+    let mut list = vec![0u8; SPANS_PER_READ as usize * 8];
+    for first in (0..len).step_by(SPANS_PER_READ as usize) {
+        let n = (len - first).min(SPANS_PER_READ) as usize;
+        let piece = &mut list[..n * 8];
+        if !mem.read(ptr.wrapping_add(first * 8), piece) {
+            st.incomplete += 1;
+            return;
+        }
+        let spans: Vec<u64> = piece.chunks_exact(8).map(|w| le_u64(w, 0)).collect();
+        span_batch_specials(m, hl, &spans, st);
     }
-    let spans: Vec<u64> = list.chunks_exact(8).map(|w| le_u64(w, 0)).collect();
+}
+
+/// The special records of the spans at `spans` (read in batches).
+fn span_batch_specials(m: &mut Marker, hl: &HeapLayout, spans: &[u64], st: &mut RootStats) {
+    let mem = m.heap.mem();
     let need = (hl.span_specials.max(hl.span_state).max(hl.span_start_addr) + 8) as usize;
     for batch in spans.chunks(1024) {
         let mut bufs: Vec<Vec<u8>> = batch.iter().map(|_| vec![0u8; need]).collect();
