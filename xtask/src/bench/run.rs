@@ -24,6 +24,9 @@ pub enum Config {
     None,
     Default,
     Sampled,
+    /// `gotrace agent` watching the workload (1 s interval, a proof every
+    /// 5 s: busier than its defaults of 15 s and 60 s).
+    Agent,
     Full,
     EmptyProbes,
     Bpftrace,
@@ -33,12 +36,18 @@ pub enum Config {
 impl Config {
     /// Those whose cost is within the machine's noise: measured in more
     /// rounds.
-    pub const CHEAP: [Config; 3] = [Config::None, Config::Default, Config::Sampled];
-
-    pub const ALL: [Config; 7] = [
+    pub const CHEAP: [Config; 4] = [
         Config::None,
         Config::Default,
         Config::Sampled,
+        Config::Agent,
+    ];
+
+    pub const ALL: [Config; 8] = [
+        Config::None,
+        Config::Default,
+        Config::Sampled,
+        Config::Agent,
         Config::Full,
         Config::EmptyProbes,
         Config::Bpftrace,
@@ -50,6 +59,7 @@ impl Config {
             Config::None => "untraced",
             Config::Default => "gotrace --pid (default)",
             Config::Sampled => "gotrace --sampled",
+            Config::Agent => "gotrace agent",
             Config::Full => "gotrace --full",
             Config::EmptyProbes => "empty probes (floor)",
             Config::Bpftrace => "bpftrace (count)",
@@ -186,7 +196,7 @@ impl Tracer {
     /// the target exits) and reads gotrace's counters: events, drops, and
     /// the CPU its probes added by its own estimate (seconds).
     fn finish(mut self) -> Result<(Option<u64>, Option<u64>, Option<f64>)> {
-        if self.config == Config::Bpftrace {
+        if matches!(self.config, Config::Bpftrace | Config::Agent) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         }
@@ -256,6 +266,20 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
             c.stdout(Stdio::null()).stderr(Stdio::piped());
             c
         }
+        Config::Agent => {
+            let mut c = Command::new(env.gotrace);
+            c.args([
+                "agent",
+                "--pid",
+                &pid.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--interval", "1s", "--prove-every", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+            c
+        }
         Config::Bpftrace => {
             let mut c = Command::new("bpftrace");
             c.args(["-p", &pid.to_string()])
@@ -282,7 +306,12 @@ fn attach(env: &Env<'_>, config: Config, pid: u32, bin: &Path) -> Result<Option<
         r
     } else {
         let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let r = wait_line(&mut err, "attached", Duration::from_secs(60));
+        let ready = if config == Config::Agent {
+            "listening"
+        } else {
+            "attached"
+        };
+        let r = wait_line(&mut err, ready, Duration::from_secs(60));
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         r
     };

@@ -249,6 +249,7 @@ fn overhead_checks(samples: &BTreeMap<(Workload, Config), Vec<Sample>>) -> Vec<S
     for (c, max) in [
         (Config::Default, Some(3.0)),
         (Config::Sampled, None),
+        (Config::Agent, Some(3.0)),
         (Config::Full, None),
     ] {
         let Some(p) = paired(samples, Workload::Http, c) else {
@@ -266,7 +267,7 @@ fn overhead_checks(samples: &BTreeMap<(Workload, Config), Vec<Sample>>) -> Vec<S
         ));
     }
     for w in Workload::ALL {
-        for c in [Config::Default, Config::Sampled] {
+        for c in [Config::Default, Config::Sampled, Config::Agent] {
             if let Some(cpu) = get(w, c).and_then(|s| s.tracer_cpu_pct) {
                 checks.push(format!(
                     "| {}: gotrace's own CPU, {} | – | {cpu:.2} % of a core | |",
