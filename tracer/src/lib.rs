@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod cmd;
+pub mod ctxmem;
 pub mod decode;
 pub mod export;
 #[cfg(any(test, feature = "fuzzing"))]
