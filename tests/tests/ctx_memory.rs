@@ -66,9 +66,17 @@ fn ctxignore(go: &str) {
 
 /// ctxleak: 7 jobWorkers wait on the Done of their never-cancelled
 /// WithTimeout context, which each holds: 4 (even `i`) in a plain
-/// `<-ctx.Done()`, 3 in a select; none holds a cancelled one.
+/// `<-ctx.Done()`, 3 in a select; none holds a cancelled one. The same in
+/// sampled mode and in the `--pid` default (budgeted).
 fn ctxleak(go: &str) {
-    let t = traced("ctxleak", go, "--sampled");
+    for (flag, mode) in [("--sampled", "sampled"), ("--max-overhead=3", "budgeted")] {
+        ctxleak_in(go, flag, mode);
+    }
+}
+
+fn ctxleak_in(go: &str, flag: &str, mode: &str) {
+    let t = traced("ctxleak", go, flag);
+    assert_eq!(t.report["trace"]["mode"], mode);
     let m = from_memory(&t);
     read_ok(m);
     let waiters = t.fixture_count("planted", "waiters");
