@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod capture;
 pub mod cmd;
+pub mod ctxmem;
 pub mod decode;
 pub mod export;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -109,6 +109,10 @@ pub struct End {
     /// marks (None: the proof did not run).
     #[serde(default)]
     pub held: Option<crate::proof::held::Held>,
+    /// The contexts of the parked goroutines, read from memory at the end
+    /// of a sampled or budgeted trace (None in full mode).
+    #[serde(default)]
+    pub ctx_memory: Option<crate::ctxmem::FromMemory>,
 }
 
 /// The analysis of a command's last state, made while it was held at its

@@ -153,6 +153,7 @@ impl SampledSession<'_, '_> {
             proof: None,
             at_exit: None,
             held: None,
+            ctx_memory: None,
             samples: Some(self.sampler.info.clone()),
             budget: None,
             state_ns: matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_))

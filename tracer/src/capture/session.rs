@@ -353,6 +353,7 @@ impl Session<'_> {
             state_ns: None,
             budget: None,
             held: None,
+            ctx_memory: None,
         };
         if let Some(g) = self.governor.as_deref_mut() {
             g.close(self.probes, self.model, &mut out, gone);

@@ -334,6 +334,7 @@ pub fn trace(
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
     end_proof(args, leak_threshold, (pid, &opened), &model, &mut end);
+    end_contexts(mode, (pid, &opened), &mut end);
     finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
@@ -752,6 +753,26 @@ pub(super) fn end_proof(
         end.proof = Some(proof);
         end.held = Some(held);
     }
+}
+
+/// In sampled and budgeted modes (no context probe), the contexts the
+/// parked goroutines hold, read from the target's memory as it is now.
+pub(super) fn end_contexts(mode: Mode, (pid, opened): (u32, &Opened), end: &mut End) {
+    if mode == Mode::Full {
+        return;
+    }
+    end.ctx_memory = Some(if end.ended_by == "target-exit" {
+        crate::ctxmem::FromMemory::not_read("the target exited before the end of the trace".into())
+    } else {
+        eprintln!("gotrace: reading the parked goroutines' contexts from PID {pid}'s memory...");
+        crate::ctxmem::read(&crate::ctxmem::Target {
+            pid,
+            bin: &opened.bin,
+            layout: &opened.layout,
+            bias: end.load_bias,
+            symbolizer: &opened.symbolizer,
+        })
+    });
 }
 
 /// The leak proof over the target's memory as it is now (it keeps running,

@@ -364,6 +364,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         state_ns: None,
         budget: None,
         held: None,
+        ctx_memory: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

@@ -11,16 +11,19 @@ const ITAB_FUN0: u64 = 24;
 /// Far more than any program has; guards against a misread length.
 const MAX_ITABS: u64 = 1 << 20;
 
-/// The interface an itab implements, from the name of its first method
-/// (methods are sorted, exported names first).
-fn interface_of(method: &str) -> &'static str {
-    match method {
-        "Deadline" => "context.Context",
-        "Done" => "context.canceler",
-        "Error" => "error",
+/// The interface an itab implements, from the name of its method at
+/// `index` (methods are sorted, exported names first).
+fn interface_of(method: &str, index: u64) -> &'static str {
+    match (method, index) {
+        ("Deadline", 0) | ("Done", 1) | ("Err", 2) | ("Value", 3) => "context.Context",
+        ("Done", 0) | ("cancel", 1) => "context.canceler",
+        ("Error", 0) => "error",
         _ => "?",
     }
 }
+
+/// What the linker puts in an itab slot whose method nothing calls.
+const UNREACHABLE: &str = "runtime.unreachableMethod";
 
 /// `context.(*cancelCtx).Done` → (`*context.cancelCtx`, `Done`);
 /// `context.backgroundCtx.Deadline` → (`context.backgroundCtx`, `Deadline`).
@@ -40,18 +43,28 @@ const ITAB_SIZE: u64 = 32;
 const KIND_POINTER: u8 = 22;
 const KIND_MASK: u8 = 0x1f;
 
+/// Names the itab at `itab` from its first method that is not
+/// [`UNREACHABLE`] (of its first `n`); returns its `fun[0]` (0: the type
+/// does not implement the interface).
 fn name_itab(
     bin: &GoBinary,
     itab: u64,
-    kind_off: Option<u64>,
+    (kind_off, n): (Option<u64>, u64),
     found: &mut HashMap<u64, String>,
 ) -> Option<u64> {
     let fun0 = bin.read_u64(itab.checked_add(ITAB_FUN0)?)?;
     if fun0 == 0 {
         return Some(0);
     }
-    let f = bin.symbols().containing(fun0)?;
-    let (mut ty, method) = receiver_and_method(&f.name)?;
+    let named = (0..n.clamp(1, 64)).find_map(|i| {
+        let fun = bin.read_u64(itab.checked_add(ITAB_FUN0 + 8 * i)?)?;
+        let f = bin.symbols().containing(fun)?;
+        (f.name != UNREACHABLE).then(|| (i, f.name.clone()))
+    });
+    let Some((index, function)) = named else {
+        return Some(fun0);
+    };
+    let (mut ty, method) = receiver_and_method(&function)?;
     // Value types' itabs hold the (*T).M wrappers: the _type's kind says
     // whether the dynamic type really is a pointer.
     let kind = kind_off
@@ -62,8 +75,19 @@ fn name_itab(
     {
         ty = stripped.to_string();
     }
-    found.insert(itab, format!("{ty},{}", interface_of(method)));
+    found.insert(itab, format!("{ty},{}", interface_of(method, index)));
     Some(fun0)
+}
+
+/// How many methods the interface of `itab` has (1 when unknown).
+fn method_count(bin: &GoBinary, itab: u64, methods: Option<u64>) -> u64 {
+    let inter = bin.read_u64(itab).unwrap_or(0);
+    methods
+        .and_then(|m| inter.checked_add(m))
+        .and_then(|a| a.checked_add(8))
+        .and_then(|a| bin.read_u64(a))
+        .unwrap_or(1)
+        .clamp(1, MAX_ITABS)
 }
 
 pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryError> {
@@ -89,20 +113,11 @@ pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryErr
         };
         let end = p.saturating_add(size.min(MAX_ITABS * 64));
         while p < end {
-            let Some(fun0) = name_itab(bin, p, layout.type_kind, &mut found) else {
+            let n = method_count(bin, p, Some(methods));
+            let Some(fun0) = name_itab(bin, p, (layout.type_kind, n), &mut found) else {
                 break;
             };
-            let n = if fun0 == 0 {
-                1
-            } else {
-                let inter = bin.read_u64(p).unwrap_or(0);
-                inter
-                    .checked_add(methods)
-                    .and_then(|a| a.checked_add(8))
-                    .and_then(|a| bin.read_u64(a))
-                    .unwrap_or(1)
-                    .clamp(1, MAX_ITABS)
-            };
+            let n = if fun0 == 0 { 1 } else { n };
             let Some(next) = p.checked_add(ITAB_SIZE + (n - 1) * 8) else {
                 break;
             };
@@ -122,7 +137,8 @@ pub fn from_moduledata(bin: &GoBinary) -> Result<HashMap<u64, String>, BinaryErr
             let Some(itab) = ptr.checked_add(8 * i).and_then(|a| bin.read_u64(a)) else {
                 break;
             };
-            name_itab(bin, itab, layout.type_kind, &mut found);
+            let n = method_count(bin, itab, layout.interface_methods);
+            name_itab(bin, itab, (layout.type_kind, n), &mut found);
         }
     }
     Ok(found)
@@ -141,13 +157,23 @@ mod tests {
             let bin = GoBinary::open(&probe(minor)).unwrap();
             let by_symbol = bin.itabs().unwrap();
             let walked = from_moduledata(&bin).unwrap();
+            let mut context_named = 0;
             assert!(by_symbol.len() > 5, "Go {minor}: {by_symbol:?}");
             for (addr, name) in &by_symbol {
                 // Only interfaces we name (Context, canceler, error) compare.
                 if name.ends_with(",error") {
                     assert_eq!(walked.get(addr), Some(name), "Go {minor} itab {addr:#x}");
                 }
+                // A Context itab whose methods nothing calls stays unnamed;
+                // one named is named right.
+                if name.ends_with(",context.Context")
+                    && let Some(w) = walked.get(addr)
+                {
+                    assert_eq!(w, name, "Go {minor} itab {addr:#x}");
+                    context_named += 1;
+                }
             }
+            assert!(context_named > 0, "Go {minor}: {walked:?}");
         }
     }
 
@@ -165,6 +191,8 @@ mod tests {
             receiver_and_method("errors.(*errorString).Error"),
             Some(("*errors.errorString".to_string(), "Error"))
         );
-        assert_eq!(interface_of("Done"), "context.canceler");
+        assert_eq!(interface_of("Done", 0), "context.canceler");
+        assert_eq!(interface_of("Done", 1), "context.Context");
+        assert_eq!(interface_of("Value", 3), "context.Context");
     }
 }

@@ -146,6 +146,7 @@ fn context_report(
     {
         return Ok(contexts::ContextReport {
             not_traced: Some(why),
+            from_memory: end.ctx_memory.clone(),
             ..Default::default()
         });
     }
@@ -153,7 +154,7 @@ fn context_report(
         .bin
         .itabs()
         .context("cannot read the binary's itabs")?;
-    Ok(contexts::build(
+    let mut report = contexts::build(
         &model.contexts,
         &model.goroutines,
         resolver,
@@ -164,7 +165,9 @@ fn context_report(
             leak_threshold_s,
             held: end.held.as_ref(),
         },
-    ))
+    );
+    report.from_memory = end.ctx_memory.clone();
+    Ok(report)
 }
 
 fn timer_report(input: &Input<'_>, resolver: &mut StackResolver<'_>) -> timers::TimerReport {

@@ -27,6 +27,9 @@ const SAMPLES: usize = 5;
 pub struct ContextReport {
     /// Why contexts were not traced, if they were not.
     pub not_traced: Option<String>,
+    /// Sampled and budgeted modes: the contexts of the parked goroutines,
+    /// read from memory at the end (null in full mode).
+    pub from_memory: Option<crate::ctxmem::FromMemory>,
     pub created: u64,
     pub cancelled: u64,
     pub live_at_end: usize,
@@ -601,6 +604,7 @@ pub fn build(
     out.truncate(MAX_NODES);
     ContextReport {
         not_traced: None,
+        from_memory: None,
         created: stats.created,
         cancelled: stats.cancelled,
         live_at_end,

@@ -233,6 +233,9 @@ fn holders(l: &crate::report::contexts::CtxLeak) -> String {
 pub fn render(out: &mut String, c: &ContextReport, trees: bool, frame: &dyn Fn(&Frame) -> String) {
     if let Some(why) = &c.not_traced {
         let _ = writeln!(out, "\ncontexts: not traced ({why})");
+        if let Some(m) = &c.from_memory {
+            from_memory(out, m);
+        }
         return;
     }
     let _ = writeln!(
@@ -440,4 +443,50 @@ fn nested_deadline_lines(out: &mut String, c: &ContextReport, frame: &dyn Fn(&Fr
             }
         );
     }
+}
+
+/// The contexts read from memory at the end of a sampled or budgeted trace.
+fn from_memory(out: &mut String, m: &crate::ctxmem::FromMemory) {
+    if !m.read {
+        let why = m.error.as_deref().unwrap_or("?");
+        let _ = writeln!(out, "contexts in memory: not read ({why})");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "contexts in memory (parked goroutines' stacks, seen not proven): {} context(s), {} cancelled, held by {} of {} parked goroutine(s); {} waiting on a Done ({} of them cancelled); {} holding a cancelled context parked elsewhere",
+        m.contexts,
+        m.cancelled,
+        m.goroutines_holding,
+        m.goroutines_scanned,
+        m.waiting_on_done.count,
+        m.waiting_on_done.cancelled,
+        m.seen_in_memory.holding_cancelled_parked_elsewhere,
+    );
+    for g in m.groups.iter().take(10) {
+        let _ = writeln!(
+            out,
+            "  {} blocked at {} ({}): {} holding, {} waiting on a Done, {} holding a cancelled context",
+            g.start,
+            g.blocked_at,
+            g.wait_reason,
+            g.holding,
+            g.waiting_on_done,
+            g.holding_cancelled_parked_elsewhere,
+        );
+    }
+    let l = &m.limits;
+    if m.read_errors + l.per_goroutine_hit + l.total_hit + l.stacks_cut + l.chains_cut > 0 {
+        let _ = writeln!(
+            out,
+            "  read errors {}, limits hit: per goroutine {}, total {}, stacks cut {}, chains cut {}",
+            m.read_errors, l.per_goroutine_hit, l.total_hit, l.stacks_cut, l.chains_cut
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  undecided: {} context(s) of a type memory cannot follow; not decidable from memory: {}",
+        m.undecided.contexts_unknown_state,
+        m.undecided.not_decidable.join("; ")
+    );
 }
