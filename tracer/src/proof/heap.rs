@@ -13,6 +13,8 @@ use crate::process::mem::{Memory, le_u64};
 
 /// Arenas beyond this are a misread (4 TiB of heap).
 const MAX_ARENAS: u64 = 1 << 16;
+/// A span larger than this (1 TiB) is a misread.
+const MAX_SPAN_BYTES: u64 = 1 << 40;
 /// Objects in one span beyond this are a misread (8 KiB / 8 B = 1024 in the
 /// smallest class; a span of many pages of 16-byte objects stays far below).
 const MAX_NELEMS: u64 = 1 << 20;
@@ -481,6 +483,7 @@ impl<'a> Heap<'a> {
         let limit = le_u64(b, hl.span_limit);
         let bytes = npages.checked_mul(hl.page_size)?;
         let sane = elemsize > 0
+            && bytes <= MAX_SPAN_BYTES
             && nelems > 0
             && nelems <= MAX_NELEMS
             && start.is_multiple_of(8)

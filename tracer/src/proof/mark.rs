@@ -66,6 +66,9 @@ fn grow(buf: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// Pieces queued before they are read and scanned.
+const MAX_PIECES: usize = 4096;
+
 /// Splits `[addr, addr + len)` into pieces of at most [`CHUNK`] bytes.
 fn pieces(out: &mut Vec<Piece>, addr: u64, len: u64, root: u32) {
     let mut off = 0;
@@ -364,6 +367,13 @@ impl<'h, 'a> Marker<'h, 'a> {
             for (idx, root) in grey {
                 let (base, size) = self.heap.bounds(Obj { span: si, idx });
                 pieces(&mut out, base, size, root);
+                // Scanned as they come past a bound: the span's object
+                // size is the target's word, gotrace's memory must not
+                // follow it.
+                if out.len() >= MAX_PIECES {
+                    errors += self.read_and_scan(&out);
+                    out.clear();
+                }
             }
             errors += self.read_and_scan(&out);
         }
