@@ -57,8 +57,6 @@ pub const CTXLEAK: Scenario = Scenario {
         "suspect main.jobWorker x4 \"chan_receive\" \"chan receive\" created_at=\"main.startJob\" blocked_at=\"main.jobWorker\"",
         "suspect main.jobWorker x3 \"select\" \"select\" created_at=\"main.startJob\" blocked_at=\"main.jobWorker\"",
         "contexts not_traced=null created={timeout-leak+cancel-leak} cancelled=0 live_at_end={timeout-leak+cancel-leak} repeat_cancels=0",
-        "context leak \"timer\" x{timeout-leak} created_at=\"main.startJob\" timers_alive={timeout-leak} waiting={waiters}",
-        "context leak \"cancel\" x{cancel-leak} created_at=\"main.makeIdleContexts\" timers_alive=0 waiting=0",
         "timers not_traced=null started={timeout-leak} stopped=0",
     ],
 };
@@ -82,6 +80,8 @@ pub const EXITER_SIGKILL: Scenario = Scenario {
     ],
 };
 
+/// The tickers fixture at its exit: the probes' counts (the ticker
+/// verdicts need the leak proof, which the scenarios skip).
 pub const TICKERS: Scenario = Scenario {
     fixture: "tickers",
     go: "1.21.13",
@@ -89,13 +89,10 @@ pub const TICKERS: Scenario = Scenario {
     variant: "",
     build_flags: &[],
     args: ARGS,
-    exit: 0,
+    exit: 3,
     expect: &[
         "live_user {tickers+1}",
-        "verdict \"no leak suspects\"",
-        "live main.pollLoop x{tickers} \"chan_receive\" \"chan receive\" created_at=\"main.startPoller\" blocked_at=\"main.pollLoop\"",
-        "timers not_traced=null started={tickers+stopped} stopped={stopped}",
-        "ticker created_at=\"main.startPoller\" x{tickers} period=0.1 verdict=\"leak\" loops=[\"main.pollLoop\"]",
+        "timers not_traced=null started={tickers+dropped+stopped+running} stopped={stopped+running}",
     ],
 };
 
