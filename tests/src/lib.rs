@@ -551,24 +551,7 @@ fn trace_pid_with(
         &mut fixture_stdout,
     )?;
 
-    let mut gotrace = Command::new(gotrace_bin())
-        .args(args)
-        .arg("-o")
-        .arg(&dir)
-        .arg("--pid")
-        .arg(fixture.id().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn_within(RUN_TIMEOUT)?;
-    let mut err = BufReader::new(gotrace.stderr.take().expect("stderr"));
-    let mut gotrace_stderr = String::new();
-    wait_for_line(
-        &mut err,
-        "attached",
-        Duration::from_secs(30),
-        &mut gotrace_stderr,
-    )?;
+    let (gotrace, mut err, mut gotrace_stderr) = attach_pid(args, &dir, fixture.id())?;
     std::fs::write(&trigger, b"go")?;
     let err_thread = std::thread::spawn(move || {
         let mut rest = String::new();
@@ -593,15 +576,18 @@ fn trace_pid_with(
     })
 }
 
-/// `gotrace [args] --pid PID` on a process the test runs (not a fixture):
-/// `then` runs once the probes are attached, while the trace goes on
-/// (`args` should end it, e.g. with --duration).
-pub fn trace_running(pid: u32, args: &[&str], then: impl FnOnce()) -> anyhow::Result<Traced> {
-    let dir = out_dir(&format!("running-{pid}"));
+/// `gotrace [args] -o DIR --pid PID` (within [`RUN_TIMEOUT`]), once it
+/// says "attached" (30 s at most): the process, its stderr and what it
+/// printed there so far.
+fn attach_pid(
+    args: &[&str],
+    dir: &Path,
+    pid: u32,
+) -> anyhow::Result<(Spawned, BufReader<std::process::ChildStderr>, String)> {
     let mut gotrace = Command::new(gotrace_bin())
         .args(args)
         .arg("-o")
-        .arg(&dir)
+        .arg(dir)
         .arg("--pid")
         .arg(pid.to_string())
         .stdout(Stdio::piped())
@@ -609,13 +595,17 @@ pub fn trace_running(pid: u32, args: &[&str], then: impl FnOnce()) -> anyhow::Re
         .stdin(Stdio::null())
         .spawn_within(RUN_TIMEOUT)?;
     let mut err = BufReader::new(gotrace.stderr.take().expect("stderr"));
-    let mut gotrace_stderr = String::new();
-    wait_for_line(
-        &mut err,
-        "attached",
-        Duration::from_secs(30),
-        &mut gotrace_stderr,
-    )?;
+    let mut printed = String::new();
+    wait_for_line(&mut err, "attached", Duration::from_secs(30), &mut printed)?;
+    Ok((gotrace, err, printed))
+}
+
+/// `gotrace [args] --pid PID` on a process the test runs (not a fixture):
+/// `then` runs once the probes are attached, while the trace goes on
+/// (`args` should end it, e.g. with --duration).
+pub fn trace_running(pid: u32, args: &[&str], then: impl FnOnce()) -> anyhow::Result<Traced> {
+    let dir = out_dir(&format!("running-{pid}"));
+    let (gotrace, mut err, mut gotrace_stderr) = attach_pid(args, &dir, pid)?;
     then();
     let err_thread = std::thread::spawn(move || {
         let mut rest = String::new();
