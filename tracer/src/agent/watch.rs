@@ -236,18 +236,8 @@ impl Watched {
         }
         let groups_dropped = groups.len().saturating_sub(limits.max_groups);
         trim(&mut groups, limits);
-        let report = SnapReport {
-            pid,
-            exe: self.found.name.clone(),
-            go_version: l.bin.version().raw.clone(),
-            total: snap.goroutines.len(),
-            user: snap.goroutines.len() - system,
-            system,
-            took_ms: snap.took_ns as f64 / 1e6,
-            groups,
-            stats: snap.stats.clone(),
-            proof: None,
-        };
+        let id = (pid, self.found.name.clone(), l.bin.version().raw.clone());
+        let report = SnapReport::of(id, &snap, system, groups);
         let sample = Sample {
             pid,
             name: self.found.name.clone(),

@@ -43,20 +43,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
     if let Some(p) = &proof {
         group::apply_proof(&mut groups, p);
     }
+    let shown = std::fs::canonicalize(&exe).unwrap_or(exe.clone());
+    let id = (pid, shown.display().to_string(), bin.version().raw.clone());
     let report = SnapReport {
-        pid,
-        exe: std::fs::canonicalize(&exe)
-            .unwrap_or(exe.clone())
-            .display()
-            .to_string(),
-        go_version: bin.version().raw.clone(),
-        total: snap.goroutines.len(),
-        user: snap.goroutines.len() - system,
-        system,
-        took_ms: snap.took_ns as f64 / 1e6,
-        groups,
-        stats: snap.stats.clone(),
         proof,
+        ..SnapReport::of(id, &snap, system, groups)
     };
     if args.json {
         // Streamed: with the proof's goroutines the document is tens of MB,

@@ -67,6 +67,31 @@ pub struct SnapReport {
     pub proof: Option<crate::proof::Proof>,
 }
 
+impl SnapReport {
+    /// The report of `snap` (of process `pid` running `exe`, Go
+    /// `go_version`): its counts and stats, `groups` as built from it
+    /// (`system` of its goroutines are the runtime's), no proof yet.
+    pub fn of(
+        (pid, exe, go_version): (u32, String, String),
+        snap: &Snapshot,
+        system: usize,
+        groups: Vec<SnapGroup>,
+    ) -> Self {
+        SnapReport {
+            pid,
+            exe,
+            go_version,
+            total: snap.goroutines.len(),
+            user: snap.goroutines.len() - system,
+            system,
+            took_ms: snap.took_ns as f64 / 1e6,
+            groups,
+            stats: snap.stats.clone(),
+            proof: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     state: GState,
