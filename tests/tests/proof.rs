@@ -258,6 +258,14 @@ fn diff(d: &Design, want: &BTreeSet<u64>, got: &BTreeSet<u64>) -> String {
     )
 }
 
+/// Some(the difference) when the proof proved a strict subset of the
+/// planted leaks (and nothing else): a miss, not a false proof.
+fn only_misses(proof: &Value, d: &Design) -> Option<String> {
+    let leaked = goids_with(&candidates(proof), "leaked");
+    let planted = d.leaked();
+    (leaked != planted && leaked.is_subset(&planted)).then(|| diff(d, &planted, &leaked))
+}
+
 /// Checks one proof against the fixture's design (and Go's profile when
 /// the fixture ran it). `symbols`: the binary has a symbol table, so a
 /// global is named.
@@ -413,7 +421,19 @@ fn check_pid(bin: &Path, go: &str, symbols: bool, env: &[(&str, &str)]) {
     let held = hold_fixture(bin, &env, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e:#}"));
     let d = Design::parse(&held.stdout);
     check_oracle(&d, go, &oracle, &held.stdout);
-    let out = snapshot_prove(held.pid);
+    let mut out = snapshot_prove(held.pid);
+    // The proof may miss a leak while the runtime still holds a passing
+    // reference to its primitive (seen once in a loaded CI run, not since):
+    // a miss alone is proven again, twice at most, and said; anything
+    // proven that was not planted fails at once.
+    for attempt in 1..=2 {
+        let Some(miss) = only_misses(proof_of(&out, "gotrace snapshot --json"), &d) else {
+            break;
+        };
+        eprintln!("proof {attempt} missed planted leaks ({miss}): proving again in 1 s");
+        std::thread::sleep(Duration::from_secs(1));
+        out = snapshot_prove(held.pid);
+    }
     let proof = proof_of(&out, "gotrace snapshot --json");
     eprintln!(
         "Go {go} {}: {} candidates, {} leaked, {} wakeable in {} ms",
@@ -474,6 +494,13 @@ fn check_command(bin: &Path, go: &str, symbols: bool) {
         r["target"]
     );
     let proof = proof_of(r, "report.json");
+    // Main runs the exit: its stack is read from the held thread's stack
+    // pointer up, not whole (dead frames below it once kept leaks alive).
+    assert!(
+        proof["stacks"]["from_thread_sp"].as_u64() >= Some(1),
+        "{}",
+        proof["stacks"]
+    );
     check_proof(proof, &d, symbols);
     let total: u64 = LEAKS.iter().map(|(_, n)| *n as u64).sum();
     assert_eq!(r["leaked_count"], total, "{}", t.gotrace_stderr);

@@ -285,6 +285,7 @@ impl Watched {
             layout: &l.layout,
             bias,
             symbolizer: &l.symbolizer,
+            held: false,
         });
         self.last_proof = Some(Instant::now());
         if !proof.done() {

@@ -38,6 +38,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Outcome> {
             layout,
             bias,
             symbolizer,
+            held: false,
         })
     });
     if let Some(p) = &proof {

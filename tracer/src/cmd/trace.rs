@@ -798,6 +798,7 @@ pub fn prove(
             layout: &opened.layout,
             bias,
             symbolizer: &opened.symbolizer,
+            held,
         },
         q,
     );

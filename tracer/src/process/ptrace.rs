@@ -203,6 +203,30 @@ fn syscall_nr(pid: i32, tid: i32) -> Option<i64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
+/// The stack pointers of `pid`'s stopped threads (from each
+/// `/proc/PID/task/TID/syscall`: `nr args... sp pc`, or `-1 sp pc` when
+/// blocked outside a system call; a thread on a CPU reads `running` and is
+/// left out). Only meaningful while nothing can resume them: a process
+/// held at its exit.
+pub fn stopped_sps(pid: u32) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("syscall")).ok())
+        .filter_map(|s| parse_syscall_sp(&s))
+        .collect()
+}
+
+/// The `sp` of a `/proc/PID/task/TID/syscall` line (second to last of at
+/// least three fields).
+fn parse_syscall_sp(line: &str) -> Option<u64> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let sp = f.len().checked_sub(2).filter(|_| f.len() >= 3)?;
+    u64::from_str_radix(f[sp].trim_start_matches("0x"), 16).ok()
+}
+
 /// The state letter of `/proc/PID/stat` ('Z' once the leader has exited).
 fn leader_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -509,6 +533,18 @@ mod tests {
     }
 
     #[test]
+    fn syscall_lines_give_their_stack_pointer() {
+        let line = "230 0x0 0x0 0x7ffd 0x0 0x0 0x0 0xc000047f10 0x46e1a3\n";
+        assert_eq!(parse_syscall_sp(line), Some(0xc000047f10));
+        assert_eq!(
+            parse_syscall_sp("-1 0x7ffe1000 0x401000\n"),
+            Some(0x7ffe1000)
+        );
+        assert_eq!(parse_syscall_sp("running\n"), None);
+        assert_eq!(parse_syscall_sp(""), None);
+    }
+
+    #[test]
     fn held_at_exit_with_its_memory_readable_then_its_status_unchanged() {
         let (child, t) = traced("exit 3", HOLD_LIMIT);
         let pid = child.pid;
@@ -520,6 +556,12 @@ mod tests {
             let addr = u64::from_str_radix(start, 16).unwrap();
             let mem = crate::process::mem::ProcMem::open(h.tid).unwrap();
             assert!(mem.u64(addr).is_some(), "{maps}");
+            // The held thread's stack pointer is on its stack.
+            let stack = maps.lines().find(|l| l.ends_with("[stack]")).unwrap();
+            let (lo, hi) = stack.split_once(' ').unwrap().0.split_once('-').unwrap();
+            let range = u64::from_str_radix(lo, 16).unwrap()..u64::from_str_radix(hi, 16).unwrap();
+            let sps = stopped_sps(h.tid);
+            assert!(sps.iter().any(|sp| range.contains(sp)), "{sps:x?} {stack}");
             let r = h.release();
             assert!(!r.timed_out);
         });

@@ -295,6 +295,7 @@ fn run_with(image: &Image, keep: bool) -> Result<super::pass::Pass, String> {
         functions: &functions,
         stacks: None,
         keep,
+        stopped_sps: Vec::new(),
     };
     let mut pass = super::pass::run(&ctx, &image.live, &[], &image.mem)?;
     pass.keep_stacks(image.live.clone());

@@ -53,6 +53,9 @@ pub struct Marker<'h, 'a> {
     buf: Vec<u8>,
     /// A spare pending list for [`Marker::scan_span`].
     spare: Vec<(u32, u32)>,
+    /// `GOTRACE_PROOF_PATHS=1`: the slot that first marked each object,
+    /// by object, to log how a wakeable goroutine's primitive is reached.
+    pub parents: Option<std::collections::HashMap<(u32, u32), u64>>,
 }
 
 /// A piece of an object or root range to scan: address, length, root.
@@ -91,6 +94,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             roots: Vec::new(),
             buf: Vec::new(),
             spare: Vec::new(),
+            parents: std::env::var_os("GOTRACE_PROOF_PATHS").map(|_| Default::default()),
         }
     }
 
@@ -115,6 +119,12 @@ impl<'h, 'a> Marker<'h, 'a> {
     /// into. A stack word that reaches a new object becomes a root of its
     /// own, so that the report can name the frame holding the reference.
     fn word_at(&mut self, slot: u64, p: u64, root: u32) {
+        if self.parents.is_some()
+            && let Some(o) = self.heap.find(p)
+            && !self.heap.is_marked(o)
+        {
+            self.note_parent(o, slot);
+        }
         let Some(&Root::Goroutine {
             goid, slot: None, ..
         }) = self.roots.get(root as usize)
@@ -132,6 +142,40 @@ impl<'h, 'a> Marker<'h, 'a> {
         });
         if self.heap.mark(o, root) {
             self.grey(o, root);
+        }
+    }
+
+    fn note_parent(&mut self, o: Obj, slot: u64) {
+        if let Some(m) = self.parents.as_mut() {
+            m.entry((o.span, o.idx)).or_insert(slot);
+        }
+    }
+
+    /// Logs the chain of slots that first reached the object at `p`, from
+    /// it back to a root word (`GOTRACE_PROOF_PATHS`).
+    pub fn log_path(&mut self, p: u64) {
+        let mut at = p;
+        for _ in 0..64 {
+            let Some(o) = self.heap.find(at) else {
+                log::debug!("proof path: {at:#x} is no heap object (a root)");
+                return;
+            };
+            let s = &self.heap.spans[o.span as usize];
+            let base = s.start + u64::from(o.idx) * s.elemsize;
+            let size = s.elemsize;
+            let Some(slot) = self
+                .parents
+                .as_ref()
+                .and_then(|m| m.get(&(o.span, o.idx)).copied())
+            else {
+                log::debug!("proof path: object {base:#x} ({size} B): no parent recorded");
+                return;
+            };
+            log::debug!(
+                "proof path: object {base:#x} ({size} B, +{:#x}) <- slot {slot:#x}",
+                at - base
+            );
+            at = slot;
         }
     }
 
@@ -215,6 +259,7 @@ impl<'h, 'a> Marker<'h, 'a> {
             if let Some(o) = self.heap.find(le_u64(w, 0))
                 && !self.heap.is_marked(o)
             {
+                self.note_parent(o, at);
                 let root = self.root(Root::Global { addr: at });
                 self.heap.mark(o, root);
                 self.grey(o, root);

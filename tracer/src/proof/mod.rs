@@ -169,6 +169,10 @@ pub struct Target<'a> {
     pub layout: &'a RuntimeLayout,
     pub bias: u64,
     pub symbolizer: &'a Symbolizer,
+    /// The process is held at its exit: no thread of it can run again, so
+    /// each thread's stack pointer (`/proc/PID/task/TID/syscall`) says
+    /// where the stack of the goroutine it was running is live.
+    pub held: bool,
 }
 
 /// What a pass needs.
@@ -188,6 +192,9 @@ pub struct Ctx<'a> {
     /// Keep each pass's marks ([`reach::Reach`]), with every marked
     /// object's root.
     pub keep: bool,
+    /// Stack pointers of the threads of a process held at its exit (none
+    /// when it runs: a running thread's stack pointer changes).
+    pub stopped_sps: Vec<u64>,
 }
 
 impl Ctx<'_> {
@@ -243,6 +250,11 @@ pub fn prove_keeping(t: &Target, keep: bool) -> (Proof, Vec<reach::Reach>) {
         bias: t.bias,
         functions: &functions,
         keep,
+        stopped_sps: if t.held {
+            crate::process::ptrace::stopped_sps(t.pid)
+        } else {
+            Vec::new()
+        },
         stacks: maps
             .as_ref()
             .zip(g_off.as_ref())

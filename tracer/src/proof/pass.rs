@@ -158,6 +158,17 @@ pub fn run(
     incomplete += stacks.add(&roots_gs);
     incomplete += scan_stacks(&mut m, &mut stacks);
     let mut outcomes = fixpoint(&mut m, live, &cands, &mut stacks, &mut incomplete);
+    if m.parents.is_some() {
+        for (c, o) in cands.iter().zip(&outcomes) {
+            if let (Outcome::Wakeable(_), Some(p)) = (o, c.waits_on.first()) {
+                log::debug!(
+                    "proof path: goroutine {} waits on {p:#x}",
+                    live[c.i].raw.goid
+                );
+                m.log_path(*p);
+            }
+        }
+    }
     name_frames(ctx, &mut outcomes, live, mem);
     let heap_stats = m.heap.stats;
     let reach = ctx

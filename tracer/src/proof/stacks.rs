@@ -45,6 +45,10 @@ pub struct StackStats {
     /// Stacks whose goroutine ran (or changed state) while its stack was
     /// read: scanned whole instead (counted in `conservative` too).
     pub changed: u64,
+    /// Of the `conservative` stacks, those scanned from a held thread's
+    /// stack pointer up (the rest of it is no longer in use), not whole.
+    #[serde(default)]
+    pub from_thread_sp: u64,
 }
 
 /// What precise stack scanning needs besides the heap layout.
@@ -98,8 +102,19 @@ impl<'c, 'a> StackScan<'c, 'a> {
                 continue;
             }
             let parked = (r.lo..r.hi).contains(&r.sched_sp);
+            log::trace!(
+                "proof: stack of goroutine {} [{:#x}, {:#x}) sp {:#x} whole {whole} parked {parked}",
+                r.goid,
+                r.lo,
+                r.hi,
+                r.sched_sp
+            );
             if whole || !parked || self.stacks.is_none() {
-                let lo = if !whole && parked { r.sched_sp } else { r.lo };
+                let lo = if !whole && parked {
+                    r.sched_sp
+                } else {
+                    self.thread_sp(r.lo, r.hi).unwrap_or(r.lo)
+                };
                 self.whole(lo, r.hi, root);
                 continue;
             }
@@ -114,6 +129,20 @@ impl<'c, 'a> StackScan<'c, 'a> {
             self.precise(&batch);
         }
         bad
+    }
+
+    /// Where a held thread's stack pointer is inside `[lo, hi)`: that
+    /// stack's thread stopped there for good, and below it nothing is in
+    /// use (the words there are dead frames: scanning them would keep what
+    /// they once pointed at).
+    fn thread_sp(&mut self, lo: u64, hi: u64) -> Option<u64> {
+        let sp = *self
+            .ctx
+            .stopped_sps
+            .iter()
+            .find(|sp| (lo..hi).contains(*sp))?;
+        self.stats.from_thread_sp += 1;
+        Some(sp)
     }
 
     fn whole(&mut self, lo: u64, hi: u64, root: u32) {
@@ -290,6 +319,33 @@ mod tests {
         assert_eq!(runtime_seeds(&mem, &hl, &g, 7, 0), Some(vec![7]));
     }
 
+    /// A running goroutine's stack is scanned from a held thread's stack
+    /// pointer when one is inside it (below it are dead frames), else
+    /// whole.
+    #[test]
+    fn a_held_threads_stack_pointer_bounds_a_running_stack() {
+        let hl = super::super::image::layout();
+        let reasons = BTreeMap::new();
+        let functions = |_: &[u64]| Vec::new();
+        let ctx = Ctx {
+            wait_reasons: &reasons,
+            g_stack_hi: None,
+            heap: &hl,
+            globals: super::super::image::globals(),
+            bias: 0,
+            functions: &functions,
+            stacks: None,
+            keep: false,
+            stopped_sps: vec![0x7000, 0x1c00],
+        };
+        let mem = ImageMem::default();
+        let mut scan = StackScan::new(&ctx, &mem);
+        let (a, b) = (live(0x1000, 0x2000), live(0x3000, 0x4000));
+        assert_eq!(scan.add(&[(&a, true, 0), (&b, true, 1)]), 0);
+        assert_eq!(scan.ranges, vec![(0x1c00, 0x400, 0), (0x3000, 0x1000, 1)]);
+        assert_eq!((scan.stats.conservative, scan.stats.from_thread_sp), (2, 1));
+    }
+
     /// The motivating case: channels left dead in main's frame (a finished
     /// loop's `fmt.Printf` argument array) kept their waiters "wakeable"
     /// under a conservative scan. By the stack maps, exactly those waiters
@@ -323,6 +379,7 @@ mod tests {
                 layout: &layout,
                 bias: 0,
                 symbolizer: &symbolizer,
+                held: false,
             };
             // Until every waiter has parked and both passes agree on it (a
             // loaded machine may be slow to get there).

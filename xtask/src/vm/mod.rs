@@ -79,7 +79,7 @@ pub struct Machine {
 /// How gotrace runs a fixture.
 #[derive(Clone, Copy)]
 pub enum Mode {
-    /// `gotrace ARGS -- FIXTURE` (`GOTRACE_HOLD=2s`).
+    /// `gotrace ARGS -- FIXTURE` (`GOTRACE_HOLD=2s`, `GOTRACE_LINGER=300ms`).
     Command,
     /// The fixture starts first and waits for its trigger; `gotrace ARGS
     /// --pid PID` attaches, then the trigger plants the leaks.
