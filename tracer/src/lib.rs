@@ -29,4 +29,5 @@ pub mod proof;
 pub mod report;
 pub mod resolve;
 pub mod snapshot;
+pub mod timermem;
 pub mod view;

@@ -113,6 +113,10 @@ pub struct End {
     /// of a sampled or budgeted trace (None in full mode).
     #[serde(default)]
     pub ctx_memory: Option<crate::ctxmem::FromMemory>,
+    /// The runtime's timer heaps, read from memory at the end of a sampled
+    /// or budgeted trace (None in full mode).
+    #[serde(default)]
+    pub timer_memory: Option<crate::timermem::FromMemory>,
 }
 
 /// The analysis of a command's last state, made while it was held at its

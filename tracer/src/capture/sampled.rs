@@ -154,6 +154,7 @@ impl SampledSession<'_, '_> {
             at_exit: None,
             held: None,
             ctx_memory: None,
+            timer_memory: None,
             samples: Some(self.sampler.info.clone()),
             budget: None,
             state_ns: matches!(end, EndReason::TargetExit(_) | EndReason::TargetExec(_))

@@ -354,6 +354,7 @@ impl Session<'_> {
             budget: None,
             held: None,
             ctx_memory: None,
+            timer_memory: None,
         };
         if let Some(g) = self.governor.as_deref_mut() {
             g.close(self.probes, self.model, &mut out, gone);

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::cli::TargetArgs;
 use super::open::Opened;
 use super::trace::{
-    Started, Target, ViewChoice, analyse_at_exit, end_contexts, end_proof, finish_recording,
+    Started, Target, ViewChoice, analyse_at_exit, end_from_memory, end_proof, finish_recording,
     make_view, meta, referenced_stacks, start_recording,
 };
 use crate::capture::sampled::SampledSession;
@@ -104,7 +104,7 @@ pub(super) fn trace(
     let stacks = referenced_stacks(&model, std::mem::take(&mut sampler.stacks));
     drop(sampler);
     end_proof(args, leak_threshold, (pid, &opened), &model, &mut end);
-    end_contexts(Mode::Sampled, (pid, &opened), &mut end);
+    end_from_memory(Mode::Sampled, (pid, &opened), &mut end);
     finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,

@@ -334,7 +334,7 @@ pub fn trace(
     let (model, mut end, stacks) = runtime.block_on(run.run(snapshot, recorder.as_mut()))?;
     drop(probes); // detach every uprobe before the slow part
     end_proof(args, leak_threshold, (pid, &opened), &model, &mut end);
-    end_contexts(mode, (pid, &opened), &mut end);
+    end_from_memory(mode, (pid, &opened), &mut end);
     finish_recording(recorder, record, &end, &stacks);
     let capture = Capture {
         meta,
@@ -755,24 +755,31 @@ pub(super) fn end_proof(
     }
 }
 
-/// In sampled and budgeted modes (no context probe), the contexts the
-/// parked goroutines hold, read from the target's memory as it is now.
-pub(super) fn end_contexts(mode: Mode, (pid, opened): (u32, &Opened), end: &mut End) {
+/// In sampled and budgeted modes (no context or timer probe), the
+/// contexts the parked goroutines hold and the runtime's timer heaps, read
+/// from the target's memory as it is now.
+pub(super) fn end_from_memory(mode: Mode, (pid, opened): (u32, &Opened), end: &mut End) {
     if mode == Mode::Full {
         return;
     }
-    end.ctx_memory = Some(if end.ended_by == "target-exit" {
-        crate::ctxmem::FromMemory::not_read("the target exited before the end of the trace".into())
-    } else {
-        eprintln!("gotrace: reading the parked goroutines' contexts from PID {pid}'s memory...");
-        crate::ctxmem::read(&crate::ctxmem::Target {
-            pid,
-            bin: &opened.bin,
-            layout: &opened.layout,
-            bias: end.load_bias,
-            symbolizer: &opened.symbolizer,
-        })
-    });
+    if end.ended_by == "target-exit" {
+        let why = "the target exited before the end of the trace";
+        end.ctx_memory = Some(crate::ctxmem::FromMemory::not_read(why.into()));
+        end.timer_memory = Some(crate::timermem::FromMemory::not_read(why.into()));
+        return;
+    }
+    let t = crate::ctxmem::Target {
+        pid,
+        bin: &opened.bin,
+        layout: &opened.layout,
+        bias: end.load_bias,
+        symbolizer: &opened.symbolizer,
+    };
+    eprintln!(
+        "gotrace: reading the parked goroutines' contexts and the timer heaps from PID {pid}'s memory..."
+    );
+    end.ctx_memory = Some(crate::ctxmem::read(&t));
+    end.timer_memory = Some(crate::timermem::read(&t));
 }
 
 /// The leak proof over the target's memory as it is now (it keeps running,

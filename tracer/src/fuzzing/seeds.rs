@@ -365,6 +365,7 @@ pub fn recording(binary: &Path, out: &Path) -> Result<(), String> {
         budget: None,
         held: None,
         ctx_memory: None,
+        timer_memory: None,
     };
     let stacks = BTreeMap::from([
         (1, vec![at("runtime.newproc", 0), at("main.main", 0x34)]),

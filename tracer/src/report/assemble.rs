@@ -181,10 +181,11 @@ fn timer_report(input: &Input<'_>, resolver: &mut StackResolver<'_>) -> timers::
     {
         return timers::TimerReport {
             not_traced: Some(why),
+            from_memory: end.timer_memory.clone(),
             ..Default::default()
         };
     }
-    timers::build(
+    let mut report = timers::build(
         &model.timers,
         &model.goroutines,
         resolver,
@@ -192,7 +193,9 @@ fn timer_report(input: &Input<'_>, resolver: &mut StackResolver<'_>) -> timers::
             end_ns: end.end_ns,
             held: end.held.as_ref(),
         },
-    )
+    );
+    report.from_memory = end.timer_memory.clone();
+    report
 }
 
 /// Why the `probes` group ("contexts", "timers") has no findings when the

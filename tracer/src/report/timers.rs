@@ -19,6 +19,9 @@ use crate::resolve::StackResolver;
 pub struct TimerReport {
     /// Why timers were not traced, if they were not.
     pub not_traced: Option<String>,
+    /// The runtime's timer heaps read from memory at the end of a sampled
+    /// or budgeted trace (null in full mode).
+    pub from_memory: Option<crate::timermem::FromMemory>,
     pub started: u64,
     pub stopped: u64,
     /// Tickers started during the trace and never stopped, by verdict.
@@ -164,6 +167,7 @@ pub fn build(
     });
     TimerReport {
         not_traced: None,
+        from_memory: None,
         started: timers.stats().started,
         stopped: timers.stats().stopped,
         never_stopped: counts,

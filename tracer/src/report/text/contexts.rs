@@ -122,6 +122,9 @@ pub fn render_timers(
 ) {
     if let Some(why) = &t.not_traced {
         let _ = writeln!(out, "\ntimers: not traced ({why})");
+        if let Some(m) = &t.from_memory {
+            timers_from_memory(out, m);
+        }
         return;
     }
     for g in &t.tickers_never_stopped {
@@ -139,6 +142,9 @@ pub fn render_timers(
             n.undecided.count,
             reasons(&n.undecided)
         );
+    }
+    if let Some(m) = &t.from_memory {
+        timers_from_memory(out, m);
     }
 }
 
@@ -443,6 +449,43 @@ fn nested_deadline_lines(out: &mut String, c: &ContextReport, frame: &dyn Fn(&Fr
             }
         );
     }
+}
+
+/// The timer heaps read from memory at the end of a sampled or budgeted
+/// trace.
+fn timers_from_memory(out: &mut String, m: &crate::timermem::FromMemory) {
+    if !m.read {
+        let why = m.error.as_deref().unwrap_or("?");
+        let _ = writeln!(out, "timers in memory: not read ({why})");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "timers in memory (the runtime's heaps, {} P(s)): {} will fire, {} of them periodic; {} stopped awaiting removal",
+        m.ps, m.timers, m.periodic, m.stopped_in_heaps
+    );
+    for g in m.groups.iter().take(10) {
+        let every = g
+            .period_s
+            .map_or_else(|| "once".to_string(), |p| format!("every {p}s"));
+        let waiting = if g.channel {
+            format!(
+                ", {} goroutine(s) waiting on the channel",
+                g.waiting_goroutines
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  {} x{} {every}{waiting}", g.callback, g.count);
+    }
+    if m.read_errors > 0 {
+        let _ = writeln!(out, "  read errors {}", m.read_errors);
+    }
+    let _ = writeln!(
+        out,
+        "  not decidable from memory: {}",
+        m.not_decidable.join("; ")
+    );
 }
 
 /// The contexts read from memory at the end of a sampled or budgeted trace.
