@@ -225,7 +225,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    // One write: `write!` on the stream would send the request in pieces.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
@@ -279,9 +280,15 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let n = c.read(&mut buf).unwrap();
-            assert!(buf[..n].starts_with(b"GET /-/ready HTTP/1.0\r\n"));
+            // The whole request head, however many reads it takes.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.ends_with(b"\r\n\r\n") {
+                let n = c.read(&mut chunk).unwrap();
+                assert!(n > 0, "{:?}", String::from_utf8_lossy(&buf));
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            assert!(buf.starts_with(b"GET /-/ready HTTP/1.0\r\n"));
             c.write_all(b"HTTP/1.0 200 OK\r\nX: y\r\n\r\nReady.\n")
                 .unwrap();
         });
