@@ -155,7 +155,9 @@ pub fn read(t: &Target<'_>) -> FromMemory {
         Ok(out) => out,
         Err(why) => FromMemory::not_read(why),
     };
-    out.took_ms = clock.elapsed().as_secs_f64() * 1e3;
+    // Whole microseconds: a shorter float reads back the same from a
+    // recording (a replay's report equals the live one).
+    out.took_ms = (clock.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     out
 }
 

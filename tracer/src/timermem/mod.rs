@@ -87,7 +87,9 @@ impl FromMemory {
 pub fn read(t: &Target<'_>) -> FromMemory {
     let clock = Instant::now();
     let mut out = read_inner(t).unwrap_or_else(FromMemory::not_read);
-    out.took_ms = clock.elapsed().as_secs_f64() * 1e3;
+    // Whole microseconds: a shorter float reads back the same from a
+    // recording (a replay's report equals the live one).
+    out.took_ms = (clock.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     out
 }
 
