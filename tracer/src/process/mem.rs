@@ -226,6 +226,14 @@ fn chunks(ranges: &[(u64, u64)], order: &[usize], gap: u64) -> Vec<Chunk> {
     out
 }
 
+/// The elements of a Go slice of pointers (`[]*T`) whose header is at `at`,
+/// at most `max` of them: None when the header cannot be read, each element
+/// None when it cannot be.
+pub fn pointer_slice(mem: &dyn Memory, at: u64, max: u64) -> Option<Vec<Option<u64>>> {
+    let (ptr, len) = (mem.u64(at)?, mem.u64(at + 8)?);
+    Some((0..len.min(max)).map(|i| mem.u64(ptr + 8 * i)).collect())
+}
+
 /// A little-endian reader over bytes read from the target.
 pub fn le_u64(b: &[u8], off: u64) -> u64 {
     let o = off as usize;

@@ -392,11 +392,10 @@ fn ps(mem: &dyn Memory, allp: Option<u64>) -> Vec<u64> {
     let Some(allp) = allp else {
         return Vec::new();
     };
-    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
-        return Vec::new();
-    };
-    (0..len.min(MAX_PS))
-        .filter_map(|i| mem.u64(ptr + 8 * i))
+    crate::process::mem::pointer_slice(mem, allp, MAX_PS)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
         .filter(|p| *p != 0)
         .collect()
 }

@@ -7,7 +7,7 @@
 use super::heap::field;
 use super::mark::{Marker, Root};
 use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
-use crate::process::mem::{Memory, le_u64};
+use crate::process::mem::{Memory, le_u64, pointer_slice};
 
 /// Modules beyond this are a misread (a plugin-heavy program has a few).
 const MAX_MODULES: usize = 64;
@@ -75,15 +75,13 @@ fn tiny_blocks(m: &mut Marker, hl: &HeapLayout, g: &HeapGlobals, bias: u64, st: 
         return;
     };
     let mem = m.heap.mem();
-    let allp = allp.wrapping_add(bias);
-    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
+    let Some(ps) = pointer_slice(mem, allp.wrapping_add(bias), MAX_PS) else {
         st.incomplete += 1;
         return;
     };
     let root = m.root(Root::TinyBlock);
-    for i in 0..len.min(MAX_PS) {
-        let block = mem
-            .u64(ptr + 8 * i)
+    for p in ps {
+        let block = p
             .and_then(|p| mem.u64(p + mcache))
             .filter(|c| *c != 0)
             .and_then(|c| mem.u64(c + tiny));
@@ -103,12 +101,11 @@ pub fn p_stale_words(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u
     let Some(allp) = g.allp.filter(|_| !hl.p_stale.is_empty()) else {
         return Vec::new();
     };
-    let allp = allp.wrapping_add(bias);
-    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
-        return Vec::new();
-    };
-    (0..len.min(MAX_PS))
-        .filter_map(|i| mem.u64(ptr + 8 * i).filter(|p| *p != 0))
+    pointer_slice(mem, allp.wrapping_add(bias), MAX_PS)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|p| *p != 0)
         .flat_map(|p| {
             hl.p_stale
                 .iter()

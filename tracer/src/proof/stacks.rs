@@ -102,13 +102,6 @@ impl<'c, 'a> StackScan<'c, 'a> {
                 continue;
             }
             let parked = (r.lo..r.hi).contains(&r.sched_sp);
-            log::trace!(
-                "proof: stack of goroutine {} [{:#x}, {:#x}) sp {:#x} whole {whole} parked {parked}",
-                r.goid,
-                r.lo,
-                r.hi,
-                r.sched_sp
-            );
             if whole || !parked || self.stacks.is_none() {
                 let lo = if !whole && parked {
                     r.sched_sp

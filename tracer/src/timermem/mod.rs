@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::ctxmem::Target;
-use crate::process::mem::{Memory, ProcMem};
+use crate::process::mem::{Memory, ProcMem, pointer_slice};
 use offsets::Offsets;
 
 /// Ps read, timers per heap, and waiters counted per channel, at most.
@@ -100,10 +100,8 @@ fn read_inner(t: &Target<'_>) -> Result<FromMemory, String> {
         .map_err(|e| format!("timer field offsets unknown: {e}"))?;
     let off = Offsets::from_dwarf(&index)?;
     let mem = ProcMem::open(t.pid).map_err(|e| format!("cannot read PID {}: {e}", t.pid))?;
-    let allp = off.allp.wrapping_add(t.bias);
-    let (Some(ptr), Some(len)) = (mem.u64(allp), mem.u64(allp + 8)) else {
-        return Err("cannot read runtime.allp".into());
-    };
+    let ps = pointer_slice(&mem, off.allp.wrapping_add(t.bias), MAX_PS)
+        .ok_or("cannot read runtime.allp")?;
     let mut out = FromMemory {
         read: true,
         not_decidable: NOT_DECIDABLE.map(String::from).to_vec(),
@@ -116,8 +114,8 @@ fn read_inner(t: &Target<'_>) -> Result<FromMemory, String> {
             .last()
             .map_or_else(|| format!("{pc:#x}"), |f| f.function.clone())
     };
-    for i in 0..len.min(MAX_PS) {
-        let Some(p) = mem.u64(ptr + 8 * i).filter(|p| *p != 0) else {
+    for p in ps {
+        let Some(p) = p.filter(|p| *p != 0) else {
             out.read_errors += 1;
             continue;
         };
