@@ -110,7 +110,7 @@ pub extern "C" fn gotrace_calibration_point(x: u64) -> u64 {
 /// CPU time of the calling thread, ns: what a hit costs is CPU the thread
 /// spends (in the kernel), and other processes running meanwhile on a
 /// shared machine do not count.
-fn thread_cpu_ns() -> f64 {
+pub fn thread_cpu_ns() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -141,7 +141,11 @@ pub fn run(
     let mut stacks = StackScan::new(ctx, mem);
     let mut roots_gs = Vec::new();
     for (g, w) in live.iter().zip(&waits) {
-        if *w != ProofWait::Root {
+        // A g that kept changing while read may have been woken and be
+        // running, whatever its status said: its whole stack is a root (it
+        // stays a candidate, unproven as "changed"), or what only it holds
+        // could be proven unreachable.
+        if *w != ProofWait::Root && g.stable {
             continue;
         }
         running += u64::from(g.state == GState::Running);

@@ -149,3 +149,29 @@ fn a_chain_inside_a_span_is_scanned_from_one_read() {
     assert_eq!(p.heap.span_reads, 1);
     assert_eq!(p.heap.bytes_scanned, NELEMS * ELEM + 8 * GLOBALS);
 }
+
+#[test]
+fn an_unstable_goroutines_stack_is_a_root() {
+    // G11 waits on B; G12's status says it waits on C, but its g kept
+    // changing while read (it may have been woken): what its stack holds
+    // (B) is reachable, so G11 is not proven.
+    let mut im = Image::new();
+    let (b, c) = (obj(1), obj(2));
+    im.sudog(obj(11), gp(11), b, 0);
+    im.sudog(obj(12), gp(12), c, 0);
+    im.goroutine(11, CHAN_RECEIVE, obj(11), &[]);
+    im.goroutine(12, CHAN_RECEIVE, obj(12), &[b]);
+    let stable = run(&im).expect("a pass");
+    assert_eq!(outcome(&stable, 11), Outcome::Leaked);
+    im.live[1].stable = false;
+    let p = run(&im).expect("a pass");
+    assert!(
+        matches!(
+            outcome(&p, 11),
+            Outcome::Wakeable(Some(Root::Goroutine { goid: 12, .. }))
+        ),
+        "{:?}",
+        outcome(&p, 11)
+    );
+    assert!(matches!(outcome(&p, 12), Outcome::Unproven(_)));
+}

@@ -312,7 +312,7 @@ fn samples_line(out: &mut String, r: &Report) {
     };
     let _ = writeln!(
         out,
-        "{what}: {} goroutine samples, every {:.1}s{}, each read in {:.1} ms at most; {} failed, {} goroutines kept changing, {} gs skipped, {} unreadable gs kept alive",
+        "{what}: {} goroutine samples, every {:.1}s{}, each read in {:.1} ms at most ({:.1} ms of gotrace's CPU); {} failed, {} goroutines kept changing, {} gs skipped, {} unreadable gs kept alive",
         s.taken,
         s.interval_s,
         if s.max_interval_s > s.interval_s + 1e-3 {
@@ -321,6 +321,7 @@ fn samples_line(out: &mut String, r: &Report) {
             String::new()
         },
         s.took_ms_max,
+        s.cpu_ms_max,
         s.failed,
         s.unstable,
         s.skipped,
