@@ -258,17 +258,48 @@ fn diff(d: &Design, want: &BTreeSet<u64>, got: &BTreeSet<u64>) -> String {
     )
 }
 
-/// A waiter on a sync primitive (a semaphore) found wakeable through a
-/// root that is not the program's: not a goroutine's stack, not a global
-/// of package main.
+/// A waiter found wakeable through a root that is not the program's: not
+/// a goroutine's stack, not a global of package main.
 fn kept_by_the_runtime(v: &Value) -> bool {
     let k = &v["kept_by"];
     v["verdict"] == "wakeable"
-        && v["wait_reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("sync."))
         && k["kind"] != "goroutine"
         && !k["name"].as_str().is_some_and(|n| n.starts_with("main."))
+}
+
+/// The planted leaks not proven because a runtime root kept their
+/// primitive (see [`kept_by_the_runtime`]), and those kept by the stack
+/// of one of them (a leak cycle behind such a miss), transitively.
+fn excused_misses(
+    c: &BTreeMap<u64, &Value>,
+    planted: &BTreeSet<u64>,
+    leaked: &BTreeSet<u64>,
+) -> BTreeSet<u64> {
+    let missed: Vec<u64> = planted.difference(leaked).copied().collect();
+    let mut excused: BTreeSet<u64> = missed
+        .iter()
+        .copied()
+        .filter(|g| c.get(g).is_some_and(|v| kept_by_the_runtime(v)))
+        .collect();
+    loop {
+        let behind: Vec<u64> = missed
+            .iter()
+            .copied()
+            .filter(|g| !excused.contains(g))
+            .filter(|g| {
+                c.get(g).is_some_and(|v| {
+                    v["kept_by"]["kind"] == "goroutine"
+                        && v["kept_by"]["goid"]
+                            .as_u64()
+                            .is_some_and(|k| excused.contains(&k))
+                })
+            })
+            .collect();
+        if behind.is_empty() {
+            return excused;
+        }
+        excused.extend(behind);
+    }
 }
 
 /// Some(the difference) when the proof proved a strict subset of the
@@ -300,17 +331,21 @@ fn check_proof(proof: &Value, d: &Design, symbols: bool) {
     let designed = LEAKS.iter().map(|(_, n)| n).sum::<usize>() + if d.main_select { 2 } else { 0 };
     assert_eq!(planted.len(), designed);
 
-    // Exactly the planted goroutines are proven leaked, but for one miss:
-    // a sync-primitive waiter whose semaphore a runtime root keeps
-    // reachable (a stale word of an M or P, a tiny block: seen in loaded
-    // CI runs) is not proven. A miss is never a false proof; it is allowed
-    // there and printed. A channel miss, or one kept by the program, fails.
+    // Exactly the planted goroutines are proven leaked, but for one kind
+    // of miss: a waiter whose primitive a runtime root keeps reachable (a
+    // stale word of an M or P, a tiny block: seen in loaded CI runs, 1 in
+    // ~100) is not proven, nor what only its stack keeps. A miss is never
+    // a false proof; it is allowed there and printed, for one primitive at
+    // most. A miss kept by the program fails.
     let leaked = goids_with(&c, "leaked");
-    let excused: BTreeSet<u64> = planted
-        .difference(&leaked)
-        .copied()
-        .filter(|g| c.get(g).is_some_and(|v| kept_by_the_runtime(v)))
+    let excused = excused_misses(&c, &planted, &leaked);
+    let kept_by_runtime: BTreeSet<String> = excused
+        .iter()
+        .filter_map(|g| c.get(g))
+        .filter(|v| kept_by_the_runtime(v))
+        .map(|v| v["waits_on"].to_string())
         .collect();
+    assert!(kept_by_runtime.len() <= 1, "{kept_by_runtime:?}");
     if !excused.is_empty() {
         eprintln!(
             "not proven, kept by a runtime root: {}",

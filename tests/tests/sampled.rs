@@ -152,9 +152,10 @@ fn same_suspects(name: &str, full: &Traced, sampled: &Traced) {
     // The heap is scanned conservatively: a stale word in a runtime
     // structure (a g, an M, a P, reached from runtime.allgptr, allm, allp)
     // can reach a channel, and its waiters are then "wakeable": a miss,
-    // never a false proof (seen once in ~100 runs, Go 1.26/1.27, all 3 000
-    // receivers of one channel, kept by runtime.allgptr). Allowed and
-    // printed; counted back, the two modes prove the same.
+    // never a false proof. Seen about once in 100 runs on Go 1.26/1.27
+    // (a P's saved vector registers, now hidden: HeapLayout::p_stale);
+    // other such words may remain. Allowed and printed; counted back, the
+    // two modes prove the same.
     let misses = |t: &Traced| -> u64 {
         let kept = |v: &Value| {
             v["verdict"] == "wakeable"

@@ -253,9 +253,12 @@ pub struct HeapLayout {
     /// `(offset, bytes)` of the fields of a `p` that hold stale copies of
     /// pointers the GC never scans as roots: `wbBuf` (the write barrier's
     /// buffer of recently written pointers), `gcw` (the GC's work queues:
-    /// grey objects, Green Tea's span queues of tagged object pointers) and
+    /// grey objects, Green Tea's span queues of tagged object pointers),
     /// `pcache` (the P's cache of free heap pages: its `base` is a page
-    /// address, a uintptr, where a span allocated since may start).
+    /// address, a uintptr, where a span allocated since may start) and,
+    /// from Go 1.26, `xRegs.scratch` (where `asyncPreempt` saves the vector
+    /// registers of the goroutine it stops: a pointer once copied through
+    /// an XMM register stays there).
     #[serde(default)]
     pub p_stale: Vec<(u64, u64)>,
 }
@@ -550,26 +553,32 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         cleanup_size: c.size,
         cleanup_block_size: c.block_size,
         p_mcache: Some(t.off(&t.structure("p")?, "mcache")?),
-        p_stale: vec![
-            (
-                t.off(&t.structure("p")?, "wbBuf")?,
-                t.structure("wbBuf")?.size,
-            ),
-            (
-                t.off(&t.structure("p")?, "gcw")?,
-                t.structure("gcWork")?.size,
-            ),
-            (
-                t.off(&t.structure("p")?, "pcache")?,
-                t.structure("pageCache")?.size,
-            ),
-        ],
+        p_stale: p_stale(&t)?,
         mcache_tiny: Some(t.off(&t.structure("mcache")?, "tiny")?),
         m_alllink: Some(t.off(&m, "alllink")?),
         m_g0: Some(t.off(&m, "g0")?),
         m_gsignal: Some(t.off(&m, "gsignal")?),
         cond_notify: cond_notify(index)?,
     })
+}
+
+/// [`HeapLayout::p_stale`] from DWARF.
+fn p_stale(t: &Types<'_>) -> Result<Vec<(u64, u64)>, BinaryError> {
+    let p = t.structure("p")?;
+    let mut stale = vec![
+        (t.off(&p, "wbBuf")?, t.structure("wbBuf")?.size),
+        (t.off(&p, "gcw")?, t.structure("gcWork")?.size),
+        (t.off(&p, "pcache")?, t.structure("pageCache")?.size),
+    ];
+    // Go 1.26+ on amd64 and arm64. A P reached conservatively (through a
+    // timer's `ts`, say) showed a channel's address in `scratch`: its
+    // waiters were kept "wakeable" (seen on Go 1.26 and 1.27).
+    if let Ok(x) = t.off(&p, "xRegs") {
+        let per_p = t.structure("xRegPerP")?;
+        let scratch = t.off(&per_p, "scratch")?;
+        stale.push((x + scratch, t.structure("xRegs")?.size));
+    }
+    Ok(stale)
 }
 
 /// Bytes between two entries of `runtime.semtable`: the size of its type

@@ -42,7 +42,7 @@ fn codes(bin: &GoBinary) -> Vec<heap_layout::GlobalCode> {
 
 /// Facts that hold on every version, and the changes the Go sources show
 /// (mspan.nelems narrowed in 1.22, special.offset widened in 1.24,
-/// gcCleanups in 1.25, maybeTraceablePtr in 1.26).
+/// gcCleanups in 1.25, maybeTraceablePtr and p.xRegs in 1.26).
 #[test]
 fn dwarf_heap_layout_on_every_version() {
     for minor in gotoolchains::minors() {
@@ -78,6 +78,12 @@ fn dwarf_heap_layout_on_every_version() {
         assert_eq!(l.kind_special_finalizer, if minor >= 25 { 2 } else { 1 });
         assert!(l.special_max_size >= l.special_finalizer_size);
         assert_eq!(l.notify_list_head, Some(16), "1.{minor}");
+        // wbBuf, gcw, pcache; from 1.26 the vector registers asyncPreempt
+        // saved (xRegs.scratch: 16 ZMM, 8 K registers, on amd64).
+        let xregs = l.p_stale.get(3).copied();
+        assert_eq!(xregs.is_some(), minor >= 26, "1.{minor}");
+        assert_eq!(l.p_stale.len(), if minor >= 26 { 4 } else { 3 });
+        assert!(xregs.is_none_or(|(_, size)| size >= 16 * 64), "1.{minor}");
         let g = l.globals.expect("globals from DWARF");
         assert!(g.semtable.is_some() && g.allfin.is_some());
         assert_eq!(g.gc_cleanups.is_some(), minor >= 25, "1.{minor}");
