@@ -261,6 +261,14 @@ pub struct HeapLayout {
     /// an XMM register stays there).
     #[serde(default)]
     pub p_stale: Vec<(u64, u64)>,
+    /// Sizes of `g`, `m` and `p`: the bytes of their heap slots past these
+    /// are not theirs ([`crate::proof`] hides them).
+    #[serde(default)]
+    pub g_size: Option<u64>,
+    #[serde(default)]
+    pub m_size: Option<u64>,
+    #[serde(default)]
+    pub p_size: Option<u64>,
 }
 
 impl HeapLayout {
@@ -559,6 +567,9 @@ pub(crate) fn from_dwarf(index: &DwarfIndex) -> Result<HeapLayout, BinaryError> 
         m_g0: Some(t.off(&m, "g0")?),
         m_gsignal: Some(t.off(&m, "gsignal")?),
         cond_notify: cond_notify(index)?,
+        g_size: Some(g.size),
+        m_size: Some(m.size),
+        p_size: Some(t.structure("p")?.size),
     })
 }
 

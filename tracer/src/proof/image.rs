@@ -26,6 +26,8 @@ pub const STACK_SIZE: u64 = 0x1000;
 /// The heap: one 8 KiB span of 128 objects of 64 bytes.
 pub const HEAP: u64 = 0xc0_0000_0000;
 pub const ELEM: u64 = 64;
+/// A "g" of the image's `gs` fills 40 of its 64-byte slot.
+pub const G_SIZE: u64 = 40;
 pub const NELEMS: u64 = 128;
 /// Words of module data (each may point at an object).
 pub const GLOBALS: u64 = 8;
@@ -114,6 +116,9 @@ pub fn layout() -> HeapLayout {
         m_gsignal: None,
         notify_list_head: Some(16),
         cond_notify: Some(16),
+        g_size: Some(G_SIZE),
+        m_size: None,
+        p_size: None,
         p_stale: Vec::new(),
     }
 }
@@ -152,6 +157,8 @@ pub fn obj(i: u64) -> u64 {
 pub struct Image {
     pub mem: ImageMem,
     pub live: Vec<LiveG>,
+    /// Heap objects that are g structs (allgs).
+    pub gs: Vec<u64>,
 }
 
 fn put(region: &mut [u8], off: u64, v: u64) {
@@ -210,6 +217,7 @@ impl Image {
         Image {
             mem,
             live: Vec::new(),
+            gs: Vec::new(),
         }
     }
 
@@ -297,7 +305,7 @@ fn run_with(image: &Image, keep: bool) -> Result<super::pass::Pass, String> {
         keep,
         stopped_sps: Vec::new(),
     };
-    let mut pass = super::pass::run(&ctx, &image.live, &[], &image.mem)?;
+    let mut pass = super::pass::run(&ctx, &image.live, &image.gs, &image.mem)?;
     pass.keep_stacks(image.live.clone());
     Ok(pass)
 }

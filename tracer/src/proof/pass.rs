@@ -113,6 +113,18 @@ pub fn run(
         None => Vec::new(),
     };
     hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
+    let gs: Vec<u64> = all
+        .iter()
+        .copied()
+        .chain(super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
+        .collect();
+    hidden.extend(super::roots::slack_words(
+        &mut heap,
+        hl,
+        &gs,
+        &ctx.globals,
+        ctx.bias,
+    ));
     let ahead = waits::Prefetched::new(
         mem,
         hl,

@@ -4,7 +4,7 @@
 //! function, cleanup functions, weak handles), queued finalizers and
 //! queued cleanups.
 
-use super::heap::field;
+use super::heap::{Heap, field};
 use super::mark::{Marker, Root};
 use crate::gobin::heap_layout::{HeapGlobals, HeapLayout};
 use crate::process::mem::{Memory, le_u64, pointer_slice};
@@ -114,27 +114,61 @@ pub fn p_stale_words(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u
         .collect()
 }
 
-/// The g structs outside allgs (each M's g0 and gsignal), whose
-/// `stack.hi` must not count as an edge either.
-pub fn m_gs(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
-    let (Some(allm), Some(link), Some(g0), Some(gsignal)) =
-        (g.allm, hl.m_alllink, hl.m_g0, hl.m_gsignal)
-    else {
+/// Every M on `allm`.
+fn ms(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
+    let (Some(allm), Some(link)) = (g.allm, hl.m_alllink) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let mut mp = mem.u64(allm.wrapping_add(bias)).unwrap_or(0);
-    for _ in 0..MAX_MS {
-        if mp == 0 {
-            break;
-        }
-        out.extend(
-            [g0, gsignal]
-                .iter()
-                .filter_map(|off| mem.u64(mp + off))
-                .filter(|g| *g != 0),
-        );
+    while mp != 0 && out.len() < MAX_MS {
+        out.push(mp);
         mp = mem.u64(mp + link).unwrap_or(0);
+    }
+    out
+}
+
+/// The g structs outside allgs (each M's g0 and gsignal), whose
+/// `stack.hi` must not count as an edge either.
+pub fn m_gs(mem: &dyn Memory, hl: &HeapLayout, g: &HeapGlobals, bias: u64) -> Vec<u64> {
+    let (Some(g0), Some(gsignal)) = (hl.m_g0, hl.m_gsignal) else {
+        return Vec::new();
+    };
+    ms(mem, hl, g, bias)
+        .into_iter()
+        .flat_map(|mp| [mp + g0, mp + gsignal])
+        .filter_map(|a| mem.u64(a))
+        .filter(|g| *g != 0)
+        .collect()
+}
+
+/// The words of each g (`gs`), M and P's heap slot past the struct: Go
+/// (1.24+) zeroes only the bytes asked for, so the rest of the size class
+/// keeps what the slot held before (a channel's address, seen on Go 1.26),
+/// and Go never scans it.
+pub fn slack_words(
+    heap: &mut Heap<'_>,
+    hl: &HeapLayout,
+    gs: &[u64],
+    g: &HeapGlobals,
+    bias: u64,
+) -> Vec<u64> {
+    let mem = heap.mem();
+    let mut typed: Vec<(u64, Option<u64>)> = gs.iter().map(|p| (*p, hl.g_size)).collect();
+    typed.extend(ms(mem, hl, g, bias).into_iter().map(|m| (m, hl.m_size)));
+    if let Some(allp) = g.allp {
+        let ps = pointer_slice(mem, allp.wrapping_add(bias), MAX_PS).unwrap_or_default();
+        typed.extend(ps.into_iter().flatten().map(|p| (p, hl.p_size)));
+    }
+    let mut out = Vec::new();
+    for (base, size) in typed {
+        let (Some(size), Some(o)) = (size, heap.find(base)) else {
+            continue;
+        };
+        let s = &heap.spans[o.span as usize];
+        let slot = s.start + u64::from(o.idx) * s.elemsize;
+        let end = (base + size).next_multiple_of(8);
+        out.extend((end..slot + s.elemsize).step_by(8));
     }
     out
 }

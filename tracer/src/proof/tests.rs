@@ -175,3 +175,24 @@ fn an_unstable_goroutines_stack_is_a_root() {
     );
     assert!(matches!(outcome(&p, 12), Outcome::Unproven(_)));
 }
+
+#[test]
+fn the_slack_of_a_g_slot_is_not_an_edge() {
+    // A global reaches a g (as allgs does) whose 64-byte slot holds B's
+    // address past the g's 40 bytes: stale bytes Go never scans.
+    let mut im = Image::new();
+    let (b, g) = (obj(1), obj(40));
+    im.sudog(obj(11), gp(11), b, 0);
+    im.goroutine(11, CHAN_RECEIVE, obj(11), &[]);
+    im.set(DATA, g);
+    im.set(g + G_SIZE + 8, b);
+    let p = run(&im).expect("a pass");
+    assert!(matches!(outcome(&p, 11), Outcome::Wakeable(_)));
+    im.gs.push(g);
+    let p = run(&im).expect("a pass");
+    assert_eq!(outcome(&p, 11), Outcome::Leaked);
+    // Inside the g, the same word is an edge.
+    im.set(g + 8, b);
+    let p = run(&im).expect("a pass");
+    assert!(matches!(outcome(&p, 11), Outcome::Wakeable(_)));
+}
