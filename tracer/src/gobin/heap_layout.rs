@@ -262,7 +262,7 @@ pub struct HeapLayout {
     #[serde(default)]
     pub p_stale: Vec<(u64, u64)>,
     /// Sizes of `g`, `m` and `p`: the bytes of their heap slots past these
-    /// are not theirs ([`crate::proof`] hides them).
+    /// are not theirs (the leak proof hides them).
     #[serde(default)]
     pub g_size: Option<u64>,
     #[serde(default)]
