@@ -102,22 +102,19 @@ pub fn run(
             ctx.globals.semtable.unwrap_or(0).wrapping_add(ctx.bias),
         )
     });
-    // Word addresses collected in a list (the marker sorts them once): a
-    // hash set of the 100 000s of them costs more.
-    let mut hidden: Vec<u64> = match ctx.g_stack_hi {
-        Some(hi) => all
-            .iter()
-            .chain(&super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
-            .map(|gp| gp + hi)
-            .collect(),
-        None => Vec::new(),
-    };
-    hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
+    // Every g struct: allgs, and each M's g0 and gsignal (read once).
     let gs: Vec<u64> = all
         .iter()
         .copied()
         .chain(super::roots::m_gs(mem, hl, &ctx.globals, ctx.bias))
         .collect();
+    // Word addresses collected in a list (the marker sorts them once): a
+    // hash set of the 100 000s of them costs more.
+    let mut hidden: Vec<u64> = match ctx.g_stack_hi {
+        Some(hi) => gs.iter().map(|gp| gp + hi).collect(),
+        None => Vec::new(),
+    };
+    hidden.extend(super::roots::p_stale_words(mem, hl, &ctx.globals, ctx.bias));
     hidden.extend(super::roots::slack_words(
         &mut heap,
         hl,
